@@ -1,0 +1,29 @@
+# Two entry points: `make draw PROMPT="..."` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROMPT ?= an image of the music
+DRAW_ARGS ?= --out picture.png
+STAMP := $(VENV)/.installed
+
+.PHONY: draw test lint bench
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+draw: $(STAMP)
+	$(BIN)/pseudo-dalle draw "$(PROMPT)" $(DRAW_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_engine.py

@@ -1,0 +1,280 @@
+"""The ``pseudo-dalle`` command line. The only part of the engine that talks to a terminal.
+
+Exit codes: 0 done, 1 a model could not be loaded, 2 bad arguments, 130 stopped with Ctrl-C
+(the picture so far is still saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
+
+from generator import __version__
+from generator.errors import GeneratorError, ModelLoadError
+from generator.settings import MAX_ITERATIONS, MAX_SEED, MAX_SIDE, MIN_SIDE, DrawSettings, Job
+from generator.weights import CLIP_WEIGHTS, DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
+
+if TYPE_CHECKING:
+    from generator.engine import DrawResult, StepInfo
+
+EXIT_LOAD_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+DEFAULT_ITERATIONS = 1000
+TIMELAPSE_FRAMES = 60
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as a single line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"pseudo-dalle: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)(?:x(\d+))?", text.strip().lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected SIDE or WIDTHxHEIGHT, got {text!r}")
+    width = int(match.group(1))
+    height = int(match.group(2) or width)
+    for side in (width, height):
+        if side % 8 or not MIN_SIDE <= side <= MAX_SIDE:
+            raise argparse.ArgumentTypeError(
+                f"sides must be multiples of 8 from {MIN_SIDE} to {MAX_SIDE}, got {text!r}"
+            )
+    return width, height
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pseudo-dalle",
+        description="Draw pictures from text by steering DALL-E's dVAE decoder with CLIP.",
+    )
+    parser.add_argument("--version", action="version", version=f"pseudo-dalle {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    draw = commands.add_parser(
+        "draw",
+        help="draw a picture from a prompt",
+        description="Optimise a picture until CLIP agrees it matches the prompt. "
+        "Ctrl-C stops early and still saves the picture so far.",
+    )
+    draw.add_argument(
+        "prompt",
+        help="what to draw; weight parts with 'text:weight' and separate them with '|', "
+        "e.g. 'a red sky:1 | blurry, watermark:-0.5'",
+    )
+    draw.add_argument(
+        "--iterations", type=_positive, default=DEFAULT_ITERATIONS,
+        help=f"optimisation steps, 1 to {MAX_ITERATIONS} (default {DEFAULT_ITERATIONS}; "
+        "the reference used 7000)",
+    )
+    draw.add_argument(
+        "--size", type=_size, default=(512, 512), metavar="SIDE|WxH",
+        help=f"picture size in pixels, multiples of 8 from {MIN_SIDE} to {MAX_SIDE} (default 512)",
+    )
+    draw.add_argument(
+        "--seed", type=int, default=None,
+        help=f"random seed, 0 to {MAX_SEED}; the same seed and settings redraw the same picture "
+        "(default: a random one, printed at the end)",
+    )
+    draw.add_argument("--out", type=Path, default=None, metavar="FILE.png",
+                      help="where to save the picture (default: named after the prompt and seed)")
+    draw.add_argument("--cutouts", type=_positive, default=32,
+                      help="random crops CLIP looks at per step (default 32)")
+    draw.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
+    draw.add_argument("--temperature", type=float, default=1.0,
+                      help="Gumbel-softmax temperature (default 1.0)")
+    draw.add_argument("--temperature-end", type=float, default=None,
+                      help="anneal the temperature geometrically to this value by the last step")
+    draw.add_argument("--rotation", type=float, default=0.0, metavar="DEGREES",
+                      help="rotate cutouts randomly by up to this many degrees (default 0)")
+    draw.add_argument("--flip", action="store_true", help="mirror half of the cutouts at random")
+    draw.add_argument("--noise", type=float, default=0.0, metavar="STD",
+                      help="add Gaussian noise of this strength to the cutouts (default 0)")
+    _add_model_options(draw)
+    draw.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                      help="where to run: cuda if available with auto (default auto)")
+    draw.add_argument("--save-every", type=_positive, default=None, metavar="N",
+                      help="save a progress frame every N iterations (into --progress-dir)")
+    draw.add_argument("--progress-dir", type=Path, default=None, metavar="DIR",
+                      help="folder for progress frames (needs --save-every)")
+    draw.add_argument("--timelapse", type=Path, default=None, metavar="FILE.gif",
+                      help="also write an animated GIF of the progress frames")
+    draw.set_defaults(handler=_draw)
+
+    fetch = commands.add_parser(
+        "fetch-weights",
+        help="download the model weights into the cache",
+        description="Download CLIP and the dVAE decoder into the cache so later runs work "
+        "offline. Prints where each file is.",
+    )
+    _add_model_options(fetch)
+    fetch.set_defaults(handler=_fetch_weights)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    names = ", ".join(CLIP_WEIGHTS)
+    parser.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, metavar="NAME_OR_PATH",
+                        help=f"CLIP model name ({names}) or checkpoint file "
+                        f"(default {DEFAULT_CLIP_MODEL})")
+    parser.add_argument("--decoder", default=DEFAULT_DECODER_URL, metavar="URL_OR_PATH",
+                        help=f"dVAE decoder URL or file (default {DEFAULT_DECODER_URL})")
+    parser.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                        help="where downloaded weights live (default $PSEUDO_DALLE_CACHE, "
+                        "else ~/.cache/pseudo-dalle)")
+    parser.add_argument("--offline", action="store_true",
+                        help="never download; use cached or local files only")
+
+
+def _default_out(prompt: str, seed: int) -> Path:
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60].rstrip("-")
+    return Path(f"{slug or 'picture'}-{seed}.png")
+
+
+class _Interrupt:
+    """First Ctrl-C asks the loop to stop after the current step; a second one quits at once."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested.is_set():
+            raise KeyboardInterrupt
+        self.requested.set()
+        print("\nstopping after this step; press Ctrl-C again to quit now", file=sys.stderr)
+
+
+def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
+    width, height = args.size
+    settings = DrawSettings(
+        width=width, height=height, cutouts=args.cutouts, lr=args.lr,
+        temperature=args.temperature, temperature_end=args.temperature_end,
+        rotation_degrees=args.rotation, flip=args.flip, noise_std=args.noise,
+    )
+    seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
+    return settings, Job(args.prompt, seed=seed, iterations=args.iterations)
+
+
+def _draw(args: argparse.Namespace) -> int:
+    if args.progress_dir is not None and args.save_every is None:
+        _fail("--progress-dir needs --save-every N", EXIT_USAGE)
+    try:
+        settings, job = _job_from_args(args)
+        from generator.loaders import load_models
+        from generator.objective import CONTEXT_LENGTH, tokenize
+
+        tokenize(job.prompts, CONTEXT_LENGTH)
+        models = load_models(
+            args.clip_model, args.decoder, device=args.device, cache_dir=args.cache_dir,
+            offline=args.offline,
+        )
+    except ModelLoadError as error:
+        _fail(str(error), EXIT_LOAD_FAILED)
+    except GeneratorError as error:
+        _fail(str(error), EXIT_USAGE)
+    out = args.out or _default_out(job.prompt, job.seed)
+    with tempfile.TemporaryDirectory(prefix="pseudo-dalle-frames-") as scratch:
+        frames_dir = args.progress_dir or Path(scratch)
+        save_every = args.save_every
+        if save_every is None and args.timelapse is not None:
+            save_every = max(1, job.iterations // TIMELAPSE_FRAMES)
+        result, frames = _run_with_progress(models, settings, job, frames_dir, save_every)
+        from generator.output import save_result, save_timelapse
+
+        save_result(result, out)
+        if args.timelapse is not None:
+            save_timelapse([*frames, out], args.timelapse)
+    _print_summary(result, out)
+    return EXIT_INTERRUPTED if result.cancelled else 0
+
+
+def _run_with_progress(
+    models: object, settings: DrawSettings, job: Job, frames_dir: Path, save_every: int | None
+) -> tuple[DrawResult, list[Path]]:
+    from tqdm import tqdm
+
+    from generator.engine import Engine, to_pil
+    from generator.loaders import Models
+
+    assert isinstance(models, Models)
+    engine = Engine(models, settings)
+    frames: list[Path] = []
+    report_every = max(1, min(10, job.iterations // 100))
+    bar = tqdm(total=job.iterations, unit="it", file=sys.stderr, dynamic_ncols=True)
+
+    def on_step(info: StepInfo) -> None:
+        bar.update(1)
+        if info.step % report_every == 0 or info.step == info.total:
+            bar.set_postfix(loss=f"{info.loss.item():.4f}", refresh=False)
+        if save_every is not None and info.step % save_every == 0:
+            frames_dir.mkdir(parents=True, exist_ok=True)
+            frame = frames_dir / f"step-{info.step:06d}.png"
+            to_pil(info.image).save(frame)
+            frames.append(frame)
+
+    interrupt = _Interrupt()
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        result = engine.draw(job, on_step, lambda _: interrupt.requested.is_set())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    return result, frames
+
+
+def _print_summary(result: DrawResult, out: Path) -> None:
+    status = "stopped" if result.cancelled else "done"
+    losses = result.losses
+    loss = f"loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "no steps run"
+    timings = result.timings
+    print(
+        f"{status}: {result.steps}/{result.job.iterations} iterations in {timings.loop_s:.1f} s "
+        f"({timings.iterations_per_second:.2f} it/s), {loss}, seed {result.seed}, saved {out}"
+    )
+
+
+def _fetch_weights(args: argparse.Namespace) -> int:
+    from generator.loaders import clip_path, decoder_path
+
+    try:
+        print(f"CLIP: {clip_path(args.clip_model, args.cache_dir, offline=args.offline)}")
+        print(f"decoder: {decoder_path(args.decoder, args.cache_dir, offline=args.offline)}")
+    except GeneratorError as error:
+        _fail(str(error), EXIT_LOAD_FAILED)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:
+        print("pseudo-dalle: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code

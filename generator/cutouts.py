@@ -1,0 +1,67 @@
+"""Random crops of the image for CLIP, all made in one differentiable `grid_sample` call."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from generator.settings import DrawSettings
+
+
+def cutout_transforms(
+    settings: DrawSettings, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Affine maps (N, 2, 3) from a cutout's coordinates to the image's, for one job.
+
+    Sizes follow the reference: a normal around `cut_size_mean` of the shorter side, clipped to
+    [cut_size_min, cut_size_max]; positions are uniform over the image; rotations and flips are
+    optional.
+    """
+    n = settings.cutouts
+    width, height = settings.width, settings.height
+    sizes = torch.randn(n, generator=generator, device=generator.device)
+    sizes = (sizes * settings.cut_size_std + settings.cut_size_mean).clamp(
+        settings.cut_size_min, settings.cut_size_max
+    )
+    side = sizes * min(width, height)  # crop side in pixels
+    u = torch.rand(2, n, generator=generator, device=generator.device)
+    centre_x = (u[0] * (width - side) + side / 2) / width * 2 - 1
+    centre_y = (u[1] * (height - side) + side / 2) / height * 2 - 1
+    angle = torch.zeros(n, device=generator.device)
+    if settings.rotation_degrees:
+        spread = torch.rand(n, generator=generator, device=generator.device) * 2 - 1
+        angle = spread * math.radians(settings.rotation_degrees)
+    mirror = torch.ones(n, device=generator.device)
+    if settings.flip:
+        coin = torch.rand(n, generator=generator, device=generator.device)
+        mirror = torch.where(coin < 0.5, -1.0, 1.0)
+    cos, sin = angle.cos(), angle.sin()
+    scale_x, scale_y = side / width, side / height
+    theta = torch.stack(
+        [
+            torch.stack([scale_x * cos * mirror, -scale_x * sin, centre_x], dim=1),
+            torch.stack([scale_y * sin * mirror, scale_y * cos, centre_y], dim=1),
+        ],
+        dim=1,
+    )  # (N, 2, 3)
+    return theta.to(device)
+
+
+def make_cutouts(images: torch.Tensor, transforms: torch.Tensor, size: int) -> torch.Tensor:
+    """Sample N crops per image: images (B, 3, H, W), transforms (B, N, 2, 3) -> (B*N, 3, s, s).
+
+    The N crops of an image are laid side by side in one sampling grid, so the whole batch is a
+    single `grid_sample` without copying the image N times.
+    """
+    batch, n = transforms.shape[:2]
+    grid = F.affine_grid(
+        transforms.reshape(batch * n, 2, 3), [batch * n, 3, size, size], align_corners=False
+    )  # (B*N, s, s, 2)
+    grid = grid.reshape(batch, n * size, size, 2)
+    crops = F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )  # (B, 3, N*s, s)
+    crops = crops.reshape(batch, 3, n, size, size).transpose(1, 2)  # (B, N, 3, s, s)
+    return crops.reshape(batch * n, 3, size, size)

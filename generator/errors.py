@@ -1,0 +1,27 @@
+"""Errors the engine raises on purpose; each message is meant to be shown to a person as is."""
+
+from __future__ import annotations
+
+
+class GeneratorError(Exception):
+    """Base class: something the user or operator can fix, with a message saying how."""
+
+
+class SettingsError(GeneratorError, ValueError):
+    """A setting is out of range or malformed."""
+
+
+class PromptError(GeneratorError, ValueError):
+    """A prompt is empty, malformed or too long for CLIP."""
+
+
+class ModelLoadError(GeneratorError):
+    """A model file is missing, unreadable or not the model it claims to be."""
+
+
+class UnsafeModelFileError(ModelLoadError):
+    """A model file asks to run code while being loaded; it is refused, never executed."""
+
+
+class WeightsUnavailableError(ModelLoadError):
+    """Weights are not in the cache and could not be downloaded (or downloads are off)."""

@@ -1,0 +1,204 @@
+"""Load CLIP and the DALL-E dVAE decoder from names, URLs or local files, safely and loudly.
+
+Both loaders read weights through `generator.checkpoint` (no code from a model file ever runs)
+and infer the architecture from the weights' shapes, so the tiny models the tests build go
+through exactly the code that loads OpenAI's real files.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from generator.checkpoint import read_tensors
+from generator.errors import ModelLoadError, SettingsError
+from generator.weights import (
+    CLIP_WEIGHTS,
+    DEFAULT_CLIP_MODEL,
+    DEFAULT_DECODER_URL,
+    decoder_spec,
+    default_cache_dir,
+    ensure_weights,
+)
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    import clip
+    import clip.model
+import dall_e
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    """The dVAE decoder's size, as `dall_e.Decoder` takes it."""
+
+    n_init: int
+    n_hid: int
+    n_blk_per_group: int
+    output_channels: int
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class Models:
+    """Frozen CLIP and decoder on one device, ready for the engine."""
+
+    clip: Any
+    decoder: nn.Module
+    decoder_shape: DecoderShape
+    device: torch.device
+
+    @property
+    def vocab_size(self) -> int:
+        return self.decoder_shape.vocab_size
+
+    @property
+    def clip_resolution(self) -> int:
+        return int(self.clip.visual.input_resolution)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is a settings error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SettingsError("CUDA was asked for but no CUDA device is available; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise SettingsError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def _freeze(module: nn.Module, device: torch.device) -> None:
+    module.requires_grad_(False)
+    module.eval()
+    module.to(device)
+
+
+def clip_path(
+    name_or_path: str, cache_dir: Path | None = None, *, offline: bool = False, progress: bool = True
+) -> Path:
+    """The local file for a CLIP model name (fetched into the cache if needed) or path."""
+    if name_or_path in CLIP_WEIGHTS:
+        spec = CLIP_WEIGHTS[name_or_path]
+        return ensure_weights(spec, cache_dir or default_cache_dir(), offline=offline, progress=progress)
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    known = ", ".join(CLIP_WEIGHTS)
+    raise ModelLoadError(
+        f"CLIP model {name_or_path!r} is neither a known name ({known}) nor an existing file"
+    )
+
+
+def decoder_path(
+    url_or_path: str = DEFAULT_DECODER_URL,
+    cache_dir: Path | None = None,
+    *,
+    offline: bool = False,
+    progress: bool = True,
+) -> Path:
+    """The local file for a decoder URL (fetched into the cache if needed) or path."""
+    if _is_url(url_or_path):
+        spec = decoder_spec(url_or_path)
+        return ensure_weights(spec, cache_dir or default_cache_dir(), offline=offline, progress=progress)
+    path = Path(url_or_path).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(f"decoder file {path} does not exist")
+    return path
+
+
+def clip_from_file(path: Path, device: torch.device) -> Any:
+    """Build CLIP with `clip.model.build_model`, which infers the architecture from the shapes."""
+    tensors = read_tensors(path)
+    # TorchScript archives also keep the text transformer's attention mask, which is no weight.
+    state = {k: v for k, v in tensors.items() if not k.endswith(".attn_mask")}
+    needed = ("token_embedding.weight", "positional_embedding", "text_projection", "ln_final.weight")
+    missing = [k for k in needed if k not in state]
+    if missing or not any(k.startswith("visual.") for k in state):
+        what = f"missing {missing[0]}" if missing else "no visual.* weights"
+        raise ModelLoadError(f"{path} does not look like a CLIP checkpoint ({what})")
+    try:
+        model = clip.model.build_model(state)
+    except (KeyError, RuntimeError, ValueError, AssertionError) as error:
+        reason = str(error).splitlines()[0][:300]
+        raise ModelLoadError(f"{path} does not match any CLIP architecture: {reason}") from None
+    model.float()
+    _freeze(model, device)
+    return model
+
+
+_BLOCK_KEY = re.compile(r"^blocks\.group_1\.block_(\d+)\.")
+
+
+def decoder_shape(tensors: dict[str, torch.Tensor], path: Path) -> DecoderShape:
+    """Infer `dall_e.Decoder`'s arguments from its weights' shapes."""
+    try:
+        input_w = tensors["blocks.input.w"]  # (n_init, vocab, 1, 1)
+        output_w = tensors["blocks.output.conv.w"]  # (2 * channels, n_hid, 1, 1)
+    except KeyError as error:
+        raise ModelLoadError(
+            f"{path} does not look like a DALL-E dVAE decoder (missing {error.args[0]})"
+        ) from None
+    blocks = {int(m.group(1)) for k in tensors if (m := _BLOCK_KEY.match(k))}
+    if input_w.dim() != 4 or output_w.dim() != 4 or not blocks:
+        raise ModelLoadError(f"{path} does not look like a DALL-E dVAE decoder (unexpected shapes)")
+    return DecoderShape(
+        n_init=int(input_w.shape[0]),
+        n_hid=int(output_w.shape[1]),
+        n_blk_per_group=max(blocks),
+        output_channels=int(output_w.shape[0]) // 2,
+        vocab_size=int(input_w.shape[1]),
+    )
+
+
+def decoder_from_file(path: Path, device: torch.device) -> tuple[nn.Module, DecoderShape]:
+    """Rebuild the decoder from its weights and freeze it (the pickled one requires grad)."""
+    tensors = read_tensors(path)
+    shape = decoder_shape(tensors, path)
+    try:
+        decoder = dall_e.Decoder(
+            n_init=shape.n_init,
+            n_hid=shape.n_hid,
+            n_blk_per_group=shape.n_blk_per_group,
+            output_channels=shape.output_channels,
+            vocab_size=shape.vocab_size,
+            device=torch.device("cpu"),
+            requires_grad=False,
+        )
+        decoder.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    except (RuntimeError, ValueError) as error:
+        reason = str(error).splitlines()[0][:300]
+        raise ModelLoadError(f"{path} is not a loadable DALL-E dVAE decoder: {reason}") from None
+    _freeze(decoder, device)
+    return decoder, shape
+
+
+def load_models(
+    clip_model: str = DEFAULT_CLIP_MODEL,
+    decoder: str = DEFAULT_DECODER_URL,
+    *,
+    device: torch.device | str = "auto",
+    cache_dir: Path | None = None,
+    offline: bool = False,
+    progress: bool = True,
+) -> Models:
+    """Fetch (if needed) and load both models onto `device`."""
+    target = device if isinstance(device, torch.device) else resolve_device(device)
+    clip_file = clip_path(clip_model, cache_dir, offline=offline, progress=progress)
+    decoder_file = decoder_path(decoder, cache_dir, offline=offline, progress=progress)
+    clip_net = clip_from_file(clip_file, target)
+    decoder_net, shape = decoder_from_file(decoder_file, target)
+    return Models(clip=clip_net, decoder=decoder_net, decoder_shape=shape, device=target)

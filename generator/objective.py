@@ -1,0 +1,65 @@
+"""The objective: weighted cosine similarity between cutout and prompt embeddings in CLIP space."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from generator.errors import PromptError
+from generator.loaders import CLIP_MEAN, CLIP_STD
+from generator.prompts import WeightedPrompt
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    import clip
+
+# Every OpenAI CLIP reads 77 tokens: a start token, 75 of text, an end token.
+CONTEXT_LENGTH = 77
+
+
+def tokenize(prompts: tuple[WeightedPrompt, ...], context_length: int) -> torch.Tensor:
+    """CLIP tokens (P, context) for the prompts; PromptError when one is too long."""
+    tokens = []
+    for prompt in prompts:
+        try:
+            tokens.append(clip.tokenize([prompt.text], context_length=context_length)[0])
+        except RuntimeError:
+            raise PromptError(
+                f"prompt {_shorten(prompt.text)!r} is too long for CLIP, which reads at most "
+                f"{context_length - 2} tokens (about {context_length - 2} short words); shorten it"
+            ) from None
+    return torch.stack(tokens)
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@torch.no_grad()
+def embed_prompts(clip_model: Any, prompts: tuple[WeightedPrompt, ...]) -> torch.Tensor:
+    """Unit-length text embeddings (P, D) for the prompts."""
+    device = clip_model.token_embedding.weight.device
+    tokens = tokenize(prompts, int(clip_model.context_length)).to(device)
+    return F.normalize(clip_model.encode_text(tokens).float(), dim=-1)
+
+
+def embed_cutouts(clip_model: Any, cutouts: torch.Tensor) -> torch.Tensor:
+    """Unit-length image embeddings: cutouts (M, 3, s, s) in [0, 1] -> (M, D)."""
+    mean = cutouts.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = cutouts.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+    return F.normalize(clip_model.encode_image((cutouts - mean) / std).float(), dim=-1)
+
+
+def weighted_loss(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Per-job loss (B,): minus the weighted mean cosine similarity over cutouts.
+
+    image_embeds (B, N, D), text_embeds (B, P, D) and weights (B, P); padding prompts have
+    weight 0.
+    """
+    similarity = torch.einsum("bnd,bpd->bp", image_embeds, text_embeds) / image_embeds.shape[1]
+    return -(similarity * weights).sum(dim=1)

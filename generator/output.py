@@ -1,0 +1,67 @@
+"""Writing pictures: PNGs that carry their prompt, seed and settings, and time-lapse GIFs."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+from generator import __version__
+from generator.engine import DrawResult
+
+
+def png_metadata(result: DrawResult) -> dict[str, str]:
+    """What a PNG records about how it was made; nothing that varies between identical runs."""
+    return {
+        "prompt": result.job.prompt,
+        "seed": str(result.job.seed),
+        "iterations": str(result.steps),
+        "settings": result.settings.to_json(),
+        "Software": f"pseudo-dalle {__version__}",
+    }
+
+
+def png_bytes(image: Image.Image, metadata: dict[str, str] | None = None) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    for key, value in (metadata or {}).items():
+        info.add_itxt(key, value)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(data)
+    os.replace(tmp.name, path)
+
+
+def save_result(result: DrawResult, path: Path) -> None:
+    write_atomically(path, png_bytes(result.image, png_metadata(result)))
+
+
+def save_timelapse(frames: Sequence[Path], path: Path, frame_ms: int = 100) -> None:
+    """An animated GIF of the frames, holding the last one a little longer."""
+    if not frames:
+        raise ValueError("a time-lapse needs at least one frame")
+    images = [Image.open(frame).convert("RGB") for frame in frames]
+    durations = [frame_ms] * (len(images) - 1) + [frame_ms * 10]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0
+    )
+    write_atomically(path, buffer.getvalue())
+
+
+def read_png_text(path: Path) -> dict[str, str]:
+    """The text chunks of a PNG written by `save_result`."""
+    with Image.open(path) as image:
+        image.load()
+        return {k: v for k, v in image.info.items() if isinstance(v, str)}
+

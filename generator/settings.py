@@ -1,0 +1,126 @@
+"""The settings of a run, as one frozen, validated dataclass, and the per-job request."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from generator.errors import SettingsError
+from generator.prompts import WeightedPrompt, parse_prompts
+
+MIN_SIDE = 64
+MAX_SIDE = 1024
+MAX_SEED = 2**32 - 1
+MAX_ITERATIONS = 100_000
+MAX_CUTOUTS = 256
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise SettingsError(message)
+
+
+def check_side(name: str, value: int) -> None:
+    _require(
+        isinstance(value, int) and MIN_SIDE <= value <= MAX_SIDE and value % 8 == 0,
+        f"{name} must be a multiple of 8 from {MIN_SIDE} to {MAX_SIDE}, got {value}",
+    )
+
+
+@dataclass(frozen=True)
+class DrawSettings:
+    """How images are optimised. Every job stepped together shares these.
+
+    The defaults follow the reference notebooks: 512x512 (64x64 tokens), 32 cutouts sized
+    around 0.8 of the side, Adam at 0.1, Gumbel-softmax at temperature 1.
+    """
+
+    width: int = 512
+    height: int = 512
+    cutouts: int = 32
+    cut_size_mean: float = 0.8
+    cut_size_std: float = 0.3
+    cut_size_min: float = 0.5
+    cut_size_max: float = 0.98
+    rotation_degrees: float = 0.0
+    flip: bool = False
+    noise_std: float = 0.0
+    lr: float = 0.1
+    temperature: float = 1.0
+    temperature_end: float | None = None
+    init_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_side("width", self.width)
+        check_side("height", self.height)
+        _require(
+            isinstance(self.cutouts, int) and 1 <= self.cutouts <= MAX_CUTOUTS,
+            f"cutouts must be from 1 to {MAX_CUTOUTS}, got {self.cutouts}",
+        )
+        _require(
+            0 < self.cut_size_min <= self.cut_size_max <= 1,
+            "cut sizes need 0 < cut_size_min <= cut_size_max <= 1, "
+            f"got {self.cut_size_min} and {self.cut_size_max}",
+        )
+        _require(self.cut_size_std >= 0, f"cut_size_std must be >= 0, got {self.cut_size_std}")
+        _require(
+            0 <= self.rotation_degrees <= 45,
+            f"rotation_degrees must be from 0 to 45, got {self.rotation_degrees}",
+        )
+        _require(0 <= self.noise_std <= 1, f"noise_std must be from 0 to 1, got {self.noise_std}")
+        _require(
+            math.isfinite(self.lr) and 0 < self.lr <= 10, f"lr must be in (0, 10], got {self.lr}"
+        )
+        for name in ("temperature", "temperature_end"):
+            value = getattr(self, name)
+            _require(
+                value is None or (math.isfinite(value) and 0.01 <= value <= 100),
+                f"{name} must be from 0.01 to 100, got {value}",
+            )
+        _require(
+            math.isfinite(self.init_scale) and 0 <= self.init_scale <= 100,
+            f"init_scale must be from 0 to 100, got {self.init_scale}",
+        )
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """(rows, columns) of codebook tokens: the decoder upsamples 8x."""
+        return self.height // 8, self.width // 8
+
+    def temperature_at(self, step: int, total: int) -> float:
+        """Gumbel-softmax temperature for 0-based `step` of `total`, geometric if scheduled."""
+        if self.temperature_end is None or total <= 1:
+            return self.temperature
+        fraction = step / (total - 1)
+        return float(self.temperature * (self.temperature_end / self.temperature) ** fraction)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One picture to draw: what, with which seed, for how many iterations.
+
+    `init_logits` continues an earlier result (its `DrawResult.logits`) instead of starting from
+    random tokens.
+    """
+
+    prompt: str
+    seed: int
+    iterations: int
+    init_logits: Any = field(default=None, compare=False, repr=False)
+    prompts: tuple[WeightedPrompt, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
+            f"seed must be from 0 to {MAX_SEED}, got {self.seed}",
+        )
+        _require(
+            isinstance(self.iterations, int) and 1 <= self.iterations <= MAX_ITERATIONS,
+            f"iterations must be from 1 to {MAX_ITERATIONS}, got {self.iterations}",
+        )
+        object.__setattr__(self, "prompts", parse_prompts(self.prompt))

@@ -1,0 +1,86 @@
+"""Randomly initialised models written in the file formats users have, for tests and benchmarks.
+
+``tiny`` models run in milliseconds on a CPU; ``full`` models have the real architectures
+(CLIP ViT-B/32, the 8192-token decoder) with random weights, for timing without downloads.
+Both load through the same loaders as OpenAI's files.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    import clip
+    import clip.model
+import dall_e
+
+Size = Literal["tiny", "full"]
+ClipFormat = Literal["state_dict", "torchscript"]
+DecoderFormat = Literal["pickle", "state_dict", "safetensors"]
+
+# A tiny decoder's output convolution is so small that its image hardly depends on the latent.
+TINY_OUTPUT_GAIN = 40.0
+
+
+def random_clip(size: Size = "tiny", seed: int = 0) -> torch.nn.Module:
+    """A CLIP with random weights; the tokenizer's vocabulary and context fit both sizes."""
+    torch.manual_seed(seed)
+    if size == "tiny":
+        model = clip.model.CLIP(
+            embed_dim=32, image_resolution=32, vision_layers=1, vision_width=64,
+            vision_patch_size=16, context_length=77, vocab_size=49408, transformer_width=64,
+            transformer_heads=1, transformer_layers=1,
+        )
+    else:
+        model = clip.model.CLIP(
+            embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+            vision_patch_size=32, context_length=77, vocab_size=49408, transformer_width=512,
+            transformer_heads=8, transformer_layers=12,
+        )
+    return model.eval()
+
+
+def random_decoder(size: Size = "tiny", seed: int = 0) -> torch.nn.Module:
+    """A `dall_e.Decoder` with random weights; the tiny one's output gain is raised."""
+    torch.manual_seed(seed)
+    if size == "tiny":
+        decoder = dall_e.Decoder(n_init=32, n_hid=64, n_blk_per_group=1, vocab_size=512)
+        with torch.no_grad():
+            decoder.blocks.output.conv.w.mul_(TINY_OUTPUT_GAIN)
+    else:
+        decoder = dall_e.Decoder()
+    return decoder.eval()
+
+
+def write_clip(path: Path, size: Size = "tiny", fmt: ClipFormat = "state_dict") -> Path:
+    """Save a random CLIP as a state dict or, like OpenAI's files, a traced TorchScript archive."""
+    model = random_clip(size)
+    if fmt == "state_dict":
+        torch.save(model.state_dict(), path)
+    else:
+        resolution = model.visual.input_resolution
+        example = (torch.zeros(1, 3, resolution, resolution), clip.tokenize(["a picture"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.trace(model, example).save(str(path))
+    return path
+
+
+def write_decoder(path: Path, size: Size = "tiny", fmt: DecoderFormat = "pickle") -> Path:
+    """Save a random decoder pickled whole (as OpenAI's decoder.pkl is), as a state dict, or
+    as safetensors."""
+    decoder = random_decoder(size)
+    if fmt == "pickle":
+        torch.save(decoder, path)
+    elif fmt == "state_dict":
+        torch.save(decoder.state_dict(), path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(path))
+    return path

@@ -1,0 +1,175 @@
+"""Where model weights come from: a cache directory, ordered download sources, SHA-256 checks.
+
+OpenAI's CLIP download URLs have returned 404 since 2025 (openai/CLIP issue 516), so each model
+lists mirrors of the same OpenAI weights after OpenAI's own URL. Downloads go to a temporary file
+in the cache directory and are renamed into place only once complete and verified, so an
+interrupted download never leaves a half file where a model is expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.errors import WeightsUnavailableError
+
+DEFAULT_DECODER_URL = "https://cdn.openai.com/dall-e/decoder.pkl"
+DEFAULT_CLIP_MODEL = "ViT-B/32"
+USER_AGENT = "pseudo-dalle (+https://pypi.org/project/pseudo-dalle/)"
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    url: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A model file: its name for people, its path inside the cache, and where to get it."""
+
+    name: str
+    filename: str
+    sources: tuple[Source, ...]
+
+
+def _openai_clip(name: str, file: str, digest: str, mirror: Source | None = None) -> WeightSpec:
+    url = f"https://openaipublic.azureedge.net/clip/models/{digest}/{file}"
+    sources = (Source(url, digest),) + ((mirror,) if mirror else ())
+    return WeightSpec(f"CLIP {name}", f"clip/{file}", sources)
+
+
+def _timm_mirror(repo: str, revision: str = "main", sha256: str | None = None) -> Source:
+    return Source(
+        f"https://huggingface.co/timm/{repo}/resolve/{revision}/open_clip_model.safetensors", sha256
+    )
+
+
+CLIP_WEIGHTS: dict[str, WeightSpec] = {
+    "ViT-B/32": _openai_clip(
+        "ViT-B/32",
+        "ViT-B-32.pt",
+        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+        _timm_mirror(
+            "vit_base_patch32_clip_224.openai",
+            "a6f597a30f7b82c51704746581f9a4e41421e878",
+            "e6d1bd7789aa45192b3bf90570a789b478bae1b74ebcce7eddd908e83a2b7c31",
+        ),
+    ),
+    "ViT-B/16": _openai_clip(
+        "ViT-B/16",
+        "ViT-B-16.pt",
+        "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+        _timm_mirror("vit_base_patch16_clip_224.openai"),
+    ),
+    "ViT-L/14": _openai_clip(
+        "ViT-L/14",
+        "ViT-L-14.pt",
+        "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
+        _timm_mirror("vit_large_patch14_clip_224.openai"),
+    ),
+    "RN50": _openai_clip(
+        "RN50", "RN50.pt", "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762"
+    ),
+}
+
+
+def decoder_spec(url: str = DEFAULT_DECODER_URL) -> WeightSpec:
+    """The dVAE decoder at `url`, cached under a name that differs for every URL but the default."""
+    basename = Path(urllib.parse.urlparse(url).path).name or "decoder.pkl"
+    if url != DEFAULT_DECODER_URL:
+        basename = f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{basename}"
+    return WeightSpec("DALL-E dVAE decoder", f"dall_e/{basename}", (Source(url),))
+
+
+def default_cache_dir() -> Path:
+    """``$PSEUDO_DALLE_CACHE``, else ``$XDG_CACHE_HOME/pseudo-dalle``, else ``~/.cache/pseudo-dalle``."""
+    if configured := os.environ.get("PSEUDO_DALLE_CACHE"):
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pseudo-dalle"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(source: Source, target: Path, progress: bool, label: str) -> None:
+    """Fetch `source` into `target` atomically; raise OSError or ValueError on any failure."""
+    from tqdm import tqdm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    request = urllib.request.Request(source.url, headers={"User-Agent": USER_AGENT})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        handle = tempfile.NamedTemporaryFile(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
+        )
+        temp = Path(handle.name)
+        try:
+            digest = hashlib.sha256()
+            with handle, tqdm(
+                total=total, unit="B", unit_scale=True, desc=label, disable=not progress,
+                file=sys.stderr, leave=False,
+            ) as bar:
+                while chunk := response.read(CHUNK):
+                    handle.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+            if total is not None and temp.stat().st_size != total:
+                raise ValueError(f"download ended early ({temp.stat().st_size} of {total} bytes)")
+            if source.sha256 and digest.hexdigest() != source.sha256:
+                raise ValueError(
+                    f"SHA-256 mismatch: got {digest.hexdigest()}, expected {source.sha256}"
+                )
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code}"
+    if isinstance(error, urllib.error.URLError):
+        return f"unreachable ({error.reason})"
+    return str(error) or type(error).__name__
+
+
+def ensure_weights(
+    spec: WeightSpec, cache_dir: Path, *, offline: bool = False, progress: bool = True
+) -> Path:
+    """Path of `spec` in the cache, downloading it from the first source that works.
+
+    Raises WeightsUnavailableError naming the file and where to put it when it is not cached
+    and `offline` is set or every source fails.
+    """
+    target = cache_dir / spec.filename
+    if target.is_file():
+        return target
+    failures: list[str] = []
+    if not offline:
+        for source in spec.sources:
+            if progress:
+                print(f"downloading {spec.name} from {source.url}", file=sys.stderr)
+            try:
+                _download(source, target, progress, spec.filename)
+                return target
+            except (OSError, ValueError) as error:
+                failures.append(f"{source.url}: {_describe(error)}")
+    tried = "; ".join(failures) if failures else "downloads are turned off (offline mode)"
+    raise WeightsUnavailableError(
+        f"{spec.name} is not available ({tried}). Download it from {spec.sources[0].url} "
+        f"and save it as {target}, or pass the path of a local copy."
+    )
