@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROMPT ?= an image of the music
-DRAW_ARGS ?= --out picture.png
+DRAW_ARGS ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: draw test lint bench

@@ -15,7 +15,7 @@ import re
 import struct
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,14 @@ class ModuleRecord:
 
 
 def _record_class(qualified_name: str) -> type[ModuleRecord]:
-    return type(qualified_name.rsplit(".", 1)[-1], (ModuleRecord,), {"qualified_name": qualified_name})
+    return type(
+        qualified_name.rsplit(".", 1)[-1], (ModuleRecord,), {"qualified_name": qualified_name}
+    )
 
 
-_TORCH_SAVE_RECORDS = [(_record_class(name), name) for name in PICKLED_MODULE_CLASSES]
+_TORCH_SAVE_RECORDS: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+    (_record_class(name), name) for name in PICKLED_MODULE_CLASSES
+]
 
 
 class _StorageType:
@@ -198,7 +202,9 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise
     except Exception as error:
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        raise ModelLoadError(f"{path} is not a readable model file ({FORMATS_HINT}): {reason}") from None
+        raise ModelLoadError(
+            f"{path} is not a readable model file ({FORMATS_HINT}): {reason}"
+        ) from None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     tensors = dict(_walk(obj, ""))

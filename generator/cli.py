@@ -89,42 +89,92 @@ def _build_parser() -> argparse.ArgumentParser:
         "e.g. 'a red sky:1 | blurry, watermark:-0.5'",
     )
     draw.add_argument(
-        "--iterations", type=_positive, default=DEFAULT_ITERATIONS,
+        "--iterations",
+        type=_positive,
+        default=DEFAULT_ITERATIONS,
         help=f"optimisation steps, 1 to {MAX_ITERATIONS} (default {DEFAULT_ITERATIONS}; "
         "the reference used 7000)",
     )
     draw.add_argument(
-        "--size", type=_size, default=(512, 512), metavar="SIDE|WxH",
+        "--size",
+        type=_size,
+        default=(512, 512),
+        metavar="SIDE|WxH",
         help=f"picture size in pixels, multiples of 8 from {MIN_SIDE} to {MAX_SIDE} (default 512)",
     )
     draw.add_argument(
-        "--seed", type=int, default=None,
+        "--seed",
+        type=int,
+        default=None,
         help=f"random seed, 0 to {MAX_SEED}; the same seed and settings redraw the same picture "
         "(default: a random one, printed at the end)",
     )
-    draw.add_argument("--out", type=Path, default=None, metavar="FILE.png",
-                      help="where to save the picture (default: named after the prompt and seed)")
-    draw.add_argument("--cutouts", type=_positive, default=32,
-                      help="random crops CLIP looks at per step (default 32)")
+    draw.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE.png",
+        help="where to save the picture (default: named after the prompt and seed)",
+    )
+    draw.add_argument(
+        "--cutouts",
+        type=_positive,
+        default=32,
+        help="random crops CLIP looks at per step (default 32)",
+    )
     draw.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
-    draw.add_argument("--temperature", type=float, default=1.0,
-                      help="Gumbel-softmax temperature (default 1.0)")
-    draw.add_argument("--temperature-end", type=float, default=None,
-                      help="anneal the temperature geometrically to this value by the last step")
-    draw.add_argument("--rotation", type=float, default=0.0, metavar="DEGREES",
-                      help="rotate cutouts randomly by up to this many degrees (default 0)")
+    draw.add_argument(
+        "--temperature", type=float, default=1.0, help="Gumbel-softmax temperature (default 1.0)"
+    )
+    draw.add_argument(
+        "--temperature-end",
+        type=float,
+        default=None,
+        help="anneal the temperature geometrically to this value by the last step",
+    )
+    draw.add_argument(
+        "--rotation",
+        type=float,
+        default=0.0,
+        metavar="DEGREES",
+        help="rotate cutouts randomly by up to this many degrees (default 0)",
+    )
     draw.add_argument("--flip", action="store_true", help="mirror half of the cutouts at random")
-    draw.add_argument("--noise", type=float, default=0.0, metavar="STD",
-                      help="add Gaussian noise of this strength to the cutouts (default 0)")
+    draw.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        metavar="STD",
+        help="add Gaussian noise of this strength to the cutouts (default 0)",
+    )
     _add_model_options(draw)
-    draw.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                      help="where to run: cuda if available with auto (default auto)")
-    draw.add_argument("--save-every", type=_positive, default=None, metavar="N",
-                      help="save a progress frame every N iterations (into --progress-dir)")
-    draw.add_argument("--progress-dir", type=Path, default=None, metavar="DIR",
-                      help="folder for progress frames (needs --save-every)")
-    draw.add_argument("--timelapse", type=Path, default=None, metavar="FILE.gif",
-                      help="also write an animated GIF of the progress frames")
+    draw.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to run: cuda if available with auto (default auto)",
+    )
+    draw.add_argument(
+        "--save-every",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="save a progress frame every N iterations (into --progress-dir)",
+    )
+    draw.add_argument(
+        "--progress-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder for progress frames (needs --save-every)",
+    )
+    draw.add_argument(
+        "--timelapse",
+        type=Path,
+        default=None,
+        metavar="FILE.gif",
+        help="also write an animated GIF of the progress frames",
+    )
     draw.set_defaults(handler=_draw)
 
     fetch = commands.add_parser(
@@ -140,16 +190,29 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     names = ", ".join(CLIP_WEIGHTS)
-    parser.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, metavar="NAME_OR_PATH",
-                        help=f"CLIP model name ({names}) or checkpoint file "
-                        f"(default {DEFAULT_CLIP_MODEL})")
-    parser.add_argument("--decoder", default=DEFAULT_DECODER_URL, metavar="URL_OR_PATH",
-                        help=f"dVAE decoder URL or file (default {DEFAULT_DECODER_URL})")
-    parser.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
-                        help="where downloaded weights live (default $PSEUDO_DALLE_CACHE, "
-                        "else ~/.cache/pseudo-dalle)")
-    parser.add_argument("--offline", action="store_true",
-                        help="never download; use cached or local files only")
+    parser.add_argument(
+        "--clip-model",
+        default=DEFAULT_CLIP_MODEL,
+        metavar="NAME_OR_PATH",
+        help=f"CLIP model name ({names}) or checkpoint file (default {DEFAULT_CLIP_MODEL})",
+    )
+    parser.add_argument(
+        "--decoder",
+        default=DEFAULT_DECODER_URL,
+        metavar="URL_OR_PATH",
+        help=f"dVAE decoder URL or file (default {DEFAULT_DECODER_URL})",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where downloaded weights live (default $PSEUDO_DALLE_CACHE, "
+        "else ~/.cache/pseudo-dalle)",
+    )
+    parser.add_argument(
+        "--offline", action="store_true", help="never download; use cached or local files only"
+    )
 
 
 def _default_out(prompt: str, seed: int) -> Path:
@@ -173,9 +236,15 @@ class _Interrupt:
 def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
     width, height = args.size
     settings = DrawSettings(
-        width=width, height=height, cutouts=args.cutouts, lr=args.lr,
-        temperature=args.temperature, temperature_end=args.temperature_end,
-        rotation_degrees=args.rotation, flip=args.flip, noise_std=args.noise,
+        width=width,
+        height=height,
+        cutouts=args.cutouts,
+        lr=args.lr,
+        temperature=args.temperature,
+        temperature_end=args.temperature_end,
+        rotation_degrees=args.rotation,
+        flip=args.flip,
+        noise_std=args.noise,
     )
     seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
     return settings, Job(args.prompt, seed=seed, iterations=args.iterations)
@@ -191,7 +260,10 @@ def _draw(args: argparse.Namespace) -> int:
 
         tokenize(job.prompts, CONTEXT_LENGTH)
         models = load_models(
-            args.clip_model, args.decoder, device=args.device, cache_dir=args.cache_dir,
+            args.clip_model,
+            args.decoder,
+            device=args.device,
+            cache_dir=args.cache_dir,
             offline=args.offline,
         )
     except ModelLoadError as error:

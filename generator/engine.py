@@ -135,8 +135,12 @@ class Engine:
                 if on_step is not None:
                     on_step(
                         StepInfo(
-                            entry.index, entry.step, entry.job.iterations, entry.losses[entry.step - 1],
-                            images[row].detach(), entry.logits.detach(),
+                            entry.index,
+                            entry.step,
+                            entry.job.iterations,
+                            entry.losses[entry.step - 1],
+                            images[row].detach(),
+                            entry.logits.detach(),
                         )
                     )
             for entry in [e for e in active if e.step >= e.job.iterations]:
@@ -188,7 +192,8 @@ class Engine:
             jitter = torch.cat(
                 [
                     torch.randn(
-                        (settings.cutouts, *cutouts.shape[1:]), generator=e.generator,
+                        (settings.cutouts, *cutouts.shape[1:]),
+                        generator=e.generator,
                         device=self.device,
                     )
                     for e in active

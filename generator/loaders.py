@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +89,18 @@ def _freeze(module: nn.Module, device: torch.device) -> None:
 
 
 def clip_path(
-    name_or_path: str, cache_dir: Path | None = None, *, offline: bool = False, progress: bool = True
+    name_or_path: str,
+    cache_dir: Path | None = None,
+    *,
+    offline: bool = False,
+    progress: bool = True,
 ) -> Path:
     """The local file for a CLIP model name (fetched into the cache if needed) or path."""
     if name_or_path in CLIP_WEIGHTS:
         spec = CLIP_WEIGHTS[name_or_path]
-        return ensure_weights(spec, cache_dir or default_cache_dir(), offline=offline, progress=progress)
+        return ensure_weights(
+            spec, cache_dir or default_cache_dir(), offline=offline, progress=progress
+        )
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
@@ -113,7 +120,9 @@ def decoder_path(
     """The local file for a decoder URL (fetched into the cache if needed) or path."""
     if _is_url(url_or_path):
         spec = decoder_spec(url_or_path)
-        return ensure_weights(spec, cache_dir or default_cache_dir(), offline=offline, progress=progress)
+        return ensure_weights(
+            spec, cache_dir or default_cache_dir(), offline=offline, progress=progress
+        )
     path = Path(url_or_path).expanduser()
     if not path.is_file():
         raise ModelLoadError(f"decoder file {path} does not exist")
@@ -125,21 +134,31 @@ def clip_from_file(path: Path, device: torch.device) -> Any:
     tensors = read_tensors(path)
     # TorchScript archives also keep the text transformer's attention mask, which is no weight.
     state = {k: v for k, v in tensors.items() if not k.endswith(".attn_mask")}
-    needed = ("token_embedding.weight", "positional_embedding", "text_projection", "ln_final.weight")
+    needed = (
+        "token_embedding.weight",
+        "positional_embedding",
+        "text_projection",
+        "ln_final.weight",
+    )
     missing = [k for k in needed if k not in state]
     if missing or not any(k.startswith("visual.") for k in state):
         what = f"missing {missing[0]}" if missing else "no visual.* weights"
         raise ModelLoadError(f"{path} does not look like a CLIP checkpoint ({what})")
     try:
-        model = clip.model.build_model(state)
+        model = clip.model.build_model(dict(state))
+        # build_model stores the weights in fp16; load them again at full precision.
+        model.float()
+        model.load_state_dict(
+            {k: v.float() for k, v in state.items() if k not in _CLIP_NON_WEIGHTS}, strict=True
+        )
     except (KeyError, RuntimeError, ValueError, AssertionError) as error:
         reason = str(error).splitlines()[0][:300]
         raise ModelLoadError(f"{path} does not match any CLIP architecture: {reason}") from None
-    model.float()
     _freeze(model, device)
     return model
 
 
+_CLIP_NON_WEIGHTS = frozenset({"input_resolution", "context_length", "vocab_size"})
 _BLOCK_KEY = re.compile(r"^blocks\.group_1\.block_(\d+)\.")
 
 
@@ -197,8 +216,13 @@ def load_models(
 ) -> Models:
     """Fetch (if needed) and load both models onto `device`."""
     target = device if isinstance(device, torch.device) else resolve_device(device)
-    clip_file = clip_path(clip_model, cache_dir, offline=offline, progress=progress)
-    decoder_file = decoder_path(decoder, cache_dir, offline=offline, progress=progress)
+    resolve_clip = partial(clip_path, clip_model, cache_dir, offline=offline, progress=progress)
+    resolve_decoder = partial(decoder_path, decoder, cache_dir, offline=offline, progress=progress)
+    # A mistyped local path fails before minutes are spent downloading the other model.
+    if _is_url(decoder):
+        clip_file, decoder_file = resolve_clip(), resolve_decoder()
+    else:
+        decoder_file, clip_file = resolve_decoder(), resolve_clip()
     clip_net = clip_from_file(clip_file, target)
     decoder_net, shape = decoder_from_file(decoder_file, target)
     return Models(clip=clip_net, decoder=decoder_net, decoder_shape=shape, device=target)

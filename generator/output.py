@@ -63,5 +63,4 @@ def read_png_text(path: Path) -> dict[str, str]:
     """The text chunks of a PNG written by `save_result`."""
     with Image.open(path) as image:
         image.load()
-        return {k: v for k, v in image.info.items() if isinstance(v, str)}
-
+        return {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}

@@ -7,6 +7,7 @@ text, so ``"time: 3pm"`` is one prompt.
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ def _split_weight(part: str) -> tuple[str, float]:
             weight = float(tail)
         except ValueError:
             return part, 1.0
-        if weight != weight or weight in (float("inf"), float("-inf")):
+        if not math.isfinite(weight):
             raise PromptError(f"prompt weight must be a finite number, got {tail.strip()!r}")
         return text, weight
     return part, 1.0
@@ -43,7 +44,9 @@ def _split_weight(part: str) -> tuple[str, float]:
 def parse_prompts(spec: str) -> tuple[WeightedPrompt, ...]:
     """Parse a weighted prompt spec; raise PromptError with a short reason when it is unusable."""
     if len(spec) > MAX_PROMPT_CHARS:
-        raise PromptError(f"prompt is too long ({len(spec)} characters, at most {MAX_PROMPT_CHARS})")
+        raise PromptError(
+            f"prompt is too long ({len(spec)} characters, at most {MAX_PROMPT_CHARS})"
+        )
     if not clean_text(spec):
         raise PromptError("prompt is empty: describe what to draw")
     prompts = []

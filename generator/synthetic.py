@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -27,20 +27,34 @@ DecoderFormat = Literal["pickle", "state_dict", "safetensors"]
 TINY_OUTPUT_GAIN = 40.0
 
 
-def random_clip(size: Size = "tiny", seed: int = 0) -> torch.nn.Module:
+def random_clip(size: Size = "tiny", seed: int = 0) -> Any:
     """A CLIP with random weights; the tokenizer's vocabulary and context fit both sizes."""
     torch.manual_seed(seed)
     if size == "tiny":
         model = clip.model.CLIP(
-            embed_dim=32, image_resolution=32, vision_layers=1, vision_width=64,
-            vision_patch_size=16, context_length=77, vocab_size=49408, transformer_width=64,
-            transformer_heads=1, transformer_layers=1,
+            embed_dim=32,
+            image_resolution=32,
+            vision_layers=1,
+            vision_width=64,
+            vision_patch_size=16,
+            context_length=77,
+            vocab_size=49408,
+            transformer_width=64,
+            transformer_heads=1,
+            transformer_layers=1,
         )
     else:
         model = clip.model.CLIP(
-            embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-            vision_patch_size=32, context_length=77, vocab_size=49408, transformer_width=512,
-            transformer_heads=8, transformer_layers=12,
+            embed_dim=512,
+            image_resolution=224,
+            vision_layers=12,
+            vision_width=768,
+            vision_patch_size=32,
+            context_length=77,
+            vocab_size=49408,
+            transformer_width=512,
+            transformer_heads=8,
+            transformer_layers=12,
         )
     return model.eval()
 
@@ -54,7 +68,8 @@ def random_decoder(size: Size = "tiny", seed: int = 0) -> torch.nn.Module:
             decoder.blocks.output.conv.w.mul_(TINY_OUTPUT_GAIN)
     else:
         decoder = dall_e.Decoder()
-    return decoder.eval()
+    module: torch.nn.Module = decoder.eval()
+    return module
 
 
 def write_clip(path: Path, size: Size = "tiny", fmt: ClipFormat = "state_dict") -> Path:

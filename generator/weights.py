@@ -91,7 +91,8 @@ def decoder_spec(url: str = DEFAULT_DECODER_URL) -> WeightSpec:
 
 
 def default_cache_dir() -> Path:
-    """``$PSEUDO_DALLE_CACHE``, else ``$XDG_CACHE_HOME/pseudo-dalle``, else ``~/.cache/pseudo-dalle``."""
+    """``$PSEUDO_DALLE_CACHE``, else ``$XDG_CACHE_HOME/pseudo-dalle``, else
+    ``~/.cache/pseudo-dalle``."""
     if configured := os.environ.get("PSEUDO_DALLE_CACHE"):
         return Path(configured).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -112,31 +113,29 @@ def _download(source: Source, target: Path, progress: bool, label: str) -> None:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(source.url, headers={"User-Agent": USER_AGENT})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        handle = tempfile.NamedTemporaryFile(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
-        )
-        temp = Path(handle.name)
-        try:
-            digest = hashlib.sha256()
-            with handle, tqdm(
-                total=total, unit="B", unit_scale=True, desc=label, disable=not progress,
-                file=sys.stderr, leave=False,
-            ) as bar:
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    temp = Path(temp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(request, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr,
+                       disable=not progress, leave=False)  # fmt: skip
+            with bar:
                 while chunk := response.read(CHUNK):
                     handle.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
-            if total is not None and temp.stat().st_size != total:
-                raise ValueError(f"download ended early ({temp.stat().st_size} of {total} bytes)")
-            if source.sha256 and digest.hexdigest() != source.sha256:
-                raise ValueError(
-                    f"SHA-256 mismatch: got {digest.hexdigest()}, expected {source.sha256}"
-                )
-            os.replace(temp, target)
-        finally:
-            temp.unlink(missing_ok=True)
+        size = temp.stat().st_size
+        if total is not None and size != total:
+            raise ValueError(f"download ended early ({size} of {total} bytes)")
+        if source.sha256 and digest.hexdigest() != source.sha256:
+            raise ValueError(
+                f"SHA-256 mismatch: got {digest.hexdigest()}, expected {source.sha256}"
+            )
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _describe(error: BaseException) -> str:

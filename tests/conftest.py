@@ -1,0 +1,91 @@
+"""Tiny random models written to disk in the formats users have, and a local HTTP server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from generator.loaders import Models, load_models
+from generator.settings import DrawSettings
+from generator.synthetic import write_clip, write_decoder
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    clip_state_dict: Path
+    clip_torchscript: Path
+    decoder_pickle: Path
+    decoder_state_dict: Path
+    decoder_safetensors: Path
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    folder = tmp_path_factory.mktemp("models")
+    return ModelFiles(
+        clip_state_dict=write_clip(folder / "clip-state-dict.pt", fmt="state_dict"),
+        clip_torchscript=write_clip(folder / "clip-torchscript.pt", fmt="torchscript"),
+        decoder_pickle=write_decoder(folder / "decoder.pkl", fmt="pickle"),
+        decoder_state_dict=write_decoder(folder / "decoder-state-dict.pt", fmt="state_dict"),
+        decoder_safetensors=write_decoder(folder / "decoder.safetensors", fmt="safetensors"),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_models(model_files: ModelFiles) -> Models:
+    return load_models(
+        str(model_files.clip_torchscript), str(model_files.decoder_pickle), device="cpu"
+    )
+
+
+@pytest.fixture
+def small_settings() -> DrawSettings:
+    return DrawSettings(width=64, height=64, cutouts=8)
+
+
+@dataclass
+class FileServer:
+    """Serves `files` (URL path -> bytes) on loopback; anything else is a 404."""
+
+    base_url: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    served = FileServer(base_url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served.hits[self.path] = served.hits.get(self.path, 0) + 1
+            body = served.files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Keep test output quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    served.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

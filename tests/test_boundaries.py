@@ -1,0 +1,28 @@
+"""The engine never pulls in the Discord front end, and the CLI starts without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def _modules_after(code: str) -> set[str]:
+    script = f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    return set(result.stdout.split())
+
+
+def test_generator_never_imports_discord() -> None:
+    loaded = _modules_after(
+        "import generator.cli, generator.engine, generator.loaders, generator.output, "
+        "generator.synthetic"
+    )
+    assert "torch" in loaded
+    assert not any(name == "discord" or name.startswith("discord.") for name in loaded)
+
+
+def test_cli_module_does_not_import_torch() -> None:
+    loaded = _modules_after("import generator.cli")
+    assert "torch" not in loaded

@@ -1,0 +1,272 @@
+"""`pseudo-dalle` as a person runs it: real processes, tiny model files given by path."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from generator.output import read_png_text
+
+from .conftest import FileServer, ModelFiles
+
+SUMMARY = re.compile(
+    r"^(done|stopped): (\d+)/(\d+) iterations in [\d.]+ s \(([\d.]+) it/s\), "
+    r"loss (-?[\d.]+) -> (-?[\d.]+), seed (\d+), saved (.+)$",
+    re.MULTILINE,
+)
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "generator", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _model_args(files: ModelFiles) -> list[str]:
+    return ["--clip-model", str(files.clip_torchscript), "--decoder", str(files.decoder_pickle)]
+
+
+def _draw(files: ModelFiles, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return _cli(
+        "draw",
+        "an image of the music",
+        "--size",
+        "64",
+        "--cutouts",
+        "8",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        *_model_args(files),
+        *extra,
+    )
+
+
+def test_draw_is_reproducible_and_the_loss_falls(model_files: ModelFiles, tmp_path: Path) -> None:
+    first = _draw(model_files, tmp_path / "a.png", "--iterations", "40", "--seed", "42")
+    assert first.returncode == 0, first.stderr
+    summary = SUMMARY.search(first.stdout)
+    assert summary, first.stdout
+    status, steps, total, rate, start_loss, end_loss, seed, saved = summary.groups()
+    assert (status, steps, total, seed, saved) == (
+        "done",
+        "40",
+        "40",
+        "42",
+        str(tmp_path / "a.png"),
+    )
+    assert float(rate) > 0
+    assert float(end_loss) < float(start_loss)
+
+    with Image.open(tmp_path / "a.png") as image:
+        assert image.size == (64, 64)
+    text = read_png_text(tmp_path / "a.png")
+    assert text["prompt"] == "an image of the music"
+    assert text["seed"] == "42"
+    assert '"cutouts": 8' in text["settings"]
+
+    again = _draw(model_files, tmp_path / "b.png", "--iterations", "40", "--seed", "42")
+    other = _draw(model_files, tmp_path / "c.png", "--iterations", "40", "--seed", "43")
+    assert again.returncode == other.returncode == 0
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert (tmp_path / "a.png").read_bytes() != (tmp_path / "c.png").read_bytes()
+
+
+def test_non_square_size_progress_frames_and_timelapse(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    frames = tmp_path / "frames"
+    result = _draw(
+        model_files,
+        tmp_path / "wide.png",
+        "--iterations",
+        "6",
+        "--size",
+        "128x64",
+        "--save-every",
+        "2",
+        "--progress-dir",
+        str(frames),
+        "--timelapse",
+        str(tmp_path / "t.gif"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in frames.iterdir()) == [
+        "step-000002.png",
+        "step-000004.png",
+        "step-000006.png",
+    ]
+    with Image.open(tmp_path / "wide.png") as image:
+        assert image.size == (128, 64)
+    with Image.open(tmp_path / "t.gif") as gif:
+        assert gif.n_frames == 4  # type: ignore[attr-defined]
+        assert gif.size == (128, 64)
+
+
+def test_help_documents_every_option() -> None:
+    result = _cli("draw", "--help")
+    assert result.returncode == 0
+    for option in (
+        "--iterations",
+        "--size",
+        "--seed",
+        "--out",
+        "--cutouts",
+        "--lr",
+        "--clip-model",
+        "--decoder",
+        "--device",
+        "--save-every",
+        "--progress-dir",
+        "--timelapse",
+        "--offline",
+        "--cache-dir",
+        "--temperature",
+        "--temperature-end",
+        "--rotation",
+        "--flip",
+        "--noise",
+    ):
+        assert option in result.stdout, option
+    assert "Ctrl-C" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["draw", "a cat", "--size", "500"], "multiples of 8 from 64 to 1024"),
+        (["draw", "a cat", "--iterations", "0"], "must be at least 1"),
+        (["draw", "a cat", "--iterations", "many"], "expected a whole number"),
+        (["draw", "a cat", "--iterations", "200000"], "iterations must be from 1 to 100000"),
+        (["draw", "a cat", "--seed", "-3"], "seed must be from 0"),
+        (["draw", "a cat", "--lr", "0"], "lr must be in"),
+        (["draw", "a cat", "--device", "tpu"], "invalid choice: 'tpu'"),
+        (["draw", "   "], "prompt is empty"),
+        (["draw", "word " * 90], "too long for CLIP"),
+        (["draw", "a cat", "--progress-dir", "frames"], "--progress-dir needs --save-every"),
+        (["draw"], "the following arguments are required: prompt"),
+        (["paint", "a cat"], "invalid choice: 'paint'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args: list[str], message: str) -> None:
+    result = _cli(*args, "--clip-model", "/nonexistent/clip.pt")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_offline_without_weights_says_where_to_put_them(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    result = _cli(
+        "draw",
+        "a cat",
+        "--offline",
+        "--cache-dir",
+        str(tmp_path),
+        "--decoder",
+        str(model_files.decoder_pickle),
+    )
+    assert result.returncode == 1
+    assert str(tmp_path / "clip" / "ViT-B-32.pt") in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_malicious_decoder_is_refused(tmp_path: Path, model_files: ModelFiles) -> None:
+    marker = tmp_path / "pwned"
+
+    class RunsCommand:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "decoder.pkl"
+    torch.save({"blocks.input.w": RunsCommand()}, evil)
+    result = _cli(
+        "draw", "a cat", "--clip-model", str(model_files.clip_state_dict), "--decoder", str(evil)
+    )
+    assert result.returncode == 1
+    assert "refusing to load" in result.stderr
+    assert not marker.exists()
+
+
+def test_ctrl_c_saves_the_picture_so_far(model_files: ModelFiles, tmp_path: Path) -> None:
+    out, frames = tmp_path / "stopped.png", tmp_path / "frames"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "generator",
+            "draw",
+            "a long job",
+            "--iterations",
+            "100000",
+            "--size",
+            "64",
+            "--cutouts",
+            "4",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--save-every",
+            "1",
+            "--progress-dir",
+            str(frames),
+            *_model_args(model_files),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (frames.is_dir() and any(frames.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    summary = SUMMARY.search(stdout)
+    assert summary, stdout
+    assert summary.group(1) == "stopped"
+    assert 1 <= int(summary.group(2)) < 100000
+    with Image.open(out) as image:
+        assert image.size == (64, 64)
+    assert read_png_text(out)["iterations"] == summary.group(2)
+
+
+def test_fetch_weights_downloads_into_the_cache(
+    model_files: ModelFiles, file_server: FileServer, tmp_path: Path
+) -> None:
+    file_server.files["/decoder.pkl"] = model_files.decoder_pickle.read_bytes()
+    args = [
+        "fetch-weights",
+        "--cache-dir",
+        str(tmp_path),
+        "--clip-model",
+        str(model_files.clip_state_dict),
+        "--decoder",
+        file_server.url("/decoder.pkl"),
+    ]
+    result = _cli(*args)
+    assert result.returncode == 0, result.stderr
+    cached = next((tmp_path / "dall_e").glob("*decoder.pkl"))
+    assert f"decoder: {cached}" in result.stdout
+    assert cached.read_bytes() == model_files.decoder_pickle.read_bytes()
+    assert _cli(*args, "--offline").returncode == 0
+    assert file_server.hits["/decoder.pkl"] == 1
