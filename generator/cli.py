@@ -1,7 +1,8 @@
 """The ``pseudo-dalle`` command line. The only part of the engine that talks to a terminal.
 
-Exit codes: 0 done, 1 a model could not be loaded, 2 bad arguments, 130 stopped with Ctrl-C
-(the picture so far is still saved).
+Exit codes: 0 done, 1 failed (a model could not be loaded, the GPU ran out of memory, the
+picture could not be written), 2 bad arguments, 130 stopped with Ctrl-C (the picture so far is
+still saved).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from generator.weights import CLIP_WEIGHTS, DEFAULT_CLIP_MODEL, DEFAULT_DECODER_
 
 if TYPE_CHECKING:
     from generator.engine import DrawResult, StepInfo
+    from generator.loaders import Models
 
-EXIT_LOAD_FAILED = 1
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_ITERATIONS = 1000
@@ -257,6 +259,7 @@ def _draw(args: argparse.Namespace) -> int:
         settings, job = _job_from_args(args)
         from generator.loaders import load_models
         from generator.objective import CONTEXT_LENGTH, tokenize
+        from generator.output import save_result, save_timelapse
 
         tokenize(job.prompts, CONTEXT_LENGTH)
         models = load_models(
@@ -267,7 +270,7 @@ def _draw(args: argparse.Namespace) -> int:
             offline=args.offline,
         )
     except ModelLoadError as error:
-        _fail(str(error), EXIT_LOAD_FAILED)
+        _fail(str(error), EXIT_FAILED)
     except GeneratorError as error:
         _fail(str(error), EXIT_USAGE)
     out = args.out or _default_out(job.prompt, job.seed)
@@ -277,24 +280,24 @@ def _draw(args: argparse.Namespace) -> int:
         if save_every is None and args.timelapse is not None:
             save_every = max(1, job.iterations // TIMELAPSE_FRAMES)
         result, frames = _run_with_progress(models, settings, job, frames_dir, save_every)
-        from generator.output import save_result, save_timelapse
-
-        save_result(result, out)
-        if args.timelapse is not None:
-            save_timelapse([*frames, out], args.timelapse)
+        try:
+            save_result(result, out)
+            if args.timelapse is not None:
+                save_timelapse([*frames, out], args.timelapse)
+        except OSError as error:
+            _fail(f"cannot write {error.filename or out}: {error.strerror}", EXIT_FAILED)
     _print_summary(result, out)
     return EXIT_INTERRUPTED if result.cancelled else 0
 
 
 def _run_with_progress(
-    models: object, settings: DrawSettings, job: Job, frames_dir: Path, save_every: int | None
+    models: Models, settings: DrawSettings, job: Job, frames_dir: Path, save_every: int | None
 ) -> tuple[DrawResult, list[Path]]:
+    import torch
     from tqdm import tqdm
 
     from generator.engine import Engine, to_pil
-    from generator.loaders import Models
 
-    assert isinstance(models, Models)
     engine = Engine(models, settings)
     frames: list[Path] = []
     report_every = max(1, min(10, job.iterations // 100))
@@ -314,6 +317,12 @@ def _run_with_progress(
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
         result = engine.draw(job, on_step, lambda _: interrupt.requested.is_set())
+    except torch.OutOfMemoryError:
+        _fail(
+            f"out of GPU memory at {settings.width}x{settings.height} with {settings.cutouts} "
+            "cutouts: try a smaller --size or fewer --cutouts",
+            EXIT_FAILED,
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
@@ -338,7 +347,7 @@ def _fetch_weights(args: argparse.Namespace) -> int:
         print(f"CLIP: {clip_path(args.clip_model, args.cache_dir, offline=args.offline)}")
         print(f"decoder: {decoder_path(args.decoder, args.cache_dir, offline=args.offline)}")
     except GeneratorError as error:
-        _fail(str(error), EXIT_LOAD_FAILED)
+        _fail(str(error), EXIT_FAILED)
     return 0
 
 

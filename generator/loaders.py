@@ -82,6 +82,11 @@ def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
+def _one_line(error: Exception, limit: int = 300) -> str:
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _freeze(module: nn.Module, device: torch.device) -> None:
     module.requires_grad_(False)
     module.eval()
@@ -152,8 +157,9 @@ def clip_from_file(path: Path, device: torch.device) -> Any:
             {k: v.float() for k, v in state.items() if k not in _CLIP_NON_WEIGHTS}, strict=True
         )
     except (KeyError, RuntimeError, ValueError, AssertionError) as error:
-        reason = str(error).splitlines()[0][:300]
-        raise ModelLoadError(f"{path} does not match any CLIP architecture: {reason}") from None
+        raise ModelLoadError(
+            f"{path} does not match any CLIP architecture: {_one_line(error)}"
+        ) from None
     _freeze(model, device)
     return model
 
@@ -171,6 +177,10 @@ def decoder_shape(tensors: dict[str, torch.Tensor], path: Path) -> DecoderShape:
         raise ModelLoadError(
             f"{path} does not look like a DALL-E dVAE decoder (missing {error.args[0]})"
         ) from None
+    if input_w.dim() == 4 and input_w.shape[1] == 3 and input_w.shape[2] > 1:
+        raise ModelLoadError(
+            f"{path} is the dVAE encoder (encoder.pkl), not the decoder: use decoder.pkl"
+        )
     blocks = {int(m.group(1)) for k in tensors if (m := _BLOCK_KEY.match(k))}
     if input_w.dim() != 4 or output_w.dim() != 4 or not blocks:
         raise ModelLoadError(f"{path} does not look like a DALL-E dVAE decoder (unexpected shapes)")
@@ -199,8 +209,9 @@ def decoder_from_file(path: Path, device: torch.device) -> tuple[nn.Module, Deco
         )
         decoder.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     except (RuntimeError, ValueError) as error:
-        reason = str(error).splitlines()[0][:300]
-        raise ModelLoadError(f"{path} is not a loadable DALL-E dVAE decoder: {reason}") from None
+        raise ModelLoadError(
+            f"{path} is not a loadable DALL-E dVAE decoder: {_one_line(error)}"
+        ) from None
     _freeze(decoder, device)
     return decoder, shape
 

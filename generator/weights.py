@@ -18,11 +18,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator import __version__
 from generator.errors import WeightsUnavailableError
 
 DEFAULT_DECODER_URL = "https://cdn.openai.com/dall-e/decoder.pkl"
 DEFAULT_CLIP_MODEL = "ViT-B/32"
-USER_AGENT = "pseudo-dalle (+https://pypi.org/project/pseudo-dalle/)"
+USER_AGENT = f"pseudo-dalle/{__version__}"
 CHUNK = 1 << 20
 
 
@@ -167,8 +168,9 @@ def ensure_weights(
                 return target
             except (OSError, ValueError) as error:
                 failures.append(f"{source.url}: {_describe(error)}")
-    tried = "; ".join(failures) if failures else "downloads are turned off (offline mode)"
+    tried = "; ".join(failures) if failures else "offline mode, nothing was downloaded"
+    urls = " or ".join(source.url for source in spec.sources)
     raise WeightsUnavailableError(
-        f"{spec.name} is not available ({tried}). Download it from {spec.sources[0].url} "
+        f"{spec.name} is not available ({tried}). Download it from {urls} "
         f"and save it as {target}, or pass the path of a local copy."
     )

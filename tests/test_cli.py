@@ -186,6 +186,15 @@ def test_offline_without_weights_says_where_to_put_them(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_unwritable_output_is_one_clear_line(model_files: ModelFiles, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    result = _draw(model_files, blocker / "picture.png", "--iterations", "1")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("pseudo-dalle: error: cannot write")
+    assert "Traceback" not in result.stderr
+
+
 def test_malicious_decoder_is_refused(tmp_path: Path, model_files: ModelFiles) -> None:
     marker = tmp_path / "pwned"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dall_e
 import pytest
 import torch
 
@@ -58,12 +59,21 @@ def test_clip_given_as_decoder_is_refused(model_files: ModelFiles) -> None:
         decoder_from_file(model_files.clip_state_dict, CPU)
 
 
+def test_encoder_given_as_decoder_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "encoder.pkl"
+    torch.save(dall_e.Encoder(n_hid=64, n_blk_per_group=1, vocab_size=512), path)
+    with pytest.raises(ModelLoadError, match=r"is the dVAE encoder \(encoder.pkl\)"):
+        decoder_from_file(path, CPU)
+
+
 def test_decoder_with_a_wrong_tensor_shape_is_refused(tmp_path: Path) -> None:
     state = random_decoder().state_dict()
     state["blocks.group_1.block_1.res_path.conv_2.w"] = torch.zeros(3, 3, 3, 3)
     path = tmp_path / "decoder.pt"
     torch.save(state, path)
-    with pytest.raises(ModelLoadError, match="not a loadable DALL-E dVAE decoder"):
+    with pytest.raises(
+        ModelLoadError, match=r"not a loadable DALL-E dVAE decoder: .*size mismatch"
+    ):
         decoder_from_file(path, CPU)
 
 

@@ -93,6 +93,7 @@ def test_offline_clip_error_names_the_openai_file(model_files: ModelFiles, tmp_p
     assert "CLIP ViT-B/32" in message
     assert str(tmp_path / "clip/ViT-B-32.pt") in message
     assert "openaipublic.azureedge.net" in message
+    assert "huggingface.co/timm/vit_base_patch32_clip_224.openai" in message
 
 
 def test_decoder_downloaded_from_a_url_loads(
