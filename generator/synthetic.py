@@ -27,35 +27,25 @@ DecoderFormat = Literal["pickle", "state_dict", "safetensors"]
 TINY_OUTPUT_GAIN = 40.0
 
 
+# CLIP's own constructor arguments; "full" is ViT-B/32.
+_CLIP_SIZES: dict[Size, dict[str, int]] = {
+    "tiny": {
+        "embed_dim": 32, "image_resolution": 32, "vision_layers": 1, "vision_width": 64,
+        "vision_patch_size": 16, "transformer_width": 64, "transformer_heads": 1,
+        "transformer_layers": 1,
+    },
+    "full": {
+        "embed_dim": 512, "image_resolution": 224, "vision_layers": 12, "vision_width": 768,
+        "vision_patch_size": 32, "transformer_width": 512, "transformer_heads": 8,
+        "transformer_layers": 12,
+    },
+}  # fmt: skip
+
+
 def random_clip(size: Size = "tiny", seed: int = 0) -> Any:
-    """A CLIP with random weights; the tokenizer's vocabulary and context fit both sizes."""
+    """A CLIP with random weights; both sizes use the real tokenizer's vocabulary and context."""
     torch.manual_seed(seed)
-    if size == "tiny":
-        model = clip.model.CLIP(
-            embed_dim=32,
-            image_resolution=32,
-            vision_layers=1,
-            vision_width=64,
-            vision_patch_size=16,
-            context_length=77,
-            vocab_size=49408,
-            transformer_width=64,
-            transformer_heads=1,
-            transformer_layers=1,
-        )
-    else:
-        model = clip.model.CLIP(
-            embed_dim=512,
-            image_resolution=224,
-            vision_layers=12,
-            vision_width=768,
-            vision_patch_size=32,
-            context_length=77,
-            vocab_size=49408,
-            transformer_width=512,
-            transformer_heads=8,
-            transformer_layers=12,
-        )
+    model = clip.model.CLIP(context_length=77, vocab_size=49408, **_CLIP_SIZES[size])
     return model.eval()
 
 
