@@ -1,0 +1,144 @@
+"""The messages the bot and the worker process exchange: typed, versioned, one JSON object per line.
+
+This module imports neither torch nor discord, so both sides can use it. Pictures travel as
+base64 PNG; a line never holds a raw newline.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+
+
+class ProtocolError(ValueError):
+    """A line that is not a message of this protocol version."""
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class StartJob(Message):
+    """Bot -> worker: draw this. `init_latent` is a file of an earlier job's logits."""
+
+    kind: ClassVar[str] = "start"
+    job_id: int
+    prompt: str
+    seed: int
+    iterations: int
+    width: int
+    height: int
+    progress_every_s: float
+    init_latent: str | None = None
+
+
+@dataclass(frozen=True)
+class CancelJob(Message):
+    """Bot -> worker: stop this job after the current step and send what it has."""
+
+    kind: ClassVar[str] = "cancel"
+    job_id: int
+
+
+@dataclass(frozen=True)
+class Ready(Message):
+    """Worker -> bot: models are loaded; jobs can come."""
+
+    kind: ClassVar[str] = "ready"
+    device: str
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    """Worker -> bot, every second or so, also while a job runs."""
+
+    kind: ClassVar[str] = "heartbeat"
+    busy_job_id: int | None
+
+
+@dataclass(frozen=True)
+class Progress(Message):
+    """Worker -> bot: a job's latest picture, at most once per `progress_every_s`."""
+
+    kind: ClassVar[str] = "progress"
+    job_id: int
+    step: int
+    total: int
+    loss: float
+    iterations_per_second: float
+    png_b64: str
+
+
+@dataclass(frozen=True)
+class Finished(Message):
+    """Worker -> bot: the final picture (also for a cancelled job, with `cancelled` set)."""
+
+    kind: ClassVar[str] = "finished"
+    job_id: int
+    steps: int
+    seconds: float
+    cancelled: bool
+    png_b64: str
+    latent: str
+
+
+@dataclass(frozen=True)
+class Failed(Message):
+    """Worker -> bot: the job could not run; `reason` is safe to show to the requester."""
+
+    kind: ClassVar[str] = "failed"
+    job_id: int
+    reason: str
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.kind: cls for cls in (StartJob, CancelJob, Ready, Heartbeat, Progress, Finished, Failed)
+}
+
+
+def encode(message: Message) -> str:
+    """One line of JSON, newline included."""
+    payload = {"v": PROTOCOL_VERSION, "type": message.kind, **asdict(message)}
+    return json.dumps(payload, separators=(",", ":")) + "\n"
+
+
+def decode(line: str | bytes) -> Message:
+    """Parse one line; ProtocolError for anything that is not a message of this version."""
+    try:
+        payload = json.loads(line)
+    except ValueError as error:
+        raise ProtocolError(f"not JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise ProtocolError("not a JSON object")
+    if payload.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {payload.get('v')!r}, expected {PROTOCOL_VERSION}")
+    cls = MESSAGE_TYPES.get(str(payload.get("type")))
+    if cls is None:
+        raise ProtocolError(f"unknown message type {payload.get('type')!r}")
+    names = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in payload.items() if k in names})
+    except TypeError as error:
+        raise ProtocolError(f"bad {cls.kind} message: {error}") from None
+
+
+def png_to_b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64_to_png(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def describe(message: Message) -> dict[str, Any]:
+    """A loggable view of a message: pictures shortened to their size."""
+    view = asdict(message)
+    if "png_b64" in view:
+        view["png_b64"] = f"<{len(view['png_b64'])} base64 chars>"
+    return {"type": message.kind, **view}

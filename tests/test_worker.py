@@ -1,0 +1,147 @@
+"""The worker process speaks the protocol: real process, real generator, tiny models."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from generator.protocol import (
+    CancelJob,
+    Failed,
+    Finished,
+    Heartbeat,
+    Message,
+    Progress,
+    ProtocolError,
+    Ready,
+    StartJob,
+    b64_to_png,
+    decode,
+    encode,
+)
+
+from .conftest import ModelFiles
+
+
+class WorkerProcess:
+    def __init__(self, files: ModelFiles, latents: Path) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "generator.worker", "--clip-model",
+                str(files.clip_torchscript), "--decoder", str(files.decoder_pickle),
+                "--device", "cpu", "--latents", str(latents), "--cutouts", "4",
+            ],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def send(self, message: Message) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(encode(message))
+        self.process.stdin.flush()
+
+    def receive(self) -> Message:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line, "worker closed its output"
+        return decode(line)
+
+    def until(self, kind: type[Message]) -> Iterator[Message]:
+        """Messages up to and including the first of `kind`, heartbeats left out."""
+        while True:
+            message = self.receive()
+            if not isinstance(message, Heartbeat):
+                yield message
+            if isinstance(message, kind):
+                return
+
+
+@pytest.fixture
+def worker(model_files: ModelFiles, tmp_path: Path) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(model_files, tmp_path / "latents")
+    yield process
+    process.process.kill()
+    process.process.wait()
+
+
+def _start(job_id: int, iterations: int, **changes: object) -> StartJob:
+    values: dict[str, object] = {
+        "job_id": job_id, "prompt": "a cat", "seed": 1, "iterations": iterations, "width": 64,
+        "height": 64, "progress_every_s": 0.0,
+    }  # fmt: skip
+    values.update(changes)
+    return StartJob(**values)  # type: ignore[arg-type]
+
+
+def test_job_runs_with_progress_and_a_final_picture(worker: WorkerProcess) -> None:
+    assert isinstance(next(worker.until(Ready)), Ready)
+    worker.send(_start(7, 5))
+    messages = list(worker.until(Finished))
+    progress = [m for m in messages if isinstance(m, Progress)]
+    assert [p.step for p in progress] == [1, 2, 3, 4, 5]
+    finished = messages[-1]
+    assert isinstance(finished, Finished)
+    assert (finished.job_id, finished.steps, finished.cancelled) == (7, 5, False)
+    png = b64_to_png(finished.png_b64)
+    assert png.startswith(b"\x89PNG")
+    assert torch.load(finished.latent, weights_only=True).shape == (1, 512, 8, 8)
+
+    worker.send(_start(8, 2, init_latent=finished.latent, prompt="a cat | a hat:0.5"))
+    continued = list(worker.until(Finished))[-1]
+    assert isinstance(continued, Finished)
+    assert continued.steps == 2
+
+
+def test_cancel_while_running_and_bad_jobs_fail_cleanly(worker: WorkerProcess) -> None:
+    next(worker.until(Ready))
+    worker.send(_start(1, 100000, progress_every_s=0.0))
+    first = worker.receive()
+    while not isinstance(first, Progress):
+        first = worker.receive()
+    worker.send(CancelJob(1))
+    finished = list(worker.until(Finished))[-1]
+    assert isinstance(finished, Finished)
+    assert finished.cancelled
+    assert 1 <= finished.steps < 100000
+
+    worker.send(_start(2, 3, prompt="word " * 100))
+    failed = list(worker.until(Failed))[-1]
+    assert isinstance(failed, Failed)
+    assert "too long for CLIP" in failed.reason
+
+    worker.send(_start(3, 3, width=65))
+    assert isinstance(list(worker.until(Failed))[-1], Failed)
+
+
+def test_worker_exits_when_the_bot_goes_away(worker: WorkerProcess) -> None:
+    next(worker.until(Ready))
+    assert worker.process.stdin is not None
+    worker.process.stdin.close()
+    assert worker.process.wait(timeout=30) == 0
+
+
+def test_protocol_rejects_foreign_lines() -> None:
+    assert decode(encode(CancelJob(3))) == CancelJob(3)
+    with pytest.raises(ProtocolError, match="protocol version"):
+        decode('{"v": 99, "type": "cancel", "job_id": 1}')
+    with pytest.raises(ProtocolError, match="unknown message type"):
+        decode('{"v": 1, "type": "explode"}')
+    with pytest.raises(ProtocolError, match="bad cancel message"):
+        decode('{"v": 1, "type": "cancel"}')
+    with pytest.raises(ProtocolError, match="not JSON"):
+        decode("hello")
+
+
+def test_progress_png_is_a_picture(worker: WorkerProcess, tmp_path: Path) -> None:
+    next(worker.until(Ready))
+    worker.send(_start(4, 1))
+    progress = next(m for m in worker.until(Finished) if isinstance(m, Progress))
+    path = tmp_path / "progress.png"
+    path.write_bytes(b64_to_png(progress.png_b64))
+    with Image.open(path) as image:
+        assert image.size == (64, 64)
