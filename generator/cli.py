@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, NoReturn
 from generator import __version__
 from generator.errors import GeneratorError, ModelLoadError
 from generator.settings import MAX_ITERATIONS, MAX_SEED, MAX_SIDE, MIN_SIDE, DrawSettings, Job
+from generator.tokens import check_lengths
 from generator.weights import CLIP_WEIGHTS, DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
 
 if TYPE_CHECKING:
@@ -257,11 +258,10 @@ def _draw(args: argparse.Namespace) -> int:
         _fail("--progress-dir needs --save-every N", EXIT_USAGE)
     try:
         settings, job = _job_from_args(args)
+        check_lengths(job.prompts)
         from generator.loaders import load_models
-        from generator.objective import CONTEXT_LENGTH, tokenize
         from generator.output import save_result, save_timelapse
 
-        tokenize(job.prompts, CONTEXT_LENGTH)
         models = load_models(
             args.clip_model,
             args.decoder,

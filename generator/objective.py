@@ -8,34 +8,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from generator.errors import PromptError
 from generator.loaders import CLIP_MEAN, CLIP_STD
 from generator.prompts import WeightedPrompt
+from generator.tokens import check_lengths
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     import clip
 
-# Every OpenAI CLIP reads 77 tokens: a start token, 75 of text, an end token.
-CONTEXT_LENGTH = 77
-
 
 def tokenize(prompts: tuple[WeightedPrompt, ...], context_length: int) -> torch.Tensor:
     """CLIP tokens (P, context) for the prompts; PromptError when one is too long."""
-    tokens = []
-    for prompt in prompts:
-        try:
-            tokens.append(clip.tokenize([prompt.text], context_length=context_length)[0])
-        except RuntimeError:
-            raise PromptError(
-                f"prompt {_shorten(prompt.text)!r} is too long for CLIP, which reads at most "
-                f"{context_length - 2} tokens (about {context_length - 2} short words); shorten it"
-            ) from None
-    return torch.stack(tokens)
-
-
-def _shorten(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    check_lengths(prompts)
+    tokens: torch.Tensor = clip.tokenize([p.text for p in prompts], context_length=context_length)
+    return tokens
 
 
 @torch.no_grad()

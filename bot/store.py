@@ -1,0 +1,227 @@
+"""All SQL lives here: jobs, guild settings, migrations, and the fair queue order.
+
+A job moves queued -> running -> done | failed | cancelled. After a restart, a job left running
+goes back to the queue, so nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import defaultdict
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from bot.config import DefaultsConfig
+
+MIGRATIONS = (
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        prompt TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        iterations INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        parent_id INTEGER,
+        init_latent TEXT,
+        status TEXT NOT NULL DEFAULT 'queued',
+        card_message_id INTEGER,
+        card_posted_at REAL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        steps INTEGER NOT NULL DEFAULT 0,
+        seconds REAL,
+        latent TEXT,
+        error TEXT,
+        requeues INTEGER NOT NULL DEFAULT 0,
+        notice TEXT
+    );
+    CREATE INDEX jobs_status ON jobs (status, id);
+    CREATE TABLE guild_settings (
+        guild_id INTEGER PRIMARY KEY,
+        settings TEXT NOT NULL
+    );
+    """,
+)
+
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    guild_id: int
+    channel_id: int
+    user_id: int
+    prompt: str
+    seed: int
+    iterations: int
+    size: int
+    parent_id: int | None
+    init_latent: str | None
+    status: str
+    card_message_id: int | None
+    card_posted_at: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    steps: int
+    seconds: float | None
+    latent: str | None
+    error: str | None
+    requeues: int
+    notice: str | None
+
+
+_COLUMNS = ", ".join(f.name for f in fields(JobRow))
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    default_iterations: int
+    max_iterations: int
+    max_queued_per_user: int
+    progress_interval_s: float
+    max_size: int
+    allowed_channels: tuple[int, ...] = ()
+
+
+class Store:
+    def __init__(self, path: Path | str, defaults: DefaultsConfig) -> None:
+        self.db = sqlite3.connect(str(path), isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.defaults = GuildSettings(
+            default_iterations=defaults.default_iterations,
+            max_iterations=defaults.max_iterations,
+            max_queued_per_user=defaults.max_queued_per_user,
+            progress_interval_s=defaults.progress_interval_s,
+            max_size=defaults.max_size,
+        )
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            self.db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _job(self, row: tuple[object, ...] | None) -> JobRow | None:
+        return JobRow(*row) if row is not None else None  # type: ignore[arg-type]
+
+    def job(self, job_id: int) -> JobRow | None:
+        return self._job(
+            self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        )
+
+    def add_job(
+        self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
+        iterations: int, size: int, parent_id: int | None = None, init_latent: str | None = None,
+    ) -> JobRow:  # fmt: skip
+        cursor = self.db.execute(
+            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, seed, iterations, size, "
+            "parent_id, init_latent, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (guild_id, channel_id, user_id, prompt, seed, iterations, size, parent_id,
+             init_latent, time.time()),
+        )  # fmt: skip
+        job = self.job(int(cursor.lastrowid or 0))
+        assert job is not None
+        return job
+
+    def update(self, job_id: int, **values: object) -> JobRow:
+        """Set columns of a job and return it as it is now."""
+        names = {f.name for f in fields(JobRow)} - {"id"}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown job columns: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        self.db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))
+        job = self.job(job_id)
+        assert job is not None
+        return job
+
+    def jobs_with_status(self, *statuses: str) -> list[JobRow]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE status IN ({marks}) ORDER BY id", statuses
+        ).fetchall()
+        return [JobRow(*row) for row in rows]
+
+    def queue_order(self) -> list[JobRow]:
+        """Queued jobs in the order they will run: round-robin between requesters.
+
+        The requester served longest ago (or never) goes first; each requester's own jobs keep
+        the order they were asked for.
+        """
+        queued = self.jobs_with_status("queued")
+        per_user: dict[int, list[JobRow]] = defaultdict(list)
+        for job in queued:
+            per_user[job.user_id].append(job)
+        served = dict(
+            self.db.execute(
+                "SELECT user_id, MAX(started_at) FROM jobs WHERE started_at IS NOT NULL "
+                "GROUP BY user_id"
+            ).fetchall()
+        )
+        users = sorted(per_user, key=lambda u: (served.get(u) or 0.0, per_user[u][0].id))
+        order: list[JobRow] = []
+        depth = 0
+        while len(order) < len(queued):
+            order.extend(per_user[u][depth] for u in users if depth < len(per_user[u]))
+            depth += 1
+        return order
+
+    def active_count(self, *, user_id: int | None = None, guild_id: int | None = None) -> int:
+        query = "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"
+        args: list[int] = []
+        if user_id is not None:
+            query += " AND user_id = ?"
+            args.append(user_id)
+        if guild_id is not None:
+            query += " AND guild_id = ?"
+            args.append(guild_id)
+        return int(self.db.execute(query, args).fetchone()[0])
+
+    def requeue_interrupted(self) -> list[JobRow]:
+        """After a restart: jobs left running go back to the queue, with a notice on the card."""
+        notice = "The bot restarted while this was drawing; it starts again from the queue."
+        return [
+            self.update(job.id, status="queued", started_at=None, steps=0, notice=notice)
+            for job in self.jobs_with_status("running")
+        ]
+
+    def recent_speed(self, size: int) -> float | None:
+        """Iterations per second of the last finished jobs at `size`, for ETAs."""
+        row = self.db.execute(
+            "SELECT SUM(steps), SUM(seconds) FROM (SELECT steps, seconds FROM jobs "
+            "WHERE size = ? AND status = 'done' AND seconds > 0 ORDER BY id DESC LIMIT 5)",
+            (size,),
+        ).fetchone()
+        return float(row[0]) / float(row[1]) if row and row[0] and row[1] else None
+
+    def guild_settings(self, guild_id: int) -> GuildSettings:
+        row = self.db.execute(
+            "SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,)
+        ).fetchone()
+        if row is None:
+            return self.defaults
+        stored = json.loads(row[0])
+        stored["allowed_channels"] = tuple(stored.get("allowed_channels", ()))
+        known = {f.name for f in fields(GuildSettings)}
+        return replace(self.defaults, **{k: v for k, v in stored.items() if k in known})
+
+    def save_guild_settings(self, guild_id: int, settings: GuildSettings) -> None:
+        payload = {f.name: getattr(settings, f.name) for f in fields(GuildSettings)}
+        payload["allowed_channels"] = list(settings.allowed_channels)
+        self.db.execute(
+            "INSERT INTO guild_settings (guild_id, settings) VALUES (?, ?) "
+            "ON CONFLICT (guild_id) DO UPDATE SET settings = excluded.settings",
+            (guild_id, json.dumps(payload)),
+        )

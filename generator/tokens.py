@@ -1,0 +1,48 @@
+"""Prompt length checks with CLIP's own tokenizer, without importing torch.
+
+Importing ``clip.simple_tokenizer`` the usual way runs ``clip/__init__``, which imports torch;
+the bot process must stay free of torch, so the tokenizer's file is loaded on its own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from generator.errors import PromptError
+from generator.prompts import WeightedPrompt
+
+# Every OpenAI CLIP reads 77 tokens: a start token, 75 of text, an end token.
+CONTEXT_LENGTH = 77
+
+
+@cache
+def _tokenizer() -> Any:
+    spec = importlib.util.find_spec("clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the clip package (clip-anytorch) is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "simple_tokenizer.py"
+    module_spec = importlib.util.spec_from_file_location("_pseudo_dalle_clip_tokenizer", path)
+    assert module_spec is not None
+    assert module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.SimpleTokenizer()
+
+
+def token_count(text: str) -> int:
+    """Tokens CLIP reads for `text`, start and end tokens included."""
+    return len(_tokenizer().encode(text)) + 2
+
+
+def check_lengths(prompts: tuple[WeightedPrompt, ...]) -> None:
+    """PromptError when a prompt part is longer than CLIP can read."""
+    for prompt in prompts:
+        if token_count(prompt.text) > CONTEXT_LENGTH:
+            shown = prompt.text if len(prompt.text) <= 40 else prompt.text[:39] + "…"
+            raise PromptError(
+                f"prompt {shown!r} is too long for CLIP, which reads at most "
+                f"{CONTEXT_LENGTH - 2} tokens (about {CONTEXT_LENGTH - 2} short words); shorten it"
+            )
