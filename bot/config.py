@@ -153,11 +153,11 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{name}] must be a table")
-        defaults = {f.name: f.default for f in fields(cls)}
-        extra = sorted(set(table) - set(defaults))
+        known = {f.name: f.default for f in fields(cls)}
+        extra = sorted(set(table) - set(known))
         if extra:
             raise ConfigError(f"{path}: unknown setting [{name}] {extra[0]}")
-        values = {k: _check(str(path), name, k, table[k], defaults[k]) for k in table}
+        values = {k: _check(str(path), name, k, table[k], known[k]) for k in table}
         sections[name] = cls(**values)
     config = Config(**sections, path=path)
     token = environ.get("DISCORD_TOKEN") or config.discord.token

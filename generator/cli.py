@@ -14,10 +14,10 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from generator import __version__
 from generator.errors import GeneratorError, ModelLoadError
@@ -72,7 +72,11 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _build_parser() -> argparse.ArgumentParser:
+CommandAdder = Callable[["argparse._SubParsersAction[Any]"], None]
+
+
+def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand; `add_commands` adds more (the bot adds ``bot``)."""
     parser = _Parser(
         prog="pseudo-dalle",
         description="Draw pictures from text by steering DALL-E's dVAE decoder with CLIP.",
@@ -188,6 +192,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(fetch)
     fetch.set_defaults(handler=_fetch_weights)
+    if add_commands is not None:
+        add_commands(commands)
     return parser
 
 
@@ -351,11 +357,15 @@ def _fetch_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand `args` names; Ctrl-C outside a drawing exits 130 quietly."""
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:
         print("pseudo-dalle: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))

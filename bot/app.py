@@ -1,0 +1,63 @@
+"""The `commands.Bot` subclass. Start-up lives in `bot.launcher`, which builds the store and
+injects it; async set-up (cogs, buttons, command sync, the job runner) is in `setup_hook`."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.cards import NO_MENTIONS
+from bot.cogs.admin import AdminCog
+from bot.cogs.draw import DrawCog
+from bot.cogs.help import HelpCog
+from bot.cogs.queue import QueueCog
+from bot.config import Config
+from bot.drawing import Drawing
+from bot.store import Store
+from bot.views import BUTTONS
+
+log = logging.getLogger("pseudo_dalle.bot")
+
+
+class DrawBot(commands.Bot):
+    def __init__(self, config: Config, store: Store) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            command_prefix=commands.when_mentioned, intents=intents, help_command=None,
+            allowed_mentions=NO_MENTIONS,
+        )  # fmt: skip
+        self.config = config
+        self.store = store
+        self.drawing = Drawing(self, store, config)
+
+    async def setup_hook(self) -> None:
+        for cog in (DrawCog, QueueCog, AdminCog, HelpCog):
+            await self.add_cog(cog(self))
+        self.add_dynamic_items(*BUTTONS)
+        self.tree.error(self._on_app_command_error)
+        if self.config.discord.sync_commands:
+            await self.tree.sync()
+        for job in self.store.requeue_interrupted():
+            log.info("job %s was running when the bot stopped; it is queued again", job.id)
+        self.drawing.runner.start()
+
+    async def close(self) -> None:
+        await self.drawing.runner.stop()
+        await super().close()
+
+    async def _on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        if isinstance(error, app_commands.CheckFailure):
+            message = str(error) or "You cannot use this command here."
+        else:
+            log.error("command %s failed", interaction.command, exc_info=error)
+            message = "Sorry, something went wrong on our side; it has been logged."
+        if interaction.response.is_done():
+            await interaction.followup.send(message, ephemeral=True)
+        else:
+            await interaction.response.send_message(message, ephemeral=True)

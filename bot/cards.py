@@ -1,0 +1,94 @@
+"""How jobs look in Discord: the job card in its states, and small text helpers.
+
+Everything a member typed goes into embeds, and every message is sent with mentions disabled,
+so a prompt such as "@everyone look" pings nobody.
+"""
+
+from __future__ import annotations
+
+import io
+
+import discord
+
+from bot.store import JobRow
+
+NO_MENTIONS = discord.AllowedMentions.none()
+BAR_WIDTH = 20
+COLOURS = {
+    "queued": discord.Colour.light_grey(),
+    "running": discord.Colour.blurple(),
+    "done": discord.Colour.green(),
+    "failed": discord.Colour.red(),
+    "cancelled": discord.Colour.dark_grey(),
+}
+TITLES = {
+    "queued": "Waiting in the queue",
+    "running": "Drawing",
+    "done": "Finished",
+    "failed": "Could not draw this",
+    "cancelled": "Cancelled",
+}
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def quote(text: str, limit: int = 1000) -> str:
+    """Member text made inert for Discord markdown."""
+    return discord.utils.escape_markdown(shorten(text, limit))
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def progress_bar(step: int, total: int) -> str:
+    filled = round(BAR_WIDTH * step / total) if total else 0
+    return "▰" * filled + "▱" * (BAR_WIDTH - filled) + f" {100 * step / max(total, 1):.0f}%"
+
+
+def picture_file(job: JobRow, png: bytes) -> discord.File:
+    return discord.File(io.BytesIO(png), filename=f"pseudo-dalle-{job.id}.png")
+
+
+def card(job: JobRow, lines: list[str], *, image: bool = False) -> discord.Embed:
+    """The job card: prompt, requester and settings, plus the state's own lines."""
+    embed = discord.Embed(
+        title=f"{TITLES[job.status]} · job {job.id}",
+        description=quote(job.prompt),
+        colour=COLOURS[job.status],
+    )
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    embed.add_field(name="Seed", value=str(job.seed))
+    embed.add_field(name="Size", value=f"{job.size}x{job.size}")
+    if lines:
+        embed.add_field(name="Status", value="\n".join(lines), inline=False)
+    if job.notice:
+        embed.add_field(name="Note", value=job.notice, inline=False)
+    if image:
+        embed.set_image(url=f"attachment://pseudo-dalle-{job.id}.png")
+    return embed
+
+
+def queued_lines(position: int, waiting: int, eta_s: float | None) -> list[str]:
+    eta = f"starts in about {duration(eta_s)}" if eta_s is not None else "start time not known yet"
+    return [f"Position {position} of {waiting} · {eta}"]
+
+
+def running_lines(step: int, total: int, rate: float) -> list[str]:
+    remaining = (total - step) / rate if rate > 0 else None
+    eta = f" · about {duration(remaining)} left" if remaining is not None else ""
+    return [progress_bar(step, total), f"Iteration {step}/{total} · {rate:.1f} it/s{eta}"]
+
+
+def finished_lines(job: JobRow) -> list[str]:
+    took = duration(job.seconds or 0)
+    return [f"{job.steps} iterations in {took}"]

@@ -1,0 +1,1 @@
+"""One cog per feature: drawing, the queue, admin settings, help."""

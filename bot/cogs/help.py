@@ -1,0 +1,39 @@
+"""/help."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+if TYPE_CHECKING:
+    from bot.app import DrawBot
+
+ABOUT = (
+    "I draw pictures from your words. `/draw an image of the music` joins the queue; the card "
+    "shows your place, then the picture taking shape, then the result with buttons to reroll "
+    "it with a new seed, continue it for more detail, or delete it.\n\n"
+    "Tips: weight parts of a prompt with `text:weight` separated by `|`, e.g. "
+    "`a red sky:1 | fog:0.5`; use `negative` for what to avoid. The same seed and settings "
+    "redraw the same picture.\n\n"
+    "`/queue` shows what is waiting, `/cancel` stops your drawing."
+)
+
+
+class HelpCog(commands.Cog):
+    def __init__(self, bot: DrawBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="help")
+    async def help(self, interaction: discord.Interaction) -> None:
+        """What this bot does and this server's drawing limits."""
+        embed = discord.Embed(title="pseudo-dalle", description=ABOUT)
+        if interaction.guild_id is not None:
+            limits = self.bot.drawing.describe_limits(interaction.guild_id)
+            embed.add_field(name="Limits on this server", value="\n".join(limits), inline=False)
+        device = self.bot.drawing.runner.link.device
+        if device == "cpu":
+            embed.set_footer(text="This bot draws on a CPU, which is slow: expect long waits.")
+        await interaction.response.send_message(embed=embed, ephemeral=True)

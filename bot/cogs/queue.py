@@ -1,0 +1,46 @@
+"""/queue."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.cards import quote
+
+if TYPE_CHECKING:
+    from bot.app import DrawBot
+
+SHOWN = 15
+
+
+class QueueCog(commands.Cog):
+    def __init__(self, bot: DrawBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="queue")
+    @app_commands.guild_only()
+    async def queue(self, interaction: discord.Interaction) -> None:
+        """See what is being drawn now and what is waiting."""
+        store = self.bot.store
+        lines = []
+        for job in store.jobs_with_status("running"):
+            lines.append(
+                f"**Drawing** · job {job.id} by <@{job.user_id}> · {job.steps}/{job.iterations} · "
+                f"{quote(job.prompt, 60)}"
+            )
+        order = store.queue_order()
+        for position, job in enumerate(order[:SHOWN], start=1):
+            lines.append(
+                f"{position}. job {job.id} by <@{job.user_id}> · {job.iterations} it · "
+                f"{quote(job.prompt, 60)}"
+            )
+        if len(order) > SHOWN:
+            lines.append(f"…and {len(order) - SHOWN} more")
+        embed = discord.Embed(
+            title=f"Queue: {len(order)} waiting",
+            description="\n".join(lines) or "Nothing is being drawn. Start with /draw!",
+        )
+        await interaction.response.send_message(embed=embed, ephemeral=True)

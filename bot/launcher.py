@@ -1,0 +1,75 @@
+"""Start-up: read the config, point discord.py at the configured API, build the store, run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import discord
+import discord.gateway
+import discord.http
+import yarl
+
+from bot.app import DrawBot
+from bot.config import Config, ConfigError, load_config
+from bot.store import Store
+
+log = logging.getLogger("pseudo_dalle")
+
+
+class _HideToken(logging.Filter):
+    """Belt and braces: no log line ever carries the token."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.token and self.token in record.getMessage():
+            record.msg, record.args = record.getMessage().replace(self.token, "[token]"), ()
+        return True
+
+
+def configure_logging(config: Config) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_HideToken(config.discord.token))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.logging.level.upper())
+
+
+def point_discord_at(config: Config) -> None:
+    """Use the configured REST base and gateway (Discord's own unless set otherwise)."""
+    discord.http.Route.BASE = config.discord.api_base.rstrip("/")
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(config.discord.gateway_url)
+
+
+async def run_bot(config: Config) -> None:
+    point_discord_at(config)
+    config.resolve(config.storage.latents_dir).mkdir(parents=True, exist_ok=True)
+    store = Store(config.resolve(config.storage.database), config.defaults)
+    try:
+        async with DrawBot(config, store) as bot:
+            await bot.start(config.discord.token)
+    finally:
+        store.close()
+
+
+def main(config_path: Path) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        print(f"pseudo-dalle bot: {error}", file=sys.stderr)
+        return 2
+    configure_logging(config)
+    try:
+        asyncio.run(run_bot(config))
+    except discord.LoginFailure:
+        log.error("Discord rejected the bot token; check DISCORD_TOKEN or [discord] token")
+        return 1
+    except KeyboardInterrupt:
+        log.info("stopped")
+    return 0

@@ -1,0 +1,372 @@
+"""A small Discord stand-in on loopback: enough REST and gateway for real discord.py.
+
+It speaks the gateway (HELLO, IDENTIFY, READY, GUILD_CREATE, heartbeats) over plain JSON text
+frames, answers the REST routes the bot uses, records every message the bot creates, edits or
+deletes, and lets a test play users: `command(...)` and `click(...)` send INTERACTION_CREATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+APP_ID = 900000000000000001
+BOT_ID = 900000000000000002
+GUILD_ID = 800000000000000001
+CHANNEL_ID = 800000000000000002
+OTHER_CHANNEL_ID = 800000000000000003
+EVERYONE = GUILD_ID
+
+MANAGE_GUILD = 1 << 5
+MEMBER_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 15) | (1 << 31)  # view, send, files, app cmds
+ADMIN_PERMISSIONS = MEMBER_PERMISSIONS | MANAGE_GUILD
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict[str, Any]:
+    return {
+        "id": str(user_id), "username": name, "discriminator": "0", "global_name": name,
+        "avatar": None, "bot": bot,
+    }  # fmt: skip
+
+
+@dataclass
+class Member:
+    id: int
+    name: str
+    admin: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        permissions = ADMIN_PERMISSIONS if self.admin else MEMBER_PERMISSIONS
+        return {
+            "user": user_payload(self.id, self.name), "roles": [], "joined_at": _now(),
+            "deaf": False, "mute": False, "flags": 0, "permissions": str(permissions),
+        }  # fmt: skip
+
+
+@dataclass
+class Event:
+    """One REST call the bot made that changed something."""
+
+    kind: str  # "create", "edit", "delete", "callback", "original"
+    channel_id: int | None
+    message_id: int | None
+    payload: dict[str, Any]
+    files: dict[str, bytes]
+    at: float = field(default_factory=time.monotonic)
+
+
+class FakeDiscord:
+    def __init__(self) -> None:
+        self.ids = itertools.count(700000000000000001)
+        self.events: list[Event] = []
+        self.messages: dict[int, dict[str, Any]] = {}
+        self.callbacks: dict[int, dict[str, Any]] = {}
+        self.commands: list[dict[str, Any]] = []
+        self.heartbeats: list[float] = []
+        self.identified = asyncio.Event()
+        self.sockets: list[web.WebSocketResponse] = []
+        self.sequence = 0
+        self.heartbeat_interval_ms = 250
+        self.changed = asyncio.Condition()
+        self.runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # -- server -------------------------------------------------------------------------
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 2**20)
+        api = "/api/v10"
+        app.router.add_get(f"{api}/users/@me", self._me)
+        app.router.add_get(f"{api}/oauth2/applications/@me", self._application)
+        app.router.add_put(f"{api}/applications/{{app}}/commands", self._sync)
+        app.router.add_put(f"{api}/applications/{{app}}/guilds/{{guild}}/commands", self._sync)
+        app.router.add_post(f"{api}/interactions/{{id}}/{{token}}/callback", self._callback)
+        app.router.add_patch(f"{api}/webhooks/{{app}}/{{token}}/messages/@original", self._original)
+        app.router.add_post(f"{api}/webhooks/{{app}}/{{token}}", self._followup)
+        app.router.add_post(f"{api}/channels/{{channel}}/messages", self._create)
+        app.router.add_patch(f"{api}/channels/{{channel}}/messages/{{message}}", self._edit)
+        app.router.add_delete(f"{api}/channels/{{channel}}/messages/{{message}}", self._delete)
+        app.router.add_get("/gateway", self._gateway)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        for socket in self.sockets:
+            await socket.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.base_url}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return self.base_url.replace("http://", "ws://") + "/gateway"
+
+    async def _record(self, event: Event) -> None:
+        self.events.append(event)
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def wait_for(self, predicate: Any, timeout: float = 60) -> Any:
+        """Wait until `predicate()` returns something truthy, and return it."""
+
+        async def check() -> Any:
+            async with self.changed:
+                while not (result := predicate()):
+                    await self.changed.wait()
+                return result
+
+        return await asyncio.wait_for(check(), timeout)
+
+    # -- REST ---------------------------------------------------------------------------
+    async def _me(self, request: web.Request) -> web.Response:
+        return web.json_response(user_payload(BOT_ID, "pseudo-dalle", bot=True))
+
+    async def _application(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "id": str(APP_ID), "name": "pseudo-dalle", "icon": None, "description": "",
+            "bot_public": True, "bot_require_code_grant": False, "verify_key": "0" * 64,
+            "owner": user_payload(1, "owner"), "team": None, "flags": 0,
+        })  # fmt: skip
+
+    async def _sync(self, request: web.Request) -> web.Response:
+        commands = await request.json()
+        for command in commands:
+            command.setdefault("id", str(next(self.ids)))
+            command.update({"application_id": str(APP_ID), "version": "1"})
+        self.commands = commands
+        return web.json_response(commands)
+
+    async def _read(self, request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+        if not request.content_type.startswith("multipart/"):
+            return (await request.json() if request.can_read_body else {}), {}
+        payload: dict[str, Any] = {}
+        files: dict[str, bytes] = {}
+        reader = await request.multipart()
+        async for part in reader:
+            assert isinstance(part, BodyPartReader)
+            if part.name == "payload_json":
+                payload = json.loads(await part.text())
+            else:
+                files[part.filename or str(part.name)] = bytes(await part.read())
+        return payload, files
+
+    def _message(
+        self, message_id: int, channel_id: int, payload: dict[str, Any], files: dict[str, bytes],
+        author_id: int = BOT_ID,
+    ) -> dict[str, Any]:  # fmt: skip
+        attachments = [
+            {"id": str(next(self.ids)), "filename": name, "size": len(data),
+             "url": f"{self.base_url}/files/{name}", "proxy_url": f"{self.base_url}/files/{name}"}
+            for name, data in files.items()
+        ]  # fmt: skip
+        return {
+            "id": str(message_id), "channel_id": str(channel_id), "guild_id": str(GUILD_ID),
+            "author": user_payload(author_id, "pseudo-dalle", bot=True),
+            "content": payload.get("content") or "", "timestamp": _now(),
+            "edited_timestamp": None, "tts": False, "mention_everyone": False, "mentions": [],
+            "mention_roles": [], "attachments": attachments, "embeds": payload.get("embeds", []),
+            "pinned": False, "type": 0, "flags": payload.get("flags", 0),
+            "components": payload.get("components", []),
+        }  # fmt: skip
+
+    async def _create(self, request: web.Request) -> web.Response:
+        channel_id = int(request.match_info["channel"])
+        payload, files = await self._read(request)
+        message_id = next(self.ids)
+        message = self._message(message_id, channel_id, payload, files)
+        self.messages[message_id] = message
+        await self._record(Event("create", channel_id, message_id, payload, files))
+        return web.json_response(message)
+
+    async def _edit(self, request: web.Request) -> web.Response:
+        channel_id, message_id = (
+            int(request.match_info["channel"]),
+            int(request.match_info["message"]),
+        )
+        if message_id not in self.messages:
+            return web.json_response({"code": 10008, "message": "Unknown Message"}, status=404)
+        payload, files = await self._read(request)
+        message = self._message(message_id, channel_id, payload, files)
+        self.messages[message_id] = message
+        await self._record(Event("edit", channel_id, message_id, payload, files))
+        return web.json_response(message)
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        channel_id, message_id = (
+            int(request.match_info["channel"]),
+            int(request.match_info["message"]),
+        )
+        self.messages.pop(message_id, None)
+        await self._record(Event("delete", channel_id, message_id, {}, {}))
+        return web.Response(status=204)
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        interaction_id = int(request.match_info["id"])
+        payload, files = await self._read(request)
+        self.callbacks[interaction_id] = payload
+        await self._record(Event("callback", None, interaction_id, payload, files))
+        kind = payload.get("type")
+        data = payload.get("data") or {}
+        body: dict[str, Any] = {
+            "interaction": {
+                "id": str(interaction_id), "type": 2,
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": bool(data.get("flags", 0) & 64),
+            },
+            "resource": {"type": kind},
+        }  # fmt: skip
+        if kind in (4, 7):
+            body["resource"]["message"] = self._message(next(self.ids), CHANNEL_ID, data, files)
+        return web.json_response(body)
+
+    async def _original(self, request: web.Request) -> web.Response:
+        payload, files = await self._read(request)
+        await self._record(Event("original", None, _interaction_of(request), payload, files))
+        return web.json_response(self._message(next(self.ids), CHANNEL_ID, payload, files))
+
+    async def _followup(self, request: web.Request) -> web.Response:
+        payload, files = await self._read(request)
+        await self._record(Event("followup", None, _interaction_of(request), payload, files))
+        return web.json_response(self._message(next(self.ids), CHANNEL_ID, payload, files))
+
+    # -- gateway ------------------------------------------------------------------------
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self.sockets.append(socket)
+        await socket.send_json({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}})
+        async for frame in socket:
+            message = json.loads(frame.data)
+            if message["op"] == 1:
+                self.heartbeats.append(time.monotonic())
+                await socket.send_json({"op": 11})
+            elif message["op"] == 2:
+                await self._dispatch(socket, "READY", {
+                    "v": 10, "user": user_payload(BOT_ID, "pseudo-dalle", bot=True),
+                    "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+                    "session_id": "fake-session", "resume_gateway_url": self.gateway_url,
+                    "application": {"id": str(APP_ID), "flags": 0}, "private_channels": [],
+                })  # fmt: skip
+                await self._dispatch(socket, "GUILD_CREATE", self._guild())
+                self.identified.set()
+        self.sockets.remove(socket)
+        return socket
+
+    def _guild(self) -> dict[str, Any]:
+        channels: list[dict[str, Any]] = [
+            {"id": str(cid), "type": 0, "name": name, "position": i, "permission_overwrites": [],
+             "guild_id": str(GUILD_ID), "nsfw": False, "parent_id": None}
+            for i, (cid, name) in enumerate(((CHANNEL_ID, "art"), (OTHER_CHANNEL_ID, "chat")))
+        ]  # fmt: skip
+        return {
+            "id": str(GUILD_ID), "name": "Test Guild", "icon": None, "owner_id": "1",
+            "roles": [{"id": str(EVERYONE), "name": "@everyone",
+                       "permissions": str(MEMBER_PERMISSIONS),
+                       "position": 0, "color": 0, "hoist": False, "managed": False,
+                       "mentionable": False, "flags": 0}],
+            "channels": channels, "threads": [], "members": [], "member_count": 3,
+            "emojis": [], "stickers": [], "features": [], "large": False, "unavailable": False,
+            "joined_at": _now(), "voice_states": [], "presences": [], "stage_instances": [],
+            "guild_scheduled_events": [], "verification_level": 0,
+            "default_message_notifications": 0, "explicit_content_filter": 0, "mfa_level": 0,
+            "premium_tier": 0, "preferred_locale": "en-US", "nsfw_level": 0,
+            "system_channel_flags": 0, "afk_timeout": 300,
+        }  # fmt: skip
+
+    async def _dispatch(
+        self, socket: web.WebSocketResponse, name: str, data: dict[str, Any]
+    ) -> None:
+        self.sequence += 1
+        await socket.send_json({"op": 0, "t": name, "s": self.sequence, "d": data})
+
+    async def _interaction(
+        self, member: Member, kind: int, data: dict[str, Any], channel_id: int,
+        message: dict[str, Any] | None = None,
+    ) -> int:  # fmt: skip
+        interaction_id = next(self.ids)
+        payload: dict[str, Any] = {
+            "id": str(interaction_id), "application_id": str(APP_ID), "type": kind,
+            "token": f"token-{interaction_id}", "version": 1, "guild_id": str(GUILD_ID),
+            "channel_id": str(channel_id),
+            "channel": {"id": str(channel_id), "type": 0, "guild_id": str(GUILD_ID)},
+            "member": member.payload(), "app_permissions": str(ADMIN_PERMISSIONS),
+            "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
+            "authorizing_integration_owners": {"0": str(GUILD_ID)}, "context": 0, "data": data,
+        }  # fmt: skip
+        if message is not None:
+            payload["message"] = message
+        await self._dispatch(self.sockets[-1], "INTERACTION_CREATE", payload)
+        return interaction_id
+
+    async def command(self, member: Member, name: str, channel_id: int = CHANNEL_ID,
+                      **options: Any) -> int:  # fmt: skip
+        """A member runs a slash command; returns the interaction id."""
+        known = next(c for c in self.commands if c["name"] == name)
+        types = {o["name"]: o["type"] for o in known.get("options", [])}
+        data = {
+            "id": known["id"], "name": name, "type": 1,
+            "options": [{"name": k, "type": types[k], "value": v} for k, v in options.items()],
+        }  # fmt: skip
+        return await self._interaction(member, 2, data, channel_id)
+
+    async def click(self, member: Member, message_id: int, custom_id: str) -> int:
+        """A member presses a button on a message; returns the interaction id."""
+        message = self.messages[message_id]
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self._interaction(member, 3, data, int(message["channel_id"]), message)
+
+    async def reply_to(self, interaction_id: int) -> str:
+        """What the member saw in answer to an interaction (its callback or edited original)."""
+
+        def found() -> str | None:
+            for position, event in enumerate(self.events):
+                if event.kind == "callback" and event.message_id == interaction_id:
+                    data = event.payload.get("data") or {}
+                    if event.payload.get("type") in (4, 7):
+                        return _text(data)
+                    later = [
+                        e for e in self.events[position + 1 :]
+                        if e.kind in ("original", "followup") and e.message_id == interaction_id
+                    ]  # fmt: skip
+                    if event.payload.get("type") == 5 and later:
+                        return _text(later[0].payload)
+                    if event.payload.get("type") == 6:
+                        return "(deferred update)"
+            return None
+
+        return str(await self.wait_for(found))
+
+
+def _interaction_of(request: web.Request) -> int:
+    return int(request.match_info["token"].removeprefix("token-"))
+
+
+def _text(payload: dict[str, Any]) -> str:
+    parts = [payload.get("content") or ""]
+    for embed in payload.get("embeds") or []:
+        parts += [embed.get("title", ""), embed.get("description", "")]
+        parts += [f"{f['name']}: {f['value']}" for f in embed.get("fields", [])]
+        if embed.get("footer"):
+            parts.append(embed["footer"].get("text", ""))
+    return "\n".join(p for p in parts if p)
+
+
+def message_text(message: dict[str, Any] | Event) -> str:
+    return _text(message.payload if isinstance(message, Event) else message)
