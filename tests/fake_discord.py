@@ -136,10 +136,10 @@ class FakeDiscord:
 
     # -- REST ---------------------------------------------------------------------------
     async def _me(self, request: web.Request) -> web.Response:
-        return web.json_response(user_payload(BOT_ID, "pseudo-dalle", bot=True))
+        return _json(user_payload(BOT_ID, "pseudo-dalle", bot=True))
 
     async def _application(self, request: web.Request) -> web.Response:
-        return web.json_response({
+        return _json({
             "id": str(APP_ID), "name": "pseudo-dalle", "icon": None, "description": "",
             "bot_public": True, "bot_require_code_grant": False, "verify_key": "0" * 64,
             "owner": user_payload(1, "owner"), "team": None, "flags": 0,
@@ -151,7 +151,7 @@ class FakeDiscord:
             command.setdefault("id", str(next(self.ids)))
             command.update({"application_id": str(APP_ID), "version": "1"})
         self.commands = commands
-        return web.json_response(commands)
+        return _json(commands)
 
     async def _read(self, request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
         if not request.content_type.startswith("multipart/"):
@@ -193,7 +193,7 @@ class FakeDiscord:
         message = self._message(message_id, channel_id, payload, files)
         self.messages[message_id] = message
         await self._record(Event("create", channel_id, message_id, payload, files))
-        return web.json_response(message)
+        return _json(message)
 
     async def _edit(self, request: web.Request) -> web.Response:
         channel_id, message_id = (
@@ -201,12 +201,12 @@ class FakeDiscord:
             int(request.match_info["message"]),
         )
         if message_id not in self.messages:
-            return web.json_response({"code": 10008, "message": "Unknown Message"}, status=404)
+            return _json({"code": 10008, "message": "Unknown Message"}, status=404)
         payload, files = await self._read(request)
         message = self._message(message_id, channel_id, payload, files)
         self.messages[message_id] = message
         await self._record(Event("edit", channel_id, message_id, payload, files))
-        return web.json_response(message)
+        return _json(message)
 
     async def _delete(self, request: web.Request) -> web.Response:
         channel_id, message_id = (
@@ -234,17 +234,17 @@ class FakeDiscord:
         }  # fmt: skip
         if kind in (4, 7):
             body["resource"]["message"] = self._message(next(self.ids), CHANNEL_ID, data, files)
-        return web.json_response(body)
+        return _json(body)
 
     async def _original(self, request: web.Request) -> web.Response:
         payload, files = await self._read(request)
         await self._record(Event("original", None, _interaction_of(request), payload, files))
-        return web.json_response(self._message(next(self.ids), CHANNEL_ID, payload, files))
+        return _json(self._message(next(self.ids), CHANNEL_ID, payload, files))
 
     async def _followup(self, request: web.Request) -> web.Response:
         payload, files = await self._read(request)
         await self._record(Event("followup", None, _interaction_of(request), payload, files))
-        return web.json_response(self._message(next(self.ids), CHANNEL_ID, payload, files))
+        return _json(self._message(next(self.ids), CHANNEL_ID, payload, files))
 
     # -- gateway ------------------------------------------------------------------------
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
@@ -308,6 +308,7 @@ class FakeDiscord:
             "channel": {"id": str(channel_id), "type": 0, "guild_id": str(GUILD_ID)},
             "member": member.payload(), "app_permissions": str(ADMIN_PERMISSIONS),
             "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
+            "attachment_size_limit": 10 * 2**20,
             "authorizing_integration_owners": {"0": str(GUILD_ID)}, "context": 0, "data": data,
         }  # fmt: skip
         if message is not None:
@@ -352,6 +353,13 @@ class FakeDiscord:
             return None
 
         return str(await self.wait_for(found))
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    """discord.py parses a body only when its content type is exactly application/json."""
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
+    )
 
 
 def _interaction_of(request: web.Request) -> int:

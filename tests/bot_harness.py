@@ -1,0 +1,132 @@
+"""Run the real bot against the fake Discord, with the real worker on tiny models."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.app import DrawBot
+from bot.config import Config, load_config
+from bot.launcher import point_discord_at
+from bot.store import JobRow, Store
+
+from .conftest import ModelFiles
+from .fake_discord import CHANNEL_ID, Event, FakeDiscord, message_text
+
+TOKEN = "test-token-never-shown"
+
+
+def write_config(folder: Path, fake: FakeDiscord, files: ModelFiles, **sections: str) -> Path:
+    """A config for the tests; `sections` replace whole sections, e.g. limits='...'."""
+    parts = {
+        "discord": f'token = "{TOKEN}"\napi_base = "{fake.api_base}"\n'
+        f'gateway_url = "{fake.gateway_url}"',
+        "models": f'clip = "{files.clip_torchscript}"\ndecoder = "{files.decoder_pickle}"\n'
+        'device = "cpu"\noffline = true',
+        "worker": "cutouts = 4\nrestart_delay_s = 0.2",
+        "defaults": "default_iterations = 20\nmax_iterations = 2000\nmax_queued_per_user = 2\n"
+        "progress_interval_s = 2\nmax_size = 512",
+        "storage": 'database = "bot.sqlite3"\nlatents_dir = "latents"',
+        "logging": 'level = "INFO"',
+    }
+    parts.update(sections)
+    path = folder / "config.toml"
+    path.write_text("".join(f"[{name}]\n{body}\n\n" for name, body in parts.items()))
+    return path
+
+
+@dataclass
+class Running:
+    bot: DrawBot
+    task: asyncio.Task[None]
+    store: Store
+
+    async def stop(self) -> None:
+        await self.bot.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        self.store.close()
+
+
+async def start_bot(config: Config, fake: FakeDiscord) -> Running:
+    point_discord_at(config)
+    fake.identified.clear()
+    store = Store(config.resolve(config.storage.database), config.defaults)
+    bot = DrawBot(config, store)
+    task = asyncio.create_task(bot.start(config.discord.token))
+    ready = asyncio.create_task(bot.wait_until_ready())
+    await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        ready.cancel()
+        task.result()
+    if not ready.done():
+        raise TimeoutError("the bot did not become ready")
+    return Running(bot, task, store)
+
+
+@contextlib.asynccontextmanager
+async def running_bot(folder: Path, files: ModelFiles, **sections: str) -> AsyncIterator[
+    tuple[FakeDiscord, Running, Config]
+]:  # fmt: skip
+    fake = FakeDiscord()
+    await fake.start()
+    config = load_config(write_config(folder, fake, files, **sections), environ={})
+    running = await start_bot(config, fake)
+    try:
+        yield fake, running, config
+    finally:
+        await running.stop()
+        await fake.stop()
+
+
+def cards_of(fake: FakeDiscord, job_id: int) -> list[Event]:
+    """Creates and edits of job `job_id`'s card, in order."""
+    marker = f"· job {job_id}"
+    return [
+        e for e in fake.events
+        if e.kind in ("create", "edit") and e.channel_id == CHANNEL_ID
+        and any(marker in (embed.get("title") or "") for embed in e.payload.get("embeds", []))
+    ]  # fmt: skip
+
+
+def title(event: Event) -> str:
+    return str(event.payload["embeds"][0]["title"])
+
+
+async def wait_for_card(fake: FakeDiscord, job_id: int, state: str, timeout: float = 90) -> Event:
+    def found() -> Event | None:
+        matches = [e for e in cards_of(fake, job_id) if title(e).startswith(state)]
+        return matches[-1] if matches else None
+
+    return await fake.wait_for(found, timeout)  # type: ignore[no-any-return]
+
+
+async def wait_for_job(
+    store: Store, job_id: int, check: Callable[[JobRow], bool], timeout: float = 90
+) -> JobRow:
+    async def poll() -> JobRow:
+        while True:
+            job = store.job(job_id)
+            if job is not None and check(job):
+                return job
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+def custom_ids(event: Event) -> list[str]:
+    return [
+        c["custom_id"] for row in event.payload.get("components", []) for c in row["components"]
+    ]
+
+
+def text_of(event: Event) -> str:
+    return message_text(event)
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
