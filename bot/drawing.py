@@ -112,7 +112,8 @@ class Drawing:
         try:
             check_lengths(parse_prompts(prompt))
         except PromptError as error:
-            raise UserError(str(error).capitalize() + ".") from None
+            message = str(error)
+            raise UserError(f"{message[:1].upper()}{message[1:]}.") from None
         return prompt
 
     async def cancel(self, interaction: discord.Interaction, job_id: int | None) -> str:

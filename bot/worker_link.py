@@ -33,6 +33,7 @@ class WorkerLink:
         self.device = ""
         self._reader: asyncio.Task[None] | None = None
         self._last_heartbeat = 0.0
+        self._stopping = False
 
     @property
     def alive(self) -> bool:
@@ -41,6 +42,7 @@ class WorkerLink:
     async def start(self) -> None:
         """Start the worker and wait until its models are loaded."""
         self.messages = asyncio.Queue()
+        self._stopping = False
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "generator.worker", *self.arguments,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -80,7 +82,8 @@ class WorkerLink:
             if not isinstance(message, Heartbeat):
                 await self.messages.put(message)
         code = await process.wait()
-        log.warning("worker %s exited with status %s", process.pid, code)
+        level = logging.INFO if self._stopping else logging.WARNING
+        log.log(level, "worker %s exited with status %s", process.pid, code)
         await self.messages.put(WorkerExited(code))
 
     async def send(self, message: Message) -> None:
@@ -99,6 +102,7 @@ class WorkerLink:
         process = self.process
         if process is None:
             return
+        self._stopping = True
         if process.returncode is None and process.stdin is not None:
             process.stdin.close()
             try:

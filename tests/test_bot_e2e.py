@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bot_harness import cards_of, custom_ids, run, running_bot, text_of, title, wait_for_card
+from .bot_harness import (
+    cards_of,
+    custom_ids,
+    run,
+    running_bot,
+    text_of,
+    title,
+    wait_for_card,
+    wait_for_job,
+)
 from .conftest import ModelFiles
 from .fake_discord import Member
 
@@ -39,5 +48,102 @@ def test_draw_shows_progress_and_the_final_picture(model_files: ModelFiles, tmp_
             job = running.store.job(1)
             assert job is not None
             assert (job.status, job.steps) == ("done", 150)
+
+    run(scenario())
+
+
+def test_jobs_interleave_fairly_and_the_per_user_cap_holds(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files) as (fake, running, _):
+            first = await fake.command(ALICE, "draw", prompt="a cat", iterations=60, size=64)
+            assert "job 1" in await fake.reply_to(first)
+            for prompt in ("a dog", "a bird"):
+                await fake.reply_to(await fake.command(ALICE, "draw", prompt=prompt, size=64))
+            refused = await fake.reply_to(await fake.command(ALICE, "draw", prompt="a fox"))
+            assert "You already have 2 drawing(s) waiting or running" in refused
+            answer = await fake.reply_to(await fake.command(BOB, "draw", prompt="a car", size=64))
+            assert "job 3" in answer
+            queued = await wait_for_card(fake, 3, "Waiting")
+            assert "Position" in text_of(queued)
+            for job_id in (1, 2, 3):
+                await wait_for_card(fake, job_id, "Finished")
+            jobs = [running.store.job(i) for i in (1, 2, 3)]
+            started = sorted(jobs, key=lambda j: j.started_at or 0)  # type: ignore[union-attr]
+            # Alice asked first and twice, Bob once: Bob's job goes between Alice's two.
+            assert [j.id for j in started] == [1, 3, 2]  # type: ignore[union-attr]
+
+    run(scenario())
+
+
+def test_admin_sets_limits_and_members_are_refused(model_files: ModelFiles, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files) as (fake, _, _):
+            refused = await fake.reply_to(await fake.command(BOB, "drawconfig", max_iterations=10))
+            assert "Manage Server" in refused
+            changed = await fake.reply_to(
+                await fake.command(ADMIN, "drawconfig", max_iterations=30, max_size=100000)
+            )
+            assert "at most 30" in changed
+            assert "max_size lowered from 100000 to the bot's limit, 512" in changed
+            clamped = await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="a boat", iterations=100, size=64)
+            )
+            assert "Iterations lowered from 100 to this server's maximum, 30." in clamped
+            final = await wait_for_card(fake, 1, "Finished")
+            assert "30 iterations in" in text_of(final)
+            shown = await fake.reply_to(await fake.command(BOB, "help"))
+            assert "at most 30" in shown
+
+    run(scenario())
+
+
+def test_cancel_by_requester_works_and_by_others_is_refused(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files) as (fake, running, _):
+            await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="a long one", iterations=2000, size=64)
+            )
+            await fake.reply_to(await fake.command(ALICE, "draw", prompt="waits", size=64))
+            await wait_for_job(running.store, 1, lambda job: job.steps > 0)
+            card = cards_of(fake, 1)[0].message_id
+            assert card is not None
+            refused = await fake.reply_to(await fake.click(BOB, card, "draw:cancel:1"))
+            assert "Only the member who asked" in refused
+            assert running.store.job(1).status == "running"  # type: ignore[union-attr]
+            queued = await fake.reply_to(await fake.command(ALICE, "cancel", job=2))
+            assert "Cancelled job 2" in queued
+            stopping = await fake.reply_to(await fake.click(ALICE, card, "draw:cancel:1"))
+            assert "Stopping job 1" in stopping
+            final = await wait_for_card(fake, 1, "Cancelled")
+            assert final.files
+            assert f"Cancelled by <@{ALICE.id}>" in text_of(final)
+            job = running.store.job(1)
+            assert job is not None
+            assert job.status == "cancelled"
+            assert 0 < job.steps < 2000
+
+    run(scenario())
+
+
+def test_prompts_are_checked_and_never_ping(model_files: ModelFiles, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files) as (fake, _, _):
+            empty = await fake.reply_to(await fake.command(ALICE, "draw", prompt="   "))
+            assert "Prompt is empty" in empty
+            long = await fake.reply_to(await fake.command(ALICE, "draw", prompt="word " * 90))
+            assert "too long for CLIP" in long
+            await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="@everyone look\x00", iterations=3, size=64)
+            )
+            final = await wait_for_card(fake, 1, "Finished")
+            assert "@everyone look" in text_of(final)
+            assert "\x00" not in text_of(final)
+            assert all(
+                e.payload.get("allowed_mentions") == {"parse": []} for e in cards_of(fake, 1)
+            )
 
     run(scenario())
