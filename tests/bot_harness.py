@@ -83,11 +83,11 @@ async def running_bot(folder: Path, files: ModelFiles, **sections: str) -> Async
         await fake.stop()
 
 
-def cards_of(fake: FakeDiscord, job_id: int) -> list[Event]:
-    """Creates and edits of job `job_id`'s card, in order."""
+def cards_of(fake: FakeDiscord, job_id: int, since: int = 0) -> list[Event]:
+    """Creates and edits of job `job_id`'s card, in order, from event number `since` on."""
     marker = f"· job {job_id}"
     return [
-        e for e in fake.events
+        e for e in fake.events[since:]
         if e.kind in ("create", "edit") and e.channel_id == CHANNEL_ID
         and any(marker in (embed.get("title") or "") for embed in e.payload.get("embeds", []))
     ]  # fmt: skip
@@ -97,9 +97,13 @@ def title(event: Event) -> str:
     return str(event.payload["embeds"][0]["title"])
 
 
-async def wait_for_card(fake: FakeDiscord, job_id: int, state: str, timeout: float = 90) -> Event:
+async def wait_for_card(
+    fake: FakeDiscord, job_id: int, state: str, *, since: int = 0, timeout: float = 90
+) -> Event:
+    """The latest card of `job_id` in `state`, waiting for one to appear after event `since`."""
+
     def found() -> Event | None:
-        matches = [e for e in cards_of(fake, job_id) if title(e).startswith(state)]
+        matches = [e for e in cards_of(fake, job_id, since) if title(e).startswith(state)]
         return matches[-1] if matches else None
 
     return await fake.wait_for(found, timeout)  # type: ignore[no-any-return]

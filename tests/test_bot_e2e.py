@@ -9,6 +9,7 @@ from .bot_harness import (
     custom_ids,
     run,
     running_bot,
+    start_bot,
     text_of,
     title,
     wait_for_card,
@@ -137,7 +138,9 @@ def test_prompts_are_checked_and_never_ping(model_files: ModelFiles, tmp_path: P
             long = await fake.reply_to(await fake.command(ALICE, "draw", prompt="word " * 90))
             assert "too long for CLIP" in long
             await fake.reply_to(
-                await fake.command(ALICE, "draw", prompt="@everyone look\x00", iterations=3, size=64)
+                await fake.command(
+                    ALICE, "draw", prompt="@everyone look\x00", iterations=3, size=64
+                )
             )
             final = await wait_for_card(fake, 1, "Finished")
             assert "@everyone look" in text_of(final)
@@ -145,5 +148,70 @@ def test_prompts_are_checked_and_never_ping(model_files: ModelFiles, tmp_path: P
             assert all(
                 e.payload.get("allowed_mentions") == {"parse": []} for e in cards_of(fake, 1)
             )
+
+    run(scenario())
+
+
+def test_restart_requeues_the_running_job_and_finishes_the_queue(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files) as (fake, running, config):
+            await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="first", iterations=400, size=64)
+            )
+            await fake.reply_to(await fake.command(BOB, "draw", prompt="second", size=64))
+            await wait_for_job(running.store, 1, lambda job: job.steps > 0)
+            await running.stop()
+
+            since = len(fake.events)
+            restarted = await start_bot(config, fake)
+            try:
+                notice = await wait_for_card(fake, 1, "Waiting", since=since)
+                assert "The bot restarted while this was drawing" in text_of(notice)
+                first = await wait_for_card(fake, 1, "Finished")
+                await wait_for_card(fake, 2, "Finished")
+                assert "400 iterations in" in text_of(first)
+                # Buttons keep working after the restart: their state is in the custom_id.
+                card = cards_of(fake, 1)[-1].message_id
+                assert card is not None
+                rerolled = await fake.reply_to(await fake.click(BOB, card, "draw:reroll:1"))
+                assert "Rerolling as job 3" in rerolled
+                await wait_for_card(fake, 3, "Finished")
+                continued = await fake.reply_to(await fake.click(ALICE, card, "draw:continue:1"))
+                assert "Continuing as job 4" in continued
+                job = await wait_for_job(restarted.store, 4, lambda j: j.status == "done")
+                assert (job.parent_id, job.seed) == (1, restarted.store.job(1).seed)  # type: ignore[union-attr]
+                refused = await fake.reply_to(await fake.click(BOB, card, "draw:delete:1"))
+                assert "Only the member who asked" in refused
+                deleted = await fake.reply_to(await fake.click(ADMIN, card, "draw:delete:1"))
+                assert "Deleted" in deleted
+                assert card not in fake.messages
+            finally:
+                running.bot = restarted.bot
+                running.task = restarted.task
+                running.store = restarted.store
+
+    run(scenario())
+
+
+def test_worker_killed_mid_job_is_recovered(model_files: ModelFiles, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files) as (fake, running, _):
+            await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="sturdy", iterations=300, size=64)
+            )
+            await wait_for_job(running.store, 1, lambda job: job.steps > 0)
+            process = running.bot.drawing.runner.link.process
+            assert process is not None
+            since = len(fake.events)
+            process.kill()
+            requeued = await wait_for_card(fake, 1, "Waiting", since=since)
+            assert "worker stopped unexpectedly" in text_of(requeued)
+            final = await wait_for_card(fake, 1, "Finished")
+            assert "300 iterations in" in text_of(final)
+            job = running.store.job(1)
+            assert job is not None
+            assert (job.status, job.requeues) == ("done", 1)
 
     run(scenario())
