@@ -6,7 +6,9 @@ PROMPT ?= an image of the music
 DRAW_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: draw test lint bench
+CONFIG ?= config.toml
+
+.PHONY: draw bot test lint bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 draw: $(STAMP)
 	$(BIN)/pseudo-dalle draw "$(PROMPT)" $(DRAW_ARGS)
+
+bot: $(STAMP)
+	$(BIN)/pseudo-dalle bot --config "$(CONFIG)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

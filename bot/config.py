@@ -120,17 +120,22 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
 }
 
 
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
 def _check(where: str, section: str, key: str, value: Any, default: Any) -> Any:
     kind = type(default)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not kind:
-        raise ConfigError(f"{where}: [{section}] {key} must be a {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: [{section}] {key} must be {_KINDS[kind]}, got {value!r}")
     bounds = _RANGES.get((section, key))
     if bounds and not bounds[0] <= value <= bounds[1]:
         raise ConfigError(
             f"{where}: [{section}] {key} must be from {bounds[0]:g} to {bounds[1]:g}, got {value}"
         )
+    if key == "max_size" and value % 8:
+        raise ConfigError(f"{where}: [{section}] {key} must be a multiple of 8, got {value}")
     return value
 
 

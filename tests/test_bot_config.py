@@ -1,0 +1,93 @@
+"""The bot's configuration, its command line, and the process boundary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_is_complete_and_valid(tmp_path: Path) -> None:
+    config = load_config(ROOT / "config.example.toml", environ={"DISCORD_TOKEN": "abc"})
+    assert config.discord.token == "abc"
+    assert config.limits.max_size == 512
+    assert config.resolve("db.sqlite3") == ROOT / "db.sqlite3"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[discord\ntoken = 1", "not valid TOML"),
+        ("[limits]\nmax_iteratons = 5", "unknown setting [limits] max_iteratons"),
+        ("[nonsense]\n", "unknown section [nonsense]"),
+        ('[limits]\nmax_iterations = "many"', "[limits] max_iterations must be a whole number"),
+        ("[limits]\nmax_size = 2000", "[limits] max_size must be from 64 to 1024"),
+        ("[defaults]\nmax_size = 100", "[defaults] max_size must be a multiple of 8"),
+        ("[defaults]\ndefault_iterations = 3000", "default_iterations is above max_iterations"),
+        ('[logging]\nlevel = "LOUD"', "[logging] level must be"),
+    ],
+)
+def test_bad_configs_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = _write(tmp_path, '[discord]\ntoken = "secret-token"\n' + text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert str(path) in str(caught.value)
+    assert message in str(caught.value)
+    assert "secret-token" not in str(caught.value)
+
+
+def test_missing_token(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no bot token: set DISCORD_TOKEN"):
+        load_config(_write(tmp_path, "[logging]\nlevel = 'INFO'\n"), environ={})
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())", *args],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+
+
+def test_bot_command_explains_itself_and_bad_configs(tmp_path: Path) -> None:
+    help_text = _cli("bot", "--help")
+    assert help_text.returncode == 0
+    assert "--config" in help_text.stdout
+    assert "DISCORD_TOKEN" in help_text.stdout
+    missing = _cli("bot", "--config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2
+    assert "copy config.example.toml" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    bad = _cli("bot", "--config", str(_write(tmp_path, 'token = "hunter2"\n[discord\n')))
+    assert bad.returncode == 2
+    assert "not valid TOML" in bad.stderr
+    assert "hunter2" not in bad.stderr
+
+
+def _modules_after(code: str) -> set[str]:
+    script = f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    return set(result.stdout.split())
+
+
+def test_bot_process_never_imports_torch() -> None:
+    loaded = _modules_after(
+        "import bot.app, bot.launcher, bot.cli, bot.drawing, bot.runner\n"
+        "from generator.tokens import token_count\n"
+        "token_count('an image of the music')"
+    )
+    assert "discord" in loaded
+    assert "torch" not in loaded
