@@ -269,12 +269,16 @@ class FakeDiscord:
         self.sockets.remove(socket)
         return socket
 
+    @staticmethod
+    def _channel(channel_id: int) -> dict[str, Any]:
+        return {
+            "id": str(channel_id), "type": 0, "position": 0, "permission_overwrites": [],
+            "name": "art" if channel_id == CHANNEL_ID else "chat", "guild_id": str(GUILD_ID),
+            "nsfw": False, "parent_id": None, "permissions": str(ADMIN_PERMISSIONS),
+        }  # fmt: skip
+
     def _guild(self) -> dict[str, Any]:
-        channels: list[dict[str, Any]] = [
-            {"id": str(cid), "type": 0, "name": name, "position": i, "permission_overwrites": [],
-             "guild_id": str(GUILD_ID), "nsfw": False, "parent_id": None}
-            for i, (cid, name) in enumerate(((CHANNEL_ID, "art"), (OTHER_CHANNEL_ID, "chat")))
-        ]  # fmt: skip
+        channels = [self._channel(CHANNEL_ID), self._channel(OTHER_CHANNEL_ID)]
         return {
             "id": str(GUILD_ID), "name": "Test Guild", "icon": None, "owner_id": "1",
             "roles": [{"id": str(EVERYONE), "name": "@everyone",
@@ -305,7 +309,7 @@ class FakeDiscord:
             "id": str(interaction_id), "application_id": str(APP_ID), "type": kind,
             "token": f"token-{interaction_id}", "version": 1, "guild_id": str(GUILD_ID),
             "channel_id": str(channel_id),
-            "channel": {"id": str(channel_id), "type": 0, "guild_id": str(GUILD_ID)},
+            "channel": self._channel(channel_id),
             "member": member.payload(), "app_permissions": str(ADMIN_PERMISSIONS),
             "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
             "attachment_size_limit": 10 * 2**20,
@@ -321,10 +325,13 @@ class FakeDiscord:
         """A member runs a slash command; returns the interaction id."""
         known = next(c for c in self.commands if c["name"] == name)
         types = {o["name"]: o["type"] for o in known.get("options", [])}
-        data = {
+        data: dict[str, Any] = {
             "id": known["id"], "name": name, "type": 1,
             "options": [{"name": k, "type": types[k], "value": v} for k, v in options.items()],
         }  # fmt: skip
+        channels = {str(v): self._channel(int(v)) for k, v in options.items() if types[k] == 7}
+        if channels:
+            data["resolved"] = {"channels": channels}
         return await self._interaction(member, 2, data, channel_id)
 
     async def click(self, member: Member, message_id: int, custom_id: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from .bot_harness import (
@@ -16,7 +17,7 @@ from .bot_harness import (
     wait_for_job,
 )
 from .conftest import ModelFiles
-from .fake_discord import Member
+from .fake_discord import OTHER_CHANNEL_ID, Member
 
 ALICE = Member(100000000000000001, "alice")
 BOB = Member(100000000000000002, "bob")
@@ -68,6 +69,8 @@ def test_jobs_interleave_fairly_and_the_per_user_cap_holds(
             assert "job 3" in answer
             queued = await wait_for_card(fake, 3, "Waiting")
             assert "Position" in text_of(queued)
+            listing = await fake.reply_to(await fake.command(BOB, "queue"))
+            assert listing.index("job 3 by") < listing.index("job 2 by")
             for job_id in (1, 2, 3):
                 await wait_for_card(fake, job_id, "Finished")
             jobs = [running.store.job(i) for i in (1, 2, 3)]
@@ -96,6 +99,16 @@ def test_admin_sets_limits_and_members_are_refused(model_files: ModelFiles, tmp_
             assert "30 iterations in" in text_of(final)
             shown = await fake.reply_to(await fake.command(BOB, "help"))
             assert "at most 30" in shown
+            allowed = await fake.reply_to(
+                await fake.command(ADMIN, "drawconfig", allow_channel=str(OTHER_CHANNEL_ID))
+            )
+            assert f"Where: <#{OTHER_CHANNEL_ID}>" in allowed
+            elsewhere = await fake.reply_to(await fake.command(ALICE, "draw", prompt="a hill"))
+            assert f"Drawing is not enabled in this channel. Try <#{OTHER_CHANNEL_ID}>" in elsewhere
+            everywhere = await fake.reply_to(
+                await fake.command(ADMIN, "drawconfig", all_channels=True)
+            )
+            assert "Where: any channel" in everywhere
 
     run(scenario())
 
@@ -213,5 +226,33 @@ def test_worker_killed_mid_job_is_recovered(model_files: ModelFiles, tmp_path: P
             job = running.store.job(1)
             assert job is not None
             assert (job.status, job.requeues) == ("done", 1)
+
+    run(scenario())
+
+
+def test_card_older_than_50_minutes_is_replaced(model_files: ModelFiles, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files) as (fake, running, _):
+            await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="patience", iterations=2000, size=64)
+            )
+            job = await wait_for_job(running.store, 1, lambda j: j.steps > 0)
+            old_card = job.card_message_id
+            running.store.update(1, card_posted_at=time.time() - 51 * 60)
+            fresh = await fake.wait_for(
+                lambda: [
+                    e for e in cards_of(fake, 1) if e.kind == "create" and e.message_id != old_card
+                ]
+            )
+            assert title(fresh[-1]).startswith("Drawing")
+            await fake.wait_for(
+                lambda: [
+                    e for e in fake.events
+                    if e.kind == "edit" and e.message_id == old_card
+                    and "continues in a newer message below" in (e.payload.get("content") or "")
+                ]
+            )  # fmt: skip
+            await fake.reply_to(await fake.command(ALICE, "cancel"))
+            await wait_for_card(fake, 1, "Cancelled")
 
     run(scenario())
