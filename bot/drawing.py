@@ -31,6 +31,7 @@ from generator.tokens import check_lengths
 
 log = logging.getLogger("pseudo_dalle.drawing")
 CARD_MAX_AGE_S = 50 * 60
+REFRESHED_POSITIONS = 10  # waiting cards kept current; later ones update as they move up
 NEGATIVE_WEIGHT = -0.5
 
 
@@ -100,7 +101,7 @@ class Drawing:
             parent_id=parent.id if parent else None,
             init_latent=parent.latent if parent else None,
         )  # fmt: skip
-        await self.refresh_queue()
+        await self.refresh_queue(also=job)
         self.runner.wake()
         return job, notices
 
@@ -192,7 +193,20 @@ class Drawing:
     async def show(
         self, job: JobRow, lines: list[str], png: bytes | None = None, *, final: bool = False
     ) -> JobRow:
-        """Post or edit the job's card; returns the job with its card's message id."""
+        """Post or edit the job's card; returns the job with its card's message id.
+
+        Discord being unreachable never stops the queue: the failure is logged and the card
+        catches up at its next update.
+        """
+        try:
+            return await self._show(job, lines, png, final=final)
+        except discord.HTTPException as error:
+            log.warning("could not update job %s's card: %s", job.id, error)
+            return job
+
+    async def _show(
+        self, job: JobRow, lines: list[str], png: bytes | None, *, final: bool
+    ) -> JobRow:
         embed = cards.card(job, lines, image=png is not None)
         files = [cards.picture_file(job, png)] if png is not None else []
         if job.status in ACTIVE:
@@ -227,14 +241,15 @@ class Drawing:
                 )  # fmt: skip
         return self.store.update(job.id, card_message_id=message.id, card_posted_at=time.time())
 
-    async def refresh_queue(self) -> None:
-        """Give every waiting job's card its current position and ETA."""
+    async def refresh_queue(self, also: JobRow | None = None) -> None:
+        """Give the first waiting jobs' cards (and `also`'s) their position and ETA."""
         order = self.store.queue_order()
         ahead_s = self.runner.remaining_seconds()
         for position, job in enumerate(order, start=1):
             rate = self.runner.rate or self.store.recent_speed(job.size)
             eta = ahead_s if ahead_s is not None and rate else None
-            await self.show(job, cards.queued_lines(position, len(order), eta))
+            if position <= REFRESHED_POSITIONS or (also is not None and job.id == also.id):
+                await self.show(job, cards.queued_lines(position, len(order), eta))
             if ahead_s is not None and rate:
                 ahead_s += job.iterations / rate
 

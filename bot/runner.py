@@ -94,14 +94,29 @@ class JobRunner:
     async def _run(self) -> None:
         await self.drawing.refresh_queue()
         while True:
-            if not self.link.alive:
-                await self._start_worker()
-                continue
-            order = self.store.queue_order()
-            if not order:
-                await self._idle()
-                continue
-            await self._draw(order[0])
+            try:
+                await self._next()
+            except Exception:
+                log.exception("the job runner hit an error; restarting the worker")
+                await self._recover()
+
+    async def _next(self) -> None:
+        if not self.link.alive:
+            await self._start_worker()
+            return
+        order = self.store.queue_order()
+        if not order:
+            await self._idle()
+            return
+        await self._draw(order[0])
+
+    async def _recover(self) -> None:
+        """After an unexpected error: the interrupted job waits again, the worker starts fresh."""
+        for job in self.store.jobs_with_status("running"):
+            self.store.update(job.id, status="queued", started_at=None, steps=0)
+        self.current, self.rate = None, None
+        await self.link.stop()
+        await asyncio.sleep(self.config.worker.restart_delay_s)
 
     async def _start_worker(self) -> None:
         try:
@@ -130,7 +145,6 @@ class JobRunner:
         settings = self.store.guild_settings(job.guild_id)
         interval = max(settings.progress_interval_s, self.config.limits.min_progress_interval_s)
         await self.drawing.show(job, ["Starting…"])
-        await self.drawing.refresh_queue()
         await self.link.send(
             StartJob(
                 job_id=job.id, prompt=job.prompt, seed=job.seed, iterations=job.iterations,
@@ -139,6 +153,7 @@ class JobRunner:
                 else None,
             )
         )  # fmt: skip
+        await self.drawing.refresh_queue()
         try:
             while True:
                 message = await self.link.messages.get()

@@ -78,6 +78,7 @@ class FakeDiscord:
         self.sockets: list[web.WebSocketResponse] = []
         self.sequence = 0
         self.heartbeat_interval_ms = 250
+        self.refuse_messages = False  # answer channel message writes with 403 Missing Permissions
         self.changed = asyncio.Condition()
         self.runner: web.AppRunner | None = None
         self.base_url = ""
@@ -187,6 +188,8 @@ class FakeDiscord:
         }  # fmt: skip
 
     async def _create(self, request: web.Request) -> web.Response:
+        if self.refuse_messages:
+            return _json({"code": 50013, "message": "Missing Permissions"}, status=403)
         channel_id = int(request.match_info["channel"])
         payload, files = await self._read(request)
         message_id = next(self.ids)
@@ -196,6 +199,8 @@ class FakeDiscord:
         return _json(message)
 
     async def _edit(self, request: web.Request) -> web.Response:
+        if self.refuse_messages:
+            return _json({"code": 50013, "message": "Missing Permissions"}, status=403)
         channel_id, message_id = (
             int(request.match_info["channel"]),
             int(request.match_info["message"]),

@@ -256,3 +256,20 @@ def test_card_older_than_50_minutes_is_replaced(model_files: ModelFiles, tmp_pat
             await wait_for_card(fake, 1, "Cancelled")
 
     run(scenario())
+
+
+def test_queue_keeps_going_when_discord_refuses_cards(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files) as (fake, running, _):
+            fake.refuse_messages = True
+            asked = await fake.command(ALICE, "draw", prompt="unseen", iterations=30, size=64)
+            assert "Queued as job 1" in await fake.reply_to(asked)
+            await wait_for_job(running.store, 1, lambda job: job.status == "done")
+            assert cards_of(fake, 1) == []
+            fake.refuse_messages = False
+            await fake.reply_to(await fake.command(BOB, "draw", prompt="seen", size=64))
+            await wait_for_card(fake, 2, "Finished")
+
+    run(scenario())
