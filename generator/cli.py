@@ -154,7 +154,7 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
         metavar="STD",
         help="add Gaussian noise of this strength to the cutouts (default 0)",
     )
-    _add_model_options(draw)
+    add_model_options(draw)
     draw.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
@@ -190,14 +190,15 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
         description="Download CLIP and the dVAE decoder into the cache so later runs work "
         "offline. Prints where each file is.",
     )
-    _add_model_options(fetch)
+    add_model_options(fetch)
     fetch.set_defaults(handler=_fetch_weights)
     if add_commands is not None:
         add_commands(commands)
     return parser
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--clip-model, --decoder, --cache-dir and --offline; the worker process takes them too."""
     names = ", ".join(CLIP_WEIGHTS)
     parser.add_argument(
         "--clip-model",
@@ -222,6 +223,16 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--offline", action="store_true", help="never download; use cached or local files only"
     )
+
+
+def models_from_args(args: argparse.Namespace) -> Models:
+    """Load the models that `add_model_options` and a --device option describe."""
+    from generator.loaders import load_models
+
+    return load_models(
+        args.clip_model, args.decoder, device=args.device, cache_dir=args.cache_dir,
+        offline=args.offline,
+    )  # fmt: skip
 
 
 def _default_out(prompt: str, seed: int) -> Path:
@@ -265,16 +276,9 @@ def _draw(args: argparse.Namespace) -> int:
     try:
         settings, job = _job_from_args(args)
         check_lengths(job.prompts)
-        from generator.loaders import load_models
         from generator.output import save_result, save_timelapse
 
-        models = load_models(
-            args.clip_model,
-            args.decoder,
-            device=args.device,
-            cache_dir=args.cache_dir,
-            offline=args.offline,
-        )
+        models = models_from_args(args)
     except ModelLoadError as error:
         _fail(str(error), EXIT_FAILED)
     except GeneratorError as error:

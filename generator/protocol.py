@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import ClassVar
 
 PROTOCOL_VERSION = 1
 
@@ -134,11 +134,3 @@ def png_to_b64(data: bytes) -> str:
 
 def b64_to_png(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
-
-
-def describe(message: Message) -> dict[str, Any]:
-    """A loggable view of a message: pictures shortened to their size."""
-    view = asdict(message)
-    if "png_b64" in view:
-        view["png_b64"] = f"<{len(view['png_b64'])} base64 chars>"
-    return {"type": message.kind, **view}

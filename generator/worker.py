@@ -22,9 +22,10 @@ from typing import TextIO
 
 import torch
 
+from generator.cli import add_model_options, models_from_args
 from generator.engine import Engine, StepCallback, StepInfo, to_pil
 from generator.errors import GeneratorError
-from generator.loaders import Models, load_models
+from generator.loaders import Models
 from generator.output import png_bytes, png_metadata
 from generator.protocol import (
     CancelJob,
@@ -41,7 +42,6 @@ from generator.protocol import (
     png_to_b64,
 )
 from generator.settings import DrawSettings, Job
-from generator.weights import DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
 
 log = logging.getLogger("pseudo_dalle.worker")
 HEARTBEAT_S = 1.0
@@ -156,11 +156,8 @@ class Worker:
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m generator.worker", description=__doc__)
-    parser.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL)
-    parser.add_argument("--decoder", default=DEFAULT_DECODER_URL)
+    add_model_options(parser)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--offline", action="store_true")
     parser.add_argument("--latents", type=Path, required=True, help="folder for final latents")
     parser.add_argument("--cutouts", type=int, default=32)
     return parser.parse_args(argv)
@@ -171,13 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     channel = _Channel(sys.stdout)
     try:
-        models = load_models(
-            args.clip_model,
-            args.decoder,
-            device=args.device,
-            cache_dir=args.cache_dir,
-            offline=args.offline,
-        )
+        models = models_from_args(args)
     except GeneratorError as error:
         log.error("cannot load the models: %s", error)
         return 1

@@ -1,4 +1,4 @@
-"""The bot's configuration, its command line, and the process boundary."""
+"""The bot's configuration and its command line."""
 
 from __future__ import annotations
 
@@ -73,21 +73,3 @@ def test_bot_command_explains_itself_and_bad_configs(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "not valid TOML" in bad.stderr
     assert "hunter2" not in bad.stderr
-
-
-def _modules_after(code: str) -> set[str]:
-    script = f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
-    return set(result.stdout.split())
-
-
-def test_bot_process_never_imports_torch() -> None:
-    loaded = _modules_after(
-        "import bot.app, bot.launcher, bot.cli, bot.drawing, bot.runner\n"
-        "from generator.tokens import token_count\n"
-        "token_count('an image of the music')"
-    )
-    assert "discord" in loaded
-    assert "torch" not in loaded

@@ -1,4 +1,4 @@
-"""The engine never pulls in the Discord front end, and the CLI starts without torch."""
+"""The two halves never mix: the engine never imports discord, the bot never imports torch."""
 
 from __future__ import annotations
 
@@ -25,4 +25,14 @@ def test_generator_never_imports_discord() -> None:
 
 def test_cli_module_does_not_import_torch() -> None:
     loaded = _modules_after("import generator.cli")
+    assert "torch" not in loaded
+
+
+def test_bot_process_never_imports_torch() -> None:
+    loaded = _modules_after(
+        "import bot.app, bot.launcher, bot.cli, bot.drawing, bot.runner\n"
+        "from generator.tokens import token_count\n"
+        "token_count('an image of the music')"
+    )
+    assert "discord" in loaded
     assert "torch" not in loaded
