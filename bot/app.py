@@ -16,6 +16,7 @@ from bot.cogs.help import HelpCog
 from bot.cogs.queue import QueueCog
 from bot.config import Config
 from bot.drawing import Drawing
+from bot.health import HeartbeatWriter
 from bot.store import Store
 from bot.views import BUTTONS
 
@@ -33,6 +34,12 @@ class DrawBot(commands.Bot):
         self.config = config
         self.store = store
         self.drawing = Drawing(self, store, config)
+        self.heartbeat: HeartbeatWriter | None = None
+        if config.health.heartbeat_file:
+            self.heartbeat = HeartbeatWriter(
+                config.resolve(config.health.heartbeat_file), config.health.interval_s,
+                gateway=self.gateway_connected, worker=lambda: self.drawing.runner.link.alive,
+            )  # fmt: skip
 
     async def setup_hook(self) -> None:
         for cog in (DrawCog, QueueCog, AdminCog, HelpCog):
@@ -44,8 +51,16 @@ class DrawBot(commands.Bot):
         for job in self.store.requeue_interrupted():
             log.info("job %s was running when the bot stopped; it is queued again", job.id)
         self.drawing.runner.start()
+        if self.heartbeat is not None:
+            self.heartbeat.start()
+
+    def gateway_connected(self) -> bool:
+        return bool(self.is_ready() and self.ws is not None and self.ws.open)
 
     async def close(self) -> None:
+        """Stop taking jobs, put the running one back in the queue, then leave the gateway."""
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
         await self.drawing.runner.stop()
         await super().close()
 

@@ -26,12 +26,32 @@ def _add_bot(commands: argparse._SubParsersAction[Any]) -> None:
         help="the bot's TOML configuration (default ./config.toml)",
     )  # fmt: skip
     bot.set_defaults(handler=_run_bot)
+    health = commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the running bot is healthy",
+        description="Read the bot's heartbeat file ([health] heartbeat_file) and exit 0 when it "
+        "is fresh and the gateway and worker are up, else print why and exit 1.",
+    )
+    health.add_argument("--file", type=Path, required=True, help="the heartbeat file")
+    health.add_argument(
+        "--max-age", type=float, default=90.0, metavar="SECONDS",
+        help="oldest acceptable heartbeat (default 90)",
+    )  # fmt: skip
+    health.set_defaults(handler=_healthcheck)
 
 
 def _run_bot(args: argparse.Namespace) -> int:
     from bot.launcher import main as launch
 
     return launch(args.config)
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    from bot.health import check_heartbeat
+
+    problem = check_heartbeat(args.file, args.max_age)
+    print(problem or "healthy")
+    return 1 if problem else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

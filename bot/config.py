@@ -72,6 +72,15 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """A file the bot rewrites every `interval_s` with its gateway and worker state, for
+    `pseudo-dalle healthcheck` (Docker's HEALTHCHECK). Empty: no file."""
+
+    heartbeat_file: str = ""
+    interval_s: float = 15.0
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
 
@@ -84,6 +93,7 @@ class Config:
     limits: LimitsConfig
     defaults: DefaultsConfig
     storage: StorageConfig
+    health: HealthConfig
     logging: LoggingConfig
     path: Path
 
@@ -100,6 +110,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsConfig,
     "defaults": DefaultsConfig,
     "storage": StorageConfig,
+    "health": HealthConfig,
     "logging": LoggingConfig,
 }
 
@@ -117,6 +128,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("defaults", "max_queued_per_user"): (1, 1000),
     ("defaults", "progress_interval_s"): (2, 3600),
     ("defaults", "max_size"): (64, 1024),
+    ("health", "interval_s"): (1, 300),
 }
 
 
@@ -139,7 +151,9 @@ def _check(where: str, section: str, key: str, value: Any, default: Any) -> Any:
     return value
 
 
-def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
+def load_config(
+    path: Path, environ: dict[str, str] | None = None, *, require_token: bool = True
+) -> Config:
     """Read and validate `path`; DISCORD_TOKEN in the environment wins over the file's token."""
     environ = dict(os.environ) if environ is None else environ
     try:
@@ -166,7 +180,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
         sections[name] = cls(**values)
     config = Config(**sections, path=path)
     token = environ.get("DISCORD_TOKEN") or config.discord.token
-    if not token.strip():
+    if require_token and not token.strip():
         raise ConfigError(
             f"{path}: no bot token: set DISCORD_TOKEN in the environment or [discord] token"
         )

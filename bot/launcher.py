@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -53,9 +54,21 @@ async def run_bot(config: Config) -> None:
     store = Store(config.resolve(config.storage.database), config.defaults)
     try:
         async with DrawBot(config, store) as bot:
+            loop = asyncio.get_running_loop()
+            stopping: list[asyncio.Task[None]] = []
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, _stop_on_signal, bot, signum, stopping)
             await bot.start(config.discord.token)
     finally:
         store.close()
+
+
+def _stop_on_signal(bot: DrawBot, signum: int, stopping: list[asyncio.Task[None]]) -> None:
+    if not stopping:
+        log.info(
+            "%s: finishing up; the running job goes back to the queue", signal.Signals(signum).name
+        )
+        stopping.append(asyncio.create_task(bot.close()))
 
 
 def main(config_path: Path) -> int:
@@ -70,6 +83,5 @@ def main(config_path: Path) -> int:
     except discord.LoginFailure:
         log.error("Discord rejected the bot token; check DISCORD_TOKEN or [discord] token")
         return 1
-    except KeyboardInterrupt:
-        log.info("stopped")
+    log.info("stopped")
     return 0

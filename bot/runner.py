@@ -70,11 +70,19 @@ class JobRunner:
             log.error("the job runner stopped", exc_info=task.exception())
 
     async def stop(self) -> None:
+        """Shut down: the running job goes back to the queue and its card says it will resume."""
+        interrupted = self.current
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.link.stop()
+        await self.link.stop(grace_s=1.0)
+        if interrupted is not None:
+            job = self.store.update(
+                interrupted.id, status="queued", started_at=None, steps=0,
+                notice="The bot is restarting; this drawing will start again when it is back.",
+            )  # fmt: skip
+            await self.drawing.show(job, ["Waiting for the bot to come back"])
 
     def wake(self) -> None:
         self._wakeup.set()

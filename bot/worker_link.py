@@ -97,7 +97,7 @@ class WorkerLink:
         except (BrokenPipeError, ConnectionResetError):
             log.warning("could not send %s: the worker is gone", message.kind)
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
         """Close the worker's input (it exits after its job), then make sure it is gone."""
         process = self.process
         if process is None:
@@ -106,7 +106,7 @@ class WorkerLink:
         if process.returncode is None and process.stdin is not None:
             process.stdin.close()
             try:
-                await asyncio.wait_for(process.wait(), 5)
+                await asyncio.wait_for(process.wait(), grace_s)
             except TimeoutError:
                 process.kill()
                 await process.wait()

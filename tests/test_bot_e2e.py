@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+from bot.config import DefaultsConfig
+from bot.store import Store
+
 from .bot_harness import (
+    TOKEN,
     cards_of,
     custom_ids,
     run,
@@ -15,9 +23,10 @@ from .bot_harness import (
     title,
     wait_for_card,
     wait_for_job,
+    write_config,
 )
 from .conftest import ModelFiles
-from .fake_discord import OTHER_CHANNEL_ID, Member
+from .fake_discord import OTHER_CHANNEL_ID, FakeDiscord, Member
 
 ALICE = Member(100000000000000001, "alice")
 BOB = Member(100000000000000002, "bob")
@@ -176,12 +185,14 @@ def test_restart_requeues_the_running_job_and_finishes_the_queue(
             await fake.reply_to(await fake.command(BOB, "draw", prompt="second", size=64))
             await wait_for_job(running.store, 1, lambda job: job.steps > 0)
             await running.stop()
+            stopped = await wait_for_card(fake, 1, "Waiting")
+            assert "will start again when it is back" in text_of(stopped)
 
             since = len(fake.events)
             restarted = await start_bot(config, fake)
             try:
                 notice = await wait_for_card(fake, 1, "Waiting", since=since)
-                assert "The bot restarted while this was drawing" in text_of(notice)
+                assert "will start again when it is back" in text_of(notice)
                 first = await wait_for_card(fake, 1, "Finished")
                 await wait_for_card(fake, 2, "Finished")
                 assert "400 iterations in" in text_of(first)
@@ -273,3 +284,61 @@ def test_queue_keeps_going_when_discord_refuses_cards(
             await wait_for_card(fake, 2, "Finished")
 
     run(scenario())
+
+
+def test_bot_process_reports_health_and_stops_cleanly_on_sigterm(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        fake = FakeDiscord()
+        await fake.start()
+        health = 'heartbeat_file = "heartbeat.json"\ninterval_s = 1'
+        config = write_config(tmp_path, fake, model_files, health=health)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())",
+            "bot", "--config", str(config), stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            await asyncio.wait_for(fake.identified.wait(), 60)
+            await fake.wait_for(lambda: fake.commands)
+            await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="patience", iterations=3000, size=64)
+            )
+            await wait_for_card(fake, 1, "Drawing")
+            beat = tmp_path / "heartbeat.json"
+            # discord.py calls itself ready 2 s after the last guild arrives; allow for that.
+            for _ in range(20):
+                healthy = await asyncio.to_thread(_cli, "healthcheck", "--file", str(beat))
+                if healthy.returncode == 0:
+                    break
+                await asyncio.sleep(0.5)
+            assert (healthy.returncode, healthy.stdout.strip()) == (0, "healthy")
+
+            asked_to_stop = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(process.communicate(), 10)
+            assert time.monotonic() - asked_to_stop < 10
+            assert process.returncode == 0, stderr.decode()
+            assert TOKEN not in stderr.decode()
+            resumed = await wait_for_card(fake, 1, "Waiting")
+            assert "will start again when it is back" in text_of(resumed)
+            store = Store(tmp_path / "bot.sqlite3", DefaultsConfig())
+            assert store.job(1).status == "queued"  # type: ignore[union-attr]
+            store.close()
+            gone = await asyncio.to_thread(_cli, "healthcheck", "--file", str(beat))
+            assert gone.returncode == 1
+            assert "no heartbeat file" in gone.stdout
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            await fake.stop()
+
+    run(scenario())
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
