@@ -38,6 +38,18 @@ def _add_bot(commands: argparse._SubParsersAction[Any]) -> None:
         help="oldest acceptable heartbeat (default 90)",
     )  # fmt: skip
     health.set_defaults(handler=_healthcheck)
+    doctor = commands.add_parser(
+        "doctor",
+        help="print what an operator needs when something is wrong",
+        description="Print versions, the device and its free memory, where the weights are and "
+        "whether their checksums match, the database, the bot's health, and whether a token is "
+        "set (never the token itself).",
+    )
+    doctor.add_argument(
+        "--config", type=Path, default=None, metavar="FILE",
+        help="the bot's configuration (default: report on the built-in defaults)",
+    )  # fmt: skip
+    doctor.set_defaults(handler=_doctor)
 
 
 def _run_bot(args: argparse.Namespace) -> int:
@@ -52,6 +64,13 @@ def _healthcheck(args: argparse.Namespace) -> int:
     problem = check_heartbeat(args.file, args.max_age)
     print(problem or "healthy")
     return 1 if problem else 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from bot.doctor import report
+
+    print("\n".join(report(args.config)))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

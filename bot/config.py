@@ -100,7 +100,7 @@ class Config:
     def resolve(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""
         path = Path(value).expanduser()
-        return path if path.is_absolute() else self.path.parent / path
+        return path if path.is_absolute() else (self.path.parent / path).absolute()
 
 
 _SECTIONS: dict[str, type[Any]] = {

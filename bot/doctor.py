@@ -1,0 +1,62 @@
+"""`pseudo-dalle doctor`: everything an operator needs when something is wrong, on one screen.
+
+It never prints the token, only whether one is set and where it comes from.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from bot.config import Config, ConfigError, ModelsConfig, load_config
+from bot.health import check_heartbeat
+from generator.diagnostics import device_lines, version_lines, weight_lines
+from generator.weights import default_cache_dir
+
+
+def _database_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        return [f"database: {path} (not created yet)"]
+    size = f"{path.stat().st_size / 2**20:.1f} MiB"
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            counts = dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
+    except sqlite3.Error as error:
+        return [f"database: {path}, {size}, unreadable: {error}"]
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no jobs"
+    return [f"database: {path}, {size}, {summary}"]
+
+
+def _token_line(config: Config | None) -> str:
+    if os.environ.get("DISCORD_TOKEN", "").strip():
+        return "token: set (from DISCORD_TOKEN)"
+    if config is not None and config.discord.token:
+        return "token: set (from the config file)"
+    return "token: NOT SET: put DISCORD_TOKEN in .env or the environment"
+
+
+def report(config_path: Path | None) -> list[str]:
+    lines = version_lines()
+    config: Config | None = None
+    if config_path is not None:
+        try:
+            config = load_config(config_path, require_token=False)
+            lines.append(f"config: {config_path}")
+        except ConfigError as error:
+            lines.append(f"config: {error}")
+    models = config.models if config else None
+    device = models.device if models else "auto"
+    lines += device_lines(device)
+    if config is not None and models is not None:
+        cache = config.resolve(models.cache_dir) if models.cache_dir else default_cache_dir()
+        lines += weight_lines(models.clip, models.decoder, cache)
+        lines += _database_lines(config.resolve(config.storage.database))
+        if config.health.heartbeat_file:
+            beat = config.resolve(config.health.heartbeat_file)
+            lines.append(f"health: {check_heartbeat(beat, 90.0) or 'healthy'}")
+    else:
+        defaults = ModelsConfig()
+        lines += weight_lines(defaults.clip, defaults.decoder, default_cache_dir())
+    lines.append(_token_line(config))
+    return lines
