@@ -15,8 +15,10 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from generator import __version__
 from generator.errors import WeightsUnavailableError
@@ -108,10 +110,41 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _LineProgress:
+    """Download progress as plain lines every 10%, for logs that are not a terminal."""
+
+    def __init__(self, total: int | None, label: str) -> None:
+        self.total = total
+        self.label = label
+        self.done = 0
+        self.reported = 0
+
+    def update(self, size: int) -> None:
+        self.done += size
+        if not self.total:
+            return
+        tenths = self.done * 10 // self.total
+        if tenths > self.reported:
+            self.reported = tenths
+            print(
+                f"{self.label}: {tenths * 10}% ({self.done / 2**20:.0f} of "
+                f"{self.total / 2**20:.0f} MiB)",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
+
+
+def _progress(total: int | None, label: str, enabled: bool) -> AbstractContextManager[Any]:
+    if enabled and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr,
+                    leave=False)  # fmt: skip
+    # Without a known total (or with progress off) the line reporter stays silent.
+    return nullcontext(_LineProgress(total if enabled else None, label))
+
+
 def _download(source: Source, target: Path, progress: bool, label: str) -> None:
     """Fetch `source` into `target` atomically; raise OSError or ValueError on any failure."""
-    from tqdm import tqdm
-
     target.parent.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(source.url, headers={"User-Agent": USER_AGENT})
     fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
@@ -120,9 +153,7 @@ def _download(source: Source, target: Path, progress: bool, label: str) -> None:
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(request, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr,
-                       disable=not progress, leave=False)  # fmt: skip
-            with bar:
+            with _progress(total, label, progress) as bar:
                 while chunk := response.read(CHUNK):
                     handle.write(chunk)
                     digest.update(chunk)

@@ -125,3 +125,14 @@ def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("PSEUDO_DALLE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", "/var/cache")
     assert default_cache_dir() == Path("/var/cache/pseudo-dalle")
+
+
+def test_progress_is_logged_in_plain_lines_when_not_on_a_terminal(
+    file_server: FileServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file_server.files["/model.pt"] = PAYLOAD
+    ensure_weights(_spec(file_server, ("/model.pt", DIGEST)), tmp_path, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"downloading test model from {file_server.url('/model.pt')}"
+    assert lines[-1].startswith("test/model.pt: 100% (")
+    assert "\r" not in "".join(lines)
