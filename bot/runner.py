@@ -77,9 +77,10 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.link.stop(grace_s=1.0)
-        if interrupted is not None:
+        current = self.store.job(interrupted.id) if interrupted is not None else None
+        if current is not None and current.status == "running":
             job = self.store.update(
-                interrupted.id, status="queued", started_at=None, steps=0,
+                current.id, status="queued", started_at=None, steps=0,
                 notice="The bot is restarting; this drawing will start again when it is back.",
             )  # fmt: skip
             await self.drawing.show(job, ["Waiting for the bot to come back"])
@@ -139,13 +140,14 @@ class JobRunner:
         self._wakeup.clear()
         waiter = asyncio.create_task(self._wakeup.wait())
         message = asyncio.create_task(self.link.messages.get())
-        done, _ = await asyncio.wait({waiter, message}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if message in done:
-            if isinstance(message.result(), WorkerExited):
-                await asyncio.sleep(self.config.worker.restart_delay_s)
-        else:
-            message.cancel()
+        try:
+            done, _ = await asyncio.wait({waiter, message}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            if not message.done():
+                message.cancel()
+        if message in done and isinstance(message.result(), WorkerExited):
+            await asyncio.sleep(self.config.worker.restart_delay_s)
 
     async def _draw(self, job: JobRow) -> None:
         job = self.store.update(job.id, status="running", started_at=time.time(), steps=0)

@@ -180,7 +180,7 @@ def test_restart_requeues_the_running_job_and_finishes_the_queue(
     async def scenario() -> None:
         async with running_bot(tmp_path, model_files) as (fake, running, config):
             await fake.reply_to(
-                await fake.command(ALICE, "draw", prompt="first", iterations=400, size=64)
+                await fake.command(ALICE, "draw", prompt="first", iterations=150, size=64)
             )
             await fake.reply_to(await fake.command(BOB, "draw", prompt="second", size=64))
             await wait_for_job(running.store, 1, lambda job: job.steps > 0)
@@ -195,7 +195,7 @@ def test_restart_requeues_the_running_job_and_finishes_the_queue(
                 assert "will start again when it is back" in text_of(notice)
                 first = await wait_for_card(fake, 1, "Finished")
                 await wait_for_card(fake, 2, "Finished")
-                assert "400 iterations in" in text_of(first)
+                assert "150 iterations in" in text_of(first)
                 # Buttons keep working after the restart: their state is in the custom_id.
                 card = cards_of(fake, 1)[-1].message_id
                 assert card is not None
