@@ -23,6 +23,11 @@ from bot.views import BUTTONS
 log = logging.getLogger("pseudo_dalle.bot")
 
 
+# The bot never joins voice channels: spare operators discord.py's warnings about voice libraries.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
+
 class DrawBot(commands.Bot):
     def __init__(self, config: Config, store: Store) -> None:
         intents = discord.Intents.none()

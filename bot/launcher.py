@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import discord
 import discord.gateway
 import discord.http
@@ -82,6 +83,9 @@ def main(config_path: Path) -> int:
         asyncio.run(run_bot(config))
     except discord.LoginFailure:
         log.error("Discord rejected the bot token; check DISCORD_TOKEN or [discord] token")
+        return 1
+    except (aiohttp.ClientError, OSError, discord.HTTPException) as error:
+        log.error("cannot reach Discord at %s: %s", config.discord.api_base, error)
         return 1
     log.info("stopped")
     return 0

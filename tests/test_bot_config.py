@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +75,19 @@ def test_bot_command_explains_itself_and_bad_configs(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "not valid TOML" in bad.stderr
     assert "hunter2" not in bad.stderr
+
+
+def test_unreachable_discord_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = _write(
+        tmp_path,
+        f'[discord]\napi_base = "http://127.0.0.1:{port}/api/v10"\n'
+        f'gateway_url = "ws://127.0.0.1:{port}/gateway"\n',
+    )
+    result = _cli("bot", "--config", str(config), env={**os.environ, "DISCORD_TOKEN": "tok-123"})
+    assert result.returncode == 1
+    assert "cannot reach Discord at http://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "tok-123" not in result.stderr
