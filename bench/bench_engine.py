@@ -108,8 +108,11 @@ def time_reference(models: Models, side: int, cutouts: int, warmup: int, steps: 
     return Timing(elapsed / steps * 1000, _peak_mib(models.device))
 
 
-def time_engine(models: Models, side: int, cutouts: int, warmup: int, steps: int) -> Timing:
-    engine = Engine(models, DrawSettings(width=side, height=side, cutouts=cutouts))
+def time_engine(
+    models: Models, side: int, cutouts: int, warmup: int, steps: int, *, precision: str
+) -> Timing:
+    settings = DrawSettings(width=side, height=side, cutouts=cutouts, precision=precision)
+    engine = Engine(models, settings)
     marks: dict[str, float] = {}
 
     def on_step(info: StepInfo) -> None:
@@ -157,6 +160,10 @@ def main() -> None:
         "--iterations", type=int, help="timed iterations (default 3 on CPU, 20 on CUDA)"
     )
     parser.add_argument(
+        "--precisions", type=lambda text: text.split(","), default=["fp32", "bf16"],
+        help="engine precisions to time (default fp32,bf16)",
+    )  # fmt: skip
+    parser.add_argument(
         "--warmup", type=int, default=2, help="untimed iterations first (default 2)"
     )
     args = parser.parse_args()
@@ -184,8 +191,11 @@ def main() -> None:
         for cutouts in cutout_counts:
             gflop = count_gflop(models, side, cutouts)
             reference = time_reference(models, side, cutouts, args.warmup, steps)
-            engine = time_engine(models, side, cutouts, args.warmup, steps)
-            for label, timing in (("reference", reference), ("engine", engine)):
+            rows = [("reference", reference)] + [
+                (f"engine {p}", time_engine(models, side, cutouts, args.warmup, steps, precision=p))
+                for p in args.precisions
+            ]
+            for label, timing in rows:
                 peak = f"{timing.peak_mib:.0f}" if timing.peak_mib is not None else "n/a"
                 ratio = reference.ms_per_iteration / timing.ms_per_iteration
                 tflops = gflop / timing.ms_per_iteration

@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from generator.settings import PRECISIONS
+
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
 
@@ -39,6 +41,7 @@ class ModelsConfig:
 @dataclass(frozen=True)
 class WorkerConfig:
     cutouts: int = 32
+    precision: str = "fp32"
     restart_delay_s: float = 5.0
     max_requeues: int = 2
 
@@ -190,6 +193,8 @@ def load_config(
         raise ConfigError(f"{path}: [defaults] default_iterations is above max_iterations")
     if defaults.max_iterations > limits.max_iterations or defaults.max_size > limits.max_size:
         raise ConfigError(f"{path}: [defaults] must stay within [limits]")
+    if config.worker.precision not in PRECISIONS:
+        raise ConfigError(f"{path}: [worker] precision must be one of {', '.join(PRECISIONS)}")
     if config.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{path}: [logging] level must be DEBUG, INFO, WARNING or ERROR")
     return Config(**{**sections, "discord": discord}, path=path)

@@ -39,7 +39,7 @@ def worker_arguments(config: Config) -> list[str]:
     arguments = [
         "--clip-model", models.clip, "--decoder", models.decoder, "--device", models.device,
         "--latents", str(config.resolve(storage.latents_dir)),
-        "--cutouts", str(config.worker.cutouts),
+        "--cutouts", str(config.worker.cutouts), "--precision", config.worker.precision,
     ]  # fmt: skip
     if models.cache_dir:
         arguments += ["--cache-dir", str(config.resolve(models.cache_dir))]

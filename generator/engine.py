@@ -36,6 +36,7 @@ class StepInfo:
 
 
 StepCallback = Callable[[StepInfo], None]
+_AUTOCAST = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 StopCheck = Callable[[int], bool]
 
 
@@ -177,6 +178,22 @@ class Engine:
 
     def _step(self, active: list[_Active]) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward, backward and update for every active job; returns (losses, images)."""
+        with torch.autocast(
+            self.device.type, dtype=_AUTOCAST[self.settings.precision],
+            enabled=self.settings.precision != "fp32",
+        ):  # fmt: skip
+            embeds, images = self._forward(active)
+        texts, weights = self._padded_prompts(active)
+        losses = weighted_loss(embeds, texts, weights)  # (B,), in fp32 whatever the precision
+        for entry in active:
+            entry.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        for entry in active:
+            entry.optimizer.step()
+        return losses, images
+
+    def _forward(self, active: list[_Active]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cutout embeddings (B, N, D) and decoded images (B, 3, H, W) for the active jobs."""
         settings, models = self.settings, self.models
         logits = torch.cat([e.logits for e in active])  # (B, V, h, w)
         noise = torch.cat([gumbel_noise(e.logits.shape, e.generator) for e in active])
@@ -201,14 +218,7 @@ class Engine:
             )
             cutouts = cutouts + jitter * settings.noise_std
         embeds = embed_cutouts(models.clip, cutouts).view(len(active), settings.cutouts, -1)
-        texts, weights = self._padded_prompts(active)
-        losses = weighted_loss(embeds, texts, weights)  # (B,)
-        for entry in active:
-            entry.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        for entry in active:
-            entry.optimizer.step()
-        return losses, images
+        return embeds, images
 
     @staticmethod
     def _padded_prompts(active: list[_Active]) -> tuple[torch.Tensor, torch.Tensor]:

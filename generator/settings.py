@@ -15,6 +15,8 @@ MAX_SIDE = 1024
 MAX_SEED = 2**32 - 1
 MAX_ITERATIONS = 100_000
 MAX_CUTOUTS = 256
+# fp32 is the plain path; bf16 and fp16 run the forward passes under autocast.
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -51,6 +53,7 @@ class DrawSettings:
     temperature: float = 1.0
     temperature_end: float | None = None
     init_scale: float = 1.0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         check_side("width", self.width)
@@ -82,6 +85,10 @@ class DrawSettings:
         _require(
             math.isfinite(self.init_scale) and 0 <= self.init_scale <= 100,
             f"init_scale must be from 0 to 100, got {self.init_scale}",
+        )
+        _require(
+            self.precision in PRECISIONS,
+            f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
         )
 
     @property

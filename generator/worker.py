@@ -41,7 +41,7 @@ from generator.protocol import (
     encode,
     png_to_b64,
 )
-from generator.settings import DrawSettings, Job
+from generator.settings import PRECISIONS, DrawSettings, Job
 
 log = logging.getLogger("pseudo_dalle.worker")
 HEARTBEAT_S = 1.0
@@ -61,11 +61,14 @@ class _Channel:
 
 
 class Worker:
-    def __init__(self, models: Models, channel: _Channel, latents: Path, cutouts: int) -> None:
+    def __init__(
+        self, models: Models, channel: _Channel, latents: Path, cutouts: int, precision: str
+    ) -> None:
         self.models = models
         self.channel = channel
         self.latents = latents
         self.cutouts = cutouts
+        self.precision = precision
         self.jobs: queue.Queue[StartJob | None] = queue.Queue()
         self.cancelled: set[int] = set()
         self.current: int | None = None
@@ -101,7 +104,10 @@ class Worker:
 
     def run(self, start: StartJob) -> Message:
         try:
-            settings = DrawSettings(width=start.width, height=start.height, cutouts=self.cutouts)
+            settings = DrawSettings(
+                width=start.width, height=start.height, cutouts=self.cutouts,
+                precision=self.precision,
+            )  # fmt: skip
             init = None
             if start.init_latent:
                 init = torch.load(start.init_latent, map_location="cpu", weights_only=True)
@@ -160,6 +166,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--latents", type=Path, required=True, help="folder for final latents")
     parser.add_argument("--cutouts", type=int, default=32)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     return parser.parse_args(argv)
 
 
@@ -173,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot load the models: %s", error)
         return 1
     args.latents.mkdir(parents=True, exist_ok=True)
-    worker = Worker(models, channel, args.latents, args.cutouts)
+    worker = Worker(models, channel, args.latents, args.cutouts, args.precision)
     threading.Thread(target=worker.read_commands, args=(sys.stdin,), daemon=True).start()
     threading.Thread(target=worker.beat, daemon=True).start()
     channel.send(Ready(device=str(models.device)))

@@ -9,7 +9,9 @@ import torch
 
 from generator.engine import DrawResult, Engine, StepInfo
 from generator.errors import PromptError
+from generator.latent import decode, gumbel_noise, initial_logits, relax
 from generator.loaders import Models
+from generator.objective import embed_cutouts
 from generator.output import png_bytes, png_metadata
 from generator.settings import DrawSettings, Job
 
@@ -140,3 +142,27 @@ def test_non_square_picture(tiny_models: Models) -> None:
 def test_prompt_too_long_for_clip(tiny_models: Models, small_settings: DrawSettings) -> None:
     with pytest.raises(PromptError, match="too long for CLIP"):
         Engine(tiny_models, small_settings).draw(Job("word " * 100, 1, 1))
+
+
+def test_bf16_fast_path_agrees_with_fp32(tiny_models: Models, small_settings: DrawSettings) -> None:
+    """Tolerances: pixels within 0.02, embeddings' cosine >= 0.999, first loss within 0.01."""
+    generator = torch.Generator().manual_seed(0)
+    logits = initial_logits(tiny_models.vocab_size, (8, 8), 1.0, generator)
+    soft = relax(logits, gumbel_noise(logits.shape, generator), torch.ones(1, 1, 1, 1))
+    with torch.no_grad():
+        plain = decode(tiny_models.decoder, soft)
+        crops = torch.nn.functional.interpolate(plain, (32, 32), mode="bilinear")
+        plain_embeds = embed_cutouts(tiny_models.clip, crops)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = decode(tiny_models.decoder, soft)
+            fast_embeds = embed_cutouts(tiny_models.clip, crops)
+    assert (plain - fast.float()).abs().max().item() <= 0.02
+    cosine = torch.nn.functional.cosine_similarity(plain_embeds, fast_embeds.float())
+    assert cosine.min().item() >= 0.999
+
+    job = Job("an image of the music", 4, 5)
+    fp32 = Engine(tiny_models, small_settings).draw(job)
+    bf16 = Engine(tiny_models, dataclasses.replace(small_settings, precision="bf16")).draw(job)
+    assert bf16.losses[0] == pytest.approx(fp32.losses[0], abs=0.01)
+    assert bf16.settings.precision == "bf16"
+    assert bf16.image.size == fp32.image.size

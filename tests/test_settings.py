@@ -49,6 +49,7 @@ def test_control_characters_are_stripped() -> None:
         ({"temperature": 0}, "temperature must be"),
         ({"cut_size_min": 0.9, "cut_size_max": 0.5}, "cut sizes"),
         ({"rotation_degrees": 90}, "rotation_degrees"),
+        ({"precision": "int8"}, "precision must be one of fp32, bf16, fp16"),
     ],
 )
 def test_bad_settings(kwargs: dict[str, float], message: str) -> None:
