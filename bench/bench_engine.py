@@ -15,7 +15,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from dall_e import unmap_pixels
 from torch.utils.flop_counter import FlopCounterMode
 
-from generator.engine import Engine, StepInfo
+from generator.engine import Engine
+from generator.fast import auto_precision
 from generator.loaders import CLIP_MEAN, CLIP_STD, Models, load_models
 from generator.objective import embed_prompts
 from generator.prompts import parse_prompts
@@ -35,8 +36,61 @@ PROMPT = "an image of the music"
 
 @dataclass(frozen=True)
 class Timing:
-    ms_per_iteration: float
-    peak_mib: float | None
+    ms_per_iteration: float  # wall time per step of the whole batch
+    peak_mib: float | None  # peak device memory (CUDA only)
+    kept_mib: float  # what autograd keeps for the backward pass, on any device
+    jobs: int = 1
+
+    @property
+    def iterations_per_second(self) -> float:
+        """Iterations per second summed over the jobs stepped together."""
+        return self.jobs * 1000 / self.ms_per_iteration
+
+
+# Dense bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s (no sparsity).
+BF16_PEAK_TFLOPS = {
+    "H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 NVL": 835.0,
+    "H100 PCIe": 756.0, "H100": 756.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
+    "A10": 125.0, "RTX 4090": 165.0, "RTX 3090": 71.0,
+}  # fmt: skip
+
+
+def bf16_peak(device: torch.device) -> tuple[float, str]:
+    """The device's bf16 peak in TFLOP/s and where the number comes from.
+
+    Known GPUs use the data sheet; anything else (CPUs included) is measured with a large bf16
+    matrix product, which is what dense bf16 work can reach there.
+    """
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in BF16_PEAK_TFLOPS.items():
+            if key in name:
+                return tflops, f"data sheet for {key}"
+    side = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(side, side, device=device, dtype=torch.bfloat16)
+    b = torch.randn(side, side, device=device, dtype=torch.bfloat16)
+    best = float("inf")
+    for _ in range(8):  # the fastest of several, so first-call set-up and neighbours count less
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * side**3 / best / 1e12, f"measured: fastest {side}x{side} bf16 matmul"
+
+
+def kept_mib(step: Callable[[], object]) -> float:
+    """MiB of tensors autograd keeps from `step`'s forward pass for its backward pass."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        step()
+    return total / 2**20
 
 
 def _sync(device: torch.device) -> None:
@@ -96,6 +150,7 @@ def count_gflop(models: Models, side: int, cutouts: int) -> float:
 
 def time_reference(models: Models, side: int, cutouts: int, warmup: int, steps: int) -> Timing:
     step = reference_step_fn(models, side, cutouts)
+    kept = kept_mib(step)
     for _ in range(warmup):
         step()
     _sync(models.device)
@@ -105,26 +160,32 @@ def time_reference(models: Models, side: int, cutouts: int, warmup: int, steps: 
         step()
     _sync(models.device)
     elapsed = time.perf_counter() - start
-    return Timing(elapsed / steps * 1000, _peak_mib(models.device))
+    return Timing(elapsed / steps * 1000, _peak_mib(models.device), kept)
 
 
 def time_engine(
-    models: Models, side: int, cutouts: int, warmup: int, steps: int, *, precision: str
+    models: Models,
+    settings: DrawSettings,
+    warmup: int,
+    steps: int,
+    *,
+    jobs: int = 1,
 ) -> Timing:
-    settings = DrawSettings(width=side, height=side, cutouts=cutouts, precision=precision)
-    engine = Engine(models, settings)
-    marks: dict[str, float] = {}
-
-    def on_step(info: StepInfo) -> None:
-        if info.step in (warmup, warmup + steps):
-            _sync(models.device)
-            marks["start" if info.step == warmup else "end"] = time.perf_counter()
-            if info.step == warmup:
-                _reset_peak(models.device)
-
-    engine.draw(Job(PROMPT, 0, warmup + steps), on_step)
-    elapsed = marks["end"] - marks["start"]
-    return Timing(elapsed / steps * 1000, _peak_mib(models.device))
+    """`jobs` jobs stepped together in one batch, as the worker runs them."""
+    batch = Engine(models, settings).batch()
+    for seed in range(jobs):
+        batch.add(Job(PROMPT, seed, 1 + warmup + steps), settings)
+    kept = kept_mib(batch.step)
+    for _ in range(warmup):
+        batch.step()
+    _sync(models.device)
+    _reset_peak(models.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch.step()
+    _sync(models.device)
+    elapsed = time.perf_counter() - start
+    return Timing(elapsed / steps * 1000, _peak_mib(models.device), kept, jobs)
 
 
 def _models(args: argparse.Namespace, scratch: Path) -> Models:
@@ -160,8 +221,14 @@ def main() -> None:
         "--iterations", type=int, help="timed iterations (default 3 on CPU, 20 on CUDA)"
     )
     parser.add_argument(
-        "--precisions", type=lambda text: text.split(","), default=["fp32", "bf16"],
-        help="engine precisions to time (default fp32,bf16)",
+        "--precisions",
+        type=lambda text: text.split(","),
+        help="engine precisions to time; the last is also timed with checkpointing and with "
+        "several jobs (default fp32 and the device's automatic precision)",
+    )
+    parser.add_argument(
+        "--jobs", type=_ints, default=[1, 2, 4],
+        help="jobs per step for the throughput rows, at the first size (default 1,2,4)",
     )  # fmt: skip
     parser.add_argument(
         "--warmup", type=int, default=2, help="untimed iterations first (default 2)"
@@ -175,33 +242,75 @@ def main() -> None:
     sizes = args.sizes or ([256, 512] if cuda else [128])
     cutout_counts = args.cutouts or ([32, 64] if cuda else [8])
     steps = args.iterations or (20 if cuda else 3)
+    precisions = args.precisions or sorted({"fp32", auto_precision(models.device)}, reverse=True)
 
     name = torch.cuda.get_device_name(models.device) if cuda else platform.processor() or "CPU"
+    peak_tflops, peak_source = bf16_peak(models.device)
     print(
         f"device: {models.device} ({name}), torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, models: {args.clip or args.arch}/"
         f"{args.decoder or args.arch}, {steps} timed iterations after {args.warmup} warm-up"
     )
+    print(f"bf16 peak: {peak_tflops:.2f} TFLOP/s ({peak_source})")
     print()
     print("GFLOP/it: one iteration's forward and backward, counted on the reference step.")
+    print("kept MiB: activations autograd keeps for the backward pass (any device);")
+    print("peak MiB: peak device memory (CUDA only).")
     print()
-    print("| size | cutouts | loop | ms/it | it/s | GFLOP/it | TFLOP/s | peak MiB | speed-up |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| size | cutouts | loop | jobs | ms/step | it/s | GFLOP/it | TFLOP/s | % bf16 peak "
+        "| kept MiB | peak MiB | speed-up |"
+    )
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for side in sizes:
         for cutouts in cutout_counts:
             gflop = count_gflop(models, side, cutouts)
             reference = time_reference(models, side, cutouts, args.warmup, steps)
-            rows = [("reference", reference)] + [
-                (f"engine {p}", time_engine(models, side, cutouts, args.warmup, steps, precision=p))
-                for p in args.precisions
-            ]
+            base = DrawSettings(width=side, height=side, cutouts=cutouts)
+            rows = [("reference", reference)]
+            for precision in precisions:
+                settings = replace(base, precision=precision)
+                rows.append(
+                    (f"engine {precision}", time_engine(models, settings, args.warmup, steps))
+                )
+            fastest = replace(base, precision=precisions[-1], checkpointing=True)
+            rows.append(
+                (f"engine {precisions[-1]} ckpt", time_engine(models, fastest, args.warmup, steps))
+            )
+            if side == sizes[0] and cutouts == cutout_counts[0]:
+                for jobs in args.jobs:
+                    if jobs > 1:
+                        timing = time_engine(
+                            models, replace(base, precision=precisions[-1]), args.warmup, steps,
+                            jobs=jobs,
+                        )  # fmt: skip
+                        rows.append((f"engine {precisions[-1]}", timing))
             for label, timing in rows:
-                peak = f"{timing.peak_mib:.0f}" if timing.peak_mib is not None else "n/a"
-                ratio = reference.ms_per_iteration / timing.ms_per_iteration
-                tflops = gflop / timing.ms_per_iteration
-                print(f"| {side} | {cutouts} | {label} | {timing.ms_per_iteration:.1f} | "
-                      f"{1000 / timing.ms_per_iteration:.2f} | {gflop:.1f} | {tflops:.3f} | "
-                      f"{peak} | {ratio:.2f}x |")  # fmt: skip
+                _row(
+                    label, timing, side=side, cutouts=cutouts, gflop=gflop,
+                    peak_tflops=peak_tflops, reference=reference,
+                )  # fmt: skip
+
+
+def _row(
+    label: str,
+    timing: Timing,
+    *,
+    side: int,
+    cutouts: int,
+    gflop: float,
+    peak_tflops: float,
+    reference: Timing,
+) -> None:
+    """One table row; throughput figures count every job of the step."""
+    tflops = gflop * timing.iterations_per_second / 1000
+    peak = f"{timing.peak_mib:.0f}" if timing.peak_mib is not None else "n/a"
+    ratio = timing.iterations_per_second / reference.iterations_per_second
+    print(
+        f"| {side} | {cutouts} | {label} | {timing.jobs} | {timing.ms_per_iteration:.1f} | "
+        f"{timing.iterations_per_second:.2f} | {gflop:.1f} | {tflops:.3f} | "
+        f"{100 * tflops / peak_tflops:.1f}% | {timing.kept_mib:.0f} | {peak} | {ratio:.2f}x |"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from generator.settings import PRECISIONS
+from generator.settings import PRECISION_CHOICES
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
@@ -41,7 +41,9 @@ class ModelsConfig:
 @dataclass(frozen=True)
 class WorkerConfig:
     cutouts: int = 32
-    precision: str = "fp32"
+    precision: str = "auto"
+    checkpointing: bool = False
+    max_batch: int = 1
     restart_delay_s: float = 5.0
     max_requeues: int = 2
 
@@ -119,6 +121,7 @@ _SECTIONS: dict[str, type[Any]] = {
 
 _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("worker", "cutouts"): (1, 256),
+    ("worker", "max_batch"): (1, 16),
     ("worker", "restart_delay_s"): (0, 600),
     ("worker", "max_requeues"): (0, 10),
     ("limits", "max_iterations"): (1, 100_000),
@@ -193,8 +196,9 @@ def load_config(
         raise ConfigError(f"{path}: [defaults] default_iterations is above max_iterations")
     if defaults.max_iterations > limits.max_iterations or defaults.max_size > limits.max_size:
         raise ConfigError(f"{path}: [defaults] must stay within [limits]")
-    if config.worker.precision not in PRECISIONS:
-        raise ConfigError(f"{path}: [worker] precision must be one of {', '.join(PRECISIONS)}")
+    if config.worker.precision not in PRECISION_CHOICES:
+        choices = ", ".join(PRECISION_CHOICES)
+        raise ConfigError(f"{path}: [worker] precision must be one of {choices}")
     if config.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{path}: [logging] level must be DEBUG, INFO, WARNING or ERROR")
     return Config(**{**sections, "discord": discord}, path=path)

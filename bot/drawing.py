@@ -244,14 +244,10 @@ class Drawing:
     async def refresh_queue(self, also: JobRow | None = None) -> None:
         """Give the first waiting jobs' cards (and `also`'s) their position and ETA."""
         order = self.store.queue_order()
-        ahead_s = self.runner.remaining_seconds()
-        for position, job in enumerate(order, start=1):
-            rate = self.runner.rate or self.store.recent_speed(job.size)
-            eta = ahead_s if ahead_s is not None and rate else None
+        estimates = self.runner.start_estimates(order)
+        for position, (job, eta) in enumerate(zip(order, estimates, strict=True), start=1):
             if position <= REFRESHED_POSITIONS or (also is not None and job.id == also.id):
                 await self.show(job, cards.queued_lines(position, len(order), eta))
-            if ahead_s is not None and rate:
-                ahead_s += job.iterations / rate
 
     async def finish(self, job: JobRow, png_b64: str | None) -> None:
         png = b64_to_png(png_b64) if png_b64 else None

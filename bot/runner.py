@@ -1,8 +1,9 @@
-"""The owned background task that feeds the worker one job at a time.
+"""The owned background task that feeds the worker, up to `worker.max_batch` jobs at a time.
 
-It starts (and restarts) the worker, picks the next job in fair order, forwards progress to the
-job's card and records the outcome. If the worker dies mid-job, the job goes back to the queue
-(at most `worker.max_requeues` times, then it is marked failed) and the worker is restarted.
+It starts (and restarts) the worker, fills the worker's free places with the next jobs in fair
+order, forwards progress to each job's card and records the outcomes. If the worker dies, its
+jobs go back to the queue (each at most `worker.max_requeues` times, then it is marked failed)
+and the worker is restarted.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,12 +42,24 @@ def worker_arguments(config: Config) -> list[str]:
         "--clip-model", models.clip, "--decoder", models.decoder, "--device", models.device,
         "--latents", str(config.resolve(storage.latents_dir)),
         "--cutouts", str(config.worker.cutouts), "--precision", config.worker.precision,
+        "--max-batch", str(config.worker.max_batch),
     ]  # fmt: skip
+    if config.worker.checkpointing:
+        arguments.append("--checkpointing")
     if models.cache_dir:
         arguments += ["--cache-dir", str(config.resolve(models.cache_dir))]
     if models.offline:
         arguments.append("--offline")
     return arguments
+
+
+@dataclass
+class Running:
+    """A job the worker is drawing: its row as started and its latest progress."""
+
+    row: JobRow
+    step: int = 0
+    rate: float | None = None  # iterations per second, once the worker has reported
 
 
 class JobRunner:
@@ -54,11 +68,14 @@ class JobRunner:
         self.store = store
         self.config = config
         self.link = WorkerLink(worker_arguments(config))
-        self.rate: float | None = None  # iterations per second of the running job
-        self.current: JobRow | None = None
-        self.current_step = 0
+        self.running: dict[int, Running] = {}  # by job id, in the order they started
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def places(self) -> int:
+        """How many jobs the worker draws together."""
+        return self.config.worker.max_batch
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="job-runner")
@@ -70,31 +87,47 @@ class JobRunner:
             log.error("the job runner stopped", exc_info=task.exception())
 
     async def stop(self) -> None:
-        """Shut down: the running job goes back to the queue and its card says it will resume."""
-        interrupted = self.current
+        """Shut down: running jobs go back to the queue and their cards say they will resume."""
+        interrupted = list(self.running)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.link.stop(grace_s=1.0)
-        current = self.store.job(interrupted.id) if interrupted is not None else None
-        if current is not None and current.status == "running":
-            job = self.store.update(
-                current.id, status="queued", started_at=None, steps=0,
-                notice="The bot is restarting; this drawing will start again when it is back.",
-            )  # fmt: skip
-            await self.drawing.show(job, ["Waiting for the bot to come back"])
+        for job_id in interrupted:
+            current = self.store.job(job_id)
+            if current is not None and current.status == "running":
+                job = self.store.update(
+                    current.id, status="queued", started_at=None, steps=0,
+                    notice="The bot is restarting; this drawing will start again when it is back.",
+                )  # fmt: skip
+                await self.drawing.show(job, ["Waiting for the bot to come back"])
 
     def wake(self) -> None:
         self._wakeup.set()
 
-    def remaining_seconds(self) -> float | None:
-        """Time until the running job ends (0 when idle); None while the speed is unknown."""
-        if self.current is None:
-            return 0.0
-        if not self.rate:
-            return None
-        return (self.current.iterations - self.current_step) / self.rate
+    def start_estimates(self, order: list[JobRow]) -> list[float | None]:
+        """Seconds until each queued job of `order` starts (None where a speed is unknown).
+
+        Simulates the worker's places: each frees when its job ends, and the next job in fair
+        order takes the place that frees first.
+        """
+        frees: list[float] = [0.0] * max(self.places - len(self.running), 0)
+        for entry in self.running.values():
+            if not entry.rate:
+                return [None] * len(order)
+            frees.append((entry.row.iterations - entry.step) / entry.rate)
+        rates = [e.rate for e in self.running.values() if e.rate]
+        estimates: list[float | None] = []
+        for job in order:
+            rate = sum(rates) / len(rates) if rates else self.store.recent_speed(job.size)
+            if rate is None or not frees:
+                return estimates + [None] * (len(order) - len(estimates))
+            frees.sort()
+            begins = frees.pop(0)
+            estimates.append(begins)
+            frees.append(begins + job.iterations / rate)
+        return estimates
 
     async def cancel_running(self, job_id: int, by: int) -> None:
         self.store.update(job_id, notice=f"Cancelled by <@{by}>.")
@@ -110,20 +143,22 @@ class JobRunner:
                 await self._recover()
 
     async def _next(self) -> None:
+        """Fill the worker's free places in fair order, then act on one event."""
+        self._wakeup.clear()
         if not self.link.alive:
             await self._start_worker()
             return
-        order = self.store.queue_order()
-        if not order:
-            await self._idle()
-            return
-        await self._draw(order[0])
+        while len(self.running) < self.places and (order := self.store.queue_order()):
+            await self._begin(order[0])
+        message = await self._wait()
+        if message is not None:
+            await self._handle(message)
 
     async def _recover(self) -> None:
-        """After an unexpected error: the interrupted job waits again, the worker starts fresh."""
+        """After an unexpected error: interrupted jobs wait again, the worker starts fresh."""
         for job in self.store.jobs_with_status("running"):
             self.store.update(job.id, status="queued", started_at=None, steps=0)
-        self.current, self.rate = None, None
+        self.running.clear()
         await self.link.stop()
         await asyncio.sleep(self.config.worker.restart_delay_s)
 
@@ -135,26 +170,26 @@ class JobRunner:
             await self.link.stop()
             await asyncio.sleep(self.config.worker.restart_delay_s)
 
-    async def _idle(self) -> None:
-        """Wait for a new job, or notice the worker dying while idle."""
-        self._wakeup.clear()
-        waiter = asyncio.create_task(self._wakeup.wait())
+    async def _wait(self) -> Message | WorkerExited | None:
+        """The worker's next message, or None when woken for a new job while a place is free."""
         message = asyncio.create_task(self.link.messages.get())
+        waiters: set[asyncio.Task[object]] = {message}
+        if len(self.running) < self.places:
+            waiters.add(asyncio.create_task(self._wakeup.wait()))
         try:
-            done, _ = await asyncio.wait({waiter, message}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            waiter.cancel()
-            if not message.done():
-                message.cancel()
-        if message in done and isinstance(message.result(), WorkerExited):
-            await asyncio.sleep(self.config.worker.restart_delay_s)
+            for task in waiters:
+                if not task.done():
+                    task.cancel()
+        return message.result() if message.done() and not message.cancelled() else None
 
-    async def _draw(self, job: JobRow) -> None:
+    async def _begin(self, job: JobRow) -> None:
         job = self.store.update(job.id, status="running", started_at=time.time(), steps=0)
-        self.current, self.current_step, self.rate = job, 0, None
+        self.running[job.id] = Running(job)
         settings = self.store.guild_settings(job.guild_id)
         interval = max(settings.progress_interval_s, self.config.limits.min_progress_interval_s)
-        await self.drawing.show(job, ["Starting…"])
+        await self.drawing.show(job, ["Starting…", *self._sharing_lines(job.id)])
         await self.link.send(
             StartJob(
                 job_id=job.id, prompt=job.prompt, seed=job.seed, iterations=job.iterations,
@@ -164,59 +199,68 @@ class JobRunner:
             )
         )  # fmt: skip
         await self.drawing.refresh_queue()
-        try:
-            while True:
-                message = await self.link.messages.get()
-                if await self._handle(job, message):
-                    break
-        finally:
-            self.current, self.rate = None, None
-        await self.drawing.refresh_queue()
 
-    async def _handle(self, job: JobRow, message: Message | WorkerExited) -> bool:
-        """Act on one message about the running job; True once the job is over."""
+    def _sharing_lines(self, job_id: int) -> list[str]:
+        others = [f"job {other}" for other in self.running if other != job_id]
+        return [f"Sharing the worker with {', '.join(others)}"] if others else []
+
+    async def _handle(self, message: Message | WorkerExited) -> None:
+        """Act on one message from the worker."""
         if isinstance(message, WorkerExited):
-            await self._worker_died(job)
-            return True
-        if getattr(message, "job_id", job.id) != job.id:
-            log.warning("ignoring %s about another job while job %s runs", message.kind, job.id)
-            return False
+            await self._worker_died()
+            return
+        job_id = getattr(message, "job_id", None)
+        entry = self.running.get(job_id) if isinstance(job_id, int) else None
+        if entry is None:
+            if job_id is not None:
+                log.warning("ignoring %s about job %s, which is not running", message.kind, job_id)
+            return
         if isinstance(message, Progress):
-            self.current_step, self.rate = message.step, message.iterations_per_second
-            current = self.store.update(job.id, steps=message.step)
+            entry.step, entry.rate = message.step, message.iterations_per_second
+            current = self.store.update(entry.row.id, steps=message.step)
             lines = cards.running_lines(message.step, message.total, message.iterations_per_second)
+            lines += self._sharing_lines(entry.row.id)
             await self.drawing.show(current, lines, b64_to_png(message.png_b64))
-            return False
-        if isinstance(message, Finished):
+        elif isinstance(message, Finished):
             outcome: dict[str, object] = {
                 "status": "cancelled" if message.cancelled else "done", "steps": message.steps,
                 "seconds": message.seconds, "latent": message.latent, "finished_at": time.time(),
             }  # fmt: skip
             if not message.cancelled:
                 outcome["notice"] = None
-            done = self.store.update(job.id, **outcome)
+            del self.running[entry.row.id]
+            done = self.store.update(entry.row.id, **outcome)
             await self.drawing.finish(done, message.png_b64)
-            return True
-        if isinstance(message, Failed):
+            await self.drawing.refresh_queue()
+        elif isinstance(message, Failed):
+            del self.running[entry.row.id]
             failed = self.store.update(
-                job.id, status="failed", error=message.reason, finished_at=time.time()
+                entry.row.id, status="failed", error=message.reason, finished_at=time.time()
             )
             await self.drawing.finish(failed, None)
-            return True
-        return False
+            await self.drawing.refresh_queue()
 
-    async def _worker_died(self, job: JobRow) -> None:
-        requeues = job.requeues + 1
-        if requeues > self.config.worker.max_requeues:
-            failed = self.store.update(
-                job.id, status="failed", finished_at=time.time(), requeues=requeues,
-                error=f"The drawing worker stopped {requeues} times while drawing this.",
-            )  # fmt: skip
-            await self.drawing.finish(failed, None)
-        else:
-            self.store.update(
-                job.id, status="queued", started_at=None, steps=0, requeues=requeues,
-                notice="The drawing worker stopped unexpectedly; this job went back to the queue.",
-            )  # fmt: skip
+    async def _worker_died(self) -> None:
+        """Every job the worker was drawing goes back to the queue, or fails after too many
+        tries; then the worker is restarted."""
+        for job_id in list(self.running):
+            del self.running[job_id]
+            job = self.store.job(job_id)
+            if job is None or job.status != "running":
+                continue
+            requeues = job.requeues + 1
+            if requeues > self.config.worker.max_requeues:
+                failed = self.store.update(
+                    job.id, status="failed", finished_at=time.time(), requeues=requeues,
+                    error=f"The drawing worker stopped {requeues} times while drawing this.",
+                )  # fmt: skip
+                await self.drawing.finish(failed, None)
+            else:
+                self.store.update(
+                    job.id, status="queued", started_at=None, steps=0, requeues=requeues,
+                    notice="The drawing worker stopped unexpectedly; this job went back to the "
+                    "queue.",
+                )  # fmt: skip
+        await self.drawing.refresh_queue()
         await self.link.stop()
         await asyncio.sleep(self.config.worker.restart_delay_s)

@@ -98,7 +98,7 @@ class WorkerLink:
             log.warning("could not send %s: the worker is gone", message.kind)
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        """Close the worker's input (it exits after its job), then make sure it is gone."""
+        """Close the worker's input (it exits at its next step), then make sure it is gone."""
         process = self.process
         if process is None:
             return

@@ -8,6 +8,7 @@ still saved).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import secrets
 import signal
@@ -26,7 +27,7 @@ from generator.settings import (
     MAX_SEED,
     MAX_SIDE,
     MIN_SIDE,
-    PRECISIONS,
+    PRECISION_CHOICES,
     DrawSettings,
     Job,
 )
@@ -165,10 +166,16 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     add_model_options(draw)
     draw.add_argument(
         "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="fp32 (default) is the plain path; bf16 is faster on GPUs and on CPUs with "
-        "AVX512-BF16 or AMX (1.7x on this project's CI CPU), with near-identical results",
+        choices=PRECISION_CHOICES,
+        default="auto",
+        help="auto (default): bf16 on GPUs and on CPUs with AVX512-BF16 or AMX, fp16 on GPUs "
+        "without bf16, else fp32; fp32 is the plain path, with near-identical results",
+    )
+    draw.add_argument(
+        "--checkpointing",
+        action="store_true",
+        help="recompute activations in the backward pass: much less memory, about a third "
+        "more compute (for big pictures on small GPUs)",
     )
     draw.add_argument(
         "--device",
@@ -280,7 +287,7 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
         rotation_degrees=args.rotation,
         flip=args.flip,
         noise_std=args.noise,
-        precision=args.precision,
+        checkpointing=args.checkpointing,
     )
     seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
     return settings, Job(args.prompt, seed=seed, iterations=args.iterations)
@@ -299,6 +306,10 @@ def _draw(args: argparse.Namespace) -> int:
         _fail(str(error), EXIT_FAILED)
     except GeneratorError as error:
         _fail(str(error), EXIT_USAGE)
+    from generator.fast import resolve_precision
+
+    precision = resolve_precision(args.precision, models.device)
+    settings = dataclasses.replace(settings, precision=precision)
     out = args.out or _default_out(job.prompt, job.seed)
     with tempfile.TemporaryDirectory(prefix="pseudo-dalle-frames-") as scratch:
         frames_dir = args.progress_dir or Path(scratch)
@@ -362,7 +373,8 @@ def _print_summary(result: DrawResult, out: Path) -> None:
     timings = result.timings
     print(
         f"{status}: {result.steps}/{result.job.iterations} iterations in {timings.loop_s:.1f} s "
-        f"({timings.iterations_per_second:.2f} it/s), {loss}, seed {result.seed}, saved {out}"
+        f"({timings.iterations_per_second:.2f} it/s, {result.settings.precision}), {loss}, "
+        f"seed {result.seed}, saved {out}"
     )
 
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from generator.cutouts import cutout_transforms, make_cutouts
+from generator.fast import DTYPES, FastDecoder
 from generator.latent import decode, gumbel_noise, hard_one_hot, initial_logits, relax
 from generator.loaders import Models
 from generator.objective import embed_cutouts, embed_prompts, weighted_loss
@@ -27,7 +28,7 @@ class StepInfo:
     """Handed to `on_step` after each completed step of a job. Tensors live on the device;
     `loss.item()` or copying `image` synchronises, so do it only when reporting."""
 
-    job_index: int
+    job_index: int  # the job's handle in its Batch: its index in the list given to Engine.run
     step: int  # completed steps, 1..total
     total: int
     loss: torch.Tensor  # 0-d: the loss of this step's forward pass
@@ -36,7 +37,6 @@ class StepInfo:
 
 
 StepCallback = Callable[[StepInfo], None]
-_AUTOCAST = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 StopCheck = Callable[[int], bool]
 
 
@@ -77,8 +77,9 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 @dataclass
 class _Active:
-    index: int
+    handle: int
     job: Job
+    settings: DrawSettings
     generator: torch.Generator
     logits: torch.nn.Parameter
     optimizer: torch.optim.Adam
@@ -91,12 +92,40 @@ class _Active:
 
 
 class Engine:
-    """Draws jobs with loaded `Models` under one `DrawSettings`."""
+    """Draws jobs with loaded `Models`; `settings` applies to jobs that bring none of their own.
 
-    def __init__(self, models: Models, settings: DrawSettings) -> None:
+    Jobs stepped together that share settings go through the networks as one batch when
+    `fuse_jobs` is on (the default on CUDA, where a bigger batch keeps the GPU busy). Off (the
+    default on CPU), each job of a step runs on its own: CPU kernels are not batch-invariant, so
+    fusing would make a job's picture depend on its neighbours, and it buys no speed there.
+    """
+
+    def __init__(
+        self,
+        models: Models,
+        settings: DrawSettings | None = None,
+        *,
+        fuse_jobs: bool | None = None,
+    ) -> None:
         self.models = models
-        self.settings = settings
+        self.settings = settings or DrawSettings()
         self.device = models.device
+        self.fuse_jobs = self.device.type == "cuda" if fuse_jobs is None else fuse_jobs
+        self._decoders: dict[tuple[str, bool], FastDecoder] = {}
+
+    def decoder(self, settings: DrawSettings) -> FastDecoder:
+        """The decoder for `settings`' precision and checkpointing, built on first use."""
+        key = (settings.precision, settings.checkpointing)
+        if key not in self._decoders:
+            self._decoders[key] = FastDecoder(
+                self.models.decoder, DTYPES[settings.precision],
+                channels_last=True, checkpointing=settings.checkpointing,
+            )  # fmt: skip
+        return self._decoders[key]
+
+    def batch(self) -> Batch:
+        """An empty batch to add jobs to and step."""
+        return Batch(self)
 
     def draw(
         self, job: Job, on_step: StepCallback | None = None, should_stop: StopCheck | None = None
@@ -105,9 +134,10 @@ class Engine:
         return self.run([job], on_step, should_stop)[0]
 
     @torch.no_grad()
-    def render(self, logits: torch.Tensor) -> Image.Image:
+    def render(self, logits: torch.Tensor, settings: DrawSettings | None = None) -> Image.Image:
         """The final picture for a latent: its most likely tokens, decoded."""
-        pixels = decode(self.models.decoder, hard_one_hot(logits.to(self.device)))
+        decoder = self.decoder(settings or self.settings)
+        pixels = decode(decoder, hard_one_hot(logits.to(self.device)))
         return to_pil(pixels[0])
 
     def run(
@@ -118,132 +148,192 @@ class Engine:
     ) -> list[DrawResult]:
         """Step all `jobs` together; each leaves the batch when done or stopped.
 
-        Results come back in the order of `jobs`.
+        Results come back in the order of `jobs`; `StepInfo.job_index` is the index in `jobs`.
         """
+        batch = self.batch()
+        for job in jobs:
+            batch.add(job)
         results: dict[int, DrawResult] = {}
-        active = [self._start(i, job) for i, job in enumerate(jobs)]
-        while active:
+        while batch:
             if should_stop is not None:
-                for entry in [e for e in active if should_stop(e.index)]:
-                    results[entry.index] = self._finish(entry, cancelled=True)
-                    active.remove(entry)
-                if not active:
-                    break
-            losses, images = self._step(active)
-            for row, entry in enumerate(active):
-                entry.losses[entry.step] = losses[row].detach()
-                entry.step += 1
-                if on_step is not None:
-                    on_step(
-                        StepInfo(
-                            entry.index,
-                            entry.step,
-                            entry.job.iterations,
-                            entry.losses[entry.step - 1],
-                            images[row].detach(),
-                            entry.logits.detach(),
-                        )
-                    )
-            for entry in [e for e in active if e.step >= e.job.iterations]:
-                results[entry.index] = self._finish(entry, cancelled=False)
-                active.remove(entry)
+                for handle in [h for h in batch.handles if should_stop(h)]:
+                    results[handle] = batch.stop(handle)
+            results.update(batch.step(on_step))
         return [results[i] for i in range(len(jobs))]
 
-    def _start(self, index: int, job: Job) -> _Active:
+
+class Batch:
+    """Jobs stepped together. A job can join at any step boundary and leaves when it is done
+    (`step` returns its result) or stopped (`stop`). Each job keeps its own random stream, Adam
+    state and settings, so its picture does not depend on when it joined or who it ran with."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._active: list[_Active] = []
+        self._next_handle = 0
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    @property
+    def handles(self) -> list[int]:
+        return [entry.handle for entry in self._active]
+
+    def add(self, job: Job, settings: DrawSettings | None = None) -> int:
+        """Start `job` (under `settings`, else the engine's); returns its handle.
+
+        Raises PromptError for a prompt CLIP cannot take and ValueError for `init_logits` of
+        the wrong shape; the batch is unchanged then.
+        """
         started = time.perf_counter()
-        generator = torch.Generator(device=self.device).manual_seed(job.seed)
-        vocab, grid = self.models.vocab_size, self.settings.token_grid
+        engine = self.engine
+        settings = settings or engine.settings
+        device = engine.device
+        generator = torch.Generator(device=device).manual_seed(job.seed)
+        vocab, grid = engine.models.vocab_size, settings.token_grid
         if job.init_logits is not None:
-            init = job.init_logits.detach().to(self.device, torch.float32).clone()
+            init = job.init_logits.detach().to(device, torch.float32).clone()
             expected = (1, vocab, *grid)
             if tuple(init.shape) != expected:
                 raise ValueError(f"init_logits has shape {tuple(init.shape)}, expected {expected}")
         else:
-            init = initial_logits(vocab, grid, self.settings.init_scale, generator)
+            init = initial_logits(vocab, grid, settings.init_scale, generator)
         logits = torch.nn.Parameter(init)
-        text = embed_prompts(self.models.clip, job.prompts)
-        weights = torch.tensor([p.weight for p in job.prompts], device=self.device)
-        return _Active(
-            index=index,
-            job=job,
-            generator=generator,
-            logits=logits,
-            optimizer=torch.optim.Adam([logits], lr=self.settings.lr),
-            text=text,
-            weights=weights,
-            losses=torch.zeros(job.iterations, device=self.device),
-            started=time.perf_counter(),
-            setup_s=time.perf_counter() - started,
+        text = embed_prompts(engine.models.clip, job.prompts)
+        handle = self._next_handle
+        self._next_handle += 1
+        self._active.append(
+            _Active(
+                handle=handle,
+                job=job,
+                settings=settings,
+                generator=generator,
+                logits=logits,
+                optimizer=torch.optim.Adam([logits], lr=settings.lr),
+                text=text,
+                weights=torch.tensor([p.weight for p in job.prompts], device=device),
+                losses=torch.zeros(job.iterations, device=device),
+                started=time.perf_counter(),
+                setup_s=time.perf_counter() - started,
+            )
         )
+        return handle
 
-    def _step(self, active: list[_Active]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward, backward and update for every active job; returns (losses, images)."""
-        with torch.autocast(
-            self.device.type, dtype=_AUTOCAST[self.settings.precision],
-            enabled=self.settings.precision != "fp32",
-        ):  # fmt: skip
-            embeds, images = self._forward(active)
-        texts, weights = self._padded_prompts(active)
+    def stop(self, handle: int) -> DrawResult:
+        """Take a job out before its last iteration; its result has `cancelled` set."""
+        entry = next(e for e in self._active if e.handle == handle)
+        self._active.remove(entry)
+        return self._finish(entry, cancelled=True)
+
+    def step(self, on_step: StepCallback | None = None) -> dict[int, DrawResult]:
+        """One iteration for every job; returns the results of the jobs that just finished."""
+        groups: dict[DrawSettings, list[_Active]] = {}
+        for entry in self._active:
+            groups.setdefault(entry.settings, []).append(entry)
+        for settings, entries in groups.items():
+            chunks = [entries] if self.engine.fuse_jobs else [[e] for e in entries]
+            for chunk in chunks:
+                losses, images = self._step(chunk, settings)
+                for row, entry in enumerate(chunk):
+                    entry.losses[entry.step] = losses[row].detach()
+                    entry.step += 1
+                    if on_step is not None:
+                        on_step(
+                            StepInfo(
+                                entry.handle,
+                                entry.step,
+                                entry.job.iterations,
+                                entry.losses[entry.step - 1],
+                                images[row].detach(),
+                                entry.logits.detach(),
+                            )
+                        )
+        finished = {}
+        for entry in [e for e in self._active if e.step >= e.job.iterations]:
+            self._active.remove(entry)
+            finished[entry.handle] = self._finish(entry, cancelled=False)
+        return finished
+
+    def _step(
+        self, chunk: list[_Active], settings: DrawSettings
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward, backward and update for jobs sharing `settings`; (losses, images)."""
+        embeds, images = self._forward(chunk, settings)
+        texts, weights = _padded_prompts(chunk)
         losses = weighted_loss(embeds, texts, weights)  # (B,), in fp32 whatever the precision
-        for entry in active:
+        for entry in chunk:
             entry.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
-        for entry in active:
+        for entry in chunk:
             entry.optimizer.step()
         return losses, images
 
-    def _forward(self, active: list[_Active]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cutout embeddings (B, N, D) and decoded images (B, 3, H, W) for the active jobs."""
-        settings, models = self.settings, self.models
-        logits = torch.cat([e.logits for e in active])  # (B, V, h, w)
-        noise = torch.cat([gumbel_noise(e.logits.shape, e.generator) for e in active])
-        temperature = torch.tensor(
-            [settings.temperature_at(e.step, e.job.iterations) for e in active], device=self.device
-        ).view(-1, 1, 1, 1)
-        images = decode(models.decoder, relax(logits, noise, temperature))  # (B, 3, H, W)
+    def _forward(
+        self, chunk: list[_Active], settings: DrawSettings
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cutout embeddings (B, N, D) and decoded images (B, 3, H, W) for the jobs of `chunk`.
+
+        Temperatures are Python floats and every random draw comes from a device generator, so
+        nothing here waits for the device.
+        """
+        engine, device = self.engine, self.engine.device
+        soft = torch.cat(
+            [
+                relax(
+                    e.logits,
+                    gumbel_noise(e.logits.shape, e.generator),
+                    settings.temperature_at(e.step, e.job.iterations),
+                )
+                for e in chunk
+            ]
+        )  # (B, V, h, w)
+        images = decode(engine.decoder(settings), soft)  # (B, 3, H, W) in fp32
         transforms = torch.stack(
-            [cutout_transforms(settings, e.generator, self.device) for e in active]
+            [cutout_transforms(settings, e.generator, device) for e in chunk]
         )  # (B, N, 2, 3)
-        cutouts = make_cutouts(images, transforms, models.clip_resolution)  # (B*N, 3, s, s)
+        cutouts = make_cutouts(images, transforms, engine.models.clip_resolution)
         if settings.noise_std:
             jitter = torch.cat(
                 [
                     torch.randn(
-                        (settings.cutouts, *cutouts.shape[1:]),
-                        generator=e.generator,
-                        device=self.device,
+                        (settings.cutouts, *cutouts.shape[1:]), generator=e.generator, device=device
                     )
-                    for e in active
+                    for e in chunk
                 ]
             )
             cutouts = cutouts + jitter * settings.noise_std
-        embeds = embed_cutouts(models.clip, cutouts).view(len(active), settings.cutouts, -1)
-        return embeds, images
-
-    @staticmethod
-    def _padded_prompts(active: list[_Active]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt embeddings (B, P, D) and weights (B, P), zero-padded to the longest job."""
-        width = max(len(e.weights) for e in active)
-        texts = torch.stack(
-            [torch.nn.functional.pad(e.text, (0, 0, 0, width - len(e.text))) for e in active]
-        )
-        weights = torch.stack(
-            [torch.nn.functional.pad(e.weights, (0, width - len(e.weights))) for e in active]
-        )
-        return texts, weights
+        with torch.autocast(
+            device.type, dtype=DTYPES[settings.precision], enabled=settings.precision != "fp32"
+        ):
+            embeds = embed_cutouts(
+                engine.models.clip, cutouts, checkpointing=settings.checkpointing
+            )
+        return embeds.view(len(chunk), settings.cutouts, -1), images
 
     def _finish(self, entry: _Active, *, cancelled: bool) -> DrawResult:
-        image = self.render(entry.logits.detach())
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        image = self.engine.render(entry.logits.detach(), entry.settings)
+        if self.engine.device.type == "cuda":
+            torch.cuda.synchronize(self.engine.device)
         loop_s = time.perf_counter() - entry.started
         return DrawResult(
             image=image,
             logits=entry.logits.detach().cpu().clone(),
             job=entry.job,
-            settings=self.settings,
+            settings=entry.settings,
             steps=entry.step,
             cancelled=cancelled,
             losses=entry.losses[: entry.step].cpu().tolist(),
             timings=Timings(setup_s=entry.setup_s, loop_s=loop_s, steps=entry.step),
         )
+
+
+def _padded_prompts(chunk: list[_Active]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt embeddings (B, P, D) and weights (B, P), zero-padded to the longest job."""
+    width = max(len(e.weights) for e in chunk)
+    texts = torch.stack(
+        [torch.nn.functional.pad(e.text, (0, 0, 0, width - len(e.text))) for e in chunk]
+    )
+    weights = torch.stack(
+        [torch.nn.functional.pad(e.weights, (0, width - len(e.weights))) for e in chunk]
+    )
+    return texts, weights

@@ -24,11 +24,10 @@ def gumbel_noise(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
     return -exp.log()
 
 
-def relax(logits: torch.Tensor, noise: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """Gumbel-softmax over the codebook: (B, V, h, w) -> soft one-hots (B, V, h, w).
-
-    `temperature` is (B, 1, 1, 1) so jobs stepped together can each follow their own schedule.
-    """
+def relax(
+    logits: torch.Tensor, noise: torch.Tensor, temperature: float | torch.Tensor
+) -> torch.Tensor:
+    """Gumbel-softmax over the codebook: (B, V, h, w) -> soft one-hots (B, V, h, w)."""
     return torch.softmax((logits + noise) / temperature, dim=1)
 
 

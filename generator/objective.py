@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from generator.fast import checkpointed_vit_forward
 from generator.loaders import CLIP_MEAN, CLIP_STD
 from generator.prompts import WeightedPrompt
 from generator.tokens import check_lengths
@@ -32,11 +33,23 @@ def embed_prompts(clip_model: Any, prompts: tuple[WeightedPrompt, ...]) -> torch
     return F.normalize(clip_model.encode_text(tokens).float(), dim=-1)
 
 
-def embed_cutouts(clip_model: Any, cutouts: torch.Tensor) -> torch.Tensor:
-    """Unit-length image embeddings: cutouts (M, 3, s, s) in [0, 1] -> (M, D)."""
+def embed_cutouts(
+    clip_model: Any, cutouts: torch.Tensor, *, checkpointing: bool = False
+) -> torch.Tensor:
+    """Unit-length image embeddings: cutouts (M, 3, s, s) in [0, 1] -> (M, D) in fp32.
+
+    With `checkpointing`, a ViT's residual blocks are recomputed in the backward pass instead of
+    keeping their activations; ResNet CLIPs (RN50) run unchanged.
+    """
     mean = cutouts.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = cutouts.new_tensor(CLIP_STD).view(1, 3, 1, 1)
-    return F.normalize(clip_model.encode_image((cutouts - mean) / std).float(), dim=-1)
+    pixels = ((cutouts - mean) / std).type(clip_model.dtype)
+    visual = clip_model.visual
+    if checkpointing and torch.is_grad_enabled() and hasattr(visual, "transformer"):
+        embeds = checkpointed_vit_forward(visual, pixels)
+    else:
+        embeds = visual(pixels)
+    return F.normalize(embeds.float(), dim=-1)
 
 
 def weighted_loss(

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class ProtocolError(ValueError):
@@ -59,7 +59,7 @@ class Heartbeat(Message):
     """Worker -> bot, every second or so, also while a job runs."""
 
     kind: ClassVar[str] = "heartbeat"
-    busy_job_id: int | None
+    busy_job_ids: list[int]
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ MAX_SIDE = 1024
 MAX_SEED = 2**32 - 1
 MAX_ITERATIONS = 100_000
 MAX_CUTOUTS = 256
-# fp32 is the plain path; bf16 and fp16 run the forward passes under autocast.
+# fp32 is the plain path; bf16 and fp16 run the forward passes in that dtype (the loss and the
+# Adam update stay fp32). "auto" is a choice for users, resolved per device before drawing.
 PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -54,6 +56,7 @@ class DrawSettings:
     temperature_end: float | None = None
     init_scale: float = 1.0
     precision: str = "fp32"
+    checkpointing: bool = False
 
     def __post_init__(self) -> None:
         check_side("width", self.width)

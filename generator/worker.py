@@ -1,8 +1,10 @@
-"""The worker process: loads the models once, then draws jobs one at a time for the bot.
+"""The worker process: loads the models once, then draws the bot's jobs, up to --max-batch of
+them together.
 
 It reads protocol lines on stdin and writes them on stdout; everything else (logs, tracebacks)
-goes to stderr. A reader thread takes cancellations while a job runs, and a heartbeat thread
-keeps telling the bot the worker is alive. End of stdin means the bot is gone: the worker exits.
+goes to stderr. A reader thread takes new jobs and cancellations while jobs run (both act at
+the next step boundary), and a heartbeat thread keeps telling the bot the worker is alive. End
+of stdin means the bot is gone: the worker exits at the next step boundary.
 
     python -m generator.worker --clip-model ViT-B/32 --decoder URL_OR_PATH --latents DIR
 """
@@ -17,14 +19,16 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 import torch
 
 from generator.cli import add_model_options, models_from_args
-from generator.engine import Engine, StepCallback, StepInfo, to_pil
+from generator.engine import DrawResult, Engine, StepInfo, to_pil
 from generator.errors import GeneratorError
+from generator.fast import resolve_precision
 from generator.loaders import Models
 from generator.output import png_bytes, png_metadata
 from generator.protocol import (
@@ -41,7 +45,7 @@ from generator.protocol import (
     encode,
     png_to_b64,
 )
-from generator.settings import PRECISIONS, DrawSettings, Job
+from generator.settings import PRECISION_CHOICES, DrawSettings, Job
 
 log = logging.getLogger("pseudo_dalle.worker")
 HEARTBEAT_S = 1.0
@@ -60,18 +64,42 @@ class _Channel:
             self._stream.flush()
 
 
+@dataclass
+class _Running:
+    """A job in the batch: its request and its progress reporting state."""
+
+    start: StartJob
+    began: float
+    last_sent: float
+
+
 class Worker:
+    """Draws up to `max_batch` jobs at once in one `Batch`, admitting waiting jobs and acting on
+    cancellations at step boundaries."""
+
     def __init__(
-        self, models: Models, channel: _Channel, latents: Path, cutouts: int, precision: str
+        self,
+        models: Models,
+        channel: _Channel,
+        latents: Path,
+        *,
+        cutouts: int,
+        precision: str,
+        checkpointing: bool = False,
+        max_batch: int = 1,
     ) -> None:
-        self.models = models
+        self.engine = Engine(models)
         self.channel = channel
         self.latents = latents
         self.cutouts = cutouts
-        self.precision = precision
+        self.precision = resolve_precision(precision, models.device)
+        self.checkpointing = checkpointing
+        self.max_batch = max_batch
         self.jobs: queue.Queue[StartJob | None] = queue.Queue()
         self.cancelled: set[int] = set()
-        self.current: int | None = None
+        self.batch = self.engine.batch()
+        self.running: dict[int, _Running] = {}  # by batch handle
+        self.busy: tuple[int, ...] = ()  # job ids, for the heartbeat thread
 
     def read_commands(self, stream: TextIO) -> None:
         """Reader thread: queue jobs, note cancellations; end of input ends the worker."""
@@ -90,74 +118,108 @@ class Worker:
     def beat(self) -> None:
         """Heartbeat thread."""
         while True:
-            self.channel.send(Heartbeat(busy_job_id=self.current))
+            self.channel.send(Heartbeat(busy_job_ids=list(self.busy)))
             time.sleep(HEARTBEAT_S)
 
     def serve(self) -> None:
-        while (start := self.jobs.get()) is not None:
-            self.current = start.job_id
-            try:
-                self.channel.send(self.run(start))
-            finally:
-                self.current = None
-                self.cancelled.discard(start.job_id)
+        """Until the bot closes its end: admit, stop cancelled jobs, step; repeat."""
+        while True:
+            while len(self.batch) < self.max_batch:
+                try:
+                    start = self.jobs.get(block=not self.batch)
+                except queue.Empty:
+                    break
+                if start is None:
+                    return
+                self._admit(start)
+            for handle, entry in list(self.running.items()):
+                if entry.start.job_id in self.cancelled:
+                    self._done(handle, self.batch.stop(handle))
+            if self.batch:
+                self._step()
 
-    def run(self, start: StartJob) -> Message:
+    def _admit(self, start: StartJob) -> None:
         try:
             settings = DrawSettings(
                 width=start.width, height=start.height, cutouts=self.cutouts,
-                precision=self.precision,
+                precision=self.precision, checkpointing=self.checkpointing,
             )  # fmt: skip
             init = None
             if start.init_latent:
                 init = torch.load(start.init_latent, map_location="cpu", weights_only=True)
             job = Job(start.prompt, start.seed, start.iterations, init_logits=init)
-            engine = Engine(self.models, settings)
-            result = engine.draw(
-                job, self._progress(start), lambda _: start.job_id in self.cancelled
-            )
+            handle = self.batch.add(job, settings)
         except GeneratorError as error:
-            return Failed(start.job_id, str(error))
-        except torch.OutOfMemoryError:
-            return Failed(start.job_id, "the GPU ran out of memory; try a smaller size")
+            self.channel.send(Failed(start.job_id, str(error)))
+            return
         except Exception:
-            log.exception("job %s failed", start.job_id)
-            return Failed(start.job_id, "the worker hit an unexpected error")
+            log.exception("job %s could not start", start.job_id)
+            self.channel.send(Failed(start.job_id, "the worker hit an unexpected error"))
+            return
+        now = time.monotonic()
+        self.running[handle] = _Running(start, began=now, last_sent=now)
+        self._update_busy()
+
+    def _step(self) -> None:
+        try:
+            finished = self.batch.step(self._on_step)
+        except Exception as error:
+            if isinstance(error, torch.OutOfMemoryError):
+                reason = "the GPU ran out of memory; try a smaller size"
+                if len(self.running) > 1:
+                    reason += " or ask the operator to lower [worker] max_batch"
+            else:
+                log.exception("a step of jobs %s failed", list(self.busy))
+                reason = "the worker hit an unexpected error"
+            for entry in self.running.values():
+                self.channel.send(Failed(entry.start.job_id, reason))
+            self.running.clear()
+            self._update_busy()
+            self.batch = self.engine.batch()
+            if self.engine.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return
+        for handle, result in finished.items():
+            self._done(handle, result)
+
+    def _done(self, handle: int, result: DrawResult) -> None:
+        start = self.running.pop(handle).start
+        self._update_busy()
+        self.cancelled.discard(start.job_id)
         latent = self.latents / f"{start.job_id}.pt"
         temporary = latent.with_suffix(".tmp")
         torch.save(result.logits, temporary)
         os.replace(temporary, latent)
-        return Finished(
-            job_id=start.job_id,
-            steps=result.steps,
-            seconds=result.timings.loop_s,
-            cancelled=result.cancelled,
-            png_b64=png_to_b64(png_bytes(result.image, png_metadata(result))),
-            latent=str(latent),
+        self.channel.send(
+            Finished(
+                job_id=start.job_id,
+                steps=result.steps,
+                seconds=result.timings.loop_s,
+                cancelled=result.cancelled,
+                png_b64=png_to_b64(png_bytes(result.image, png_metadata(result))),
+                latent=str(latent),
+            )
         )
 
-    def _progress(self, start: StartJob) -> StepCallback:
-        began = time.monotonic()
-        last_sent = began
+    def _update_busy(self) -> None:
+        self.busy = tuple(entry.start.job_id for entry in self.running.values())
 
-        def on_step(info: StepInfo) -> None:
-            nonlocal last_sent
-            now = time.monotonic()
-            if now - last_sent < start.progress_every_s and info.step != info.total:
-                return
-            last_sent = now
-            self.channel.send(
-                Progress(
-                    job_id=start.job_id,
-                    step=info.step,
-                    total=info.total,
-                    loss=float(info.loss.item()),
-                    iterations_per_second=info.step / max(now - began, 1e-9),
-                    png_b64=png_to_b64(png_bytes(to_pil(info.image))),
-                )
+    def _on_step(self, info: StepInfo) -> None:
+        entry = self.running[info.job_index]
+        now = time.monotonic()
+        if now - entry.last_sent < entry.start.progress_every_s and info.step != info.total:
+            return
+        entry.last_sent = now
+        self.channel.send(
+            Progress(
+                job_id=entry.start.job_id,
+                step=info.step,
+                total=info.total,
+                loss=float(info.loss.item()),
+                iterations_per_second=info.step / max(now - entry.began, 1e-9),
+                png_b64=png_to_b64(png_bytes(to_pil(info.image))),
             )
-
-        return on_step
+        )
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -166,7 +228,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--latents", type=Path, required=True, help="folder for final latents")
     parser.add_argument("--cutouts", type=int, default=32)
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto")
+    parser.add_argument("--checkpointing", action="store_true")
+    parser.add_argument("--max-batch", type=int, default=1, help="jobs drawn together (default 1)")
     return parser.parse_args(argv)
 
 
@@ -180,7 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot load the models: %s", error)
         return 1
     args.latents.mkdir(parents=True, exist_ok=True)
-    worker = Worker(models, channel, args.latents, args.cutouts, args.precision)
+    worker = Worker(
+        models, channel, args.latents, cutouts=args.cutouts, precision=args.precision,
+        checkpointing=args.checkpointing, max_batch=max(1, args.max_batch),
+    )  # fmt: skip
     threading.Thread(target=worker.read_commands, args=(sys.stdin,), daemon=True).start()
     threading.Thread(target=worker.beat, daemon=True).start()
     channel.send(Ready(device=str(models.device)))

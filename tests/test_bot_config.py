@@ -39,7 +39,12 @@ def test_example_config_is_complete_and_valid(tmp_path: Path) -> None:
         ("[defaults]\nmax_size = 100", "[defaults] max_size must be a multiple of 8"),
         ("[defaults]\ndefault_iterations = 3000", "default_iterations is above max_iterations"),
         ('[logging]\nlevel = "LOUD"', "[logging] level must be"),
-        ('[worker]\nprecision = "int8"', "[worker] precision must be one of fp32, bf16, fp16"),
+        (
+            '[worker]\nprecision = "int8"',
+            "[worker] precision must be one of auto, fp32, bf16, fp16",
+        ),
+        ("[worker]\nmax_batch = 0", "[worker] max_batch must be from 1 to 16"),
+        ("[worker]\ncheckpointing = 1", "[worker] checkpointing must be true or false"),
     ],
 )
 def test_bad_configs_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:

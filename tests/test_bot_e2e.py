@@ -342,3 +342,37 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())", *args],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
+
+
+def test_jobs_share_the_worker_up_to_max_batch(model_files: ModelFiles, tmp_path: Path) -> None:
+    worker = "cutouts = 4\nrestart_delay_s = 0.2\nmax_batch = 2"
+
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files, worker=worker) as (fake, running, _):
+            store = running.store
+            for who, prompt, iterations in ((ALICE, "a cat", 500), (BOB, "a car", 500)):
+                await fake.reply_to(
+                    await fake.command(who, "draw", prompt=prompt, iterations=iterations, size=64)
+                )
+            await fake.reply_to(await fake.command(ADMIN, "draw", prompt="a hat", iterations=30))
+            await wait_for_job(store, 2, lambda job: job.steps > 0)
+            assert [j.id for j in store.jobs_with_status("running")] == [1, 2]
+            assert [j.id for j in store.queue_order()] == [3]
+            listing = await fake.reply_to(await fake.command(BOB, "queue"))
+            assert "these 2 jobs share the worker (up to 2 at once)" in listing
+            assert listing.index("job 1 by") < listing.index("job 2 by") < listing.index("job 3")
+            sharing = await fake.wait_for(
+                lambda: any(
+                    "Sharing the worker with job 1" in text_of(e) for e in cards_of(fake, 2)
+                )
+            )
+            assert sharing
+            # Cancelling job 1 frees its place: job 3 starts while job 2 is still drawing.
+            await fake.reply_to(await fake.command(ALICE, "cancel", job=1))
+            third = await wait_for_job(store, 3, lambda job: job.status == "done")
+            second = await wait_for_job(store, 2, lambda job: job.status == "done")
+            assert (third.started_at or 0) < (second.finished_at or 0)
+            assert (second.steps, third.steps) == (500, 30)
+            assert store.job(1).status == "cancelled"  # type: ignore[union-attr]
+
+    run(scenario())

@@ -30,12 +30,12 @@ from .conftest import ModelFiles
 
 
 class WorkerProcess:
-    def __init__(self, files: ModelFiles, latents: Path) -> None:
+    def __init__(self, files: ModelFiles, latents: Path, *extra: str) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "generator.worker", "--clip-model",
                 str(files.clip_torchscript), "--decoder", str(files.decoder_pickle),
-                "--device", "cpu", "--latents", str(latents), "--cutouts", "4",
+                "--device", "cpu", "--latents", str(latents), "--cutouts", "4", *extra,
             ],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -130,9 +130,9 @@ def test_protocol_rejects_foreign_lines() -> None:
     with pytest.raises(ProtocolError, match="protocol version"):
         decode('{"v": 99, "type": "cancel", "job_id": 1}')
     with pytest.raises(ProtocolError, match="unknown message type"):
-        decode('{"v": 1, "type": "explode"}')
+        decode('{"v": 2, "type": "explode"}')
     with pytest.raises(ProtocolError, match="bad cancel message"):
-        decode('{"v": 1, "type": "cancel"}')
+        decode('{"v": 2, "type": "cancel"}')
     with pytest.raises(ProtocolError, match="not JSON"):
         decode("hello")
 
@@ -145,3 +145,51 @@ def test_progress_png_is_a_picture(worker: WorkerProcess, tmp_path: Path) -> Non
     path.write_bytes(b64_to_png(progress.png_b64))
     with Image.open(path) as image:
         assert image.size == (64, 64)
+
+
+def test_jobs_share_a_batch_and_draw_what_they_would_alone(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    """With --max-batch 2, a second job joins the running one at a step boundary; a third waits
+    for a free place. Each picture is byte for byte the one a worker drawing alone makes."""
+    jobs = [
+        _start(1, 60, seed=5, prompt="a lighthouse"),
+        _start(2, 8, seed=6, prompt="a red bicycle | blurry:-0.5"),
+        _start(3, 5, seed=7, width=72),
+    ]
+    alone_worker = WorkerProcess(model_files, tmp_path / "alone")
+    batched_worker = WorkerProcess(model_files, tmp_path / "batched", "--max-batch", "2")
+    try:
+        next(alone_worker.until(Ready))
+        alone: dict[int, str] = {}
+        for job in jobs:
+            alone_worker.send(job)
+            finished = list(alone_worker.until(Finished))[-1]
+            assert isinstance(finished, Finished)
+            alone[job.job_id] = finished.png_b64
+
+        next(batched_worker.until(Ready))
+        for job in jobs:
+            batched_worker.send(job)
+        order: list[tuple[str, int, int]] = []
+        busy: set[tuple[int, ...]] = set()
+        together: dict[int, str] = {}
+        while len(together) < len(jobs):
+            message = batched_worker.receive()
+            if isinstance(message, Heartbeat):
+                busy.add(tuple(sorted(message.busy_job_ids)))
+            elif isinstance(message, Progress):
+                order.append(("progress", message.job_id, message.step))
+            elif isinstance(message, Finished):
+                order.append(("finished", message.job_id, message.steps))
+                together[message.job_id] = message.png_b64
+    finally:
+        for process in (alone_worker, batched_worker):
+            process.process.kill()
+            process.process.wait()
+    assert together == alone
+    # Job 2 ran while job 1 was running, and job 3 only started once job 2 had left.
+    first_of = {job: order.index(("progress", job, 1)) for job in (1, 2, 3)}
+    assert first_of[2] < order.index(("finished", 1, 60))
+    assert order.index(("finished", 2, 8)) < first_of[3]
+    assert max(len(ids) for ids in busy) <= 2

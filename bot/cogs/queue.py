@@ -25,8 +25,16 @@ class QueueCog(commands.Cog):
     async def queue(self, interaction: discord.Interaction) -> None:
         """See what is being drawn now and what is waiting."""
         store = self.bot.store
+        runner = self.bot.drawing.runner
         lines = []
-        for job in store.jobs_with_status("running"):
+        running = store.jobs_with_status("running")
+        if len(running) > 1:
+            where = "GPU" if runner.link.device.startswith("cuda") else "worker"
+            lines.append(
+                f"**Drawing together** · these {len(running)} jobs share the {where} "
+                f"(up to {runner.places} at once):"
+            )
+        for job in running:
             lines.append(
                 f"**Drawing** · job {job.id} by <@{job.user_id}> · {job.steps}/{job.iterations} · "
                 f"{quote(job.prompt, 60)}"
