@@ -44,8 +44,13 @@ class Running:
     bot: DrawBot
     task: asyncio.Task[None]
     store: Store
+    stopped: bool = False
 
     async def stop(self) -> None:
+        """Close the bot and its store; stopping it again does nothing."""
+        if self.stopped:
+            return
+        self.stopped = True
         await self.bot.close()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task

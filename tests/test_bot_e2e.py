@@ -180,10 +180,11 @@ def test_restart_requeues_the_running_job_and_finishes_the_queue(
     async def scenario() -> None:
         async with running_bot(tmp_path, model_files) as (fake, running, config):
             await fake.reply_to(
-                await fake.command(ALICE, "draw", prompt="first", iterations=150, size=64)
+                await fake.command(ALICE, "draw", prompt="first", iterations=300, size=64)
             )
             await fake.reply_to(await fake.command(BOB, "draw", prompt="second", size=64))
-            await wait_for_job(running.store, 1, lambda job: job.steps > 0)
+            # Stop as soon as job 1 runs: its first progress report may come only at its end.
+            await wait_for_job(running.store, 1, lambda job: job.status == "running")
             await running.stop()
             stopped = await wait_for_card(fake, 1, "Waiting")
             assert "will start again when it is back" in text_of(stopped)
@@ -195,7 +196,7 @@ def test_restart_requeues_the_running_job_and_finishes_the_queue(
                 assert "will start again when it is back" in text_of(notice)
                 first = await wait_for_card(fake, 1, "Finished")
                 await wait_for_card(fake, 2, "Finished")
-                assert "150 iterations in" in text_of(first)
+                assert "300 iterations in" in text_of(first)
                 # Buttons keep working after the restart: their state is in the custom_id.
                 card = cards_of(fake, 1)[-1].message_id
                 assert card is not None
@@ -212,9 +213,7 @@ def test_restart_requeues_the_running_job_and_finishes_the_queue(
                 assert "Deleted" in deleted
                 assert card not in fake.messages
             finally:
-                running.bot = restarted.bot
-                running.task = restarted.task
-                running.store = restarted.store
+                await restarted.stop()
 
     run(scenario())
 
@@ -225,7 +224,7 @@ def test_worker_killed_mid_job_is_recovered(model_files: ModelFiles, tmp_path: P
             await fake.reply_to(
                 await fake.command(ALICE, "draw", prompt="sturdy", iterations=300, size=64)
             )
-            await wait_for_job(running.store, 1, lambda job: job.steps > 0)
+            await wait_for_job(running.store, 1, lambda job: job.status == "running")
             process = running.bot.drawing.runner.link.process
             assert process is not None
             since = len(fake.events)
