@@ -231,6 +231,12 @@ def main() -> None:
         help="jobs per step for the throughput rows, at the first size (default 1,2,4)",
     )  # fmt: skip
     parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="also time the last precision with torch.compile, which compiles during the "
+        "warm-up (default on CUDA only)",
+    )
+    parser.add_argument(
         "--warmup", type=int, default=2, help="untimed iterations first (default 2)"
     )
     args = parser.parse_args()
@@ -243,6 +249,7 @@ def main() -> None:
     cutout_counts = args.cutouts or ([32, 64] if cuda else [8])
     steps = args.iterations or (20 if cuda else 3)
     precisions = args.precisions or sorted({"fp32", auto_precision(models.device)}, reverse=True)
+    compiled = cuda if args.compile is None else args.compile
 
     name = torch.cuda.get_device_name(models.device) if cuda else platform.processor() or "CPU"
     peak_tflops, peak_source = bf16_peak(models.device)
@@ -273,17 +280,24 @@ def main() -> None:
                 rows.append(
                     (f"engine {precision}", time_engine(models, settings, args.warmup, steps))
                 )
-            fastest = replace(base, precision=precisions[-1], checkpointing=True)
+            last = replace(base, precision=precisions[-1])
             rows.append(
-                (f"engine {precisions[-1]} ckpt", time_engine(models, fastest, args.warmup, steps))
+                (
+                    f"engine {precisions[-1]} ckpt",
+                    time_engine(models, replace(last, checkpointing=True), args.warmup, steps),
+                )
             )
+            if compiled:
+                rows.append(
+                    (
+                        f"engine {precisions[-1]} compiled",
+                        time_engine(models, replace(last, compile=True), args.warmup, steps),
+                    )
+                )
             if side == sizes[0] and cutouts == cutout_counts[0]:
                 for jobs in args.jobs:
                     if jobs > 1:
-                        timing = time_engine(
-                            models, replace(base, precision=precisions[-1]), args.warmup, steps,
-                            jobs=jobs,
-                        )  # fmt: skip
+                        timing = time_engine(models, last, args.warmup, steps, jobs=jobs)
                         rows.append((f"engine {precisions[-1]}", timing))
             for label, timing in rows:
                 _row(

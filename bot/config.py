@@ -43,6 +43,7 @@ class WorkerConfig:
     cutouts: int = 32
     precision: str = "auto"
     checkpointing: bool = False
+    compile: bool = False
     max_batch: int = 1
     restart_delay_s: float = 5.0
     max_requeues: int = 2

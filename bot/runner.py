@@ -46,6 +46,8 @@ def worker_arguments(config: Config) -> list[str]:
     ]  # fmt: skip
     if config.worker.checkpointing:
         arguments.append("--checkpointing")
+    if config.worker.compile:
+        arguments.append("--compile")
     if models.cache_dir:
         arguments += ["--cache-dir", str(config.resolve(models.cache_dir))]
     if models.offline:

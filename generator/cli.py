@@ -178,6 +178,12 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
         "more compute (for big pictures on small GPUs)",
     )
     draw.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the networks with torch.compile: the first steps take tens of seconds "
+        "longer; see bench/RESULTS.md for where it pays",
+    )
+    draw.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
@@ -288,6 +294,7 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
         flip=args.flip,
         noise_std=args.noise,
         checkpointing=args.checkpointing,
+        compile=args.compile,
     )
     seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
     return settings, Job(args.prompt, seed=seed, iterations=args.iterations)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from generator.cutouts import cutout_transforms, make_cutouts
-from generator.fast import DTYPES, FastDecoder
+from generator.fast import DTYPES, Networks, build_networks
 from generator.latent import decode, gumbel_noise, hard_one_hot, initial_logits, relax
 from generator.loaders import Models
 from generator.objective import embed_cutouts, embed_prompts, weighted_loss
@@ -111,17 +111,18 @@ class Engine:
         self.settings = settings or DrawSettings()
         self.device = models.device
         self.fuse_jobs = self.device.type == "cuda" if fuse_jobs is None else fuse_jobs
-        self._decoders: dict[tuple[str, bool], FastDecoder] = {}
+        self._networks: dict[tuple[str, bool, bool], Networks] = {}
 
-    def decoder(self, settings: DrawSettings) -> FastDecoder:
-        """The decoder for `settings`' precision and checkpointing, built on first use."""
-        key = (settings.precision, settings.checkpointing)
-        if key not in self._decoders:
-            self._decoders[key] = FastDecoder(
-                self.models.decoder, DTYPES[settings.precision],
-                channels_last=True, checkpointing=settings.checkpointing,
+    def networks(self, settings: DrawSettings) -> Networks:
+        """The networks for `settings`' precision, checkpointing and compiling, built on first
+        use."""
+        key = (settings.precision, settings.checkpointing, settings.compile)
+        if key not in self._networks:
+            self._networks[key] = build_networks(
+                self.models.decoder, self.models.clip, settings.precision,
+                checkpointing=settings.checkpointing, compile_them=settings.compile,
             )  # fmt: skip
-        return self._decoders[key]
+        return self._networks[key]
 
     def batch(self) -> Batch:
         """An empty batch to add jobs to and step."""
@@ -136,7 +137,7 @@ class Engine:
     @torch.no_grad()
     def render(self, logits: torch.Tensor, settings: DrawSettings | None = None) -> Image.Image:
         """The final picture for a latent: its most likely tokens, decoded."""
-        decoder = self.decoder(settings or self.settings)
+        decoder = self.networks(settings or self.settings).decoder
         pixels = decode(decoder, hard_one_hot(logits.to(self.device)))
         return to_pil(pixels[0])
 
@@ -287,7 +288,8 @@ class Batch:
                 for e in chunk
             ]
         )  # (B, V, h, w)
-        images = decode(engine.decoder(settings), soft)  # (B, 3, H, W) in fp32
+        networks = engine.networks(settings)
+        images = decode(networks.decode, soft)  # (B, 3, H, W) in fp32
         transforms = torch.stack(
             [cutout_transforms(settings, e.generator, device) for e in chunk]
         )  # (B, N, 2, 3)
@@ -305,9 +307,7 @@ class Batch:
         with torch.autocast(
             device.type, dtype=DTYPES[settings.precision], enabled=settings.precision != "fp32"
         ):
-            embeds = embed_cutouts(
-                engine.models.clip, cutouts, checkpointing=settings.checkpointing
-            )
+            embeds = embed_cutouts(engine.models.clip, cutouts, encoder=networks.encode)
         return embeds.view(len(chunk), settings.cutouts, -1), images
 
     def _finish(self, entry: _Active, *, cancelled: bool) -> DrawResult:

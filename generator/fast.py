@@ -1,5 +1,5 @@
 """The networks as the engine runs them: the decoder rebuilt once per precision, and CLIP's image
-encoder with optional activation checkpointing.
+encoder with optional activation checkpointing, both optionally compiled with `torch.compile`.
 
 `dall_e.Decoder` keeps fp32 weights and, on CUDA, casts them to fp16 inside every convolution
 call, on every step. `FastDecoder` holds the same weights as plain `nn.Conv2d` layers, cast once
@@ -11,10 +11,17 @@ dtype. CLIP's attention already goes through PyTorch's fused scaled-dot-product 
 
 Checkpointing keeps only each residual block's input during the forward pass and recomputes
 the block during the backward pass: about a third more compute for a fraction of the memory.
+
+Compiling fuses the element-wise work between the big kernels (ReLUs, residual adds, layer
+norms, GELUs). It costs tens of seconds on the first step of each new shape and is off by
+default: bench/RESULTS.md records where it pays.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -126,6 +133,41 @@ def checkpointed_vit_forward(visual: Any, x: torch.Tensor) -> torch.Tensor:
         x = x @ visual.proj
     result: torch.Tensor = x
     return result
+
+
+def image_encoder(clip_model: Any, *, checkpointing: bool = False) -> Callable[..., torch.Tensor]:
+    """CLIP's image encoder, with its residual blocks checkpointed if asked and it is a ViT
+    (ResNet CLIPs run unchanged)."""
+    visual = clip_model.visual
+    if checkpointing and hasattr(visual, "transformer"):
+        return partial(checkpointed_vit_forward, visual)
+    encoder: Callable[..., torch.Tensor] = visual
+    return encoder
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The networks for one precision and choice of checkpointing and compiling."""
+
+    decoder: FastDecoder  # uncompiled, for one-off decodes such as the final picture
+    decode: Callable[..., torch.Tensor]  # the decoder as the steps call it
+    encode: Callable[..., torch.Tensor]  # CLIP's image encoder as the steps call it
+
+
+def build_networks(
+    decoder: Any,
+    clip_model: Any,
+    precision: str,
+    *,
+    checkpointing: bool = False,
+    compile_them: bool = False,
+) -> Networks:
+    """The decoder cast to `precision` and CLIP's image encoder, compiled if `compile_them`."""
+    fast = FastDecoder(decoder, DTYPES[precision], channels_last=True, checkpointing=checkpointing)
+    encode = image_encoder(clip_model, checkpointing=checkpointing)
+    if not compile_them:
+        return Networks(fast, fast, encode)
+    return Networks(fast, torch.compile(fast), torch.compile(encode))
 
 
 def auto_precision(device: torch.device) -> str:

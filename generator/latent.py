@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from dall_e import unmap_pixels
-from torch import nn
 
 
 def initial_logits(
@@ -37,7 +38,7 @@ def hard_one_hot(logits: torch.Tensor) -> torch.Tensor:
     return F.one_hot(tokens, logits.shape[1]).permute(0, 3, 1, 2).float()
 
 
-def decode(decoder: nn.Module, soft_tokens: torch.Tensor) -> torch.Tensor:
+def decode(decoder: Callable[..., torch.Tensor], soft_tokens: torch.Tensor) -> torch.Tensor:
     """Pixels in [0, 1]: (B, V, h, w) -> (B, 3, 8h, 8w)."""
     out = decoder(soft_tokens)  # (B, 2 * channels, 8h, 8w): means then log-scales
     result: torch.Tensor = unmap_pixels(torch.sigmoid(out[:, :3].float()))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from generator.fast import checkpointed_vit_forward
 from generator.loaders import CLIP_MEAN, CLIP_STD
 from generator.prompts import WeightedPrompt
 from generator.tokens import check_lengths
@@ -34,21 +34,20 @@ def embed_prompts(clip_model: Any, prompts: tuple[WeightedPrompt, ...]) -> torch
 
 
 def embed_cutouts(
-    clip_model: Any, cutouts: torch.Tensor, *, checkpointing: bool = False
+    clip_model: Any,
+    cutouts: torch.Tensor,
+    *,
+    encoder: Callable[..., torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Unit-length image embeddings: cutouts (M, 3, s, s) in [0, 1] -> (M, D) in fp32.
 
-    With `checkpointing`, a ViT's residual blocks are recomputed in the backward pass instead of
-    keeping their activations; ResNet CLIPs (RN50) run unchanged.
+    `encoder` replaces `clip_model.visual`, e.g. by `fast.image_encoder`'s checkpointed or a
+    compiled version of it.
     """
     mean = cutouts.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = cutouts.new_tensor(CLIP_STD).view(1, 3, 1, 1)
     pixels = ((cutouts - mean) / std).type(clip_model.dtype)
-    visual = clip_model.visual
-    if checkpointing and torch.is_grad_enabled() and hasattr(visual, "transformer"):
-        embeds = checkpointed_vit_forward(visual, pixels)
-    else:
-        embeds = visual(pixels)
+    embeds = (clip_model.visual if encoder is None else encoder)(pixels)
     return F.normalize(embeds.float(), dim=-1)
 
 

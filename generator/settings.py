@@ -57,6 +57,7 @@ class DrawSettings:
     init_scale: float = 1.0
     precision: str = "fp32"
     checkpointing: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check_side("width", self.width)

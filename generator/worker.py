@@ -86,6 +86,7 @@ class Worker:
         cutouts: int,
         precision: str,
         checkpointing: bool = False,
+        compile_networks: bool = False,
         max_batch: int = 1,
     ) -> None:
         self.engine = Engine(models)
@@ -94,6 +95,7 @@ class Worker:
         self.cutouts = cutouts
         self.precision = resolve_precision(precision, models.device)
         self.checkpointing = checkpointing
+        self.compile_networks = compile_networks
         self.max_batch = max_batch
         self.jobs: queue.Queue[StartJob | None] = queue.Queue()
         self.cancelled: set[int] = set()
@@ -143,6 +145,7 @@ class Worker:
             settings = DrawSettings(
                 width=start.width, height=start.height, cutouts=self.cutouts,
                 precision=self.precision, checkpointing=self.checkpointing,
+                compile=self.compile_networks,
             )  # fmt: skip
             init = None
             if start.init_latent:
@@ -230,6 +233,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cutouts", type=int, default=32)
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto")
     parser.add_argument("--checkpointing", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="compile the networks")
     parser.add_argument("--max-batch", type=int, default=1, help="jobs drawn together (default 1)")
     return parser.parse_args(argv)
 
@@ -246,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.latents.mkdir(parents=True, exist_ok=True)
     worker = Worker(
         models, channel, args.latents, cutouts=args.cutouts, precision=args.precision,
-        checkpointing=args.checkpointing, max_batch=max(1, args.max_batch),
+        checkpointing=args.checkpointing, compile_networks=args.compile,
+        max_batch=max(1, args.max_batch),
     )  # fmt: skip
     threading.Thread(target=worker.read_commands, args=(sys.stdin,), daemon=True).start()
     threading.Thread(target=worker.beat, daemon=True).start()

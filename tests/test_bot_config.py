@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, load_config
+from bot.runner import worker_arguments
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +46,7 @@ def test_example_config_is_complete_and_valid(tmp_path: Path) -> None:
         ),
         ("[worker]\nmax_batch = 0", "[worker] max_batch must be from 1 to 16"),
         ("[worker]\ncheckpointing = 1", "[worker] checkpointing must be true or false"),
+        ('[worker]\ncompile = "yes"', "[worker] compile must be true or false"),
     ],
 )
 def test_bad_configs_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -54,6 +56,16 @@ def test_bad_configs_name_the_file_and_the_key(tmp_path: Path, text: str, messag
     assert str(path) in str(caught.value)
     assert message in str(caught.value)
     assert "secret-token" not in str(caught.value)
+
+
+def test_worker_settings_reach_the_worker_command_line(tmp_path: Path) -> None:
+    text = '[worker]\nprecision = "fp16"\ncheckpointing = true\ncompile = true\nmax_batch = 3\n'
+    arguments = worker_arguments(
+        load_config(_write(tmp_path, text), environ={"DISCORD_TOKEN": "t"})
+    )
+    assert arguments[arguments.index("--precision") + 1] == "fp16"
+    assert arguments[arguments.index("--max-batch") + 1] == "3"
+    assert {"--checkpointing", "--compile"} <= set(arguments)
 
 
 def test_missing_token(tmp_path: Path) -> None:

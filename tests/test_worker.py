@@ -193,3 +193,20 @@ def test_jobs_share_a_batch_and_draw_what_they_would_alone(
     assert first_of[2] < order.index(("finished", 1, 60))
     assert order.index(("finished", 2, 8)) < first_of[3]
     assert max(len(ids) for ids in busy) <= 2
+
+
+def test_compiled_checkpointed_worker_draws(model_files: ModelFiles, tmp_path: Path) -> None:
+    """The fast-path switches the bot passes reach the engine and a job still draws to the end."""
+    worker = WorkerProcess(
+        model_files, tmp_path / "latents", "--compile", "--checkpointing", "--precision", "bf16"
+    )
+    try:
+        next(worker.until(Ready))
+        worker.send(_start(1, 4))
+        finished = list(worker.until(Finished))[-1]
+    finally:
+        worker.process.kill()
+        worker.process.wait()
+    assert isinstance(finished, Finished)
+    assert (finished.steps, finished.cancelled) == (4, False)
+    assert b64_to_png(finished.png_b64).startswith(b"\x89PNG")
