@@ -167,6 +167,9 @@ def build_networks(
     encode = image_encoder(clip_model, checkpointing=checkpointing)
     if not compile_them:
         return Networks(fast, fast, encode)
+    # A machine that cannot compile (no C compiler, as in runtime-only containers) then runs the
+    # networks uncompiled, with torch's warning in the log, instead of failing every job.
+    torch._dynamo.config.suppress_errors = True
     return Networks(fast, torch.compile(fast), torch.compile(encode))
 
 

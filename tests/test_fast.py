@@ -89,6 +89,19 @@ def test_compiled_networks_agree_with_eager(
     assert networks.decode is not networks.decoder  # the steps ran the compiled decoder
 
 
+def test_compile_falls_back_to_eager_where_it_cannot_compile(
+    tiny_models: Models, small_settings: DrawSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/nonexistent/c++",))
+    job = Job("an image of the music", 4, 3)
+    eager = Engine(tiny_models, small_settings).draw(job)
+    fallback = Engine(tiny_models, dataclasses.replace(small_settings, compile=True)).draw(job)
+    assert fallback.losses == eager.losses
+    assert fallback.image.tobytes() == eager.image.tobytes()
+    torch._dynamo.reset()
+
+
 def _saved_bytes(run: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Run a forward pass, counting the bytes autograd keeps for the backward pass."""
     total = 0
