@@ -3,6 +3,7 @@ injects it; async set-up (cogs, buttons, command sync, the job runner) is in `se
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
@@ -21,6 +22,9 @@ from bot.store import Store
 from bot.views import BUTTONS
 
 log = logging.getLogger("pseudo_dalle.bot")
+# Shutdown's deadlines: the worker gets up to 3 s (bot.runner), then these; 8 s in all.
+CARDS_FLUSH_S = 3.0
+GATEWAY_CLOSE_S = 2.0
 
 
 # The bot never joins voice channels: spare operators discord.py's warnings about voice libraries.
@@ -39,6 +43,7 @@ class DrawBot(commands.Bot):
         self.config = config
         self.store = store
         self.drawing = Drawing(self, store, config)
+        self._closing_started = False
         self.heartbeat: HeartbeatWriter | None = None
         if config.health.heartbeat_file:
             self.heartbeat = HeartbeatWriter(
@@ -55,6 +60,7 @@ class DrawBot(commands.Bot):
             await self.tree.sync()
         for job in self.store.requeue_interrupted():
             log.info("job %s was running when the bot stopped; it is queued again", job.id)
+        self.drawing.cards.start()
         self.drawing.runner.start()
         if self.heartbeat is not None:
             self.heartbeat.start()
@@ -63,11 +69,22 @@ class DrawBot(commands.Bot):
         return bool(self.is_ready() and self.ws is not None and self.ws.open)
 
     async def close(self) -> None:
-        """Stop taking jobs, put the running one back in the queue, then leave the gateway."""
+        """Stop taking jobs, put the running ones back in the queue, show that on their cards,
+        then leave the gateway; each step has a deadline, so a Discord that does not answer
+        cannot hold the shutdown past Docker's stop_grace_period (10 s)."""
+        if self._closing_started:
+            await super().close()
+            return
+        self._closing_started = True
         if self.heartbeat is not None:
             await self.heartbeat.stop()
         await self.drawing.runner.stop()
-        await super().close()
+        await self.drawing.cards.stop(CARDS_FLUSH_S)
+        try:
+            await asyncio.wait_for(super().close(), GATEWAY_CLOSE_S)
+        except TimeoutError:
+            log.warning("Discord did not answer the gateway's close in %.0f s", GATEWAY_CLOSE_S)
+            await self.http.close()
 
     async def _on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from generator.settings import PRECISION_CHOICES
+from generator.threads import MAX_THREADS
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
@@ -45,6 +46,7 @@ class WorkerConfig:
     checkpointing: bool = False
     compile: bool = False
     max_batch: int = 1
+    threads: int = 0
     restart_delay_s: float = 5.0
     max_requeues: int = 2
 
@@ -123,6 +125,7 @@ _SECTIONS: dict[str, type[Any]] = {
 _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("worker", "cutouts"): (1, 256),
     ("worker", "max_batch"): (1, 16),
+    ("worker", "threads"): (0, MAX_THREADS),
     ("worker", "restart_delay_s"): (0, 600),
     ("worker", "max_requeues"): (0, 10),
     ("limits", "max_iterations"): (1, 100_000),

@@ -12,6 +12,7 @@ from pathlib import Path
 from bot.config import Config, ConfigError, ModelsConfig, load_config
 from bot.health import check_heartbeat
 from generator.diagnostics import device_lines, version_lines, weight_lines
+from generator.threads import AUTO, WORKER_RESERVED_CORES, describe_threads
 from generator.weights import default_cache_dir
 
 
@@ -48,6 +49,8 @@ def report(config_path: Path | None) -> list[str]:
     models = config.models if config else None
     device = models.device if models else "auto"
     lines += device_lines(device)
+    threads = config.worker.threads if config is not None else AUTO
+    lines.append(f"worker threads: {describe_threads(threads, reserve=WORKER_RESERVED_CORES)}")
     if config is not None and models is not None:
         cache = config.resolve(models.cache_dir) if models.cache_dir else default_cache_dir()
         lines += weight_lines(models.clip, models.decoder, cache)

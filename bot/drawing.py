@@ -1,15 +1,12 @@
 """Drawing requests and job cards: what /draw, /cancel and the buttons ask for.
 
-Commands and buttons call into `Drawing`; it validates, records jobs in the store, keeps each
-job's card up to date and wakes the `JobRunner`, which feeds the worker. Cards are posted and
-edited through the bot's channel-message routes (never the interaction token, which expires
-after 15 minutes), and a card older than 50 minutes is replaced by a fresh message because
-Discord refuses edits to messages older than an hour (error 30046).
+Commands and buttons call into `Drawing`; it validates, records jobs in the store, says what
+each job's card should show (the `CardPresenter` shows it) and wakes the `JobRunner`, which feeds
+the worker.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import time
@@ -20,9 +17,9 @@ import discord
 from bot import cards
 from bot.checks import may_manage_job
 from bot.config import Config
+from bot.presenter import CardPresenter
 from bot.runner import JobRunner
 from bot.store import ACTIVE, GuildSettings, JobRow, Store
-from bot.views import CancelButton, ContinueButton, DeleteButton, RerollButton, buttons
 from generator.errors import PromptError
 from generator.prompts import clean_text, parse_prompts
 from generator.protocol import b64_to_png
@@ -30,7 +27,6 @@ from generator.settings import MAX_SEED
 from generator.tokens import check_lengths
 
 log = logging.getLogger("pseudo_dalle.drawing")
-CARD_MAX_AGE_S = 50 * 60
 REFRESHED_POSITIONS = 10  # waiting cards kept current; later ones update as they move up
 NEGATIVE_WEIGHT = -0.5
 
@@ -57,6 +53,7 @@ class Drawing:
         self.client = client
         self.store = store
         self.config = config
+        self.cards = CardPresenter(client, store)
         self.runner = JobRunner(self, store, config)
 
     # -- requests -----------------------------------------------------------------------
@@ -101,7 +98,7 @@ class Drawing:
             parent_id=parent.id if parent else None,
             init_latent=parent.latent if parent else None,
         )  # fmt: skip
-        await self.refresh_queue(also=job)
+        self.refresh_queue(also=job)
         self.runner.wake()
         return job, notices
 
@@ -141,8 +138,8 @@ class Drawing:
             job.id, status="cancelled", finished_at=time.time(),
             notice=f"Cancelled by <@{interaction.user.id}>.",
         )  # fmt: skip
-        await self.show(job, [])
-        await self.refresh_queue()
+        self.show(job, [])
+        self.refresh_queue()
         return f"Cancelled job {job.id}."
 
     async def on_button(self, interaction: discord.Interaction, action: str, job_id: int) -> None:
@@ -163,9 +160,7 @@ class Drawing:
     async def _delete(self, interaction: discord.Interaction, job: JobRow) -> str:
         if not may_manage_job(interaction, job.user_id):
             return "Only the member who asked for this drawing or a server admin can delete it."
-        if job.card_message_id is not None:
-            with contextlib.suppress(discord.NotFound):
-                await self._channel(job).get_partial_message(job.card_message_id).delete()
+        await self.cards.delete(job)
         return f"Deleted job {job.id}'s picture."
 
     async def _again(self, interaction: discord.Interaction, job: JobRow, action: str) -> str:
@@ -187,74 +182,26 @@ class Drawing:
         return " ".join([f"{verb} as job {new.id}.", *notices])
 
     # -- cards --------------------------------------------------------------------------
-    def _channel(self, job: JobRow) -> discord.PartialMessageable:
-        return self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-
-    async def show(
+    def show(
         self, job: JobRow, lines: list[str], png: bytes | None = None, *, final: bool = False
-    ) -> JobRow:
-        """Post or edit the job's card; returns the job with its card's message id.
+    ) -> None:
+        """Ask for the job's card to show this; Discord being away never holds anything up."""
+        self.cards.show(job, lines, png, final=final)
 
-        Discord being unreachable never stops the queue: the failure is logged and the card
-        catches up at its next update.
-        """
-        try:
-            return await self._show(job, lines, png, final=final)
-        except discord.HTTPException as error:
-            log.warning("could not update job %s's card: %s", job.id, error)
-            return job
-
-    async def _show(
-        self, job: JobRow, lines: list[str], png: bytes | None, *, final: bool
-    ) -> JobRow:
-        embed = cards.card(job, lines, image=png is not None)
-        files = [cards.picture_file(job, png)] if png is not None else []
-        if job.status in ACTIVE:
-            view: discord.ui.View | None = buttons(job.id, CancelButton)
-        elif final:
-            view = buttons(job.id, RerollButton, ContinueButton, DeleteButton)
-        else:
-            view = None
-        channel = self._channel(job)
-        stale = job.card_posted_at is None or time.time() - job.card_posted_at > CARD_MAX_AGE_S
-        if job.card_message_id is not None and not stale:
-            try:
-                await channel.get_partial_message(job.card_message_id).edit(
-                    embed=embed, attachments=files, view=view, allowed_mentions=cards.NO_MENTIONS
-                )
-                return job
-            except discord.HTTPException as error:
-                log.warning("could not edit job %s's card (%s); posting a new one", job.id, error)
-        if view is None:
-            message = await channel.send(
-                embed=embed, files=files, allowed_mentions=cards.NO_MENTIONS
-            )
-        else:
-            message = await channel.send(
-                embed=embed, files=files, view=view, allowed_mentions=cards.NO_MENTIONS
-            )
-        if job.card_message_id is not None:
-            with contextlib.suppress(discord.HTTPException):
-                await channel.get_partial_message(job.card_message_id).edit(
-                    content=f"Job {job.id} continues in a newer message below.",
-                    embed=None, attachments=[], view=None,
-                )  # fmt: skip
-        return self.store.update(job.id, card_message_id=message.id, card_posted_at=time.time())
-
-    async def refresh_queue(self, also: JobRow | None = None) -> None:
+    def refresh_queue(self, also: JobRow | None = None) -> None:
         """Give the first waiting jobs' cards (and `also`'s) their position and ETA."""
         order = self.store.queue_order()
         estimates = self.runner.start_estimates(order)
         for position, (job, eta) in enumerate(zip(order, estimates, strict=True), start=1):
             if position <= REFRESHED_POSITIONS or (also is not None and job.id == also.id):
-                await self.show(job, cards.queued_lines(position, len(order), eta))
+                self.show(job, cards.queued_lines(position, len(order), eta))
 
-    async def finish(self, job: JobRow, png_b64: str | None) -> None:
+    def finish(self, job: JobRow, png_b64: str | None) -> None:
         png = b64_to_png(png_b64) if png_b64 else None
         lines = cards.finished_lines(job) if job.status in ("done", "cancelled") else []
         if job.status == "failed" and job.error:
             lines = [cards.quote(job.error, 300)]
-        await self.show(job, lines, png, final=job.status == "done")
+        self.show(job, lines, png, final=job.status == "done")
 
     def describe_limits(self, guild_id: int) -> list[str]:
         settings = self.settings(guild_id)

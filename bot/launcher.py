@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -50,26 +51,44 @@ def point_discord_at(config: Config) -> None:
 
 
 async def run_bot(config: Config) -> None:
+    """Run until Discord turns the bot away (the error propagates) or SIGTERM/SIGINT arrives."""
     point_discord_at(config)
     config.resolve(config.storage.latents_dir).mkdir(parents=True, exist_ok=True)
     store = Store(config.resolve(config.storage.database), config.defaults)
     try:
         async with DrawBot(config, store) as bot:
-            loop = asyncio.get_running_loop()
-            stopping: list[asyncio.Task[None]] = []
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, _stop_on_signal, bot, signum, stopping)
-            await bot.start(config.discord.token)
+            connection = asyncio.create_task(bot.start(config.discord.token), name="discord")
+            await _until_signal(connection)
+            await bot.close()
+            # After a lost connection discord.py may be asleep before its next reconnect
+            # attempt (up to minutes); the bot is closed, so there is nothing to wait for.
+            connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connection
     finally:
         store.close()
 
 
-def _stop_on_signal(bot: DrawBot, signum: int, stopping: list[asyncio.Task[None]]) -> None:
-    if not stopping:
-        log.info(
-            "%s: finishing up; the running job goes back to the queue", signal.Signals(signum).name
-        )
-        stopping.append(asyncio.create_task(bot.close()))
+async def _until_signal(connection: asyncio.Task[None]) -> None:
+    """Wait for SIGTERM or SIGINT, or for `connection` to end (then raise what it raised)."""
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, signum, signalled)
+    waiter = asyncio.create_task(signalled.wait(), name="signals")
+    try:
+        await asyncio.wait({connection, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    if connection.done():
+        connection.result()
+
+
+def _on_signal(signum: int, signalled: asyncio.Event) -> None:
+    log.info("%s: finishing up; running jobs go back to the queue", signal.Signals(signum).name)
+    signalled.set()
 
 
 def main(config_path: Path) -> int:

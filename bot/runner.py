@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from bot.drawing import Drawing
 
 log = logging.getLogger("pseudo_dalle.runner")
+# The worker stops at its next step once its input closes; a step that takes longer than this
+# (a big picture on a CPU) is cut short, since the job starts again after the restart anyway.
+WORKER_STOP_GRACE_S = 3.0
 
 
 def worker_arguments(config: Config) -> list[str]:
@@ -42,7 +45,7 @@ def worker_arguments(config: Config) -> list[str]:
         "--clip-model", models.clip, "--decoder", models.decoder, "--device", models.device,
         "--latents", str(config.resolve(storage.latents_dir)),
         "--cutouts", str(config.worker.cutouts), "--precision", config.worker.precision,
-        "--max-batch", str(config.worker.max_batch),
+        "--max-batch", str(config.worker.max_batch), "--threads", str(config.worker.threads),
     ]  # fmt: skip
     if config.worker.checkpointing:
         arguments.append("--checkpointing")
@@ -95,7 +98,7 @@ class JobRunner:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.link.stop(grace_s=1.0)
+        await self.link.stop(grace_s=WORKER_STOP_GRACE_S)
         for job_id in interrupted:
             current = self.store.job(job_id)
             if current is not None and current.status == "running":
@@ -103,7 +106,7 @@ class JobRunner:
                     current.id, status="queued", started_at=None, steps=0,
                     notice="The bot is restarting; this drawing will start again when it is back.",
                 )  # fmt: skip
-                await self.drawing.show(job, ["Waiting for the bot to come back"])
+                self.drawing.show(job, ["Waiting for the bot to come back"])
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -136,7 +139,7 @@ class JobRunner:
         await self.link.send(CancelJob(job_id))
 
     async def _run(self) -> None:
-        await self.drawing.refresh_queue()
+        self.drawing.refresh_queue()
         while True:
             try:
                 await self._next()
@@ -191,7 +194,7 @@ class JobRunner:
         self.running[job.id] = Running(job)
         settings = self.store.guild_settings(job.guild_id)
         interval = max(settings.progress_interval_s, self.config.limits.min_progress_interval_s)
-        await self.drawing.show(job, ["Starting…", *self._sharing_lines(job.id)])
+        self.drawing.show(job, ["Starting…", *self._sharing_lines(job.id)])
         await self.link.send(
             StartJob(
                 job_id=job.id, prompt=job.prompt, seed=job.seed, iterations=job.iterations,
@@ -200,7 +203,7 @@ class JobRunner:
                 else None,
             )
         )  # fmt: skip
-        await self.drawing.refresh_queue()
+        self.drawing.refresh_queue()
 
     def _sharing_lines(self, job_id: int) -> list[str]:
         others = [f"job {other}" for other in self.running if other != job_id]
@@ -222,7 +225,7 @@ class JobRunner:
             current = self.store.update(entry.row.id, steps=message.step)
             lines = cards.running_lines(message.step, message.total, message.iterations_per_second)
             lines += self._sharing_lines(entry.row.id)
-            await self.drawing.show(current, lines, b64_to_png(message.png_b64))
+            self.drawing.show(current, lines, b64_to_png(message.png_b64))
         elif isinstance(message, Finished):
             outcome: dict[str, object] = {
                 "status": "cancelled" if message.cancelled else "done", "steps": message.steps,
@@ -232,15 +235,15 @@ class JobRunner:
                 outcome["notice"] = None
             del self.running[entry.row.id]
             done = self.store.update(entry.row.id, **outcome)
-            await self.drawing.finish(done, message.png_b64)
-            await self.drawing.refresh_queue()
+            self.drawing.finish(done, message.png_b64)
+            self.drawing.refresh_queue()
         elif isinstance(message, Failed):
             del self.running[entry.row.id]
             failed = self.store.update(
                 entry.row.id, status="failed", error=message.reason, finished_at=time.time()
             )
-            await self.drawing.finish(failed, None)
-            await self.drawing.refresh_queue()
+            self.drawing.finish(failed, None)
+            self.drawing.refresh_queue()
 
     async def _worker_died(self) -> None:
         """Every job the worker was drawing goes back to the queue, or fails after too many
@@ -256,13 +259,13 @@ class JobRunner:
                     job.id, status="failed", finished_at=time.time(), requeues=requeues,
                     error=f"The drawing worker stopped {requeues} times while drawing this.",
                 )  # fmt: skip
-                await self.drawing.finish(failed, None)
+                self.drawing.finish(failed, None)
             else:
                 self.store.update(
                     job.id, status="queued", started_at=None, steps=0, requeues=requeues,
                     notice="The drawing worker stopped unexpectedly; this job went back to the "
                     "queue.",
                 )  # fmt: skip
-        await self.drawing.refresh_queue()
+        self.drawing.refresh_queue()
         await self.link.stop()
         await asyncio.sleep(self.config.worker.restart_delay_s)

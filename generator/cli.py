@@ -31,6 +31,7 @@ from generator.settings import (
     DrawSettings,
     Job,
 )
+from generator.threads import AUTO, MAX_THREADS, choose_threads, use_threads
 from generator.tokens import check_lengths
 from generator.weights import CLIP_WEIGHTS, DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
 
@@ -164,6 +165,7 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
         help="add Gaussian noise of this strength to the cutouts (default 0)",
     )
     add_model_options(draw)
+    add_threads_option(draw, reserve=0)
     draw.add_argument(
         "--precision",
         choices=PRECISION_CHOICES,
@@ -253,6 +255,29 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not AUTO <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be from {AUTO} to {MAX_THREADS}, got {value}")
+    return value
+
+
+def add_threads_option(parser: argparse.ArgumentParser, *, reserve: int) -> None:
+    """--threads: torch's CPU threads; 0 (default) is every available core but `reserve`."""
+    left = f" but {reserve}" if reserve else ""
+    parser.add_argument(
+        "--threads",
+        type=_threads,
+        default=AUTO,
+        metavar="N",
+        help=f"CPU threads for torch (default 0: every available core{left}); fewer than the "
+        "cores helps when other programs share the machine",
+    )
+
+
 def models_from_args(args: argparse.Namespace) -> Models:
     """Load the models that `add_model_options` and a --device option describe."""
     from generator.loaders import load_models
@@ -303,6 +328,7 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
 def _draw(args: argparse.Namespace) -> int:
     if args.progress_dir is not None and args.save_every is None:
         _fail("--progress-dir needs --save-every N", EXIT_USAGE)
+    use_threads(choose_threads(args.threads, reserve=0))
     try:
         settings, job = _job_from_args(args)
         check_lengths(job.prompts)

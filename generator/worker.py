@@ -4,7 +4,8 @@ them together.
 It reads protocol lines on stdin and writes them on stdout; everything else (logs, tracebacks)
 goes to stderr. A reader thread takes new jobs and cancellations while jobs run (both act at
 the next step boundary), and a heartbeat thread keeps telling the bot the worker is alive. End
-of stdin means the bot is gone: the worker exits at the next step boundary.
+of stdin, or a closed stdout, means the bot is gone (it stopped, or it died and the pipes closed
+with it): the worker exits at the next step boundary, whatever it is drawing.
 
     python -m generator.worker --clip-model ViT-B/32 --decoder URL_OR_PATH --latents DIR
 """
@@ -25,7 +26,7 @@ from typing import TextIO
 
 import torch
 
-from generator.cli import add_model_options, models_from_args
+from generator.cli import add_model_options, add_threads_option, models_from_args
 from generator.engine import DrawResult, Engine, StepInfo, to_pil
 from generator.errors import GeneratorError
 from generator.fast import resolve_precision
@@ -46,22 +47,29 @@ from generator.protocol import (
     png_to_b64,
 )
 from generator.settings import PRECISION_CHOICES, DrawSettings, Job
+from generator.threads import WORKER_RESERVED_CORES, choose_threads, use_threads
 
 log = logging.getLogger("pseudo_dalle.worker")
 HEARTBEAT_S = 1.0
 
 
 class _Channel:
-    """Protocol lines to the bot, one writer at a time."""
+    """Protocol lines to the bot, one writer at a time. `gone` is set when the bot is."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._lock = threading.Lock()
+        self.gone = threading.Event()
 
     def send(self, message: Message) -> None:
         with self._lock:
-            self._stream.write(encode(message))
-            self._stream.flush()
+            if self.gone.is_set():
+                return
+            try:
+                self._stream.write(encode(message))
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):  # ValueError: the stream is closed
+                self.gone.set()
 
 
 @dataclass
@@ -105,33 +113,37 @@ class Worker:
 
     def read_commands(self, stream: TextIO) -> None:
         """Reader thread: queue jobs, note cancellations; end of input ends the worker."""
-        for line in stream:
-            try:
-                message = decode(line)
-            except ProtocolError as error:
-                log.error("ignoring a bad line from the bot: %s", error)
-                continue
-            if isinstance(message, StartJob):
-                self.jobs.put(message)
-            elif isinstance(message, CancelJob):
-                self.cancelled.add(message.job_id)
-        self.jobs.put(None)
+        try:
+            for line in stream:
+                try:
+                    message = decode(line)
+                except ProtocolError as error:
+                    log.error("ignoring a bad line from the bot: %s", error)
+                    continue
+                if isinstance(message, StartJob):
+                    self.jobs.put(message)
+                elif isinstance(message, CancelJob):
+                    self.cancelled.add(message.job_id)
+        finally:
+            self.channel.gone.set()
+            self.jobs.put(None)  # wakes `serve` if it waits for a job
 
     def beat(self) -> None:
-        """Heartbeat thread."""
-        while True:
+        """Heartbeat thread, until the bot is gone."""
+        while not self.channel.gone.is_set():
             self.channel.send(Heartbeat(busy_job_ids=list(self.busy)))
-            time.sleep(HEARTBEAT_S)
+            self.channel.gone.wait(HEARTBEAT_S)
 
     def serve(self) -> None:
-        """Until the bot closes its end: admit, stop cancelled jobs, step; repeat."""
-        while True:
+        """Until the bot is gone: admit, stop cancelled jobs, step; repeat. The bot being gone
+        is seen at every step boundary, also while every place is taken."""
+        while not self.channel.gone.is_set():
             while len(self.batch) < self.max_batch:
                 try:
                     start = self.jobs.get(block=not self.batch)
                 except queue.Empty:
                     break
-                if start is None:
+                if start is None or self.channel.gone.is_set():
                     return
                 self._admit(start)
             for handle, entry in list(self.running.items()):
@@ -235,12 +247,16 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpointing", action="store_true")
     parser.add_argument("--compile", action="store_true", help="compile the networks")
     parser.add_argument("--max-batch", type=int, default=1, help="jobs drawn together (default 1)")
+    add_threads_option(parser, reserve=WORKER_RESERVED_CORES)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    threads = choose_threads(args.threads, reserve=WORKER_RESERVED_CORES)
+    use_threads(threads)
+    log.info("torch uses %d CPU thread(s)", threads)
     channel = _Channel(sys.stdout)
     try:
         models = models_from_args(args)

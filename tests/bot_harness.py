@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,9 @@ from .conftest import ModelFiles
 from .fake_discord import CHANNEL_ID, Event, FakeDiscord, message_text
 
 TOKEN = "test-token-never-shown"
+# One torch thread: the machines running the tests have two cores, shared with the bot's event
+# loop, the fake Discord and whatever else runs.
+WORKER = "cutouts = 4\nrestart_delay_s = 0.2\nthreads = 1"
 
 
 def write_config(folder: Path, fake: FakeDiscord, files: ModelFiles, **sections: str) -> Path:
@@ -27,7 +33,7 @@ def write_config(folder: Path, fake: FakeDiscord, files: ModelFiles, **sections:
         f'gateway_url = "{fake.gateway_url}"',
         "models": f'clip = "{files.clip_torchscript}"\ndecoder = "{files.decoder_pickle}"\n'
         'device = "cpu"\noffline = true',
-        "worker": "cutouts = 4\nrestart_delay_s = 0.2",
+        "worker": WORKER,
         "defaults": "default_iterations = 20\nmax_iterations = 2000\nmax_queued_per_user = 2\n"
         "progress_interval_s = 2\nmax_size = 512",
         "storage": 'database = "bot.sqlite3"\nlatents_dir = "latents"',
@@ -139,3 +145,67 @@ def text_of(event: Event) -> str:
 
 def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
+
+
+@dataclass
+class BotProcess:
+    """The real `pseudo-dalle bot` command in its own process; its log is kept as it comes."""
+
+    process: asyncio.subprocess.Process
+    log: list[str]
+    reader: asyncio.Task[None]
+
+    async def wait_for_log(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        async def poll() -> re.Match[str]:
+            while True:
+                for line in self.log:
+                    if match := re.search(pattern, line):
+                        return match
+                await asyncio.sleep(0.05)
+
+        return await asyncio.wait_for(poll(), timeout)
+
+    async def exited(self, timeout: float) -> int:
+        code = await asyncio.wait_for(self.process.wait(), timeout)
+        await self.reader
+        return code
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        await self.reader
+
+
+async def start_bot_process(config: Path) -> BotProcess:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())",
+        "bot", "--config", str(config), stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    log: list[str] = []
+
+    async def read() -> None:
+        assert process.stderr is not None
+        async for line in process.stderr:
+            log.append(line.decode(errors="replace"))
+
+    return BotProcess(process, log, asyncio.create_task(read()))
+
+
+def process_gone(pid: int) -> bool:
+    """True once `pid` has exited (a zombie that nobody reaped counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+async def wait_until_gone(pid: int, timeout: float) -> float:
+    """Seconds until `pid` exits; TimeoutError if it is still running after `timeout`."""
+    began = time.monotonic()
+    while not process_gone(pid):
+        if time.monotonic() - began > timeout:
+            raise TimeoutError(f"process {pid} still runs after {timeout} s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - began

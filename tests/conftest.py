@@ -13,6 +13,11 @@ import pytest
 from generator.loaders import Models, load_models
 from generator.settings import DrawSettings
 from generator.synthetic import write_clip, write_decoder
+from generator.threads import use_threads
+
+# One torch thread in the test process, as in the workers the tests start: the test machines
+# have two cores, and torch's threads stall each other when another process takes a core.
+use_threads(1)
 
 
 @dataclass(frozen=True)

@@ -81,10 +81,15 @@ class FakeDiscord:
         self.refuse_messages = False  # answer channel message writes with 403 Missing Permissions
         self.changed = asyncio.Condition()
         self.runner: web.AppRunner | None = None
+        self.port = 0
         self.base_url = ""
 
-    # -- server -------------------------------------------------------------------------
+    # -- server ---------------------------------------------------------------------------
     async def start(self) -> None:
+        await self._serve(port=0)
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def _app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 2**20)
         api = "/api/v10"
         app.router.add_get(f"{api}/users/@me", self._me)
@@ -98,18 +103,29 @@ class FakeDiscord:
         app.router.add_patch(f"{api}/channels/{{channel}}/messages/{{message}}", self._edit)
         app.router.add_delete(f"{api}/channels/{{channel}}/messages/{{message}}", self._delete)
         app.router.add_get("/gateway", self._gateway)
-        self.runner = web.AppRunner(app)
+        return app
+
+    async def _serve(self, port: int) -> None:
+        self.runner = web.AppRunner(self._app(), shutdown_timeout=1.0)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
-        for socket in self.sockets:
+        for socket in list(self.sockets):
             await socket.close()
         if self.runner is not None:
             await self.runner.cleanup()
+            self.runner = None
+
+    async def go_offline(self) -> None:
+        """Discord becomes unreachable: open connections drop and new ones are refused."""
+        await self.stop()
+
+    async def go_online(self) -> None:
+        """Discord is back, at the same address."""
+        await self._serve(self.port)
 
     @property
     def api_base(self) -> str:

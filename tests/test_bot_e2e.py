@@ -14,11 +14,13 @@ from bot.store import Store
 
 from .bot_harness import (
     TOKEN,
+    WORKER,
     cards_of,
     custom_ids,
     run,
     running_bot,
     start_bot,
+    start_bot_process,
     text_of,
     title,
     wait_for_card,
@@ -292,11 +294,7 @@ def test_bot_process_reports_health_and_stops_cleanly_on_sigterm(
         fake = FakeDiscord()
         await fake.start()
         health = 'heartbeat_file = "heartbeat.json"\ninterval_s = 1'
-        config = write_config(tmp_path, fake, model_files, health=health)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())",
-            "bot", "--config", str(config), stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        bot = await start_bot_process(write_config(tmp_path, fake, model_files, health=health))
         try:
             await asyncio.wait_for(fake.identified.wait(), 60)
             await fake.wait_for(lambda: fake.commands)
@@ -314,11 +312,11 @@ def test_bot_process_reports_health_and_stops_cleanly_on_sigterm(
             assert (healthy.returncode, healthy.stdout.strip()) == (0, "healthy")
 
             asked_to_stop = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            _, stderr = await asyncio.wait_for(process.communicate(), 10)
+            bot.process.send_signal(signal.SIGTERM)
+            code = await bot.exited(timeout=10)
             assert time.monotonic() - asked_to_stop < 10
-            assert process.returncode == 0, stderr.decode()
-            assert TOKEN not in stderr.decode()
+            assert code == 0, "".join(bot.log)
+            assert TOKEN not in "".join(bot.log)
             resumed = await wait_for_card(fake, 1, "Waiting")
             assert "will start again when it is back" in text_of(resumed)
             store = Store(tmp_path / "bot.sqlite3", DefaultsConfig())
@@ -328,9 +326,7 @@ def test_bot_process_reports_health_and_stops_cleanly_on_sigterm(
             assert gone.returncode == 1
             assert "no heartbeat file" in gone.stdout
         finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            await bot.kill()
             await fake.stop()
 
     run(scenario())
@@ -344,7 +340,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_jobs_share_the_worker_up_to_max_batch(model_files: ModelFiles, tmp_path: Path) -> None:
-    worker = "cutouts = 4\nrestart_delay_s = 0.2\nmax_batch = 2"
+    worker = f"{WORKER}\nmax_batch = 2"
 
     async def scenario() -> None:
         async with running_bot(tmp_path, model_files, worker=worker) as (fake, running, _):

@@ -50,6 +50,8 @@ def _draw(files: ModelFiles, out: Path, *extra: str) -> subprocess.CompletedProc
         "cpu",
         "--out",
         str(out),
+        "--threads",
+        "1",
         *_model_args(files),
         *extra,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,8 @@ class WorkerProcess:
             [
                 sys.executable, "-m", "generator.worker", "--clip-model",
                 str(files.clip_torchscript), "--decoder", str(files.decoder_pickle),
-                "--device", "cpu", "--latents", str(latents), "--cutouts", "4", *extra,
+                "--device", "cpu", "--latents", str(latents), "--cutouts", "4", "--threads", "1",
+                *extra,
             ],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -123,6 +125,20 @@ def test_worker_exits_when_the_bot_goes_away(worker: WorkerProcess) -> None:
     assert worker.process.stdin is not None
     worker.process.stdin.close()
     assert worker.process.wait(timeout=30) == 0
+
+
+def test_worker_stops_mid_job_when_its_input_closes(worker: WorkerProcess) -> None:
+    """Every place taken (max batch 1, a long job running): end of input still stops it."""
+    next(worker.until(Ready))
+    worker.send(_start(1, 100000, progress_every_s=3600.0))
+    busy = worker.receive()
+    while not (isinstance(busy, Heartbeat) and busy.busy_job_ids == [1]):
+        busy = worker.receive()
+    assert worker.process.stdin is not None
+    closed = time.monotonic()
+    worker.process.stdin.close()
+    assert worker.process.wait(timeout=30) == 0
+    assert time.monotonic() - closed < 2
 
 
 def test_protocol_rejects_foreign_lines() -> None:

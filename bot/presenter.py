@@ -1,0 +1,189 @@
+"""Job cards on Discord, kept up to date by one owned task so that Discord never holds up drawing.
+
+Whoever changes a job says what its card should show (`show`, which never waits and never
+raises); the presenter's task posts or edits the cards, newest wish per card first come, first
+served. When Discord cannot be reached (connection refused or reset, DNS failure, a timeout,
+Discord's own 5xx errors) the card waits and is tried again with a growing delay; a newer wish
+for the same card replaces the one waiting. Discord refusing a card for good (a 403 or 404) is
+logged and that card catches up at its next change.
+
+Cards are posted and edited through the bot's channel-message routes (never the interaction
+token, which expires after 15 minutes), and a card older than 50 minutes is replaced by a fresh
+message because Discord refuses edits to messages older than an hour (error 30046).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, replace
+
+import aiohttp
+import discord
+
+from bot import cards
+from bot.store import ACTIVE, JobRow, Store
+from bot.views import CancelButton, ContinueButton, DeleteButton, RerollButton, buttons
+
+log = logging.getLogger("pseudo_dalle.cards")
+
+# Discord (or the way to it) failing for a while: worth trying the same call again later.
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError, OSError, TimeoutError, discord.DiscordServerError,
+)  # fmt: skip
+CALL_TIMEOUT_S = 15.0  # one post or edit; discord.py itself waits up to 5 minutes
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 10.0
+CARD_MAX_AGE_S = 50 * 60
+
+
+@dataclass(frozen=True)
+class CardState:
+    """What a job's card should show: the job as it was then, text lines, maybe a picture."""
+
+    job: JobRow
+    lines: tuple[str, ...]
+    png: bytes | None
+    final: bool
+
+
+class CardPresenter:
+    def __init__(self, client: discord.Client, store: Store) -> None:
+        self.client = client
+        self.store = store
+        self._wanted: dict[int, CardState] = {}  # by job id, oldest wish first
+        self._changed = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="card-presenter")
+        self._task.add_done_callback(_log_crash)
+
+    def show(
+        self, job: JobRow, lines: list[str], png: bytes | None = None, *, final: bool = False
+    ) -> None:
+        """Ask for job's card to show this; it replaces anything not yet shown for that card."""
+        self._wanted.pop(job.id, None)
+        self._wanted[job.id] = CardState(job, tuple(lines), png, final)
+        self._idle.clear()
+        self._changed.set()
+
+    @property
+    def behind(self) -> list[int]:
+        """Jobs whose cards wait to be shown."""
+        return list(self._wanted)
+
+    async def stop(self, timeout_s: float) -> None:
+        """Show what waits, for at most `timeout_s`, then stop; log the cards left behind."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        if self._wanted:
+            log.warning(
+                "stopping with the cards of job(s) %s out of date: Discord did not answer",
+                ", ".join(map(str, self._wanted)),
+            )
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def delete(self, job: JobRow) -> None:
+        """Delete job's card now; a card already gone is fine."""
+        self._wanted.pop(job.id, None)
+        if job.card_message_id is not None:
+            with contextlib.suppress(discord.NotFound):
+                await self._channel(job).get_partial_message(job.card_message_id).delete()
+
+    async def _run(self) -> None:
+        delay = RETRY_FIRST_S
+        while True:
+            if not self._wanted:
+                self._idle.set()
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            job_id = next(iter(self._wanted))
+            state = self._wanted.pop(job_id)
+            try:
+                async with asyncio.timeout(CALL_TIMEOUT_S):
+                    await self._post(state)
+            except UNREACHABLE as error:
+                delay = await self._retry_later(state, error, delay)
+            except discord.HTTPException as error:
+                log.warning("Discord refused job %s's card: %s", job_id, error)
+            except Exception:
+                log.exception("could not show job %s's card", job_id)
+            else:
+                delay = RETRY_FIRST_S
+
+    async def _retry_later(self, state: CardState, error: BaseException, delay: float) -> float:
+        """Keep `state` (unless a newer wish came meanwhile), wait, and return the next delay."""
+        if state.job.id not in self._wanted:
+            self._wanted[state.job.id] = state
+        reason = str(error) or type(error).__name__
+        log.warning(
+            "cannot reach Discord to update job %s's card (%s); trying again in %.0f s",
+            state.job.id, reason, delay,
+        )  # fmt: skip
+        await asyncio.sleep(delay)
+        return min(delay * 2, RETRY_MAX_S)
+
+    def _channel(self, job: JobRow) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+
+    async def _post(self, state: CardState) -> None:
+        # The card's message may have changed since the wish was made: read it afresh.
+        current = self.store.job(state.job.id)
+        if current is None:
+            return
+        job = replace(
+            state.job, card_message_id=current.card_message_id,
+            card_posted_at=current.card_posted_at,
+        )  # fmt: skip
+        png = state.png
+        embed = cards.card(job, list(state.lines), image=png is not None)
+        files = [cards.picture_file(job, png)] if png is not None else []
+        if job.status in ACTIVE:
+            view: discord.ui.View | None = buttons(job.id, CancelButton)
+        elif state.final:
+            view = buttons(job.id, RerollButton, ContinueButton, DeleteButton)
+        else:
+            view = None
+        channel = self._channel(job)
+        stale = job.card_posted_at is None or time.time() - job.card_posted_at > CARD_MAX_AGE_S
+        if job.card_message_id is not None and not stale:
+            try:
+                await channel.get_partial_message(job.card_message_id).edit(
+                    embed=embed, attachments=files, view=view, allowed_mentions=cards.NO_MENTIONS
+                )
+                return
+            except discord.HTTPException as error:
+                if isinstance(error, discord.DiscordServerError):
+                    raise
+                log.warning("could not edit job %s's card (%s); posting a new one", job.id, error)
+        if view is None:
+            message = await channel.send(
+                embed=embed, files=files, allowed_mentions=cards.NO_MENTIONS
+            )
+        else:
+            message = await channel.send(
+                embed=embed, files=files, view=view, allowed_mentions=cards.NO_MENTIONS
+            )
+        self.store.update(job.id, card_message_id=message.id, card_posted_at=time.time())
+        if job.card_message_id is not None:
+            with contextlib.suppress(discord.HTTPException, *UNREACHABLE):
+                await channel.get_partial_message(job.card_message_id).edit(
+                    content=f"Job {job.id} continues in a newer message below.",
+                    embed=None, attachments=[], view=None,
+                )  # fmt: skip
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the card presenter stopped", exc_info=task.exception())

@@ -1,0 +1,127 @@
+"""Faults through the real processes: Discord going away, the bot dying, its input closing."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+from bot.config import DefaultsConfig
+from bot.store import Store
+
+from .bot_harness import (
+    TOKEN,
+    run,
+    running_bot,
+    start_bot_process,
+    text_of,
+    wait_for_card,
+    wait_for_job,
+    wait_until_gone,
+    write_config,
+)
+from .conftest import ModelFiles
+from .fake_discord import FakeDiscord, Member
+
+ALICE = Member(100000000000000001, "alice")
+WORKER_READY = r"worker (\d+) ready on"
+LONG_JOBS = "max_iterations = 100000"
+
+
+def test_discord_outage_keeps_the_job_drawing_and_its_card_catches_up(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files) as (fake, running, _):
+            await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="steady", iterations=1200, size=64)
+            )
+            await wait_for_card(fake, 1, "Drawing")
+            started = running.store.job(1)
+            assert started is not None
+            await fake.go_offline()
+            # Progress reports keep coming while Discord refuses connections; none restarts
+            # the job or the worker.
+            done = await wait_for_job(running.store, 1, lambda j: j.status == "done", 120)
+            assert (done.steps, done.requeues) == (1200, 0)
+            assert done.started_at == started.started_at
+            since = len(fake.events)
+            await fake.go_online()
+            final = await wait_for_card(fake, 1, "Finished", since=since, timeout=60)
+            assert "1200 iterations in" in text_of(final)
+            assert final.files
+
+    run(scenario())
+
+
+def test_sigterm_during_a_discord_outage_exits_promptly_and_requeues(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        fake = FakeDiscord()
+        await fake.start()
+        long_jobs = "default_iterations = 20\nmax_iterations = 100000"
+        bot = await start_bot_process(
+            write_config(tmp_path, fake, model_files, defaults=long_jobs, limits=LONG_JOBS)
+        )
+        try:
+            await asyncio.wait_for(fake.identified.wait(), 60)
+            await fake.wait_for(lambda: fake.commands)
+            await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="patience", iterations=100000, size=64)
+            )
+            await wait_for_card(fake, 1, "Drawing")
+            worker = int((await bot.wait_for_log(WORKER_READY)).group(1))
+            await fake.go_offline()
+            # Let discord.py lose the gateway and fall asleep before its next reconnect.
+            await bot.wait_for_log("Attempting a reconnect")
+            asked = time.monotonic()
+            bot.process.send_signal(signal.SIGTERM)
+            code = await bot.exited(timeout=30)
+            took = time.monotonic() - asked
+            log = "".join(bot.log)
+            assert code == 0, log
+            assert took < 10, log
+            assert "job(s) 1 out of date" in log
+            assert TOKEN not in log
+            await wait_until_gone(worker, timeout=1)
+            store = Store(tmp_path / "bot.sqlite3", DefaultsConfig())
+            job = store.job(1)
+            store.close()
+            assert job is not None
+            assert (job.status, job.steps) == ("queued", 0)
+        finally:
+            await bot.kill()
+            await fake.stop()
+
+    run(scenario())
+
+
+def test_worker_stops_when_its_bot_is_killed(model_files: ModelFiles, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        fake = FakeDiscord()
+        await fake.start()
+        # No progress report for a minute: the worker has nothing to write, so only the end of
+        # its input can tell it that the bot is gone.
+        quiet = "default_iterations = 20\nmax_iterations = 100000\nprogress_interval_s = 60"
+        bot = await start_bot_process(
+            write_config(tmp_path, fake, model_files, defaults=quiet, limits=LONG_JOBS)
+        )
+        try:
+            await asyncio.wait_for(fake.identified.wait(), 60)
+            await fake.wait_for(lambda: fake.commands)
+            await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="orphan", iterations=100000, size=64)
+            )
+            await wait_for_card(fake, 1, "Drawing")
+            worker = int((await bot.wait_for_log(WORKER_READY)).group(1))
+            await asyncio.sleep(1)  # the job goes to the worker right after its card
+            bot.process.send_signal(signal.SIGKILL)
+            assert await bot.exited(timeout=10) == -signal.SIGKILL
+            assert await wait_until_gone(worker, timeout=5) < 5
+        finally:
+            await bot.kill()
+            await fake.stop()
+
+    run(scenario())
