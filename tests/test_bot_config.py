@@ -45,6 +45,7 @@ def test_example_config_is_complete_and_valid(tmp_path: Path) -> None:
             "[worker] precision must be one of auto, fp32, bf16, fp16",
         ),
         ("[worker]\nmax_batch = 0", "[worker] max_batch must be from 1 to 16"),
+        ("[worker]\nthreads = -1", "[worker] threads must be from 0 to 256"),
         ("[worker]\ncheckpointing = 1", "[worker] checkpointing must be true or false"),
         ('[worker]\ncompile = "yes"', "[worker] compile must be true or false"),
     ],
@@ -59,12 +60,16 @@ def test_bad_configs_name_the_file_and_the_key(tmp_path: Path, text: str, messag
 
 
 def test_worker_settings_reach_the_worker_command_line(tmp_path: Path) -> None:
-    text = '[worker]\nprecision = "fp16"\ncheckpointing = true\ncompile = true\nmax_batch = 3\n'
+    text = (
+        '[worker]\nprecision = "fp16"\ncheckpointing = true\ncompile = true\nmax_batch = 3\n'
+        "threads = 2\n"
+    )
     arguments = worker_arguments(
         load_config(_write(tmp_path, text), environ={"DISCORD_TOKEN": "t"})
     )
     assert arguments[arguments.index("--precision") + 1] == "fp16"
     assert arguments[arguments.index("--max-batch") + 1] == "3"
+    assert arguments[arguments.index("--threads") + 1] == "2"
     assert {"--checkpointing", "--compile"} <= set(arguments)
 
 

@@ -89,7 +89,7 @@ def test_doctor_reports_without_showing_the_token(model_files: ModelFiles, tmp_p
     config = tmp_path / "config.toml"
     config.write_text(
         f'[models]\nclip = "ViT-B/32"\ndecoder = "{model_files.decoder_pickle}"\n'
-        f'cache_dir = "{cache}"\n[storage]\ndatabase = "jobs.sqlite3"\n'
+        f'cache_dir = "{cache}"\n[storage]\ndatabase = "jobs.sqlite3"\n[worker]\nthreads = 3\n'
     )
     store = Store(
         tmp_path / "jobs.sqlite3", load_config(config, environ={"DISCORD_TOKEN": "x"}).defaults
@@ -110,5 +110,9 @@ def test_doctor_reports_without_showing_the_token(model_files: ModelFiles, tmp_p
     assert "no published SHA-256" in out
     assert f"database: {tmp_path / 'jobs.sqlite3'}" in out
     assert "1 queued" in out
+    assert "worker threads: 3 (set in the config" in out
     unset = _run("pseudo-dalle", "doctor", env={"DISCORD_TOKEN": ""})
     assert "token: NOT SET" in unset.stdout
+    cores = len(os.sched_getaffinity(0))
+    auto = f"worker threads: {max(1, cores - 1)} (auto: {cores} cores available, 1 left to the bot)"
+    assert auto in unset.stdout
