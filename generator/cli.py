@@ -31,7 +31,7 @@ from generator.settings import (
     DrawSettings,
     Job,
 )
-from generator.threads import AUTO, MAX_THREADS, choose_threads, use_threads
+from generator.threads import AUTO, MAX_THREADS, choose_threads
 from generator.tokens import check_lengths
 from generator.weights import CLIP_WEIGHTS, DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
 
@@ -328,7 +328,9 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
 def _draw(args: argparse.Namespace) -> int:
     if args.progress_dir is not None and args.save_every is None:
         _fail("--progress-dir needs --save-every N", EXIT_USAGE)
-    use_threads(choose_threads(args.threads, reserve=0))
+    from generator.runtime import configure_torch
+
+    configure_torch(choose_threads(args.threads, reserve=0))
     try:
         settings, job = _job_from_args(args)
         check_lengths(job.prompts)

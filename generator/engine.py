@@ -8,6 +8,7 @@ and job, so a caller can report progress or cancel at any step boundary.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,12 +16,15 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from generator import graphs
 from generator.cutouts import cutout_transforms, make_cutouts
-from generator.fast import DTYPES, Networks, build_networks
-from generator.latent import decode, gumbel_noise, hard_one_hot, initial_logits, relax
+from generator.fast import Networks, build_networks
+from generator.latent import as_latent, decode, gumbel_noise, hard_one_hot, initial_logits, relax
 from generator.loaders import Models
 from generator.objective import embed_cutouts, embed_prompts, weighted_loss
 from generator.settings import DrawSettings, Job
+
+log = logging.getLogger("pseudo_dalle.engine")
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,8 @@ class StepInfo:
     step: int  # completed steps, 1..total
     total: int
     loss: torch.Tensor  # 0-d: the loss of this step's forward pass
-    image: torch.Tensor  # (3, H, W) in [0, 1]: the image this step's forward pass decoded
-    logits: torch.Tensor  # (1, V, h, w): the latent after this step's update; clone to keep
+    image: torch.Tensor  # (3, H, W) in [0, 1]: this step's decoded image; valid until the next
+    logits: torch.Tensor  # (1, h, w, V): the latent after this step's update; clone to keep
 
 
 StepCallback = Callable[[StepInfo], None]
@@ -56,7 +60,7 @@ class DrawResult:
     """A finished (or cancelled) job: the picture and everything needed to redo or continue it."""
 
     image: Image.Image
-    logits: torch.Tensor  # (1, V, h, w) on the CPU: pass as Job.init_logits to continue
+    logits: torch.Tensor  # (1, h, w, V) on the CPU: pass as Job.init_logits to continue
     job: Job
     settings: DrawSettings
     steps: int
@@ -81,7 +85,8 @@ class _Active:
     job: Job
     settings: DrawSettings
     generator: torch.Generator
-    logits: torch.nn.Parameter
+    logits: torch.nn.Parameter  # (1, h, w, V)
+    temperature: torch.Tensor  # 0-d, on the device: a captured step reads it at every replay
     optimizer: torch.optim.Adam
     text: torch.Tensor  # (P, D)
     weights: torch.Tensor  # (P,)
@@ -98,6 +103,8 @@ class Engine:
     `fuse_jobs` is on (the default on CUDA, where a bigger batch keeps the GPU busy). Off (the
     default on CPU), each job of a step runs on its own: CPU kernels are not batch-invariant, so
     fusing would make a job's picture depend on its neighbours, and it buys no speed there.
+    With `cuda_graphs` (the default on CUDA) steps are captured and replayed (`graphs`); if a
+    capture fails, one log line says why and every step runs eagerly from then on.
     """
 
     def __init__(
@@ -106,12 +113,20 @@ class Engine:
         settings: DrawSettings | None = None,
         *,
         fuse_jobs: bool | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         self.models = models
         self.settings = settings or DrawSettings()
         self.device = models.device
-        self.fuse_jobs = self.device.type == "cuda" if fuse_jobs is None else fuse_jobs
+        cuda = self.device.type == "cuda"
+        self.fuse_jobs = cuda if fuse_jobs is None else fuse_jobs
+        self.cuda_graphs = cuda if cuda_graphs is None else cuda_graphs
         self._networks: dict[tuple[str, bool, bool], Networks] = {}
+
+    def graphs_failed(self, error: BaseException) -> None:
+        """A capture failed: run eagerly from now on."""
+        log.warning("CUDA graphs are off: capturing a step failed (%s); steps run eagerly", error)
+        self.cuda_graphs = False
 
     def networks(self, settings: DrawSettings) -> Networks:
         """The networks for `settings`' precision, checkpointing and compiling, built on first
@@ -172,6 +187,7 @@ class Batch:
         self.engine = engine
         self._active: list[_Active] = []
         self._next_handle = 0
+        self._captured: dict[tuple[DrawSettings, tuple[int, ...]], graphs.CapturedStep] = {}
 
     def __len__(self) -> int:
         return len(self._active)
@@ -193,10 +209,8 @@ class Batch:
         generator = torch.Generator(device=device).manual_seed(job.seed)
         vocab, grid = engine.models.vocab_size, settings.token_grid
         if job.init_logits is not None:
-            init = job.init_logits.detach().to(device, torch.float32).clone()
-            expected = (1, vocab, *grid)
-            if tuple(init.shape) != expected:
-                raise ValueError(f"init_logits has shape {tuple(init.shape)}, expected {expected}")
+            init = as_latent(job.init_logits.detach(), vocab, grid).to(device, torch.float32)
+            init = init.clone(memory_format=torch.contiguous_format)
         else:
             init = initial_logits(vocab, grid, settings.init_scale, generator)
         logits = torch.nn.Parameter(init)
@@ -210,7 +224,13 @@ class Batch:
                 settings=settings,
                 generator=generator,
                 logits=logits,
-                optimizer=torch.optim.Adam([logits], lr=settings.lr),
+                temperature=torch.full((), settings.temperature, device=device),
+                # A captured Adam step keeps its step count on the device.
+                optimizer=torch.optim.Adam(
+                    [logits],
+                    lr=settings.lr,
+                    capturable=engine.cuda_graphs and device.type == "cuda",
+                ),
                 text=text,
                 weights=torch.tensor([p.weight for p in job.prompts], device=device),
                 losses=torch.zeros(job.iterations, device=device),
@@ -234,7 +254,11 @@ class Batch:
         for settings, entries in groups.items():
             chunks = [entries] if self.engine.fuse_jobs else [[e] for e in entries]
             for chunk in chunks:
-                losses, images = self._step(chunk, settings)
+                if settings.temperature_end is not None:
+                    for entry in chunk:
+                        temperature = settings.temperature_at(entry.step, entry.job.iterations)
+                        entry.temperature.fill_(temperature)
+                losses, images = self._run(chunk, settings)
                 for row, entry in enumerate(chunk):
                     entry.losses[entry.step] = losses[row].detach()
                     entry.step += 1
@@ -255,6 +279,32 @@ class Batch:
             finished[entry.handle] = self._finish(entry, cancelled=False)
         return finished
 
+    def _run(self, chunk: list[_Active], settings: DrawSettings) -> graphs.StepOutputs:
+        """One step of `chunk`: replayed if captured, else captured after a warm-up step where
+        CUDA graphs are on, else eager."""
+        if not self.engine.cuda_graphs:
+            return self._step(chunk, settings)
+        members = tuple(entry.handle for entry in chunk)
+        handles = set(self.handles)
+        for stale in [key for key in self._captured if not set(key[1]) <= handles]:
+            del self._captured[stale]
+        captured = self._captured.get((settings, members))
+        if captured is not None:
+            return captured.replay()
+        try:
+            stream = graphs.side_stream()
+        except Exception as error:
+            self.engine.graphs_failed(error)
+            return self._step(chunk, settings)
+        outputs = graphs.warm_up(stream, lambda: self._step(chunk, settings))
+        try:
+            self._captured[settings, members] = graphs.capture(
+                lambda: self._step(chunk, settings), [entry.generator for entry in chunk]
+            )
+        except Exception as error:
+            self.engine.graphs_failed(error)
+        return outputs
+
     def _step(
         self, chunk: list[_Active], settings: DrawSettings
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,8 +324,8 @@ class Batch:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cutout embeddings (B, N, D) and decoded images (B, 3, H, W) for the jobs of `chunk`.
 
-        Temperatures are Python floats and every random draw comes from a device generator, so
-        nothing here waits for the device.
+        Temperatures live on the device and every random draw comes from a device generator, so
+        nothing here waits for the device, and a captured step replays as it was recorded.
         """
         engine, device = self.engine, self.engine.device
         soft = torch.cat(
@@ -283,11 +333,12 @@ class Batch:
                 relax(
                     e.logits,
                     gumbel_noise(e.logits.shape, e.generator),
-                    settings.temperature_at(e.step, e.job.iterations),
+                    e.temperature,
+                    settings.relaxation,
                 )
                 for e in chunk
             ]
-        )  # (B, V, h, w)
+        )  # (B, h, w, V) -> (B, V, h, w)
         networks = engine.networks(settings)
         images = decode(networks.decode, soft)  # (B, 3, H, W) in fp32
         transforms = torch.stack(
@@ -304,10 +355,7 @@ class Batch:
                 ]
             )
             cutouts = cutouts + jitter * settings.noise_std
-        with torch.autocast(
-            device.type, dtype=DTYPES[settings.precision], enabled=settings.precision != "fp32"
-        ):
-            embeds = embed_cutouts(engine.models.clip, cutouts, encoder=networks.encode)
+        embeds = embed_cutouts(networks.encode, cutouts, networks.encode_dtype)  # (B*N, D)
         return embeds.view(len(chunk), settings.cutouts, -1), images
 
     def _finish(self, entry: _Active, *, cancelled: bool) -> DrawResult:

@@ -7,7 +7,9 @@ to the compute dtype and stored channels-last, and computes exactly the dall_e g
 projection from the codebook in fp32 (as dall_e does), then the residual groups in the compute
 dtype. CLIP's attention already goes through PyTorch's fused scaled-dot-product attention:
 `ResidualAttentionBlock` calls `nn.MultiheadAttention` with `need_weights=False`, which uses
-`F.scaled_dot_product_attention` (tests/test_fast.py checks that it does).
+`F.scaled_dot_product_attention` (tests/test_fast.py checks that it does). CLIP's image encoder
+is copied once per precision with its matrix weights cast (LayerNorms stay fp32): autocast
+would cast every weight again on every call, hundreds of copies a step.
 
 Checkpointing keeps only each residual block's input during the forward pass and recomputes
 the block during the backward pass: about a third more compute for a fraction of the memory.
@@ -19,6 +21,7 @@ default: bench/RESULTS.md records where it pays.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -135,10 +138,37 @@ def checkpointed_vit_forward(visual: Any, x: torch.Tensor) -> torch.Tensor:
     return result
 
 
-def image_encoder(clip_model: Any, *, checkpointing: bool = False) -> Callable[..., torch.Tensor]:
+def cast_visual(visual: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """CLIP's image encoder with its matrix weights in `dtype`, cast once.
+
+    The weights of convolutions, linear layers and attention, the projection and the class and
+    position embeddings are cast, as `clip.model.convert_weights` does for fp16; LayerNorms
+    (which CLIP computes in fp32 whatever its input) and BatchNorms keep fp32. fp32 returns
+    `visual` itself; anything else is a copy, so the fp32 path stays as it was.
+    """
+    if dtype == torch.float32:
+        return visual
+    copied = copy.deepcopy(visual)
+
+    def cast(module: nn.Module) -> None:
+        names: list[str] = ["proj", "class_embedding", "positional_embedding"]
+        if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Linear):
+            names += ["weight", "bias"]
+        if isinstance(module, nn.MultiheadAttention):
+            names += ["in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"]
+            names += ["in_proj_bias", "bias_k", "bias_v"]
+        for name in names:
+            tensor = getattr(module, name, None)
+            if isinstance(tensor, torch.Tensor):
+                tensor.data = tensor.data.to(dtype)
+
+    copied.apply(cast)
+    return copied
+
+
+def image_encoder(visual: Any, *, checkpointing: bool = False) -> Callable[..., torch.Tensor]:
     """CLIP's image encoder, with its residual blocks checkpointed if asked and it is a ViT
     (ResNet CLIPs run unchanged)."""
-    visual = clip_model.visual
     if checkpointing and hasattr(visual, "transformer"):
         return partial(checkpointed_vit_forward, visual)
     encoder: Callable[..., torch.Tensor] = visual
@@ -152,6 +182,7 @@ class Networks:
     decoder: FastDecoder  # uncompiled, for one-off decodes such as the final picture
     decode: Callable[..., torch.Tensor]  # the decoder as the steps call it
     encode: Callable[..., torch.Tensor]  # CLIP's image encoder as the steps call it
+    encode_dtype: torch.dtype  # what `encode` takes and computes in
 
 
 def build_networks(
@@ -162,15 +193,14 @@ def build_networks(
     checkpointing: bool = False,
     compile_them: bool = False,
 ) -> Networks:
-    """The decoder cast to `precision` and CLIP's image encoder, compiled if `compile_them`."""
-    fast = FastDecoder(decoder, DTYPES[precision], channels_last=True, checkpointing=checkpointing)
-    encode = image_encoder(clip_model, checkpointing=checkpointing)
+    """The decoder and CLIP's image encoder with weights cast to `precision` once, compiled if
+    `compile_them`. Nothing is cast per call: no autocast."""
+    dtype = DTYPES[precision]
+    fast = FastDecoder(decoder, dtype, channels_last=True, checkpointing=checkpointing)
+    encode = image_encoder(cast_visual(clip_model.visual, dtype), checkpointing=checkpointing)
     if not compile_them:
-        return Networks(fast, fast, encode)
-    # A machine that cannot compile (no C compiler, as in runtime-only containers) then runs the
-    # networks uncompiled, with torch's warning in the log, instead of failing every job.
-    torch._dynamo.config.suppress_errors = True
-    return Networks(fast, torch.compile(fast), torch.compile(encode))
+        return Networks(fast, fast, encode, dtype)
+    return Networks(fast, torch.compile(fast), torch.compile(encode), dtype)
 
 
 def auto_precision(device: torch.device) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -33,21 +34,26 @@ def embed_prompts(clip_model: Any, prompts: tuple[WeightedPrompt, ...]) -> torch
     return F.normalize(clip_model.encode_text(tokens).float(), dim=-1)
 
 
+@functools.cache
+def _clip_pixel_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's mean and std (1, 3, 1, 1) on `device`, made once rather than copied every step."""
+    mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+    return mean, std
+
+
 def embed_cutouts(
-    clip_model: Any,
+    encoder: Callable[..., torch.Tensor],
     cutouts: torch.Tensor,
-    *,
-    encoder: Callable[..., torch.Tensor] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Unit-length image embeddings: cutouts (M, 3, s, s) in [0, 1] -> (M, D) in fp32.
 
-    `encoder` replaces `clip_model.visual`, e.g. by `fast.image_encoder`'s checkpointed or a
-    compiled version of it.
+    `encoder` is CLIP's image encoder (`clip_model.visual`, or `fast.image_encoder`'s cast,
+    checkpointed or compiled version of it) and `dtype` the dtype it computes in.
     """
-    mean = cutouts.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = cutouts.new_tensor(CLIP_STD).view(1, 3, 1, 1)
-    pixels = ((cutouts - mean) / std).type(clip_model.dtype)
-    embeds = (clip_model.visual if encoder is None else encoder)(pixels)
+    mean, std = _clip_pixel_stats(cutouts.device)
+    embeds = encoder(((cutouts - mean) / std).to(dtype))
     return F.normalize(embeds.float(), dim=-1)
 
 

@@ -19,6 +19,8 @@ MAX_CUTOUTS = 256
 # Adam update stay fp32). "auto" is a choice for users, resolved per device before drawing.
 PRECISIONS = ("fp32", "bf16", "fp16")
 PRECISION_CHOICES = ("auto", *PRECISIONS)
+# What the Gumbel-softmax normalises over; generator/latent.py says what each means.
+RELAXATIONS = ("codebook", "positions")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -58,6 +60,7 @@ class DrawSettings:
     precision: str = "fp32"
     checkpointing: bool = False
     compile: bool = False
+    relaxation: str = "codebook"
 
     def __post_init__(self) -> None:
         check_side("width", self.width)
@@ -89,6 +92,10 @@ class DrawSettings:
         _require(
             math.isfinite(self.init_scale) and 0 <= self.init_scale <= 100,
             f"init_scale must be from 0 to 100, got {self.init_scale}",
+        )
+        _require(
+            self.relaxation in RELAXATIONS,
+            f"relaxation must be one of {', '.join(RELAXATIONS)}, got {self.relaxation!r}",
         )
         _require(
             self.precision in PRECISIONS,

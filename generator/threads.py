@@ -8,7 +8,6 @@ threads wait for each other at every operation. So the worker leaves cores free 
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 AUTO = 0
@@ -38,17 +37,3 @@ def describe_threads(requested: int, *, reserve: int) -> str:
     if requested != AUTO:
         return f"{count} (set in the config; {cores} cores available)"
     return f"{count} (auto: {cores} cores available, {reserve} left to the bot)"
-
-
-def use_threads(count: int) -> None:
-    """Set torch's thread counts; call once at process start, before any tensor work."""
-    import torch
-
-    torch.set_num_threads(count)
-    # Inter-op threads only run independent graph branches in parallel (TorchScript, compile):
-    # nothing here benefits, and each one is one more thread competing for the cores. torch
-    # fixes the count at the first parallel work, so a second call in one process (the CLI
-    # run in-process by tests) keeps the first setting.
-    if torch.get_num_interop_threads() != 1:
-        with contextlib.suppress(RuntimeError):
-            torch.set_num_interop_threads(1)

@@ -46,8 +46,9 @@ from generator.protocol import (
     encode,
     png_to_b64,
 )
+from generator.runtime import configure_torch
 from generator.settings import PRECISION_CHOICES, DrawSettings, Job
-from generator.threads import WORKER_RESERVED_CORES, choose_threads, use_threads
+from generator.threads import WORKER_RESERVED_CORES, choose_threads
 
 log = logging.getLogger("pseudo_dalle.worker")
 HEARTBEAT_S = 1.0
@@ -255,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     threads = choose_threads(args.threads, reserve=WORKER_RESERVED_CORES)
-    use_threads(threads)
+    configure_torch(threads)
     log.info("torch uses %d CPU thread(s)", threads)
     channel = _Channel(sys.stdout)
     try:

@@ -13,11 +13,12 @@ import pytest
 from generator.loaders import Models, load_models
 from generator.settings import DrawSettings
 from generator.synthetic import write_clip, write_decoder
-from generator.threads import use_threads
+from generator.runtime import configure_torch
 
 # One torch thread in the test process, as in the workers the tests start: the test machines
 # have two cores, and torch's threads stall each other when another process takes a core.
-use_threads(1)
+# Configured like every process that draws (compile falls back to eager where it cannot).
+configure_torch(1)
 
 
 @dataclass(frozen=True)

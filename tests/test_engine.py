@@ -25,7 +25,7 @@ def test_loss_falls(tiny_models: Models, small_settings: DrawSettings) -> None:
     assert result.steps == 40
     assert not result.cancelled
     assert result.image.size == (64, 64)
-    assert result.logits.shape == (1, 512, 8, 8)
+    assert result.logits.shape == (1, 8, 8, 512)
 
 
 def test_same_seed_same_png_other_seed_other_png(
@@ -134,7 +134,7 @@ def test_non_square_picture(tiny_models: Models) -> None:
     settings = DrawSettings(width=96, height=64, cutouts=4, rotation_degrees=10)
     result = Engine(tiny_models, settings).draw(Job("a wide landscape", 1, 2))
     assert result.image.size == (96, 64)
-    assert result.logits.shape == (1, 512, 8, 12)
+    assert result.logits.shape == (1, 8, 12, 512)
 
 
 def test_prompt_too_long_for_clip(tiny_models: Models, small_settings: DrawSettings) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from generator.engine import Engine
-from generator.fast import FastDecoder, auto_precision, image_encoder
+from generator.fast import FastDecoder, auto_precision, cast_visual, image_encoder
 from generator.latent import decode, gumbel_noise, initial_logits, relax
 from generator.loaders import Models
 from generator.objective import embed_cutouts
@@ -23,7 +23,8 @@ def _soft_tokens(models: Models, seed: int = 0, batch: int = 2) -> torch.Tensor:
     logits = torch.cat(
         [initial_logits(models.vocab_size, (8, 8), 1.0, generator) for _ in range(batch)]
     )
-    return relax(logits, gumbel_noise(logits.shape, generator), 1.0)
+    # (B, V, h, w) in the plain layout, as dall_e's decoder is usually fed.
+    return relax(logits, gumbel_noise(logits.shape, generator), 1.0).contiguous()
 
 
 def test_fp32_fast_decoder_is_the_dall_e_decoder(tiny_models: Models) -> None:
@@ -48,9 +49,13 @@ def test_low_precision_agrees_with_fp32(tiny_models: Models, precision: str) -> 
         plain = decode(tiny_models.decoder, soft)
         fast = decode(fast_decoder, soft)
         crops = torch.nn.functional.interpolate(plain, (32, 32), mode="bilinear")
-        plain_embeds = embed_cutouts(tiny_models.clip, crops)
-        with torch.autocast("cpu", dtype=dtype):
-            fast_embeds = embed_cutouts(tiny_models.clip, crops)
+        plain_embeds = embed_cutouts(tiny_models.clip.visual, crops)
+        cast = cast_visual(tiny_models.clip.visual, dtype)
+        fast_embeds = embed_cutouts(cast, crops, dtype)
+    layer_norms = {m.weight.dtype for m in cast.modules() if isinstance(m, torch.nn.LayerNorm)}
+    assert layer_norms == {torch.float32}
+    assert cast.conv1.weight.dtype == dtype
+    assert tiny_models.clip.visual.conv1.weight.dtype == torch.float32  # a copy was cast
     assert fast.dtype == torch.float32
     assert (plain - fast).abs().max().item() <= 0.02
     cosine = torch.nn.functional.cosine_similarity(plain_embeds, fast_embeds)
@@ -130,8 +135,8 @@ def test_checkpointing_gives_the_same_gradients_with_less_kept(tiny_models: Mode
         ) -> torch.Tensor:
             images = decode(decoder, tokens)
             crops = torch.nn.functional.interpolate(images, (32, 32), mode="bilinear")
-            encoder = image_encoder(tiny_models.clip, checkpointing=recompute)
-            return embed_cutouts(tiny_models.clip, crops, encoder=encoder)
+            encoder = image_encoder(tiny_models.clip.visual, checkpointing=recompute)
+            return embed_cutouts(encoder, crops)
 
         embeds, saved = _saved_bytes(forward)
         embeds.sum().backward()
@@ -155,7 +160,7 @@ class _OpNames(TorchDispatchMode):
 def test_clip_attention_goes_through_fused_sdpa(tiny_models: Models) -> None:
     crops = torch.rand(4, 3, 32, 32, requires_grad=True)
     with _OpNames() as seen:
-        embed_cutouts(tiny_models.clip, crops).sum().backward()
+        embed_cutouts(tiny_models.clip.visual, crops).sum().backward()
     assert any("scaled_dot_product" in name for name in seen.names), sorted(seen.names)
 
 

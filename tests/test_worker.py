@@ -91,7 +91,7 @@ def test_job_runs_with_progress_and_a_final_picture(worker: WorkerProcess) -> No
     assert (finished.job_id, finished.steps, finished.cancelled) == (7, 5, False)
     png = b64_to_png(finished.png_b64)
     assert png.startswith(b"\x89PNG")
-    assert torch.load(finished.latent, weights_only=True).shape == (1, 512, 8, 8)
+    assert torch.load(finished.latent, weights_only=True).shape == (1, 8, 8, 512)
 
     worker.send(_start(8, 2, init_latent=finished.latent, prompt="a cat | a hat:0.5"))
     continued = list(worker.until(Finished))[-1]
