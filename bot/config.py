@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from generator.settings import PRECISION_CHOICES
+from generator.settings import PRECISION_CHOICES, RELAXATIONS
 from generator.threads import MAX_THREADS
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
@@ -46,6 +46,7 @@ class WorkerConfig:
     checkpointing: bool = False
     compile: bool = False
     max_batch: int = 1
+    relaxation: str = "codebook"
     threads: int = 0
     restart_delay_s: float = 5.0
     max_requeues: int = 2
@@ -200,6 +201,8 @@ def load_config(
         raise ConfigError(f"{path}: [defaults] default_iterations is above max_iterations")
     if defaults.max_iterations > limits.max_iterations or defaults.max_size > limits.max_size:
         raise ConfigError(f"{path}: [defaults] must stay within [limits]")
+    if config.worker.relaxation not in RELAXATIONS:
+        raise ConfigError(f"{path}: [worker] relaxation must be one of {', '.join(RELAXATIONS)}")
     if config.worker.precision not in PRECISION_CHOICES:
         choices = ", ".join(PRECISION_CHOICES)
         raise ConfigError(f"{path}: [worker] precision must be one of {choices}")

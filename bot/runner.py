@@ -25,6 +25,7 @@ from generator.protocol import (
     Failed,
     Finished,
     Message,
+    Preparing,
     Progress,
     StartJob,
     b64_to_png,
@@ -46,6 +47,7 @@ def worker_arguments(config: Config) -> list[str]:
         "--latents", str(config.resolve(storage.latents_dir)),
         "--cutouts", str(config.worker.cutouts), "--precision", config.worker.precision,
         "--max-batch", str(config.worker.max_batch), "--threads", str(config.worker.threads),
+        "--relaxation", config.worker.relaxation,
     ]  # fmt: skip
     if config.worker.checkpointing:
         arguments.append("--checkpointing")
@@ -220,7 +222,10 @@ class JobRunner:
             if job_id is not None:
                 log.warning("ignoring %s about job %s, which is not running", message.kind, job_id)
             return
-        if isinstance(message, Progress):
+        if isinstance(message, Preparing):
+            lines = [f"Preparing: {message.reason}; the first picture of each size waits for it"]
+            self.drawing.show(entry.row, [*lines, *self._sharing_lines(entry.row.id)])
+        elif isinstance(message, Progress):
             entry.step, entry.rate = message.step, message.iterations_per_second
             current = self.store.update(entry.row.id, steps=message.step)
             lines = cards.running_lines(message.step, message.total, message.iterations_per_second)

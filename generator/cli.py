@@ -28,6 +28,7 @@ from generator.settings import (
     MAX_SIDE,
     MIN_SIDE,
     PRECISION_CHOICES,
+    RELAXATIONS,
     DrawSettings,
     Job,
 )
@@ -148,6 +149,14 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
         type=float,
         default=None,
         help="anneal the temperature geometrically to this value by the last step",
+    )
+    draw.add_argument(
+        "--relaxation",
+        choices=RELAXATIONS,
+        default="codebook",
+        help="what the Gumbel-softmax normalises over: codebook (default; each position a soft "
+        "mix of codebook entries) or positions (each entry spread over the grid, as the "
+        "notebooks that introduced the method did)",
     )
     draw.add_argument(
         "--rotation",
@@ -320,6 +329,7 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
         noise_std=args.noise,
         checkpointing=args.checkpointing,
         compile=args.compile,
+        relaxation=args.relaxation,
     )
     seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
     return settings, Job(args.prompt, seed=seed, iterations=args.iterations)

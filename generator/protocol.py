@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 
 class ProtocolError(ValueError):
@@ -63,6 +63,15 @@ class Heartbeat(Message):
 
 
 @dataclass(frozen=True)
+class Preparing(Message):
+    """Worker -> bot: a job waits for one-off work before its first step; `reason` says what."""
+
+    kind: ClassVar[str] = "preparing"
+    job_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Progress(Message):
     """Worker -> bot: a job's latest picture, at most once per `progress_every_s`."""
 
@@ -98,7 +107,8 @@ class Failed(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.kind: cls for cls in (StartJob, CancelJob, Ready, Heartbeat, Progress, Finished, Failed)
+    cls.kind: cls
+    for cls in (StartJob, CancelJob, Ready, Heartbeat, Preparing, Progress, Finished, Failed)
 }
 
 

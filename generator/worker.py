@@ -38,6 +38,7 @@ from generator.protocol import (
     Finished,
     Heartbeat,
     Message,
+    Preparing,
     Progress,
     ProtocolError,
     Ready,
@@ -47,7 +48,7 @@ from generator.protocol import (
     png_to_b64,
 )
 from generator.runtime import configure_torch
-from generator.settings import PRECISION_CHOICES, DrawSettings, Job
+from generator.settings import PRECISION_CHOICES, RELAXATIONS, DrawSettings, Job
 from generator.threads import WORKER_RESERVED_CORES, choose_threads
 
 log = logging.getLogger("pseudo_dalle.worker")
@@ -80,6 +81,7 @@ class _Running:
     start: StartJob
     began: float
     last_sent: float
+    first_step_done: float | None = None  # speeds count from here: compiling is not drawing
 
 
 class Worker:
@@ -96,9 +98,12 @@ class Worker:
         precision: str,
         checkpointing: bool = False,
         compile_networks: bool = False,
+        relaxation: str = "codebook",
         max_batch: int = 1,
     ) -> None:
         self.engine = Engine(models)
+        self.relaxation = relaxation
+        self.compiled_sizes: set[tuple[int, int]] = set()
         self.channel = channel
         self.latents = latents
         self.cutouts = cutouts
@@ -158,7 +163,7 @@ class Worker:
             settings = DrawSettings(
                 width=start.width, height=start.height, cutouts=self.cutouts,
                 precision=self.precision, checkpointing=self.checkpointing,
-                compile=self.compile_networks,
+                compile=self.compile_networks, relaxation=self.relaxation,
             )  # fmt: skip
             init = None
             if start.init_latent:
@@ -175,6 +180,11 @@ class Worker:
         now = time.monotonic()
         self.running[handle] = _Running(start, began=now, last_sent=now)
         self._update_busy()
+        size = (start.width, start.height)
+        if self.compile_networks and size not in self.compiled_sizes:
+            self.compiled_sizes.add(size)
+            reason = f"compiling the networks for {start.width}x{start.height}"
+            self.channel.send(Preparing(start.job_id, reason))
 
     def _step(self) -> None:
         try:
@@ -223,16 +233,22 @@ class Worker:
     def _on_step(self, info: StepInfo) -> None:
         entry = self.running[info.job_index]
         now = time.monotonic()
+        if entry.first_step_done is None:
+            entry.first_step_done = now
         if now - entry.last_sent < entry.start.progress_every_s and info.step != info.total:
             return
         entry.last_sent = now
+        if info.step > 1:
+            rate = (info.step - 1) / max(now - entry.first_step_done, 1e-9)
+        else:
+            rate = 1 / max(now - entry.began, 1e-9)
         self.channel.send(
             Progress(
                 job_id=entry.start.job_id,
                 step=info.step,
                 total=info.total,
                 loss=float(info.loss.item()),
-                iterations_per_second=info.step / max(now - entry.began, 1e-9),
+                iterations_per_second=rate,
                 png_b64=png_to_b64(png_bytes(to_pil(info.image))),
             )
         )
@@ -248,6 +264,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpointing", action="store_true")
     parser.add_argument("--compile", action="store_true", help="compile the networks")
     parser.add_argument("--max-batch", type=int, default=1, help="jobs drawn together (default 1)")
+    parser.add_argument("--relaxation", choices=RELAXATIONS, default="codebook")
     add_threads_option(parser, reserve=WORKER_RESERVED_CORES)
     return parser.parse_args(argv)
 
@@ -268,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = Worker(
         models, channel, args.latents, cutouts=args.cutouts, precision=args.precision,
         checkpointing=args.checkpointing, compile_networks=args.compile,
-        max_batch=max(1, args.max_batch),
+        relaxation=args.relaxation, max_batch=max(1, args.max_batch),
     )  # fmt: skip
     threading.Thread(target=worker.read_commands, args=(sys.stdin,), daemon=True).start()
     threading.Thread(target=worker.beat, daemon=True).start()

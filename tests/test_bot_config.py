@@ -46,6 +46,7 @@ def test_example_config_is_complete_and_valid(tmp_path: Path) -> None:
         ),
         ("[worker]\nmax_batch = 0", "[worker] max_batch must be from 1 to 16"),
         ("[worker]\nthreads = -1", "[worker] threads must be from 0 to 256"),
+        ('[worker]\nrelaxation = "x"', "[worker] relaxation must be one of codebook, positions"),
         ("[worker]\ncheckpointing = 1", "[worker] checkpointing must be true or false"),
         ('[worker]\ncompile = "yes"', "[worker] compile must be true or false"),
     ],
@@ -62,7 +63,7 @@ def test_bad_configs_name_the_file_and_the_key(tmp_path: Path, text: str, messag
 def test_worker_settings_reach_the_worker_command_line(tmp_path: Path) -> None:
     text = (
         '[worker]\nprecision = "fp16"\ncheckpointing = true\ncompile = true\nmax_batch = 3\n'
-        "threads = 2\n"
+        'threads = 2\nrelaxation = "positions"\n'
     )
     arguments = worker_arguments(
         load_config(_write(tmp_path, text), environ={"DISCORD_TOKEN": "t"})
@@ -70,6 +71,7 @@ def test_worker_settings_reach_the_worker_command_line(tmp_path: Path) -> None:
     assert arguments[arguments.index("--precision") + 1] == "fp16"
     assert arguments[arguments.index("--max-batch") + 1] == "3"
     assert arguments[arguments.index("--threads") + 1] == "2"
+    assert arguments[arguments.index("--relaxation") + 1] == "positions"
     assert {"--checkpointing", "--compile"} <= set(arguments)
 
 

@@ -85,6 +85,13 @@ def test_draw_is_reproducible_and_the_loss_falls(model_files: ModelFiles, tmp_pa
     assert again.returncode == other.returncode == 0
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "c.png").read_bytes()
+    spread = _draw(
+        model_files, tmp_path / "d.png", "--iterations", "40", "--seed", "42",
+        "--relaxation", "positions",
+    )  # fmt: skip
+    assert spread.returncode == 0, spread.stderr
+    assert '"relaxation": "positions"' in read_png_text(tmp_path / "d.png")["settings"]
+    assert (tmp_path / "a.png").read_bytes() != (tmp_path / "d.png").read_bytes()
 
 
 def test_non_square_size_progress_frames_and_timelapse(

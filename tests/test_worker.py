@@ -18,6 +18,7 @@ from generator.protocol import (
     Finished,
     Heartbeat,
     Message,
+    Preparing,
     Progress,
     ProtocolError,
     Ready,
@@ -146,9 +147,9 @@ def test_protocol_rejects_foreign_lines() -> None:
     with pytest.raises(ProtocolError, match="protocol version"):
         decode('{"v": 99, "type": "cancel", "job_id": 1}')
     with pytest.raises(ProtocolError, match="unknown message type"):
-        decode('{"v": 2, "type": "explode"}')
+        decode('{"v": 3, "type": "explode"}')
     with pytest.raises(ProtocolError, match="bad cancel message"):
-        decode('{"v": 2, "type": "cancel"}')
+        decode('{"v": 3, "type": "cancel"}')
     with pytest.raises(ProtocolError, match="not JSON"):
         decode("hello")
 
@@ -219,10 +220,16 @@ def test_compiled_checkpointed_worker_draws(model_files: ModelFiles, tmp_path: P
     try:
         next(worker.until(Ready))
         worker.send(_start(1, 4))
-        finished = list(worker.until(Finished))[-1]
+        messages = list(worker.until(Finished))
+        worker.send(_start(2, 2))
+        second = list(worker.until(Finished))
     finally:
         worker.process.kill()
         worker.process.wait()
+    # The card can say why the first job of a size waits; the next job of that size does not.
+    assert messages[0] == Preparing(1, "compiling the networks for 64x64")
+    assert not any(isinstance(m, Preparing) for m in second)
+    finished = messages[-1]
     assert isinstance(finished, Finished)
     assert (finished.steps, finished.cancelled) == (4, False)
     assert b64_to_png(finished.png_b64).startswith(b"\x89PNG")
