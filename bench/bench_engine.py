@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from dall_e import unmap_pixels
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from generator.engine import Engine
@@ -40,6 +42,7 @@ class Timing:
     peak_mib: float | None  # peak device memory (CUDA only)
     kept_mib: float  # what autograd keeps for the backward pass, on any device
     jobs: int = 1
+    ops: int | None = None  # aten operations the host dispatches per step
 
     @property
     def iterations_per_second(self) -> float:
@@ -91,6 +94,26 @@ def kept_mib(step: Callable[[], object]) -> float:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         step()
     return total / 2**20
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the aten operations the host dispatches: each is at least one kernel launch on a
+    GPU. A replayed CUDA graph dispatches none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_step(step: Callable[[], object]) -> int:
+    counter = _OpCounter()
+    with counter:
+        step()
+    return counter.count
 
 
 def _sync(device: torch.device) -> None:
@@ -153,6 +176,7 @@ def time_reference(models: Models, side: int, cutouts: int, warmup: int, steps: 
     kept = kept_mib(step)
     for _ in range(warmup):
         step()
+    ops = ops_per_step(step)
     _sync(models.device)
     _reset_peak(models.device)
     start = time.perf_counter()
@@ -160,7 +184,7 @@ def time_reference(models: Models, side: int, cutouts: int, warmup: int, steps: 
         step()
     _sync(models.device)
     elapsed = time.perf_counter() - start
-    return Timing(elapsed / steps * 1000, _peak_mib(models.device), kept)
+    return Timing(elapsed / steps * 1000, _peak_mib(models.device), kept, ops=ops)
 
 
 def time_engine(
@@ -170,14 +194,16 @@ def time_engine(
     steps: int,
     *,
     jobs: int = 1,
+    cuda_graphs: bool = False,
 ) -> Timing:
     """`jobs` jobs stepped together in one batch, as the worker runs them."""
-    batch = Engine(models, settings).batch()
+    batch = Engine(models, settings, cuda_graphs=cuda_graphs).batch()
     for seed in range(jobs):
-        batch.add(Job(PROMPT, seed, 1 + warmup + steps), settings)
+        batch.add(Job(PROMPT, seed, 2 + warmup + steps), settings)
     kept = kept_mib(batch.step)
     for _ in range(warmup):
         batch.step()
+    ops = ops_per_step(batch.step)
     _sync(models.device)
     _reset_peak(models.device)
     start = time.perf_counter()
@@ -185,7 +211,7 @@ def time_engine(
         batch.step()
     _sync(models.device)
     elapsed = time.perf_counter() - start
-    return Timing(elapsed / steps * 1000, _peak_mib(models.device), kept, jobs)
+    return Timing(elapsed / steps * 1000, _peak_mib(models.device), kept, jobs, ops)
 
 
 def _models(args: argparse.Namespace, scratch: Path) -> Models:
@@ -237,6 +263,12 @@ def main() -> None:
         "warm-up (default on CUDA only)",
     )
     parser.add_argument(
+        "--graphs",
+        action=argparse.BooleanOptionalAction,
+        help="also time the last precision with the step captured in a CUDA graph, and with "
+        "graphs and compile together when --compile is on (default on CUDA only)",
+    )
+    parser.add_argument(
         "--warmup", type=int, default=2, help="untimed iterations first (default 2)"
     )
     args = parser.parse_args()
@@ -250,6 +282,7 @@ def main() -> None:
     steps = args.iterations or (20 if cuda else 3)
     precisions = args.precisions or sorted({"fp32", auto_precision(models.device)}, reverse=True)
     compiled = cuda if args.compile is None else args.compile
+    graphed = cuda if args.graphs is None else args.graphs
 
     name = torch.cuda.get_device_name(models.device) if cuda else platform.processor() or "CPU"
     peak_tflops, peak_source = bf16_peak(models.device)
@@ -263,12 +296,13 @@ def main() -> None:
     print("GFLOP/it: one iteration's forward and backward, counted on the reference step.")
     print("kept MiB: activations autograd keeps for the backward pass (any device);")
     print("peak MiB: peak device memory (CUDA only).")
+    print("ops/step: aten operations the host dispatches per step (a replayed graph: none).")
     print()
     print(
         "| size | cutouts | loop | jobs | ms/step | it/s | GFLOP/it | TFLOP/s | % bf16 peak "
-        "| kept MiB | peak MiB | speed-up |"
+        "| kept MiB | peak MiB | ops/step | speed-up |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for side in sizes:
         for cutouts in cutout_counts:
             gflop = count_gflop(models, side, cutouts)
@@ -294,11 +328,21 @@ def main() -> None:
                         time_engine(models, replace(last, compile=True), args.warmup, steps),
                     )
                 )
+            if graphed:
+                variants = [("graphs", last)]
+                if compiled:
+                    variants.append(("graphs compiled", replace(last, compile=True)))
+                for label, settings in variants:
+                    timing = time_engine(models, settings, args.warmup, steps, cuda_graphs=True)
+                    rows.append((f"engine {precisions[-1]} {label}", timing))
             if side == sizes[0] and cutouts == cutout_counts[0]:
                 for jobs in args.jobs:
                     if jobs > 1:
-                        timing = time_engine(models, last, args.warmup, steps, jobs=jobs)
-                        rows.append((f"engine {precisions[-1]}", timing))
+                        timing = time_engine(
+                            models, last, args.warmup, steps, jobs=jobs, cuda_graphs=graphed
+                        )
+                        label = "graphs" if graphed else ""
+                        rows.append((f"engine {precisions[-1]} {label}".rstrip(), timing))
             for label, timing in rows:
                 _row(
                     label, timing, side=side, cutouts=cutouts, gflop=gflop,
@@ -319,11 +363,13 @@ def _row(
     """One table row; throughput figures count every job of the step."""
     tflops = gflop * timing.iterations_per_second / 1000
     peak = f"{timing.peak_mib:.0f}" if timing.peak_mib is not None else "n/a"
+    ops = str(timing.ops) if timing.ops is not None else "n/a"
     ratio = timing.iterations_per_second / reference.iterations_per_second
     print(
         f"| {side} | {cutouts} | {label} | {timing.jobs} | {timing.ms_per_iteration:.1f} | "
         f"{timing.iterations_per_second:.2f} | {gflop:.1f} | {tflops:.3f} | "
-        f"{100 * tflops / peak_tflops:.1f}% | {timing.kept_mib:.0f} | {peak} | {ratio:.2f}x |"
+        f"{100 * tflops / peak_tflops:.1f}% | {timing.kept_mib:.0f} | {peak} | {ops} | "
+        f"{ratio:.2f}x |"
     )
 
 

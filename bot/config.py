@@ -47,6 +47,7 @@ class WorkerConfig:
     compile: bool = False
     max_batch: int = 1
     relaxation: str = "codebook"
+    cuda_graphs: bool = True
     threads: int = 0
     restart_delay_s: float = 5.0
     max_requeues: int = 2

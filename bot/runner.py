@@ -53,6 +53,8 @@ def worker_arguments(config: Config) -> list[str]:
         arguments.append("--checkpointing")
     if config.worker.compile:
         arguments.append("--compile")
+    if not config.worker.cuda_graphs:
+        arguments.append("--no-cuda-graphs")
     if models.cache_dir:
         arguments += ["--cache-dir", str(config.resolve(models.cache_dir))]
     if models.offline:

@@ -175,6 +175,7 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     )
     add_model_options(draw)
     add_threads_option(draw, reserve=0)
+    add_cuda_graphs_option(draw)
     draw.add_argument(
         "--precision",
         choices=PRECISION_CHOICES,
@@ -287,6 +288,17 @@ def add_threads_option(parser: argparse.ArgumentParser, *, reserve: int) -> None
     )
 
 
+def add_cuda_graphs_option(parser: argparse.ArgumentParser) -> None:
+    """--cuda-graphs / --no-cuda-graphs; the worker process takes it too."""
+    parser.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on a GPU, capture each step in a CUDA graph and replay it: far fewer kernel "
+        "launches; a capture that fails falls back to plain steps (default on)",
+    )
+
+
 def models_from_args(args: argparse.Namespace) -> Models:
     """Load the models that `add_model_options` and a --device option describe."""
     from generator.loaders import load_models
@@ -361,7 +373,10 @@ def _draw(args: argparse.Namespace) -> int:
         save_every = args.save_every
         if save_every is None and args.timelapse is not None:
             save_every = max(1, job.iterations // TIMELAPSE_FRAMES)
-        result, frames = _run_with_progress(models, settings, job, frames_dir, save_every)
+        engine_graphs = None if args.cuda_graphs else False
+        result, frames = _run_with_progress(
+            models, settings, job, frames_dir, save_every, cuda_graphs=engine_graphs
+        )
         try:
             save_result(result, out)
             if args.timelapse is not None:
@@ -373,14 +388,20 @@ def _draw(args: argparse.Namespace) -> int:
 
 
 def _run_with_progress(
-    models: Models, settings: DrawSettings, job: Job, frames_dir: Path, save_every: int | None
+    models: Models,
+    settings: DrawSettings,
+    job: Job,
+    frames_dir: Path,
+    save_every: int | None,
+    *,
+    cuda_graphs: bool | None,
 ) -> tuple[DrawResult, list[Path]]:
     import torch
     from tqdm import tqdm
 
     from generator.engine import Engine, to_pil
 
-    engine = Engine(models, settings)
+    engine = Engine(models, settings, cuda_graphs=cuda_graphs)
     frames: list[Path] = []
     report_every = max(1, min(10, job.iterations // 100))
     bar = tqdm(total=job.iterations, unit="it", file=sys.stderr, dynamic_ncols=True)

@@ -125,7 +125,8 @@ class Engine:
 
     def graphs_failed(self, error: BaseException) -> None:
         """A capture failed: run eagerly from now on."""
-        log.warning("CUDA graphs are off: capturing a step failed (%s); steps run eagerly", error)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        log.warning("CUDA graphs are off: capturing a step failed (%s); steps run eagerly", reason)
         self.cuda_graphs = False
 
     def networks(self, settings: DrawSettings) -> Networks:
@@ -328,17 +329,12 @@ class Batch:
         nothing here waits for the device, and a captured step replays as it was recorded.
         """
         engine, device = self.engine, self.engine.device
-        soft = torch.cat(
-            [
-                relax(
-                    e.logits,
-                    gumbel_noise(e.logits.shape, e.generator),
-                    e.temperature,
-                    settings.relaxation,
-                )
-                for e in chunk
-            ]
-        )  # (B, h, w, V) -> (B, V, h, w)
+        parts = [
+            relax(e.logits, gumbel_noise(e.logits.shape, e.generator), e.temperature,
+                  settings.relaxation)
+            for e in chunk
+        ]  # fmt: skip
+        soft = parts[0] if len(parts) == 1 else torch.cat(parts)  # (B, V, h, w), no copy for one
         networks = engine.networks(settings)
         images = decode(networks.decode, soft)  # (B, 3, H, W) in fp32
         transforms = torch.stack(

@@ -63,7 +63,7 @@ def test_bad_configs_name_the_file_and_the_key(tmp_path: Path, text: str, messag
 def test_worker_settings_reach_the_worker_command_line(tmp_path: Path) -> None:
     text = (
         '[worker]\nprecision = "fp16"\ncheckpointing = true\ncompile = true\nmax_batch = 3\n'
-        'threads = 2\nrelaxation = "positions"\n'
+        'threads = 2\nrelaxation = "positions"\ncuda_graphs = false\n'
     )
     arguments = worker_arguments(
         load_config(_write(tmp_path, text), environ={"DISCORD_TOKEN": "t"})
@@ -72,7 +72,7 @@ def test_worker_settings_reach_the_worker_command_line(tmp_path: Path) -> None:
     assert arguments[arguments.index("--max-batch") + 1] == "3"
     assert arguments[arguments.index("--threads") + 1] == "2"
     assert arguments[arguments.index("--relaxation") + 1] == "positions"
-    assert {"--checkpointing", "--compile"} <= set(arguments)
+    assert {"--checkpointing", "--compile", "--no-cuda-graphs"} <= set(arguments)
 
 
 def test_missing_token(tmp_path: Path) -> None:
