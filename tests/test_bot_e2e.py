@@ -371,3 +371,25 @@ def test_jobs_share_the_worker_up_to_max_batch(model_files: ModelFiles, tmp_path
             assert store.job(1).status == "cancelled"  # type: ignore[union-attr]
 
     run(scenario())
+
+
+def test_card_says_when_a_job_waits_for_compiling(model_files: ModelFiles, tmp_path: Path) -> None:
+    worker = f"{WORKER}\ncompile = true"
+
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files, worker=worker) as (fake, running, _):
+            await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="a kiln", iterations=5, size=64)
+            )
+            waiting = await fake.wait_for(
+                lambda: [e for e in cards_of(fake, 1) if "Preparing: compiling" in text_of(e)],
+                timeout=120,
+            )
+            assert "compiling the networks for 64x64" in text_of(waiting[-1])
+            final = await wait_for_card(fake, 1, "Finished", timeout=300)
+            assert "5 iterations in" in text_of(final)
+            job = running.store.job(1)
+            assert job is not None
+            assert (job.status, job.steps) == ("done", 5)
+
+    run(scenario())
