@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bot.config import DefaultsConfig
@@ -12,6 +14,7 @@ from bot.store import Store
 
 from .bot_harness import (
     TOKEN,
+    BotProcess,
     run,
     running_bot,
     start_bot_process,
@@ -55,24 +58,35 @@ def test_discord_outage_keeps_the_job_drawing_and_its_card_catches_up(
     run(scenario())
 
 
+@contextlib.asynccontextmanager
+async def _bot_drawing_a_long_job(
+    tmp_path: Path, files: ModelFiles, defaults: str
+) -> AsyncIterator[tuple[FakeDiscord, BotProcess, int]]:
+    """The bot in its own process, drawing job 1 (100,000 iterations); its worker's pid."""
+    fake = FakeDiscord()
+    await fake.start()
+    defaults = f"default_iterations = 20\nmax_iterations = 100000\n{defaults}"
+    config = write_config(tmp_path, fake, files, defaults=defaults, limits=LONG_JOBS)
+    bot = await start_bot_process(config)
+    try:
+        await asyncio.wait_for(fake.identified.wait(), 60)
+        await fake.wait_for(lambda: fake.commands)
+        await fake.reply_to(
+            await fake.command(ALICE, "draw", prompt="patience", iterations=100000, size=64)
+        )
+        await wait_for_card(fake, 1, "Drawing")
+        worker = int((await bot.wait_for_log(WORKER_READY)).group(1))
+        yield fake, bot, worker
+    finally:
+        await bot.kill()
+        await fake.stop()
+
+
 def test_sigterm_during_a_discord_outage_exits_promptly_and_requeues(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        fake = FakeDiscord()
-        await fake.start()
-        long_jobs = "default_iterations = 20\nmax_iterations = 100000"
-        bot = await start_bot_process(
-            write_config(tmp_path, fake, model_files, defaults=long_jobs, limits=LONG_JOBS)
-        )
-        try:
-            await asyncio.wait_for(fake.identified.wait(), 60)
-            await fake.wait_for(lambda: fake.commands)
-            await fake.reply_to(
-                await fake.command(ALICE, "draw", prompt="patience", iterations=100000, size=64)
-            )
-            await wait_for_card(fake, 1, "Drawing")
-            worker = int((await bot.wait_for_log(WORKER_READY)).group(1))
+        async with _bot_drawing_a_long_job(tmp_path, model_files, "") as (fake, bot, worker):
             await fake.go_offline()
             # Let discord.py lose the gateway and fall asleep before its next reconnect.
             await bot.wait_for_log("Attempting a reconnect")
@@ -86,42 +100,25 @@ def test_sigterm_during_a_discord_outage_exits_promptly_and_requeues(
             assert "job(s) 1 out of date" in log
             assert TOKEN not in log
             await wait_until_gone(worker, timeout=1)
-            store = Store(tmp_path / "bot.sqlite3", DefaultsConfig())
-            job = store.job(1)
-            store.close()
-            assert job is not None
-            assert (job.status, job.steps) == ("queued", 0)
-        finally:
-            await bot.kill()
-            await fake.stop()
+        store = Store(tmp_path / "bot.sqlite3", DefaultsConfig())
+        job = store.job(1)
+        store.close()
+        assert job is not None
+        assert (job.status, job.steps) == ("queued", 0)
 
     run(scenario())
 
 
 def test_worker_stops_when_its_bot_is_killed(model_files: ModelFiles, tmp_path: Path) -> None:
+    # No progress report for a minute: the worker has nothing to write, so only the end of its
+    # input can tell it that the bot is gone.
+    quiet = "progress_interval_s = 60"
+
     async def scenario() -> None:
-        fake = FakeDiscord()
-        await fake.start()
-        # No progress report for a minute: the worker has nothing to write, so only the end of
-        # its input can tell it that the bot is gone.
-        quiet = "default_iterations = 20\nmax_iterations = 100000\nprogress_interval_s = 60"
-        bot = await start_bot_process(
-            write_config(tmp_path, fake, model_files, defaults=quiet, limits=LONG_JOBS)
-        )
-        try:
-            await asyncio.wait_for(fake.identified.wait(), 60)
-            await fake.wait_for(lambda: fake.commands)
-            await fake.reply_to(
-                await fake.command(ALICE, "draw", prompt="orphan", iterations=100000, size=64)
-            )
-            await wait_for_card(fake, 1, "Drawing")
-            worker = int((await bot.wait_for_log(WORKER_READY)).group(1))
+        async with _bot_drawing_a_long_job(tmp_path, model_files, quiet) as (_, bot, worker):
             await asyncio.sleep(1)  # the job goes to the worker right after its card
             bot.process.send_signal(signal.SIGKILL)
             assert await bot.exited(timeout=10) == -signal.SIGKILL
             assert await wait_until_gone(worker, timeout=5) < 5
-        finally:
-            await bot.kill()
-            await fake.stop()
 
     run(scenario())
