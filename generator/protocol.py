@@ -1,15 +1,19 @@
 """The messages the bot and the worker process exchange: typed, versioned, one JSON object per line.
 
 This module imports neither torch nor discord, so both sides can use it. Pictures travel as
-base64 PNG; a line never holds a raw newline.
+base64 PNG; a line never holds a raw newline. Decoding validates every field with pydantic in
+strict mode: a wrong type, a missing or unknown field, another version or an unknown message
+type is refused with a `ProtocolError` that says which.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import asdict, dataclass, fields
-from typing import ClassVar
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 PROTOCOL_VERSION = 3
 
@@ -21,6 +25,7 @@ class ProtocolError(ValueError):
 @dataclass(frozen=True)
 class Message:
     kind: ClassVar[str] = ""
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid", strict=True)
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,9 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.kind: cls
     for cls in (StartJob, CancelJob, Ready, Heartbeat, Preparing, Progress, Finished, Failed)
 }
+_VALIDATORS: dict[str, TypeAdapter[Any]] = {
+    kind: TypeAdapter(cls) for kind, cls in MESSAGE_TYPES.items()
+}
 
 
 def encode(message: Message) -> str:
@@ -128,14 +136,20 @@ def decode(line: str | bytes) -> Message:
         raise ProtocolError("not a JSON object")
     if payload.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {payload.get('v')!r}, expected {PROTOCOL_VERSION}")
-    cls = MESSAGE_TYPES.get(str(payload.get("type")))
-    if cls is None:
-        raise ProtocolError(f"unknown message type {payload.get('type')!r}")
-    names = {f.name for f in fields(cls)}
+    kind = payload.pop("type", None)
+    validator = _VALIDATORS.get(str(kind))
+    if validator is None:
+        raise ProtocolError(f"unknown message type {kind!r}")
+    del payload["v"]
     try:
-        return cls(**{k: v for k, v in payload.items() if k in names})
-    except TypeError as error:
-        raise ProtocolError(f"bad {cls.kind} message: {error}") from None
+        # JSON mode: strict about types (no "1" for 1) while taking an object for a message.
+        message: Message = validator.validate_json(json.dumps(payload))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in error.errors()
+        )
+        raise ProtocolError(f"bad {kind} message: {problems}") from None
+    return message
 
 
 def png_to_b64(data: bytes) -> str:

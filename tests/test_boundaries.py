@@ -36,3 +36,10 @@ def test_bot_process_never_imports_torch() -> None:
     )
     assert "discord" in loaded
     assert "torch" not in loaded
+
+
+def test_protocol_imports_neither_half() -> None:
+    loaded = _modules_after("import generator.protocol")
+    assert "pydantic" in loaded
+    assert "torch" not in loaded
+    assert not any(name == "discord" or name.startswith("discord.") for name in loaded)
