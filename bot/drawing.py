@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 
 import discord
@@ -19,7 +18,7 @@ from bot.checks import may_manage_job
 from bot.config import Config
 from bot.presenter import CardPresenter
 from bot.runner import JobRunner
-from bot.store import ACTIVE, GuildSettings, JobRow, Store
+from bot.store import ACTIVE, GuildSettings, JobRow, JobStatus, Store
 from generator.errors import PromptError
 from generator.prompts import clean_text, parse_prompts
 from generator.protocol import b64_to_png
@@ -131,13 +130,10 @@ class Drawing:
             return "Only the member who asked for this drawing or a server admin can cancel it."
         if job.status not in ACTIVE:
             return f"Job {job.id} has already ended ({job.status})."
-        if job.status == "running":
+        if job.status == JobStatus.RUNNING:
             await self.runner.cancel_running(job.id, interaction.user.id)
             return f"Stopping job {job.id} after the current step."
-        job = self.store.update(
-            job.id, status="cancelled", finished_at=time.time(),
-            notice=f"Cancelled by <@{interaction.user.id}>.",
-        )  # fmt: skip
+        job = self.store.cancel(job.id, notice=f"Cancelled by <@{interaction.user.id}>.")
         self.show(job, [])
         self.refresh_queue()
         return f"Cancelled job {job.id}."
@@ -198,10 +194,11 @@ class Drawing:
 
     def finish(self, job: JobRow, png_b64: str | None) -> None:
         png = b64_to_png(png_b64) if png_b64 else None
-        lines = cards.finished_lines(job) if job.status in ("done", "cancelled") else []
-        if job.status == "failed" and job.error:
+        ended = (JobStatus.DONE, JobStatus.CANCELLED)
+        lines = cards.finished_lines(job) if job.status in ended else []
+        if job.status == JobStatus.FAILED and job.error:
             lines = [cards.quote(job.error, 300)]
-        self.show(job, lines, png, final=job.status == "done")
+        self.show(job, lines, png, final=job.status == JobStatus.DONE)
 
     def describe_limits(self, guild_id: int) -> list[str]:
         settings = self.settings(guild_id)

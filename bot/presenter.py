@@ -175,7 +175,7 @@ class CardPresenter:
             message = await channel.send(
                 embed=embed, files=files, view=view, allowed_mentions=cards.NO_MENTIONS
             )
-        self.store.update(job.id, card_message_id=message.id, card_posted_at=time.time())
+        self.store.card_posted(job.id, message.id, time.time())
         if job.card_message_id is not None:
             with contextlib.suppress(discord.HTTPException, *UNREACHABLE):
                 await channel.get_partial_message(job.card_message_id).edit(

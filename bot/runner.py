@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot import cards
 from bot.config import Config
-from bot.store import JobRow, Store
+from bot.store import JobRow, JobStatus, Store
 from bot.worker_link import WorkerExited, WorkerLink
 from generator.protocol import (
     CancelJob,
@@ -105,11 +104,11 @@ class JobRunner:
         await self.link.stop(grace_s=WORKER_STOP_GRACE_S)
         for job_id in interrupted:
             current = self.store.job(job_id)
-            if current is not None and current.status == "running":
-                job = self.store.update(
-                    current.id, status="queued", started_at=None, steps=0,
-                    notice="The bot is restarting; this drawing will start again when it is back.",
-                )  # fmt: skip
+            if current is not None and current.status == JobStatus.RUNNING:
+                job = self.store.requeue(
+                    current.id,
+                    "The bot is restarting; this drawing will start again when it is back.",
+                )
                 self.drawing.show(job, ["Waiting for the bot to come back"])
 
     def wake(self) -> None:
@@ -139,7 +138,7 @@ class JobRunner:
         return estimates
 
     async def cancel_running(self, job_id: int, by: int) -> None:
-        self.store.update(job_id, notice=f"Cancelled by <@{by}>.")
+        self.store.note(job_id, f"Cancelled by <@{by}>.")
         await self.link.send(CancelJob(job_id))
 
     async def _run(self) -> None:
@@ -165,8 +164,8 @@ class JobRunner:
 
     async def _recover(self) -> None:
         """After an unexpected error: interrupted jobs wait again, the worker starts fresh."""
-        for job in self.store.jobs_with_status("running"):
-            self.store.update(job.id, status="queued", started_at=None, steps=0)
+        for job in self.store.jobs_with_status(JobStatus.RUNNING):
+            self.store.requeue(job.id, None)
         self.running.clear()
         await self.link.stop()
         await asyncio.sleep(self.config.worker.restart_delay_s)
@@ -194,7 +193,7 @@ class JobRunner:
         return message.result() if message.done() and not message.cancelled() else None
 
     async def _begin(self, job: JobRow) -> None:
-        job = self.store.update(job.id, status="running", started_at=time.time(), steps=0)
+        job = self.store.start(job.id)
         self.running[job.id] = Running(job)
         settings = self.store.guild_settings(job.guild_id)
         interval = max(settings.progress_interval_s, self.config.limits.min_progress_interval_s)
@@ -229,26 +228,21 @@ class JobRunner:
             self.drawing.show(entry.row, [*lines, *self._sharing_lines(entry.row.id)])
         elif isinstance(message, Progress):
             entry.step, entry.rate = message.step, message.iterations_per_second
-            current = self.store.update(entry.row.id, steps=message.step)
+            current = self.store.progress(entry.row.id, message.step)
             lines = cards.running_lines(message.step, message.total, message.iterations_per_second)
             lines += self._sharing_lines(entry.row.id)
             self.drawing.show(current, lines, b64_to_png(message.png_b64))
         elif isinstance(message, Finished):
-            outcome: dict[str, object] = {
-                "status": "cancelled" if message.cancelled else "done", "steps": message.steps,
-                "seconds": message.seconds, "latent": message.latent, "finished_at": time.time(),
-            }  # fmt: skip
-            if not message.cancelled:
-                outcome["notice"] = None
             del self.running[entry.row.id]
-            done = self.store.update(entry.row.id, **outcome)
+            ended = self.store.cancel if message.cancelled else self.store.finish
+            done = ended(
+                entry.row.id, steps=message.steps, seconds=message.seconds, latent=message.latent
+            )
             self.drawing.finish(done, message.png_b64)
             self.drawing.refresh_queue()
         elif isinstance(message, Failed):
             del self.running[entry.row.id]
-            failed = self.store.update(
-                entry.row.id, status="failed", error=message.reason, finished_at=time.time()
-            )
+            failed = self.store.fail(entry.row.id, message.reason)
             self.drawing.finish(failed, None)
             self.drawing.refresh_queue()
 
@@ -258,20 +252,19 @@ class JobRunner:
         for job_id in list(self.running):
             del self.running[job_id]
             job = self.store.job(job_id)
-            if job is None or job.status != "running":
+            if job is None or job.status != JobStatus.RUNNING:
                 continue
             requeues = job.requeues + 1
             if requeues > self.config.worker.max_requeues:
-                failed = self.store.update(
-                    job.id, status="failed", finished_at=time.time(), requeues=requeues,
-                    error=f"The drawing worker stopped {requeues} times while drawing this.",
+                failed = self.store.fail(
+                    job.id, f"The drawing worker stopped {requeues} times while drawing this.",
+                    requeues=requeues,
                 )  # fmt: skip
                 self.drawing.finish(failed, None)
             else:
-                self.store.update(
-                    job.id, status="queued", started_at=None, steps=0, requeues=requeues,
-                    notice="The drawing worker stopped unexpectedly; this job went back to the "
-                    "queue.",
+                self.store.requeue(
+                    job.id, "The drawing worker stopped unexpectedly; this job went back to the "
+                    "queue.", requeues=requeues,
                 )  # fmt: skip
         self.drawing.refresh_queue()
         await self.link.stop()

@@ -1,7 +1,9 @@
 """All SQL lives here: jobs, guild settings, migrations, and the fair queue order.
 
-A job moves queued -> running -> done | failed | cancelled. After a restart, a job left running
-goes back to the queue, so nothing is lost silently.
+A job moves queued -> running -> done | failed | cancelled, and running -> queued when its
+drawing was interrupted; each move is one method (`start`, `finish`, `fail`, `cancel`,
+`requeue`), so every caller makes it the same way. After a restart, a job left running goes back
+to the queue, so nothing is lost silently.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass, fields, replace
+from enum import StrEnum
 from pathlib import Path
 
 from bot.config import DefaultsConfig
@@ -49,7 +52,16 @@ MIGRATIONS = (
     """,
 )
 
-ACTIVE = ("queued", "running")
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,7 @@ class JobRow:
     size: int
     parent_id: int | None
     init_latent: str | None
-    status: str
+    status: JobStatus
     card_message_id: int | None
     card_posted_at: float | None
     created_at: float
@@ -76,6 +88,9 @@ class JobRow:
     error: str | None
     requeues: int
     notice: str | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", JobStatus(self.status))
 
 
 _COLUMNS = ", ".join(f.name for f in fields(JobRow))
@@ -135,17 +150,66 @@ class Store:
         assert job is not None
         return job
 
-    def update(self, job_id: int, **values: object) -> JobRow:
-        """Set columns of a job and return it as it is now."""
-        names = {f.name for f in fields(JobRow)} - {"id"}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown job columns: {sorted(unknown)}")
+    def _set(self, job_id: int, **values: object) -> JobRow:
         assignments = ", ".join(f"{name} = ?" for name in values)
         self.db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))
         job = self.job(job_id)
         assert job is not None
         return job
+
+    # -- the job's moves ------------------------------------------------------------------
+    def start(self, job_id: int) -> JobRow:
+        return self._set(job_id, status=JobStatus.RUNNING, started_at=time.time(), steps=0)
+
+    def progress(self, job_id: int, steps: int) -> JobRow:
+        return self._set(job_id, steps=steps)
+
+    def finish(self, job_id: int, *, steps: int, seconds: float, latent: str) -> JobRow:
+        return self._set(
+            job_id, status=JobStatus.DONE, steps=steps, seconds=seconds, latent=latent,
+            finished_at=time.time(), notice=None,
+        )  # fmt: skip
+
+    def cancel(
+        self, job_id: int, *, notice: str | None = None, steps: int | None = None,
+        seconds: float | None = None, latent: str | None = None,
+    ) -> JobRow:  # fmt: skip
+        """Cancelled: while queued (a notice), or stopped while drawing (what it drew)."""
+        values: dict[str, object] = {"status": JobStatus.CANCELLED, "finished_at": time.time()}
+        if notice is not None:
+            values["notice"] = notice
+        if steps is not None:
+            values.update(steps=steps, seconds=seconds, latent=latent)
+        return self._set(job_id, **values)
+
+    def fail(self, job_id: int, error: str, *, requeues: int | None = None) -> JobRow:
+        values: dict[str, object] = {
+            "status": JobStatus.FAILED,
+            "error": error,
+            "finished_at": time.time(),
+        }
+        if requeues is not None:
+            values["requeues"] = requeues
+        return self._set(job_id, **values)
+
+    def requeue(self, job_id: int, notice: str | None, *, requeues: int | None = None) -> JobRow:
+        """Back to the queue from the start: its drawing was interrupted."""
+        values: dict[str, object] = {
+            "status": JobStatus.QUEUED,
+            "started_at": None,
+            "steps": 0,
+            "notice": notice,
+        }
+        if requeues is not None:
+            values["requeues"] = requeues
+        return self._set(job_id, **values)
+
+    def note(self, job_id: int, notice: str) -> JobRow:
+        """A line for the job's card, e.g. who cancelled it."""
+        return self._set(job_id, notice=notice)
+
+    def card_posted(self, job_id: int, message_id: int, posted_at: float) -> JobRow:
+        return self._set(job_id, card_message_id=message_id, card_posted_at=posted_at)
 
     def jobs_with_status(self, *statuses: str) -> list[JobRow]:
         marks = ", ".join("?" for _ in statuses)
@@ -160,7 +224,7 @@ class Store:
         The requester served longest ago (or never) goes first; each requester's own jobs keep
         the order they were asked for.
         """
-        queued = self.jobs_with_status("queued")
+        queued = self.jobs_with_status(JobStatus.QUEUED)
         per_user: dict[int, list[JobRow]] = defaultdict(list)
         for job in queued:
             per_user[job.user_id].append(job)
@@ -179,8 +243,8 @@ class Store:
         return order
 
     def active_count(self, *, user_id: int | None = None, guild_id: int | None = None) -> int:
-        query = "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"
-        args: list[int] = []
+        query = f"SELECT COUNT(*) FROM jobs WHERE status IN ({', '.join('?' for _ in ACTIVE)})"
+        args: list[str | int] = [*ACTIVE]
         if user_id is not None:
             query += " AND user_id = ?"
             args.append(user_id)
@@ -192,17 +256,14 @@ class Store:
     def requeue_interrupted(self) -> list[JobRow]:
         """After a restart: jobs left running go back to the queue, with a notice on the card."""
         notice = "The bot restarted while this was drawing; it starts again from the queue."
-        return [
-            self.update(job.id, status="queued", started_at=None, steps=0, notice=notice)
-            for job in self.jobs_with_status("running")
-        ]
+        return [self.requeue(job.id, notice) for job in self.jobs_with_status(JobStatus.RUNNING)]
 
     def recent_speed(self, size: int) -> float | None:
         """Iterations per second of the last finished jobs at `size`, for ETAs."""
         row = self.db.execute(
             "SELECT SUM(steps), SUM(seconds) FROM (SELECT steps, seconds FROM jobs "
-            "WHERE size = ? AND status = 'done' AND seconds > 0 ORDER BY id DESC LIMIT 5)",
-            (size,),
+            "WHERE size = ? AND status = ? AND seconds > 0 ORDER BY id DESC LIMIT 5)",
+            (size, JobStatus.DONE),
         ).fetchone()
         return float(row[0]) / float(row[1]) if row and row[0] and row[1] else None
 

@@ -250,7 +250,7 @@ def test_card_older_than_50_minutes_is_replaced(model_files: ModelFiles, tmp_pat
             )
             job = await wait_for_job(running.store, 1, lambda j: j.steps > 0)
             old_card = job.card_message_id
-            running.store.update(1, card_posted_at=time.time() - 51 * 60)
+            running.store.card_posted(1, old_card or 0, time.time() - 51 * 60)
             fresh = await fake.wait_for(
                 lambda: [
                     e for e in cards_of(fake, 1) if e.kind == "create" and e.message_id != old_card

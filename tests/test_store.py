@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.config import DefaultsConfig
-from bot.store import Store
+from bot.store import JobStatus, Store
 
 
 def _store(tmp_path: Path) -> Store:
@@ -25,7 +25,7 @@ def test_round_robin_between_requesters(tmp_path: Path) -> None:
     b1, b2 = _add(store, 2), _add(store, 2)
     c1 = _add(store, 3)
     assert [j.id for j in store.queue_order()] == [a1, b1, c1, a2, b2, a3]
-    store.update(a1, status="running", started_at=100.0)
+    store.start(a1)
     # Alice was just served, so Bob and Carol come before her next job.
     assert [j.id for j in store.queue_order()] == [b1, c1, a2, b2, a3]
     assert store.active_count(user_id=1, guild_id=1) == 3
@@ -35,7 +35,8 @@ def test_round_robin_between_requesters(tmp_path: Path) -> None:
 def test_running_jobs_are_requeued_after_a_restart(tmp_path: Path) -> None:
     store = _store(tmp_path)
     job = _add(store, 1)
-    store.update(job, status="running", started_at=5.0, steps=7)
+    store.start(job)
+    store.progress(job, 7)
     store.close()
     again = _store(tmp_path)
     (requeued,) = again.requeue_interrupted()
@@ -54,3 +55,33 @@ def test_guild_settings_round_trip(tmp_path: Path) -> None:
     store.save_guild_settings(1, changed)
     assert store.guild_settings(1) == changed
     assert store.guild_settings(2) == store.defaults
+
+
+def test_each_move_of_a_job(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    job = _add(store, 1)
+    started = store.start(job)
+    assert (started.status, started.steps) == (JobStatus.RUNNING, 0)
+    assert started.started_at is not None
+    store.note(job, "Cancelled by <@1>.")
+    stopped = store.cancel(job, steps=5, seconds=1.5, latent="1.pt")
+    assert (stopped.status, stopped.steps, stopped.seconds, stopped.latent, stopped.notice) == (
+        JobStatus.CANCELLED, 5, 1.5, "1.pt", "Cancelled by <@1>.",
+    )  # fmt: skip
+    other = _add(store, 2)
+    store.start(other)
+    store.progress(other, 9)
+    requeued = store.requeue(other, "again", requeues=1)
+    assert (requeued.status, requeued.started_at, requeued.steps, requeued.notice) == (
+        JobStatus.QUEUED, None, 0, "again",
+    )  # fmt: skip
+    assert requeued.requeues == 1
+    failed = store.fail(other, "boom", requeues=3)
+    assert (failed.status, failed.error, failed.requeues) == (JobStatus.FAILED, "boom", 3)
+    third = _add(store, 3)
+    store.start(third)
+    store.note(third, "stale")
+    done = store.finish(third, steps=10, seconds=2.0, latent="3.pt")
+    assert (done.status, done.steps, done.notice) == (JobStatus.DONE, 10, None)
+    assert store.active_count() == 0
+    assert store.job(third) == done

@@ -9,6 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cards import quote
+from bot.store import JobStatus
 
 if TYPE_CHECKING:
     from bot.app import DrawBot
@@ -27,7 +28,7 @@ class QueueCog(commands.Cog):
         store = self.bot.store
         runner = self.bot.drawing.runner
         lines = []
-        running = store.jobs_with_status("running")
+        running = store.jobs_with_status(JobStatus.RUNNING)
         if len(running) > 1:
             where = "GPU" if runner.link.device.startswith("cuda") else "worker"
             lines.append(
