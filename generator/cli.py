@@ -22,6 +22,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from generator import __version__
 from generator.errors import GeneratorError, ModelLoadError
+from generator.options import (
+    add_cuda_graphs_option,
+    add_model_options,
+    add_threads_option,
+    models_from_args,
+)
 from generator.settings import (
     MAX_ITERATIONS,
     MAX_SEED,
@@ -32,9 +38,8 @@ from generator.settings import (
     DrawSettings,
     Job,
 )
-from generator.threads import AUTO, MAX_THREADS, choose_threads
+from generator.threads import choose_threads
 from generator.tokens import check_lengths
-from generator.weights import CLIP_WEIGHTS, DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
 
 if TYPE_CHECKING:
     from generator.engine import DrawResult, StepInfo
@@ -235,78 +240,6 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     if add_commands is not None:
         add_commands(commands)
     return parser
-
-
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--clip-model, --decoder, --cache-dir and --offline; the worker process takes them too."""
-    names = ", ".join(CLIP_WEIGHTS)
-    parser.add_argument(
-        "--clip-model",
-        default=DEFAULT_CLIP_MODEL,
-        metavar="NAME_OR_PATH",
-        help=f"CLIP model name ({names}) or checkpoint file (default {DEFAULT_CLIP_MODEL})",
-    )
-    parser.add_argument(
-        "--decoder",
-        default=DEFAULT_DECODER_URL,
-        metavar="URL_OR_PATH",
-        help=f"dVAE decoder URL or file (default {DEFAULT_DECODER_URL})",
-    )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="where downloaded weights live (default $PSEUDO_DALLE_CACHE, "
-        "else ~/.cache/pseudo-dalle)",
-    )
-    parser.add_argument(
-        "--offline", action="store_true", help="never download; use cached or local files only"
-    )
-
-
-def _threads(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not AUTO <= value <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"must be from {AUTO} to {MAX_THREADS}, got {value}")
-    return value
-
-
-def add_threads_option(parser: argparse.ArgumentParser, *, reserve: int) -> None:
-    """--threads: torch's CPU threads; 0 (default) is every available core but `reserve`."""
-    left = f" but {reserve}" if reserve else ""
-    parser.add_argument(
-        "--threads",
-        type=_threads,
-        default=AUTO,
-        metavar="N",
-        help=f"CPU threads for torch (default 0: every available core{left}); fewer than the "
-        "cores helps when other programs share the machine",
-    )
-
-
-def add_cuda_graphs_option(parser: argparse.ArgumentParser) -> None:
-    """--cuda-graphs / --no-cuda-graphs; the worker process takes it too."""
-    parser.add_argument(
-        "--cuda-graphs",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="on a GPU, capture each step in a CUDA graph and replay it: far fewer kernel "
-        "launches; a capture that fails falls back to plain steps (default on)",
-    )
-
-
-def models_from_args(args: argparse.Namespace) -> Models:
-    """Load the models that `add_model_options` and a --device option describe."""
-    from generator.loaders import load_models
-
-    return load_models(
-        args.clip_model, args.decoder, device=args.device, cache_dir=args.cache_dir,
-        offline=args.offline,
-    )  # fmt: skip
 
 
 def _default_out(prompt: str, seed: int) -> Path:

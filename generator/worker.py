@@ -26,16 +26,16 @@ from typing import TextIO
 
 import torch
 
-from generator.cli import (
+from generator.engine import DrawResult, Engine, StepInfo, to_pil
+from generator.errors import GeneratorError
+from generator.fast import resolve_precision
+from generator.loaders import Models
+from generator.options import (
     add_cuda_graphs_option,
     add_model_options,
     add_threads_option,
     models_from_args,
 )
-from generator.engine import DrawResult, Engine, StepInfo, to_pil
-from generator.errors import GeneratorError
-from generator.fast import resolve_precision
-from generator.loaders import Models
 from generator.output import png_bytes, png_metadata
 from generator.protocol import (
     CancelJob,
