@@ -98,7 +98,7 @@ def kept_mib(step: Callable[[], object]) -> float:
 
 class _OpCounter(TorchDispatchMode):
     """Counts the aten operations the host dispatches: each is at least one kernel launch on a
-    GPU. A replayed CUDA graph dispatches none."""
+    GPU. A replayed CUDA graph's kernels are not dispatched: only the copies around it count."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -296,7 +296,8 @@ def main() -> None:
     print("GFLOP/it: one iteration's forward and backward, counted on the reference step.")
     print("kept MiB: activations autograd keeps for the backward pass (any device);")
     print("peak MiB: peak device memory (CUDA only).")
-    print("ops/step: aten operations the host dispatches per step (a replayed graph: none).")
+    print("ops/step: aten operations the host dispatches per step (with graphs: the replay's")
+    print("bookkeeping only, a handful of copies).")
     print()
     print(
         "| size | cutouts | loop | jobs | ms/step | it/s | GFLOP/it | TFLOP/s | % bf16 peak "
