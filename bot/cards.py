@@ -7,13 +7,23 @@ so a prompt such as "@everyone look" pings nobody.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import discord
 
-from bot.store import JobRow
+from bot.events import (
+    JobEnded,
+    JobEvent,
+    JobPreparing,
+    JobProgress,
+    JobStarting,
+    QueueChanged,
+)
+from bot.store import JobRow, JobStatus
 
 NO_MENTIONS = discord.AllowedMentions.none()
 BAR_WIDTH = 20
+REFRESHED_POSITIONS = 10  # waiting cards kept current; later ones update as they move up
 COLOURS = {
     "queued": discord.Colour.light_grey(),
     "running": discord.Colour.blurple(),
@@ -92,3 +102,48 @@ def running_lines(step: int, total: int, rate: float) -> list[str]:
 def finished_lines(job: JobRow) -> list[str]:
     took = duration(job.seconds or 0)
     return [f"{job.steps} iterations in {took}"]
+
+
+def sharing_lines(sharing: tuple[int, ...]) -> list[str]:
+    others = ", ".join(f"job {other}" for other in sharing)
+    return [f"Sharing the worker with {others}"] if sharing else []
+
+
+@dataclass(frozen=True)
+class CardWish:
+    """What a job's card should show now: the job as it was, text lines, maybe a picture;
+    `final` cards get the Reroll, Continue and Delete buttons."""
+
+    job: JobRow
+    lines: tuple[str, ...]
+    png: bytes | None = None
+    final: bool = False
+
+
+def wishes(event: JobEvent) -> list[CardWish]:
+    """The cards a job event changes, and what they should show."""
+    if isinstance(event, QueueChanged):
+        total = len(event.waiting)
+        return [
+            CardWish(w.job, tuple(queued_lines(w.position, total, w.starts_in_s)))
+            for w in event.waiting
+            if w.position <= REFRESHED_POSITIONS or w.job.id == event.added
+        ]
+    if isinstance(event, JobStarting):
+        return [CardWish(event.job, ("Starting…", *sharing_lines(event.sharing)))]
+    if isinstance(event, JobPreparing):
+        lines = [f"Preparing: {event.reason}; the first picture of each size waits for it"]
+        return [CardWish(event.job, (*lines, *sharing_lines(event.sharing)))]
+    if isinstance(event, JobProgress):
+        lines = running_lines(event.step, event.total, event.iterations_per_second)
+        return [CardWish(event.job, (*lines, *sharing_lines(event.sharing)), event.png)]
+    if isinstance(event, JobEnded):
+        job = event.job
+        if job.status == JobStatus.FAILED:
+            lines = [quote(job.error, 300)] if job.error else []
+        elif job.started_at is None:  # cancelled while it waited
+            lines = []
+        else:
+            lines = finished_lines(job)
+        return [CardWish(job, tuple(lines), event.png, final=job.status == JobStatus.DONE)]
+    return [CardWish(event.job, ("Waiting for the bot to come back",))]  # JobPaused

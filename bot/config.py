@@ -1,166 +1,152 @@
 """The bot's TOML configuration: every key known, typed and range-checked at start-up.
 
-A problem stops the bot with one line naming the file and the key; the token is never shown.
+Each section is a pydantic model in strict mode, so a key's type, range, default and help text
+are declared once, next to the key (the limits in `bot.limits`, the worker's in
+`generator.protocol`). A problem stops the bot with one line naming the file and the key; the
+token is never shown.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-from generator.settings import PRECISION_CHOICES, RELAXATIONS
-from generator.threads import MAX_THREADS
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
+
+from bot.limits import STRICT, GuildLimits, HardLimits, bounds
+from generator.protocol import Configure, ModelChoice, WorkerOptions
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says where and why."""
 
 
-@dataclass(frozen=True)
-class DiscordConfig:
+class DiscordConfig(BaseModel):
+    model_config = STRICT
+
     token: str = ""
     api_base: str = DEFAULT_API_BASE
     gateway_url: str = DEFAULT_GATEWAY
     sync_commands: bool = True
 
 
-@dataclass(frozen=True)
-class ModelsConfig:
-    clip: str = "ViT-B/32"
-    decoder: str = "https://cdn.openai.com/dall-e/decoder.pkl"
-    cache_dir: str = ""
-    offline: bool = False
-    device: str = "auto"
+class WorkerConfig(WorkerOptions):
+    """The worker's options plus how the bot looks after it."""
+
+    restart_delay_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        5.0, description="wait before starting a worker that stopped"
+    )
+    max_requeues: Annotated[int, Field(ge=0, le=10)] = Field(
+        2, description="times a job goes back to the queue before it is marked failed"
+    )
+
+    def options(self) -> WorkerOptions:
+        return WorkerOptions.model_validate(
+            self.model_dump(include=set(WorkerOptions.model_fields))
+        )
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
-    cutouts: int = 32
-    precision: str = "auto"
-    checkpointing: bool = False
-    compile: bool = False
-    max_batch: int = 1
-    relaxation: str = "codebook"
-    cuda_graphs: bool = True
-    threads: int = 0
-    restart_delay_s: float = 5.0
-    max_requeues: int = 2
+class StorageConfig(BaseModel):
+    model_config = STRICT
 
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    """Hard maximums: admins can lower a guild's limits, never raise them past these."""
-
-    max_iterations: int = 5000
-    max_size: int = 512
-    max_queued_per_user: int = 5
-    max_queued_total: int = 50
-    min_progress_interval_s: float = 2.0
-
-
-@dataclass(frozen=True)
-class DefaultsConfig:
-    """What a guild gets until its admins change it with /drawconfig."""
-
-    default_iterations: int = 1000
-    max_iterations: int = 2000
-    max_queued_per_user: int = 2
-    progress_interval_s: float = 10.0
-    max_size: int = 512
-
-
-@dataclass(frozen=True)
-class StorageConfig:
     database: str = "pseudo-dalle.sqlite3"
-    latents_dir: str = "latents"
+    latents_dir: str = Field("latents", description="where versions before 0.2 saved latents")
+    keep_days: Annotated[float, Field(ge=1, le=3650)] = Field(
+        30.0, description="days a finished drawing can still be continued"
+    )
 
 
-@dataclass(frozen=True)
-class HealthConfig:
+class HealthConfig(BaseModel):
     """A file the bot rewrites every `interval_s` with its gateway and worker state, for
     `pseudo-dalle healthcheck` (Docker's HEALTHCHECK). Empty: no file."""
 
+    model_config = STRICT
+
     heartbeat_file: str = ""
-    interval_s: float = 15.0
+    interval_s: Annotated[float, Field(ge=1, le=300)] = 15.0
 
 
-@dataclass(frozen=True)
-class LoggingConfig:
-    level: str = "INFO"
+def _log_level(value: str) -> str:
+    if value.upper() not in LOG_LEVELS:
+        raise ValueError(f"must be {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}")
+    return value
 
 
-@dataclass(frozen=True)
-class Config:
-    discord: DiscordConfig
-    models: ModelsConfig
-    worker: WorkerConfig
-    limits: LimitsConfig
-    defaults: DefaultsConfig
-    storage: StorageConfig
-    health: HealthConfig
-    logging: LoggingConfig
-    path: Path
+class LoggingConfig(BaseModel):
+    model_config = STRICT
+
+    level: Annotated[str, AfterValidator(_log_level)] = "INFO"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    discord: DiscordConfig = DiscordConfig()
+    models: ModelChoice = ModelChoice()
+    worker: WorkerConfig = WorkerConfig()
+    limits: HardLimits = HardLimits()
+    defaults: GuildLimits = GuildLimits()
+    storage: StorageConfig = StorageConfig()
+    health: HealthConfig = HealthConfig()
+    logging: LoggingConfig = LoggingConfig()
+    path: Path = Field(Path("config.toml"), exclude=True)
 
     def resolve(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else (self.path.parent / path).absolute()
 
+    def worker_configuration(self, worker_id: str) -> Configure:
+        """What a worker is told before it loads anything: paths made absolute."""
+        cache = str(self.resolve(self.models.cache_dir)) if self.models.cache_dir else ""
+        models = self.models.model_copy(update={"cache_dir": cache})
+        return Configure(worker_id=worker_id, models=models, options=self.worker.options())
 
-_SECTIONS: dict[str, type[Any]] = {
-    "discord": DiscordConfig,
-    "models": ModelsConfig,
-    "worker": WorkerConfig,
-    "limits": LimitsConfig,
-    "defaults": DefaultsConfig,
-    "storage": StorageConfig,
-    "health": HealthConfig,
-    "logging": LoggingConfig,
-}
 
-_RANGES: dict[tuple[str, str], tuple[float, float]] = {
-    ("worker", "cutouts"): (1, 256),
-    ("worker", "max_batch"): (1, 16),
-    ("worker", "threads"): (0, MAX_THREADS),
-    ("worker", "restart_delay_s"): (0, 600),
-    ("worker", "max_requeues"): (0, 10),
-    ("limits", "max_iterations"): (1, 100_000),
-    ("limits", "max_size"): (64, 1024),
-    ("limits", "max_queued_per_user"): (1, 1000),
-    ("limits", "max_queued_total"): (1, 100_000),
-    ("limits", "min_progress_interval_s"): (2, 3600),
-    ("defaults", "default_iterations"): (1, 100_000),
-    ("defaults", "max_iterations"): (1, 100_000),
-    ("defaults", "max_queued_per_user"): (1, 1000),
-    ("defaults", "progress_interval_s"): (2, 3600),
-    ("defaults", "max_size"): (64, 1024),
-    ("health", "interval_s"): (1, 300),
+_KINDS = {
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "text",
+    "finite_number": "a finite number",
 }
 
 
-_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
-
-
-def _check(where: str, section: str, key: str, value: Any, default: Any) -> Any:
-    kind = type(default)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if type(value) is not kind:
-        raise ConfigError(f"{where}: [{section}] {key} must be {_KINDS[kind]}, got {value!r}")
-    bounds = _RANGES.get((section, key))
-    if bounds and not bounds[0] <= value <= bounds[1]:
-        raise ConfigError(
-            f"{where}: [{section}] {key} must be from {bounds[0]:g} to {bounds[1]:g}, got {value}"
+def _problem(error: ErrorDetails) -> str:
+    """One pydantic error as the operator should read it."""
+    loc = tuple(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return (
+            f"unknown section [{loc[0]}]"
+            if len(loc) == 1
+            else f"unknown setting [{loc[0]}] {loc[1]}"
         )
-    if key == "max_size" and value % 8:
-        raise ConfigError(f"{where}: [{section}] {key} must be a multiple of 8, got {value}")
-    return value
+    if error["type"] in ("model_type", "dict_type"):
+        return f"[{loc[0]}] must be a table"
+    return f"[{loc[0]}] {'.'.join(loc[1:])} {_requirement(error, loc)}"
+
+
+def _requirement(error: ErrorDetails, loc: tuple[str, ...]) -> str:
+    kind, value = error["type"], error.get("input")
+    if kind in _KINDS:
+        return f"must be {_KINDS[kind]}, got {value!r}"
+    section = Config.model_fields[loc[0]].annotation
+    in_range = kind in ("greater_than_equal", "less_than_equal") and isinstance(section, type)
+    span = bounds(section, loc[1]) if in_range and isinstance(section, type) else None
+    if span is not None:
+        return f"must be from {span[0]:g} to {span[1]:g}, got {value}"
+    if kind == "multiple_of":
+        return f"must be a multiple of {error.get('ctx', {})['multiple_of']}, got {value}"
+    if kind == "value_error":
+        return str(error.get("ctx", {})["error"])
+    return f"is not valid: {error['msg']}"
 
 
 def load_config(
@@ -176,37 +162,28 @@ def load_config(
         raise ConfigError(f"{path}: cannot be read ({error})") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    unknown = sorted(set(raw) - set(_SECTIONS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown section [{unknown[0]}]")
-    sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
-        table = raw.get(name, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [{name}] must be a table")
-        known = {f.name: f.default for f in fields(cls)}
-        extra = sorted(set(table) - set(known))
-        if extra:
-            raise ConfigError(f"{path}: unknown setting [{name}] {extra[0]}")
-        values = {k: _check(str(path), name, k, table[k], known[k]) for k in table}
-        sections[name] = cls(**values)
-    config = Config(**sections, path=path)
-    token = environ.get("DISCORD_TOKEN") or config.discord.token
-    if require_token and not token.strip():
+    if "path" in raw:
+        raise ConfigError(f"{path}: unknown section [path]")
+    try:
+        config = Config.model_validate({**raw, "path": path})
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {_problem(error.errors()[0])}") from None
+    token = (environ.get("DISCORD_TOKEN") or config.discord.token).strip()
+    if require_token and not token:
         raise ConfigError(
             f"{path}: no bot token: set DISCORD_TOKEN in the environment or [discord] token"
         )
-    discord = DiscordConfig(**{**vars(config.discord), "token": token.strip()})
-    defaults, limits = config.defaults, config.limits
+    _check_consistency(path, config.defaults, config.limits)
+    discord = config.discord.model_copy(update={"token": token})
+    return config.model_copy(update={"discord": discord})
+
+
+def _check_consistency(path: Path, defaults: GuildLimits, limits: HardLimits) -> None:
     if defaults.default_iterations > defaults.max_iterations:
         raise ConfigError(f"{path}: [defaults] default_iterations is above max_iterations")
-    if defaults.max_iterations > limits.max_iterations or defaults.max_size > limits.max_size:
-        raise ConfigError(f"{path}: [defaults] must stay within [limits]")
-    if config.worker.relaxation not in RELAXATIONS:
-        raise ConfigError(f"{path}: [worker] relaxation must be one of {', '.join(RELAXATIONS)}")
-    if config.worker.precision not in PRECISION_CHOICES:
-        choices = ", ".join(PRECISION_CHOICES)
-        raise ConfigError(f"{path}: [worker] precision must be one of {choices}")
-    if config.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ConfigError(f"{path}: [logging] level must be DEBUG, INFO, WARNING or ERROR")
-    return Config(**{**sections, "discord": discord}, path=path)
+    above = [
+        name for name in ("max_iterations", "max_size", "max_queued_per_user")
+        if getattr(defaults, name) > getattr(limits, name)
+    ]  # fmt: skip
+    if above:
+        raise ConfigError(f"{path}: [defaults] {above[0]} must stay within [limits]")

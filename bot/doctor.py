@@ -9,9 +9,10 @@ import os
 import sqlite3
 from pathlib import Path
 
-from bot.config import Config, ConfigError, ModelsConfig, load_config
+from bot.config import Config, ConfigError, load_config
 from bot.health import check_heartbeat
 from generator.diagnostics import device_lines, version_lines, weight_lines
+from generator.protocol import ModelChoice
 from generator.threads import AUTO, WORKER_RESERVED_CORES, describe_threads
 from generator.weights import default_cache_dir
 
@@ -59,7 +60,7 @@ def report(config_path: Path | None) -> list[str]:
             beat = config.resolve(config.health.heartbeat_file)
             lines.append(f"health: {check_heartbeat(beat, 90.0) or 'healthy'}")
     else:
-        defaults = ModelsConfig()
+        defaults = ModelChoice()
         lines += weight_lines(defaults.clip, defaults.decoder, default_cache_dir())
     lines.append(_token_line(config))
     return lines

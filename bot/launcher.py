@@ -1,4 +1,11 @@
-"""Start-up: read the config, point discord.py at the configured API, build the store, run."""
+"""Start-up: read the config, point discord.py at the configured API, build the parts, wire
+them together, run, and shut them down in order.
+
+    store ─┬─ scheduler ── transport (LocalWorker) ── worker process
+           │      │ job events
+           │      └──────> card presenter ── Discord
+           └─ front desk <── cogs, buttons <── DrawBot ── Discord
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import contextlib
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -16,10 +24,26 @@ import discord.http
 import yarl
 
 from bot.app import DrawBot
+from bot.cogs.admin import AdminCog
+from bot.cogs.draw import DrawCog
+from bot.cogs.help import HelpCog
+from bot.cogs.queue import QueueCog
 from bot.config import Config, ConfigError, load_config
+from bot.desk import FrontDesk
+from bot.events import JobEvents
+from bot.health import HeartbeatWriter
+from bot.local_worker import LocalWorker
+from bot.presenter import CardPresenter
+from bot.retention import Retention
+from bot.scheduler import Scheduler
 from bot.store import Store
+from bot.views import job_buttons
 
 log = logging.getLogger("pseudo_dalle")
+LOCAL_WORKER_ID = "local"
+# Shutdown's deadlines: the worker gets up to 3 s (bot.scheduler), the cards these, the gateway
+# 2 s (bot.app): 8 s in all, within Docker's stop_grace_period (10 s).
+CARDS_FLUSH_S = 3.0
 
 
 class _HideToken(logging.Filter):
@@ -50,21 +74,85 @@ def point_discord_at(config: Config) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(config.discord.gateway_url)
 
 
+@dataclass
+class App:
+    """The bot's parts, built and wired by `assemble`."""
+
+    bot: DrawBot
+    scheduler: Scheduler
+    presenter: CardPresenter
+    retention: Retention
+    heartbeat: HeartbeatWriter | None
+
+    async def start(self, token: str) -> asyncio.Task[None]:
+        """Log in, start the parts, and connect to the gateway (the returned task)."""
+        await self.bot.login(token)
+        self.presenter.start()
+        self.scheduler.start()
+        self.retention.start()
+        if self.heartbeat is not None:
+            self.heartbeat.start()
+        return asyncio.create_task(self.bot.connect(), name="discord")
+
+    async def stop(self) -> None:
+        """Stop taking jobs, put the running ones back in the queue, show that on their cards,
+        then leave the gateway; each step has a deadline, so a Discord that does not answer
+        cannot hold the shutdown up."""
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+        await self.retention.stop()
+        await self.scheduler.stop()
+        await self.presenter.stop(CARDS_FLUSH_S)
+        await self.bot.close()
+
+
+def assemble(config: Config, store: Store) -> App:
+    events = JobEvents()
+    workers = LocalWorker(
+        config.worker_configuration(LOCAL_WORKER_ID), restart_delay_s=config.worker.restart_delay_s
+    )
+    scheduler = Scheduler(
+        store, workers, events, min_progress_interval_s=config.limits.min_progress_interval_s,
+        max_requeues=config.worker.max_requeues,
+    )  # fmt: skip
+    desk = FrontDesk(store, scheduler, config.limits, keep_days=config.storage.keep_days)
+    buttons = job_buttons(desk.on_button)
+    cogs = [
+        DrawCog(desk), QueueCog(store, scheduler), AdminCog(store, config.limits, desk),
+        HelpCog(desk, scheduler),
+    ]  # fmt: skip
+    bot = DrawBot(cogs, buttons, sync_commands=config.discord.sync_commands)
+    presenter = CardPresenter(bot, store, buttons)
+    events.subscribe(presenter.on_event)
+    retention = Retention(
+        store, config.storage.keep_days, config.resolve(config.storage.latents_dir)
+    )
+    heartbeat = None
+    if config.health.heartbeat_file:
+        heartbeat = HeartbeatWriter(
+            config.resolve(config.health.heartbeat_file), config.health.interval_s,
+            gateway=bot.gateway_connected, worker=lambda: bool(scheduler.workers()),
+        )  # fmt: skip
+    return App(bot, scheduler, presenter, retention, heartbeat)
+
+
 async def run_bot(config: Config) -> None:
     """Run until Discord turns the bot away (the error propagates) or SIGTERM/SIGINT arrives."""
     point_discord_at(config)
-    config.resolve(config.storage.latents_dir).mkdir(parents=True, exist_ok=True)
     store = Store(config.resolve(config.storage.database), config.defaults)
     try:
-        async with DrawBot(config, store) as bot:
-            connection = asyncio.create_task(bot.start(config.discord.token), name="discord")
-            await _until_signal(connection)
-            await bot.close()
-            # After a lost connection discord.py may be asleep before its next reconnect
-            # attempt (up to minutes); the bot is closed, so there is nothing to wait for.
-            connection.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await connection
+        app = assemble(config, store)
+        async with app.bot:
+            connection = await app.start(config.discord.token)
+            try:
+                await _until_signal(connection)
+            finally:
+                await app.stop()
+                # After a lost connection discord.py may be asleep before its next reconnect
+                # attempt (up to minutes); the bot is closed, so there is nothing to wait for.
+                connection.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connection
     finally:
         store.close()
 

@@ -1,11 +1,12 @@
 """Job cards on Discord, kept up to date by one owned task so that Discord never holds up drawing.
 
-Whoever changes a job says what its card should show (`show`, which never waits and never
-raises); the presenter's task posts or edits the cards, newest wish per card first come, first
-served. When Discord cannot be reached (connection refused or reset, DNS failure, a timeout,
-Discord's own 5xx errors) the card waits and is tried again with a growing delay; a newer wish
-for the same card replaces the one waiting. Discord refusing a card for good (a 403 or 404) is
-logged and that card catches up at its next change.
+It listens to the scheduler's job events (`on_event`) and turns each into what the job's card
+should show (`bot.cards.wishes`); `show` never waits and never raises. The presenter's task
+posts or edits the cards, newest wish per card first come, first served. When Discord cannot be
+reached (connection refused or reset, DNS failure, a timeout, Discord's own 5xx errors) the card
+waits and is tried again with a growing delay; a newer wish for the same card replaces the one
+waiting. Discord refusing a card for good (a 403 or 404) is logged and that card catches up at
+its next change.
 
 Cards are posted and edited through the bot's channel-message routes (never the interaction
 token, which expires after 15 minutes), and a card older than 50 minutes is replaced by a fresh
@@ -18,14 +19,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import aiohttp
 import discord
 
 from bot import cards
+from bot.cards import CardWish
+from bot.events import JobEvent
 from bot.store import ACTIVE, JobRow, Store
-from bot.views import CancelButton, ContinueButton, DeleteButton, RerollButton, buttons
+from bot.views import ON_ACTIVE_CARDS, ON_FINISHED_CARDS, JobButton, card_view
 
 log = logging.getLogger("pseudo_dalle.cards")
 
@@ -39,21 +42,12 @@ RETRY_MAX_S = 10.0
 CARD_MAX_AGE_S = 50 * 60
 
 
-@dataclass(frozen=True)
-class CardState:
-    """What a job's card should show: the job as it was then, text lines, maybe a picture."""
-
-    job: JobRow
-    lines: tuple[str, ...]
-    png: bytes | None
-    final: bool
-
-
 class CardPresenter:
-    def __init__(self, client: discord.Client, store: Store) -> None:
+    def __init__(self, client: discord.Client, store: Store, buttons: type[JobButton]) -> None:
         self.client = client
         self.store = store
-        self._wanted: dict[int, CardState] = {}  # by job id, oldest wish first
+        self.buttons = buttons
+        self._wanted: dict[int, CardWish] = {}  # by job id, oldest wish first
         self._changed = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -63,12 +57,14 @@ class CardPresenter:
         self._task = asyncio.create_task(self._run(), name="card-presenter")
         self._task.add_done_callback(_log_crash)
 
-    def show(
-        self, job: JobRow, lines: list[str], png: bytes | None = None, *, final: bool = False
-    ) -> None:
-        """Ask for job's card to show this; it replaces anything not yet shown for that card."""
-        self._wanted.pop(job.id, None)
-        self._wanted[job.id] = CardState(job, tuple(lines), png, final)
+    def on_event(self, event: JobEvent) -> None:
+        for wish in cards.wishes(event):
+            self.show(wish)
+
+    def show(self, wish: CardWish) -> None:
+        """Ask for a card to show this; it replaces anything not yet shown for that card."""
+        self._wanted.pop(wish.job.id, None)
+        self._wanted[wish.job.id] = wish
         self._idle.clear()
         self._changed.set()
 
@@ -93,13 +89,6 @@ class CardPresenter:
             await self._task
         self._task = None
 
-    async def delete(self, job: JobRow) -> None:
-        """Delete job's card now; a card already gone is fine."""
-        self._wanted.pop(job.id, None)
-        if job.card_message_id is not None:
-            with contextlib.suppress(discord.NotFound):
-                await self._channel(job).get_partial_message(job.card_message_id).delete()
-
     async def _run(self) -> None:
         delay = RETRY_FIRST_S
         while True:
@@ -122,7 +111,7 @@ class CardPresenter:
             else:
                 delay = RETRY_FIRST_S
 
-    async def _retry_later(self, state: CardState, error: BaseException, delay: float) -> float:
+    async def _retry_later(self, state: CardWish, error: BaseException, delay: float) -> float:
         """Keep `state` (unless a newer wish came meanwhile), wait, and return the next delay."""
         if state.job.id not in self._wanted:
             self._wanted[state.job.id] = state
@@ -137,7 +126,7 @@ class CardPresenter:
     def _channel(self, job: JobRow) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
 
-    async def _post(self, state: CardState) -> None:
+    async def _post(self, state: CardWish) -> None:
         # The card's message may have changed since the wish was made: read it afresh.
         current = self.store.job(state.job.id)
         if current is None:
@@ -150,9 +139,9 @@ class CardPresenter:
         embed = cards.card(job, list(state.lines), image=png is not None)
         files = [cards.picture_file(job, png)] if png is not None else []
         if job.status in ACTIVE:
-            view: discord.ui.View | None = buttons(job.id, CancelButton)
+            view: discord.ui.View | None = card_view(self.buttons, job.id, ON_ACTIVE_CARDS)
         elif state.final:
-            view = buttons(job.id, RerollButton, ContinueButton, DeleteButton)
+            view = card_view(self.buttons, job.id, ON_FINISHED_CARDS)
         else:
             view = None
         channel = self._channel(job)

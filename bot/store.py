@@ -1,22 +1,31 @@
 """All SQL lives here: jobs, guild settings, migrations, and the fair queue order.
 
 A job moves queued -> running -> done | failed | cancelled, and running -> queued when its
-drawing was interrupted; each move is one method (`start`, `finish`, `fail`, `cancel`,
-`requeue`), so every caller makes it the same way. After a restart, a job left running goes back
-to the queue, so nothing is lost silently.
+drawing was interrupted; each move is one method (`add_job`, `start`, `finish`, `fail`,
+`cancel`, `requeue`), so every caller makes it the same way. After a restart, a job left running
+goes back to the queue, so nothing is lost silently.
+
+What Continue needs is the job's `continue_state` (a few KB, see `generator.latent.pack_state`),
+kept `[storage] keep_days` after the job ends; a continued job carries its parent's in
+`init_state`. Jobs from versions before it have a `latent` file path instead.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections import defaultdict
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 
-from bot.config import DefaultsConfig
+from pydantic import ValidationError
+
+from bot.limits import STRICT, GuildLimits
+
+log = logging.getLogger("pseudo_dalle.store")
 
 MIGRATIONS = (
     """
@@ -49,6 +58,11 @@ MIGRATIONS = (
         guild_id INTEGER PRIMARY KEY,
         settings TEXT NOT NULL
     );
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN continue_state TEXT;
+    ALTER TABLE jobs ADD COLUMN init_state TEXT;
+    CREATE INDEX jobs_finished ON jobs (finished_at);
     """,
 )
 
@@ -88,6 +102,8 @@ class JobRow:
     error: str | None
     requeues: int
     notice: str | None
+    continue_state: str | None
+    init_state: str | None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", JobStatus(self.status))
@@ -96,28 +112,20 @@ class JobRow:
 _COLUMNS = ", ".join(f.name for f in fields(JobRow))
 
 
-@dataclass(frozen=True)
-class GuildSettings:
-    default_iterations: int
-    max_iterations: int
-    max_queued_per_user: int
-    progress_interval_s: float
-    max_size: int
+class GuildSettings(GuildLimits):
+    """A server's limits and the channels it draws in (none listed: every channel)."""
+
+    model_config = STRICT
+
     allowed_channels: tuple[int, ...] = ()
 
 
 class Store:
-    def __init__(self, path: Path | str, defaults: DefaultsConfig) -> None:
+    def __init__(self, path: Path | str, defaults: GuildLimits) -> None:
         self.db = sqlite3.connect(str(path), isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
-        self.defaults = GuildSettings(
-            default_iterations=defaults.default_iterations,
-            max_iterations=defaults.max_iterations,
-            max_queued_per_user=defaults.max_queued_per_user,
-            progress_interval_s=defaults.progress_interval_s,
-            max_size=defaults.max_size,
-        )
+        self.defaults = GuildSettings.model_validate(defaults.model_dump())
         self._migrate()
 
     def _migrate(self) -> None:
@@ -138,13 +146,16 @@ class Store:
 
     def add_job(
         self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
-        iterations: int, size: int, parent_id: int | None = None, init_latent: str | None = None,
+        iterations: int, size: int, parent: JobRow | None = None,
     ) -> JobRow:  # fmt: skip
+        """Queue a job; continuing `parent`, it carries what the parent left to go on from."""
         cursor = self.db.execute(
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, seed, iterations, size, "
-            "parent_id, init_latent, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (guild_id, channel_id, user_id, prompt, seed, iterations, size, parent_id,
-             init_latent, time.time()),
+            "parent_id, init_state, init_latent, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (guild_id, channel_id, user_id, prompt, seed, iterations, size,
+             parent.id if parent else None, parent.continue_state if parent else None,
+             parent.latent if parent and not parent.continue_state else None, time.time()),
         )  # fmt: skip
         job = self.job(int(cursor.lastrowid or 0))
         assert job is not None
@@ -164,22 +175,27 @@ class Store:
     def progress(self, job_id: int, steps: int) -> JobRow:
         return self._set(job_id, steps=steps)
 
-    def finish(self, job_id: int, *, steps: int, seconds: float, latent: str) -> JobRow:
+    # A job that ended no longer needs what it started from: `init_state` is cleared.
+    def finish(
+        self, job_id: int, *, steps: int, seconds: float, continue_state: str
+    ) -> JobRow:  # fmt: skip
         return self._set(
-            job_id, status=JobStatus.DONE, steps=steps, seconds=seconds, latent=latent,
-            finished_at=time.time(), notice=None,
+            job_id, status=JobStatus.DONE, steps=steps, seconds=seconds,
+            continue_state=continue_state, finished_at=time.time(), notice=None, init_state=None,
         )  # fmt: skip
 
     def cancel(
         self, job_id: int, *, notice: str | None = None, steps: int | None = None,
-        seconds: float | None = None, latent: str | None = None,
+        seconds: float | None = None, continue_state: str | None = None,
     ) -> JobRow:  # fmt: skip
         """Cancelled: while queued (a notice), or stopped while drawing (what it drew)."""
-        values: dict[str, object] = {"status": JobStatus.CANCELLED, "finished_at": time.time()}
+        values: dict[str, object] = {
+            "status": JobStatus.CANCELLED, "finished_at": time.time(), "init_state": None,
+        }  # fmt: skip
         if notice is not None:
             values["notice"] = notice
         if steps is not None:
-            values.update(steps=steps, seconds=seconds, latent=latent)
+            values.update(steps=steps, seconds=seconds, continue_state=continue_state)
         return self._set(job_id, **values)
 
     def fail(self, job_id: int, error: str, *, requeues: int | None = None) -> JobRow:
@@ -187,6 +203,7 @@ class Store:
             "status": JobStatus.FAILED,
             "error": error,
             "finished_at": time.time(),
+            "init_state": None,
         }
         if requeues is not None:
             values["requeues"] = requeues
@@ -267,6 +284,27 @@ class Store:
         ).fetchone()
         return float(row[0]) / float(row[1]) if row and row[0] and row[1] else None
 
+    def forget_continue_states(self, ended_before: float) -> list[str]:
+        """Drop what Continue needs for jobs that ended before `ended_before`; returns the
+        latent files of earlier versions that those jobs pointed to, for deleting."""
+        ended = (JobStatus.DONE, JobStatus.CANCELLED, JobStatus.FAILED)
+        marks = ", ".join("?" for _ in ended)
+        where = (
+            f"status IN ({marks}) AND finished_at < ? "
+            "AND (continue_state IS NOT NULL OR latent IS NOT NULL)"
+        )
+        files = [
+            row[0] for row in self.db.execute(
+                f"SELECT latent FROM jobs WHERE {where} AND latent IS NOT NULL",
+                (*ended, ended_before),
+            )
+        ]  # fmt: skip
+        self.db.execute(
+            f"UPDATE jobs SET continue_state = NULL, latent = NULL WHERE {where}",
+            (*ended, ended_before),
+        )
+        return files
+
     def guild_settings(self, guild_id: int) -> GuildSettings:
         row = self.db.execute(
             "SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,)
@@ -274,15 +312,22 @@ class Store:
         if row is None:
             return self.defaults
         stored = json.loads(row[0])
-        stored["allowed_channels"] = tuple(stored.get("allowed_channels", ()))
-        known = {f.name for f in fields(GuildSettings)}
-        return replace(self.defaults, **{k: v for k, v in stored.items() if k in known})
+        # Keys a later version dropped are ignored; a value the declarations no longer allow
+        # gives the server the defaults again (with a log line) rather than a broken /draw.
+        known = {k: v for k, v in stored.items() if k in GuildSettings.model_fields}
+        try:
+            return GuildSettings.model_validate_json(
+                json.dumps({**self.defaults.model_dump(mode="json"), **known})
+            )
+        except ValidationError as error:
+            log.warning(
+                "guild %s's stored settings are invalid (%s); using defaults", guild_id, error
+            )
+            return self.defaults
 
     def save_guild_settings(self, guild_id: int, settings: GuildSettings) -> None:
-        payload = {f.name: getattr(settings, f.name) for f in fields(GuildSettings)}
-        payload["allowed_channels"] = list(settings.allowed_channels)
         self.db.execute(
             "INSERT INTO guild_settings (guild_id, settings) VALUES (?, ?) "
             "ON CONFLICT (guild_id) DO UPDATE SET settings = excluded.settings",
-            (guild_id, json.dumps(payload)),
+            (guild_id, settings.model_dump_json()),
         )

@@ -1,84 +1,71 @@
 """Buttons that keep working after a restart: each one's state is in its custom_id.
 
-The job id in the id is all a button needs; the rest comes from the database.
+A button's id says what it does and to which job (`draw:continue:12`); the rest comes from the
+database. The launcher makes the button class with what handles a press (`job_buttons`) and
+registers it with the bot, so buttons on cards posted before a restart still work.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Self, cast
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any, Self
 
 import discord
 
-if TYPE_CHECKING:
-    from bot.drawing import Drawing
+
+class Action(StrEnum):
+    CANCEL = "cancel"
+    REROLL = "reroll"
+    CONTINUE = "continue"
+    DELETE = "delete"
 
 
-def _drawing(interaction: discord.Interaction) -> Drawing:
-    return cast("Drawing", interaction.client.drawing)  # type: ignore[attr-defined]
+LOOKS: dict[Action, tuple[str, discord.ButtonStyle]] = {
+    Action.CANCEL: ("Cancel", discord.ButtonStyle.danger),
+    Action.REROLL: ("Reroll", discord.ButtonStyle.primary),
+    Action.CONTINUE: ("Continue", discord.ButtonStyle.secondary),
+    Action.DELETE: ("Delete", discord.ButtonStyle.secondary),
+}
+ON_ACTIVE_CARDS = (Action.CANCEL,)
+ON_FINISHED_CARDS = (Action.REROLL, Action.CONTINUE, Action.DELETE)
+TEMPLATE = rf"draw:(?P<action>{'|'.join(Action)}):(?P<job>[0-9]+)"
+
+OnPress = Callable[[discord.Interaction, Action, int], Awaitable[None]]
 
 
-class _JobButton:
-    """What every job button shares; each subclass is also a `DynamicItem` with a template."""
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLATE):
+    """A job card's button; `job_buttons` makes the class that acts on a press."""
 
-    action = ""
-    label = ""
-    style = discord.ButtonStyle.secondary
-
-    def __init__(self, job_id: int) -> None:
+    def __init__(self, action: Action, job_id: int) -> None:
+        label, style = LOOKS[action]
         button: discord.ui.Button[Any] = discord.ui.Button(
-            label=self.label, style=self.style, custom_id=f"draw:{self.action}:{job_id}"
+            label=label, style=style, custom_id=f"draw:{action}:{job_id}"
         )
-        super().__init__(button)  # type: ignore[call-arg]
+        super().__init__(button)
+        self.action = action
         self.job_id = job_id
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> Self:
-        return cls(int(match["job"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await _drawing(interaction).on_button(interaction, self.action, self.job_id)
+        return cls(Action(match["action"]), int(match["job"]))
 
 
-class CancelButton(
-    _JobButton,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"draw:cancel:(?P<job>[0-9]+)",
-):
-    action, label, style = "cancel", "Cancel", discord.ButtonStyle.danger
+def job_buttons(on_press: OnPress) -> type[JobButton]:
+    """The job button class whose presses go to `on_press`."""
+
+    class PressedJobButton(JobButton, template=TEMPLATE):
+        async def callback(self, interaction: discord.Interaction) -> None:
+            await on_press(interaction, self.action, self.job_id)
+
+    return PressedJobButton
 
 
-class RerollButton(
-    _JobButton,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"draw:reroll:(?P<job>[0-9]+)",
-):
-    action, label, style = "reroll", "Reroll", discord.ButtonStyle.primary
-
-
-class ContinueButton(
-    _JobButton,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"draw:continue:(?P<job>[0-9]+)",
-):
-    action, label = "continue", "Continue"
-
-
-class DeleteButton(
-    _JobButton,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"draw:delete:(?P<job>[0-9]+)",
-):
-    action, label = "delete", "Delete"
-
-
-BUTTONS = (CancelButton, RerollButton, ContinueButton, DeleteButton)
-
-
-def buttons(job_id: int, *kinds: type[discord.ui.DynamicItem[Any]]) -> discord.ui.View:
+def card_view(kind: type[JobButton], job_id: int, actions: tuple[Action, ...]) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for kind in kinds:
-        view.add_item(kind(job_id))
+    for action in actions:
+        view.add_item(kind(action, job_id))
     return view

@@ -5,4 +5,4 @@ Importing this package is cheap: torch is only imported by the modules that need
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

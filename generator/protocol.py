@@ -10,16 +10,67 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-PROTOCOL_VERSION = 3
+from generator.settings import MAX_CUTOUTS, PRECISION_CHOICES, RELAXATIONS
+from generator.threads import AUTO, MAX_THREADS
+from generator.weights import DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
+
+PROTOCOL_VERSION = 4
+MAX_BATCH = 16
 
 
 class ProtocolError(ValueError):
     """A line that is not a message of this protocol version."""
+
+
+def _one_of(choices: tuple[str, ...]) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return AfterValidator(check)
+
+
+class ModelChoice(BaseModel):
+    """Which networks the worker loads, and from where."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    clip: str = Field(DEFAULT_CLIP_MODEL, description="CLIP model name or checkpoint file")
+    decoder: str = Field(DEFAULT_DECODER_URL, description="dVAE decoder URL or file")
+    cache_dir: str = Field("", description="where downloaded weights live; empty: the default")
+    offline: bool = Field(False, description="never download; cached or local files only")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+
+
+class WorkerOptions(BaseModel):
+    """How the worker draws; every job it takes shares these."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    cutouts: Annotated[int, Field(ge=1, le=MAX_CUTOUTS)] = Field(
+        32, description="crops CLIP sees per step"
+    )
+    precision: Annotated[str, _one_of(PRECISION_CHOICES)] = Field(
+        "auto", description="fp32, bf16, fp16 or auto"
+    )
+    checkpointing: bool = Field(False, description="recompute activations: less memory")
+    compile: bool = Field(False, description="torch.compile the networks")
+    max_batch: Annotated[int, Field(ge=1, le=MAX_BATCH)] = Field(
+        1, description="jobs drawn together"
+    )
+    relaxation: Annotated[str, _one_of(RELAXATIONS)] = Field(
+        "codebook", description="what the Gumbel-softmax normalises over"
+    )
+    cuda_graphs: bool = Field(True, description="replay each step as a CUDA graph")
+    threads: Annotated[int, Field(ge=AUTO, le=MAX_THREADS)] = Field(
+        AUTO, description="torch CPU threads; 0: every available core but one"
+    )
 
 
 @dataclass(frozen=True)
@@ -29,8 +80,20 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Configure(Message):
+    """Bot -> worker, first and once: who it is, what to load and how to draw."""
+
+    kind: ClassVar[str] = "configure"
+    worker_id: str
+    models: ModelChoice
+    options: WorkerOptions
+
+
+@dataclass(frozen=True)
 class StartJob(Message):
-    """Bot -> worker: draw this. `init_latent` is a file of an earlier job's logits."""
+    """Bot -> worker: draw this. `init_state` is an earlier job's `continue_state` to go on
+    from; `init_latent_file` a latent file written by versions before protocol 4 (read from
+    the worker's disk)."""
 
     kind: ClassVar[str] = "start"
     job_id: int
@@ -40,7 +103,8 @@ class StartJob(Message):
     width: int
     height: int
     progress_every_s: float
-    init_latent: str | None = None
+    init_state: str | None = None
+    init_latent_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,10 +117,14 @@ class CancelJob(Message):
 
 @dataclass(frozen=True)
 class Ready(Message):
-    """Worker -> bot: models are loaded; jobs can come."""
+    """Worker -> bot: models are loaded; up to `places` jobs can come."""
 
     kind: ClassVar[str] = "ready"
+    worker_id: str
     device: str
+    places: int
+    host: str
+    pid: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +132,7 @@ class Heartbeat(Message):
     """Worker -> bot, every second or so, also while a job runs."""
 
     kind: ClassVar[str] = "heartbeat"
+    worker_id: str
     busy_job_ids: list[int]
 
 
@@ -91,7 +160,8 @@ class Progress(Message):
 
 @dataclass(frozen=True)
 class Finished(Message):
-    """Worker -> bot: the final picture (also for a cancelled job, with `cancelled` set)."""
+    """Worker -> bot: the final picture (also for a cancelled job, with `cancelled` set), and
+    what Continue needs to go on from it (`generator.latent.pack_state`, a few KB)."""
 
     kind: ClassVar[str] = "finished"
     job_id: int
@@ -99,7 +169,7 @@ class Finished(Message):
     seconds: float
     cancelled: bool
     png_b64: str
-    latent: str
+    continue_state: str
 
 
 @dataclass(frozen=True)
@@ -113,7 +183,17 @@ class Failed(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.kind: cls
-    for cls in (StartJob, CancelJob, Ready, Heartbeat, Preparing, Progress, Finished, Failed)
+    for cls in (
+        Configure,
+        StartJob,
+        CancelJob,
+        Ready,
+        Heartbeat,
+        Preparing,
+        Progress,
+        Finished,
+        Failed,
+    )
 }
 _VALIDATORS: dict[str, TypeAdapter[Any]] = {
     kind: TypeAdapter(cls) for kind, cls in MESSAGE_TYPES.items()
@@ -122,7 +202,8 @@ _VALIDATORS: dict[str, TypeAdapter[Any]] = {
 
 def encode(message: Message) -> str:
     """One line of JSON, newline included."""
-    payload = {"v": PROTOCOL_VERSION, "type": message.kind, **asdict(message)}
+    fields = _VALIDATORS[message.kind].dump_python(message, mode="json")
+    payload = {"v": PROTOCOL_VERSION, "type": message.kind, **fields}
     return json.dumps(payload, separators=(",", ":")) + "\n"
 
 

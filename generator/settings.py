@@ -12,6 +12,7 @@ from generator.prompts import WeightedPrompt, parse_prompts
 
 MIN_SIDE = 64
 MAX_SIDE = 1024
+SIDE_MULTIPLE = 8  # the decoder upsamples each token 8x
 MAX_SEED = 2**32 - 1
 MAX_ITERATIONS = 100_000
 MAX_CUTOUTS = 256
@@ -30,8 +31,8 @@ def _require(ok: bool, message: str) -> None:
 
 def check_side(name: str, value: int) -> None:
     _require(
-        isinstance(value, int) and MIN_SIDE <= value <= MAX_SIDE and value % 8 == 0,
-        f"{name} must be a multiple of 8 from {MIN_SIDE} to {MAX_SIDE}, got {value}",
+        isinstance(value, int) and MIN_SIDE <= value <= MAX_SIDE and value % SIDE_MULTIPLE == 0,
+        f"{name} must be a multiple of {SIDE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE}, got {value}",
     )
 
 

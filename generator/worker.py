@@ -1,21 +1,26 @@
-"""The worker process: loads the models once, then draws the bot's jobs, up to --max-batch of
+"""The worker process: loads the models once, then draws the bot's jobs, up to `max_batch` of
 them together.
 
 It reads protocol lines on stdin and writes them on stdout; everything else (logs, tracebacks)
-goes to stderr. A reader thread takes new jobs and cancellations while jobs run (both act at
-the next step boundary), and a heartbeat thread keeps telling the bot the worker is alive. End
+goes to stderr. The first line it reads is a `Configure` message: its name, which models to
+load and how to draw; it answers `Ready` once the models are loaded. A reader thread takes new
+jobs and cancellations while jobs run (both act at the next step boundary), and a heartbeat
+thread keeps telling the bot the worker is alive. End
 of stdin, or a closed stdout, means the bot is gone (it stopped, or it died and the pipes closed
 with it): the worker exits at the next step boundary, whatever it is drawing.
 
-    python -m generator.worker --clip-model ViT-B/32 --decoder URL_OR_PATH --latents DIR
+    python -m generator.worker   (then a Configure line on stdin; the bot sends it)
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import logging
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -29,16 +34,12 @@ import torch
 from generator.engine import DrawResult, Engine, StepInfo, to_pil
 from generator.errors import GeneratorError
 from generator.fast import resolve_precision
-from generator.loaders import Models
-from generator.options import (
-    add_cuda_graphs_option,
-    add_model_options,
-    add_threads_option,
-    models_from_args,
-)
+from generator.latent import as_latent, pack_state, unpack_state
+from generator.loaders import Models, load_models
 from generator.output import png_bytes, png_metadata
 from generator.protocol import (
     CancelJob,
+    Configure,
     Failed,
     Finished,
     Heartbeat,
@@ -48,12 +49,13 @@ from generator.protocol import (
     ProtocolError,
     Ready,
     StartJob,
+    WorkerOptions,
     decode,
     encode,
     png_to_b64,
 )
 from generator.runtime import configure_torch
-from generator.settings import PRECISION_CHOICES, RELAXATIONS, DrawSettings, Job
+from generator.settings import DrawSettings, Job
 from generator.threads import WORKER_RESERVED_CORES, choose_threads
 
 log = logging.getLogger("pseudo_dalle.worker")
@@ -93,30 +95,13 @@ class Worker:
     """Draws up to `max_batch` jobs at once in one `Batch`, admitting waiting jobs and acting on
     cancellations at step boundaries."""
 
-    def __init__(
-        self,
-        models: Models,
-        channel: _Channel,
-        latents: Path,
-        *,
-        cutouts: int,
-        precision: str,
-        checkpointing: bool = False,
-        compile_networks: bool = False,
-        relaxation: str = "codebook",
-        cuda_graphs: bool = True,
-        max_batch: int = 1,
-    ) -> None:
-        self.engine = Engine(models, cuda_graphs=None if cuda_graphs else False)
-        self.relaxation = relaxation
+    def __init__(self, models: Models, channel: _Channel, options: WorkerOptions) -> None:
+        self.engine = Engine(models, cuda_graphs=None if options.cuda_graphs else False)
+        self.options = options
+        self.precision = resolve_precision(options.precision, models.device)
         self.compiled_sizes: set[tuple[int, int]] = set()
         self.channel = channel
-        self.latents = latents
-        self.cutouts = cutouts
-        self.precision = resolve_precision(precision, models.device)
-        self.checkpointing = checkpointing
-        self.compile_networks = compile_networks
-        self.max_batch = max_batch
+        self.max_batch = options.max_batch
         self.jobs: queue.Queue[StartJob | None] = queue.Queue()
         self.cancelled: set[int] = set()
         self.batch = self.engine.batch()
@@ -140,10 +125,10 @@ class Worker:
             self.channel.gone.set()
             self.jobs.put(None)  # wakes `serve` if it waits for a job
 
-    def beat(self) -> None:
+    def beat(self, worker_id: str) -> None:
         """Heartbeat thread, until the bot is gone."""
         while not self.channel.gone.is_set():
-            self.channel.send(Heartbeat(busy_job_ids=list(self.busy)))
+            self.channel.send(Heartbeat(worker_id=worker_id, busy_job_ids=list(self.busy)))
             self.channel.gone.wait(HEARTBEAT_S)
 
     def serve(self) -> None:
@@ -166,17 +151,16 @@ class Worker:
 
     def _admit(self, start: StartJob) -> None:
         try:
+            options = self.options
             settings = DrawSettings(
-                width=start.width, height=start.height, cutouts=self.cutouts,
-                precision=self.precision, checkpointing=self.checkpointing,
-                compile=self.compile_networks, relaxation=self.relaxation,
+                width=start.width, height=start.height, cutouts=options.cutouts,
+                precision=self.precision, checkpointing=options.checkpointing,
+                compile=options.compile, relaxation=options.relaxation,
             )  # fmt: skip
-            init = None
-            if start.init_latent:
-                init = torch.load(start.init_latent, map_location="cpu", weights_only=True)
+            init = self._initial_logits(start, settings)
             job = Job(start.prompt, start.seed, start.iterations, init_logits=init)
             handle = self.batch.add(job, settings)
-        except GeneratorError as error:
+        except (GeneratorError, ValueError) as error:
             self.channel.send(Failed(start.job_id, str(error)))
             return
         except Exception:
@@ -187,10 +171,30 @@ class Worker:
         self.running[handle] = _Running(start, began=now, last_sent=now)
         self._update_busy()
         size = (start.width, start.height)
-        if self.compile_networks and size not in self.compiled_sizes:
+        if self.options.compile and size not in self.compiled_sizes:
             self.compiled_sizes.add(size)
             reason = f"compiling the networks for {start.width}x{start.height}"
             self.channel.send(Preparing(start.job_id, reason))
+
+    def _initial_logits(self, start: StartJob, settings: DrawSettings) -> torch.Tensor | None:
+        """What a continued job starts from: an earlier job's continue state, or a latent file
+        of a version before them. ValueError, saying why, when it cannot be used."""
+        vocab = self.engine.models.vocab_size
+        if start.init_state is not None:
+            try:
+                data = base64.b64decode(start.init_state, validate=True)
+            except binascii.Error:
+                raise ValueError("the saved state is not valid base64") from None
+            return unpack_state(data, vocab, settings.token_grid)
+        if start.init_latent_file is not None:
+            try:
+                logits = torch.load(start.init_latent_file, map_location="cpu", weights_only=True)
+            except FileNotFoundError:
+                raise ValueError("the drawing this continues is no longer saved") from None
+            if not isinstance(logits, torch.Tensor):
+                raise ValueError("the saved latent file holds no tensor")
+            return as_latent(logits, vocab, settings.token_grid)
+        return None
 
     def _step(self) -> None:
         try:
@@ -218,10 +222,6 @@ class Worker:
         start = self.running.pop(handle).start
         self._update_busy()
         self.cancelled.discard(start.job_id)
-        latent = self.latents / f"{start.job_id}.pt"
-        temporary = latent.with_suffix(".tmp")
-        torch.save(result.logits, temporary)
-        os.replace(temporary, latent)
         self.channel.send(
             Finished(
                 job_id=start.job_id,
@@ -229,7 +229,7 @@ class Worker:
                 seconds=result.timings.loop_s,
                 cancelled=result.cancelled,
                 png_b64=png_to_b64(png_bytes(result.image, png_metadata(result))),
-                latent=str(latent),
+                continue_state=base64.b64encode(pack_state(result.logits)).decode("ascii"),
             )
         )
 
@@ -262,42 +262,55 @@ class Worker:
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m generator.worker", description=__doc__)
-    add_model_options(parser)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--latents", type=Path, required=True, help="folder for final latents")
-    parser.add_argument("--cutouts", type=int, default=32)
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto")
-    parser.add_argument("--checkpointing", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="compile the networks")
-    parser.add_argument("--max-batch", type=int, default=1, help="jobs drawn together (default 1)")
-    parser.add_argument("--relaxation", choices=RELAXATIONS, default="codebook")
-    add_threads_option(parser, reserve=WORKER_RESERVED_CORES)
-    add_cuda_graphs_option(parser)
     return parser.parse_args(argv)
 
 
+def _configuration(stream: TextIO) -> Configure | None:
+    """The first line: what to load and how to draw (None, logged, for anything else)."""
+    line = stream.readline()
+    if not line:
+        log.error("no configuration arrived: the bot closed the connection first")
+        return None
+    try:
+        message = decode(line)
+    except ProtocolError as error:
+        log.error("the first line is not a configuration: %s", error)
+        return None
+    if not isinstance(message, Configure):
+        log.error("the first line is a %s message, not a configuration", message.kind)
+        return None
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(argv)
+    _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
-    threads = choose_threads(args.threads, reserve=WORKER_RESERVED_CORES)
+    configure = _configuration(sys.stdin)
+    if configure is None:
+        return 2
+    options, choice = configure.options, configure.models
+    threads = choose_threads(options.threads, reserve=WORKER_RESERVED_CORES)
     configure_torch(threads)
-    log.info("torch uses %d CPU thread(s)", threads)
+    log.info("worker %s: torch uses %d CPU thread(s)", configure.worker_id, threads)
     channel = _Channel(sys.stdout)
     try:
-        models = models_from_args(args)
+        models = load_models(
+            choice.clip, choice.decoder, device=choice.device,
+            cache_dir=Path(choice.cache_dir) if choice.cache_dir else None,
+            offline=choice.offline,
+        )  # fmt: skip
     except GeneratorError as error:
         log.error("cannot load the models: %s", error)
         return 1
-    args.latents.mkdir(parents=True, exist_ok=True)
-    worker = Worker(
-        models, channel, args.latents, cutouts=args.cutouts, precision=args.precision,
-        checkpointing=args.checkpointing, compile_networks=args.compile,
-        relaxation=args.relaxation, cuda_graphs=args.cuda_graphs,
-        max_batch=max(1, args.max_batch),
-    )  # fmt: skip
+    worker = Worker(models, channel, options)
     threading.Thread(target=worker.read_commands, args=(sys.stdin,), daemon=True).start()
-    threading.Thread(target=worker.beat, daemon=True).start()
-    channel.send(Ready(device=str(models.device)))
+    threading.Thread(target=worker.beat, args=(configure.worker_id,), daemon=True).start()
+    channel.send(
+        Ready(
+            worker_id=configure.worker_id, device=str(models.device), places=options.max_batch,
+            host=socket.gethostname(), pid=os.getpid(),
+        )
+    )  # fmt: skip
     worker.serve()
     return 0
 

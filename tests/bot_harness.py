@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.app import DrawBot
 from bot.config import Config, load_config
-from bot.launcher import point_discord_at
+from bot.launcher import App, assemble, point_discord_at
 from bot.store import JobRow, Store
 
 from .conftest import ModelFiles
@@ -47,28 +46,39 @@ def write_config(folder: Path, fake: FakeDiscord, files: ModelFiles, **sections:
 
 @dataclass
 class Running:
-    bot: DrawBot
+    app: App
     task: asyncio.Task[None]
     store: Store
     stopped: bool = False
 
     async def stop(self) -> None:
-        """Close the bot and its store; stopping it again does nothing."""
+        """Stop the bot as the launcher does, and close its store; a second stop does nothing."""
         if self.stopped:
             return
         self.stopped = True
-        await self.bot.close()
+        await self.app.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
         self.store.close()
 
+    async def worker_pid(self, timeout: float = 60) -> int:
+        """The process id of the (first) worker, once one is ready."""
+        deadline = time.monotonic() + timeout
+        while not (workers := self.app.scheduler.workers()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("no worker became ready")
+            await asyncio.sleep(0.05)
+        return workers[0].pid
+
 
 async def start_bot(config: Config, fake: FakeDiscord) -> Running:
+    """The bot wired by the launcher's own `assemble`, logged in and ready."""
     point_discord_at(config)
     fake.identified.clear()
     store = Store(config.resolve(config.storage.database), config.defaults)
-    bot = DrawBot(config, store)
-    task = asyncio.create_task(bot.start(config.discord.token))
+    app = assemble(config, store)
+    task = await app.start(config.discord.token)
+    bot = app.bot
     ready = asyncio.create_task(bot.wait_until_ready())
     await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
@@ -76,7 +86,7 @@ async def start_bot(config: Config, fake: FakeDiscord) -> Running:
         task.result()
     if not ready.done():
         raise TimeoutError("the bot did not become ready")
-    return Running(bot, task, store)
+    return Running(app, task, store)
 
 
 @contextlib.asynccontextmanager

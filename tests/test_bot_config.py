@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, load_config
-from bot.runner import worker_arguments
+from generator.protocol import Configure, decode, encode
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,19 +61,37 @@ def test_bad_configs_name_the_file_and_the_key(tmp_path: Path, text: str, messag
     assert "secret-token" not in str(caught.value)
 
 
-def test_worker_settings_reach_the_worker_command_line(tmp_path: Path) -> None:
+def test_worker_settings_reach_the_worker_in_its_configure_message(tmp_path: Path) -> None:
     text = (
+        '[models]\ncache_dir = "weights"\noffline = true\n'
         '[worker]\nprecision = "fp16"\ncheckpointing = true\ncompile = true\nmax_batch = 3\n'
-        'threads = 2\nrelaxation = "positions"\ncuda_graphs = false\n'
+        'threads = 2\nrelaxation = "positions"\ncuda_graphs = false\nmax_requeues = 4\n'
     )
-    arguments = worker_arguments(
+    config = load_config(_write(tmp_path, text), environ={"DISCORD_TOKEN": "t"})
+    sent = decode(encode(config.worker_configuration("w1")))
+    assert isinstance(sent, Configure)
+    assert sent.worker_id == "w1"
+    assert sent.options.model_dump() == {
+        "cutouts": 32, "precision": "fp16", "checkpointing": True, "compile": True,
+        "max_batch": 3, "relaxation": "positions", "cuda_graphs": False, "threads": 2,
+    }  # fmt: skip
+    assert (sent.models.cache_dir, sent.models.offline) == (str(tmp_path / "weights"), True)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[limits]\nmax_size = 1032", "[limits] max_size must be from 64 to 1024, got 1032"),
+        ("[defaults]\nmax_iterations = 0", "[defaults] max_iterations must be from 1 to 100000"),
+        ("[worker]\ncutouts = 257", "[worker] cutouts must be from 1 to 256, got 257"),
+        ("[storage]\nkeep_days = 0", "[storage] keep_days must be from 1 to 3650"),
+        ("worker = 3", "[worker] must be a table"),
+        ("[defaults]\nmax_iterations = 6000", "[defaults] max_iterations must stay within"),
+    ],
+)
+def test_ranges_come_from_the_declarations(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(_write(tmp_path, text), environ={"DISCORD_TOKEN": "t"})
-    )
-    assert arguments[arguments.index("--precision") + 1] == "fp16"
-    assert arguments[arguments.index("--max-batch") + 1] == "3"
-    assert arguments[arguments.index("--threads") + 1] == "2"
-    assert arguments[arguments.index("--relaxation") + 1] == "positions"
-    assert {"--checkpointing", "--compile", "--no-cuda-graphs"} <= set(arguments)
 
 
 def test_missing_token(tmp_path: Path) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bot.config import DefaultsConfig
+from bot.limits import GuildLimits, bounds, describe
 from bot.store import Store
 
 from .bot_harness import (
@@ -28,7 +29,7 @@ from .bot_harness import (
     write_config,
 )
 from .conftest import ModelFiles
-from .fake_discord import OTHER_CHANNEL_ID, FakeDiscord, Member
+from .fake_discord import GUILD_ID, OTHER_CHANNEL_ID, FakeDiscord, Member
 
 ALICE = Member(100000000000000001, "alice")
 BOB = Member(100000000000000002, "bob")
@@ -227,10 +228,9 @@ def test_worker_killed_mid_job_is_recovered(model_files: ModelFiles, tmp_path: P
                 await fake.command(ALICE, "draw", prompt="sturdy", iterations=300, size=64)
             )
             await wait_for_job(running.store, 1, lambda job: job.status == "running")
-            process = running.bot.drawing.runner.link.process
-            assert process is not None
+            pid = await running.worker_pid()
             since = len(fake.events)
-            process.kill()
+            os.kill(pid, signal.SIGKILL)
             requeued = await wait_for_card(fake, 1, "Waiting", since=since)
             assert "worker stopped unexpectedly" in text_of(requeued)
             final = await wait_for_card(fake, 1, "Finished")
@@ -319,7 +319,7 @@ def test_bot_process_reports_health_and_stops_cleanly_on_sigterm(
             assert TOKEN not in "".join(bot.log)
             resumed = await wait_for_card(fake, 1, "Waiting")
             assert "will start again when it is back" in text_of(resumed)
-            store = Store(tmp_path / "bot.sqlite3", DefaultsConfig())
+            store = Store(tmp_path / "bot.sqlite3", GuildLimits())
             assert store.job(1).status == "queued"  # type: ignore[union-attr]
             store.close()
             gone = await asyncio.to_thread(_cli, "healthcheck", "--file", str(beat))
@@ -391,5 +391,63 @@ def test_card_says_when_a_job_waits_for_compiling(model_files: ModelFiles, tmp_p
             job = running.store.job(1)
             assert job is not None
             assert (job.status, job.steps) == ("done", 5)
+
+    run(scenario())
+
+
+def test_command_options_come_from_the_limit_declarations(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    """What the bot registers with Discord: /drawconfig's options are the guild limits with
+    their declared ranges and help, /draw's ranges are the same declarations; a value outside
+    them (Discord's client enforces the ranges, a hand-made request need not) changes nothing."""
+
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files) as (fake, running, _):
+            commands = {c["name"]: c for c in fake.commands}
+            options = {o["name"]: o for o in commands["drawconfig"]["options"]}
+            for name in GuildLimits.model_fields:
+                option = options["progress_interval" if name == "progress_interval_s" else name]
+                assert option["description"] == describe(GuildLimits, name)
+                assert (option["min_value"], option["max_value"]) == bounds(GuildLimits, name)
+            draw = {o["name"]: o for o in commands["draw"]["options"]}
+            assert (draw["iterations"]["min_value"], draw["iterations"]["max_value"]) == bounds(
+                GuildLimits, "max_iterations"
+            )
+            assert (draw["size"]["min_value"], draw["size"]["max_value"]) == bounds(
+                GuildLimits, "max_size"
+            )
+            before = running.store.guild_settings(GUILD_ID)
+            refused = await fake.reply_to(
+                await fake.command(ADMIN, "drawconfig", max_iterations=5, max_size=16)
+            )
+            assert refused == (
+                "Nothing changed: max_size input should be greater than or equal to 64."
+            )
+            assert running.store.guild_settings(GUILD_ID) == before
+
+    run(scenario())
+
+
+def test_continue_after_the_retention_period_says_so(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files) as (fake, running, _):
+            await fake.reply_to(await fake.command(ALICE, "draw", prompt="a kite", size=64))
+            final = await wait_for_card(fake, 1, "Finished")
+            job = running.store.job(1)
+            assert job is not None
+            assert job.continue_state is not None
+            assert len(job.continue_state) < 1000  # 64x64 pixels: an 8x8 grid of tokens
+            running.store.forget_continue_states(ended_before=time.time() + 1)
+            card = final.message_id
+            assert card is not None
+            answer = await fake.reply_to(await fake.click(ALICE, card, "draw:continue:1"))
+            assert answer == (
+                "This drawing can no longer be continued: what it needs is kept 30 days. "
+                "Reroll it instead."
+            )
+            assert running.store.job(2) is None
 
     run(scenario())

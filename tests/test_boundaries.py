@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _modules_after(code: str) -> set[str]:
@@ -30,7 +34,7 @@ def test_cli_module_does_not_import_torch() -> None:
 
 def test_bot_process_never_imports_torch() -> None:
     loaded = _modules_after(
-        "import bot.app, bot.launcher, bot.cli, bot.drawing, bot.runner\n"
+        "import bot.app, bot.launcher, bot.cli, bot.desk, bot.scheduler, bot.local_worker\n"
         "from generator.tokens import token_count\n"
         "token_count('an image of the music')"
     )
@@ -43,3 +47,54 @@ def test_protocol_imports_neither_half() -> None:
     assert "pydantic" in loaded
     assert "torch" not in loaded
     assert not any(name == "discord" or name.startswith("discord.") for name in loaded)
+
+
+def _imports_of(package: str) -> dict[str, set[str]]:
+    """Which of `package`'s modules each of its modules imports, also under TYPE_CHECKING."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+                found |= {f"{node.module}.{alias.name}" for alias in node.names}
+        graph[module] = found
+    return {name: {m for m in found if m in graph and m != name} for name, found in graph.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Import circles: every path that comes back to where it started (each found once)."""
+    found: list[list[str]] = []
+
+    def walk(path: list[str]) -> None:
+        for following in sorted(graph[path[-1]]):
+            if following == path[0]:
+                found.append(path)
+            elif following not in path and following > path[0]:
+                walk([*path, following])
+
+    for start in sorted(graph):
+        walk([start])
+    return found
+
+
+def test_the_cycle_finder_finds_circles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert _cycles(graph) == [["a", "b", "c"], ["e"]]
+    assert _cycles({"x": {"y"}, "y": {"x"}}) == [["x", "y"]]
+
+
+def test_bot_has_no_import_circles() -> None:
+    graph = _imports_of("bot")
+    assert {"bot.app", "bot.scheduler", "bot.cogs.draw", "bot.launcher"} <= set(graph)
+    assert "bot.desk" in graph["bot.cogs.draw"]
+    assert _cycles(graph) == []
+
+
+def test_generator_has_no_import_circles() -> None:
+    graph = _imports_of("generator")
+    assert "generator.engine" in graph["generator.worker"]
+    assert _cycles(graph) == []

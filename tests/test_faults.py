@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from bot.config import DefaultsConfig
+from bot.limits import GuildLimits
 from bot.store import Store
 
 from .bot_harness import (
@@ -28,7 +28,7 @@ from .conftest import ModelFiles
 from .fake_discord import FakeDiscord, Member
 
 ALICE = Member(100000000000000001, "alice")
-WORKER_READY = r"worker (\d+) ready on"
+WORKER_READY = r"worker \S+ \(pid (\d+)\) ready on"
 LONG_JOBS = "max_iterations = 100000"
 
 
@@ -100,7 +100,7 @@ def test_sigterm_during_a_discord_outage_exits_promptly_and_requeues(
             assert "job(s) 1 out of date" in log
             assert TOKEN not in log
             await wait_until_gone(worker, timeout=1)
-        store = Store(tmp_path / "bot.sqlite3", DefaultsConfig())
+        store = Store(tmp_path / "bot.sqlite3", GuildLimits())
         job = store.job(1)
         store.close()
         assert job is not None

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import time
 from pathlib import Path
 
-from bot.config import DefaultsConfig
-from bot.store import JobStatus, Store
+from bot.limits import GuildLimits
+from bot.retention import DAY_S, Retention
+from bot.store import MIGRATIONS, JobStatus, Store
 
 
 def _store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "jobs.sqlite3", DefaultsConfig())
+    return Store(tmp_path / "jobs.sqlite3", GuildLimits())
 
 
 def _add(store: Store, user: int, prompt: str = "a cat") -> int:
@@ -64,10 +68,10 @@ def test_each_move_of_a_job(tmp_path: Path) -> None:
     assert (started.status, started.steps) == (JobStatus.RUNNING, 0)
     assert started.started_at is not None
     store.note(job, "Cancelled by <@1>.")
-    stopped = store.cancel(job, steps=5, seconds=1.5, latent="1.pt")
-    assert (stopped.status, stopped.steps, stopped.seconds, stopped.latent, stopped.notice) == (
-        JobStatus.CANCELLED, 5, 1.5, "1.pt", "Cancelled by <@1>.",
-    )  # fmt: skip
+    stopped = store.cancel(job, steps=5, seconds=1.5, continue_state="c3RhdGU=")
+    assert (
+        stopped.status, stopped.steps, stopped.seconds, stopped.continue_state, stopped.notice
+    ) == (JobStatus.CANCELLED, 5, 1.5, "c3RhdGU=", "Cancelled by <@1>.")  # fmt: skip
     other = _add(store, 2)
     store.start(other)
     store.progress(other, 9)
@@ -81,7 +85,102 @@ def test_each_move_of_a_job(tmp_path: Path) -> None:
     third = _add(store, 3)
     store.start(third)
     store.note(third, "stale")
-    done = store.finish(third, steps=10, seconds=2.0, latent="3.pt")
+    done = store.finish(third, steps=10, seconds=2.0, continue_state="c3RhdGU=")
     assert (done.status, done.steps, done.notice) == (JobStatus.DONE, 10, None)
     assert store.active_count() == 0
     assert store.job(third) == done
+
+
+def _database_of_version_1(path: Path, latent: Path) -> None:
+    """A database as versions before continue states left it: one finished job whose latent
+    is a file, and a queued job continuing it."""
+    with sqlite3.connect(path) as db:
+        db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+        db.execute(
+            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, seed, iterations, size, "
+            "status, created_at, finished_at, steps, latent) "
+            "VALUES (1, 2, 3, 'old', 5, 10, 64, 'done', 1.0, 2.0, 10, ?)",
+            (str(latent),),
+        )
+        db.execute(
+            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, seed, iterations, size, "
+            "parent_id, init_latent, created_at) VALUES (1, 2, 3, 'old', 5, 10, 64, 1, ?, 3.0)",
+            (str(latent),),
+        )
+
+
+def test_jobs_of_earlier_versions_keep_their_latent_files(tmp_path: Path) -> None:
+    latent = tmp_path / "latents" / "1.pt"
+    _database_of_version_1(tmp_path / "jobs.sqlite3", latent)
+    store = _store(tmp_path)
+    old, queued = store.job(1), store.job(2)
+    assert old is not None
+    assert queued is not None
+    assert (old.latent, old.continue_state) == (str(latent), None)
+    assert (queued.init_latent, queued.init_state) == (str(latent), None)
+    # Continuing the old job again still points the new job at the old file.
+    again = store.add_job(
+        guild_id=1, channel_id=2, user_id=3, prompt="old", seed=5, iterations=10, size=64,
+        parent=old,
+    )  # fmt: skip
+    assert (again.init_latent, again.init_state) == (str(latent), None)
+
+
+def test_a_continued_job_carries_its_parents_state_until_it_ends(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    parent = store.finish(_add(store, 1), steps=10, seconds=1.0, continue_state="UERDMQ==")
+    child = store.add_job(
+        guild_id=1, channel_id=2, user_id=1, prompt="a cat", seed=0, iterations=10, size=64,
+        parent=parent,
+    )  # fmt: skip
+    assert (child.parent_id, child.init_state, child.init_latent) == (parent.id, "UERDMQ==", None)
+    store.start(child.id)
+    ended = store.finish(child.id, steps=10, seconds=1.0, continue_state="bmV3")
+    assert (ended.init_state, ended.continue_state) == (None, "bmV3")
+
+
+def test_retention_forgets_old_states_and_deletes_old_latent_files(tmp_path: Path) -> None:
+    latents = tmp_path / "latents"
+    latents.mkdir()
+    old_file, orphan, recent_orphan = latents / "1.pt", latents / "7.pt", latents / "8.pt"
+    for path in (old_file, orphan, recent_orphan):
+        path.write_bytes(b"x")
+    outside = tmp_path / "elsewhere.pt"
+    outside.write_bytes(b"x")
+    _database_of_version_1(tmp_path / "jobs.sqlite3", old_file)
+    store = _store(tmp_path)
+    now = time.time()
+    os.utime(orphan, (now - 40 * DAY_S, now - 40 * DAY_S))
+    recent = store.finish(_add(store, 1), steps=1, seconds=1.0, continue_state="cmVjZW50")
+    forgotten = store.finish(_add(store, 1), steps=1, seconds=1.0, continue_state="b2xk")
+    store.db.execute(
+        "UPDATE jobs SET finished_at = ? WHERE id = ?", (now - 31 * DAY_S, forgotten.id)
+    )
+    pointing_outside = store.finish(_add(store, 1), steps=1, seconds=1.0, continue_state="eA==")
+    store.db.execute(
+        "UPDATE jobs SET finished_at = 1, latent = ? WHERE id = ?",
+        (str(outside), pointing_outside.id),
+    )
+    deleted = Retention(store, keep_days=30, latents_dir=latents).sweep(now)
+    assert deleted == 2
+    assert sorted(p.name for p in latents.iterdir()) == ["8.pt"]
+    assert outside.exists()
+    assert [store.job(j.id).continue_state for j in (recent, forgotten)] == ["cmVjZW50", None]  # type: ignore[union-attr]
+    old = store.job(1)
+    assert old is not None
+    assert old.latent is None
+    assert Retention(store, keep_days=30, latents_dir=latents).sweep(now) == 0
+
+
+def test_invalid_stored_guild_settings_fall_back_to_the_defaults(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.db.execute(
+        "INSERT INTO guild_settings (guild_id, settings) VALUES (1, ?)",
+        ('{"max_size": 100, "max_iterations": 7, "dropped_key": 1}',),
+    )
+    assert store.guild_settings(1) == store.defaults
+    store.db.execute(
+        "UPDATE guild_settings SET settings = ? WHERE guild_id = 1",
+        ('{"max_iterations": 7, "dropped_key": 1}',),
+    )
+    assert store.guild_settings(1) == store.defaults.model_copy(update={"max_iterations": 7})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import subprocess
 import sys
 import time
@@ -12,16 +14,20 @@ import pytest
 import torch
 from PIL import Image
 
+from generator.latent import STATE_MAGIC
 from generator.protocol import (
     CancelJob,
+    Configure,
     Failed,
     Finished,
     Heartbeat,
     Message,
+    ModelChoice,
     Preparing,
     Progress,
     Ready,
     StartJob,
+    WorkerOptions,
     b64_to_png,
     decode,
     encode,
@@ -31,16 +37,19 @@ from .conftest import ModelFiles
 
 
 class WorkerProcess:
-    def __init__(self, files: ModelFiles, latents: Path, *extra: str) -> None:
+    """`python -m generator.worker`, configured as the bot does it: a Configure line first."""
+
+    def __init__(self, files: ModelFiles, **options: object) -> None:
         self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "generator.worker", "--clip-model",
-                str(files.clip_torchscript), "--decoder", str(files.decoder_pickle),
-                "--device", "cpu", "--latents", str(latents), "--cutouts", "4", "--threads", "1",
-                *extra,
-            ],
+            [sys.executable, "-m", "generator.worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
+        models = ModelChoice(
+            clip=str(files.clip_torchscript), decoder=str(files.decoder_pickle), device="cpu",
+            offline=True,
+        )  # fmt: skip
+        settings = WorkerOptions.model_validate({"cutouts": 4, "threads": 1, **options})
+        self.send(Configure(worker_id="test-worker", models=models, options=settings))
 
     def send(self, message: Message) -> None:
         assert self.process.stdin is not None
@@ -64,8 +73,8 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker(model_files: ModelFiles, tmp_path: Path) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(model_files, tmp_path / "latents")
+def worker(model_files: ModelFiles) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(model_files)
     yield process
     process.process.kill()
     process.process.wait()
@@ -81,7 +90,10 @@ def _start(job_id: int, iterations: int, **changes: object) -> StartJob:
 
 
 def test_job_runs_with_progress_and_a_final_picture(worker: WorkerProcess) -> None:
-    assert isinstance(next(worker.until(Ready)), Ready)
+    ready = next(worker.until(Ready))
+    assert isinstance(ready, Ready)
+    assert (ready.worker_id, ready.device, ready.places) == ("test-worker", "cpu", 1)
+    assert ready.pid == worker.process.pid
     worker.send(_start(7, 5))
     messages = list(worker.until(Finished))
     progress = [m for m in messages if isinstance(m, Progress)]
@@ -91,12 +103,74 @@ def test_job_runs_with_progress_and_a_final_picture(worker: WorkerProcess) -> No
     assert (finished.job_id, finished.steps, finished.cancelled) == (7, 5, False)
     png = b64_to_png(finished.png_b64)
     assert png.startswith(b"\x89PNG")
-    assert torch.load(finished.latent, weights_only=True).shape == (1, 8, 8, 512)
+    assert base64.b64decode(finished.continue_state).startswith(STATE_MAGIC)
 
-    worker.send(_start(8, 2, init_latent=finished.latent, prompt="a cat | a hat:0.5"))
+    worker.send(_start(8, 2, init_state=finished.continue_state, prompt="a cat | a hat:0.5"))
     continued = list(worker.until(Finished))[-1]
     assert isinstance(continued, Finished)
     assert continued.steps == 2
+
+
+def _pixels(png_b64: str) -> bytes:
+    with Image.open(io.BytesIO(b64_to_png(png_b64))) as image:
+        return image.convert("RGB").tobytes()
+
+
+def test_a_512_picture_keeps_a_small_state_and_continues_from_the_picture_shown(
+    worker: WorkerProcess,
+) -> None:
+    next(worker.until(Ready))
+    worker.send(_start(1, 2, width=512, height=512))
+    first = list(worker.until(Finished))[-1]
+    assert isinstance(first, Finished)
+    assert len(first.continue_state) < 100_000  # what the bot stores: base64 text
+    # Cancelled before its first step, the continued job shows where it starts from; its seed
+    # differs from the first job's, so only the state can make the pictures equal.
+    worker.send(CancelJob(2))
+    worker.send(_start(2, 50, seed=99, width=512, height=512, init_state=first.continue_state))
+    start = list(worker.until(Finished))[-1]
+    assert isinstance(start, Finished)
+    assert (start.steps, start.cancelled) == (0, True)
+    assert _pixels(start.png_b64) == _pixels(first.png_b64)
+    worker.send(CancelJob(3))
+    worker.send(_start(3, 50, seed=99, width=512, height=512))
+    fresh = list(worker.until(Finished))[-1]
+    assert isinstance(fresh, Finished)
+    assert _pixels(fresh.png_b64) != _pixels(first.png_b64)
+
+
+def test_continuing_from_an_earlier_versions_latent_file(
+    worker: WorkerProcess, tmp_path: Path
+) -> None:
+    """Latent files saved before continue states, in the old (1, V, h, w) layout, still load;
+    a state for another size, a file that is gone, or garbage fail the job, saying why."""
+    next(worker.until(Ready))
+    tokens = torch.randint(512, (8, 8), generator=torch.Generator().manual_seed(0))
+    old = torch.nn.functional.one_hot(tokens, 512).permute(2, 0, 1)[None].float() * 5
+    legacy = tmp_path / "1.pt"
+    torch.save(old, legacy)
+    worker.send(CancelJob(1))
+    worker.send(_start(1, 5, init_latent_file=str(legacy)))
+    start = list(worker.until(Finished))[-1]
+    assert isinstance(start, Finished)
+    assert start.steps == 0
+    worker.send(_start(2, 1, init_latent_file=str(legacy)))
+    assert isinstance(list(worker.until(Finished))[-1], Finished)
+    refusals = {
+        3: _start(3, 1, width=128, height=128, init_state=start.continue_state),
+        4: _start(4, 1, init_latent_file=str(tmp_path / "gone.pt")),
+        5: _start(5, 1, init_state="bm90IGEgc3RhdGU="),
+    }
+    for job in refusals.values():
+        worker.send(job)
+    reasons = {}
+    for _ in refusals:
+        failed = list(worker.until(Failed))[-1]
+        assert isinstance(failed, Failed)
+        reasons[failed.job_id] = failed.reason
+    assert "for a 64x64 picture" in reasons[3]
+    assert "no longer saved" in reasons[4]
+    assert "not a continue state" in reasons[5]
 
 
 def test_cancel_while_running_and_bad_jobs_fail_cleanly(worker: WorkerProcess) -> None:
@@ -151,9 +225,7 @@ def test_progress_png_is_a_picture(worker: WorkerProcess, tmp_path: Path) -> Non
         assert image.size == (64, 64)
 
 
-def test_jobs_share_a_batch_and_draw_what_they_would_alone(
-    model_files: ModelFiles, tmp_path: Path
-) -> None:
+def test_jobs_share_a_batch_and_draw_what_they_would_alone(model_files: ModelFiles) -> None:
     """With --max-batch 2, a second job joins the running one at a step boundary; a third waits
     for a free place. Each picture is byte for byte the one a worker drawing alone makes."""
     jobs = [
@@ -161,8 +233,8 @@ def test_jobs_share_a_batch_and_draw_what_they_would_alone(
         _start(2, 8, seed=6, prompt="a red bicycle | blurry:-0.5"),
         _start(3, 5, seed=7, width=72),
     ]
-    alone_worker = WorkerProcess(model_files, tmp_path / "alone")
-    batched_worker = WorkerProcess(model_files, tmp_path / "batched", "--max-batch", "2")
+    alone_worker = WorkerProcess(model_files)
+    batched_worker = WorkerProcess(model_files, max_batch=2)
     try:
         next(alone_worker.until(Ready))
         alone: dict[int, str] = {}
@@ -199,11 +271,9 @@ def test_jobs_share_a_batch_and_draw_what_they_would_alone(
     assert max(len(ids) for ids in busy) <= 2
 
 
-def test_compiled_checkpointed_worker_draws(model_files: ModelFiles, tmp_path: Path) -> None:
+def test_compiled_checkpointed_worker_draws(model_files: ModelFiles) -> None:
     """The fast-path switches the bot passes reach the engine and a job still draws to the end."""
-    worker = WorkerProcess(
-        model_files, tmp_path / "latents", "--compile", "--checkpointing", "--precision", "bf16"
-    )
+    worker = WorkerProcess(model_files, compile=True, checkpointing=True, precision="bf16")
     try:
         next(worker.until(Ready))
         worker.send(_start(1, 4))

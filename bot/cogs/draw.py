@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.drawing import Request, UserError
+from bot.desk import FrontDesk, Request, UserError
+from bot.limits import ITERATIONS, SIDE
 from generator.settings import MAX_SEED
-
-if TYPE_CHECKING:
-    from bot.app import DrawBot
 
 
 class DrawCog(commands.Cog):
-    def __init__(self, bot: DrawBot) -> None:
-        self.bot = bot
+    def __init__(self, desk: FrontDesk) -> None:
+        self.desk = desk
 
     @app_commands.command(name="draw")
     @app_commands.guild_only()
@@ -25,16 +21,16 @@ class DrawCog(commands.Cog):
         prompt="What to draw, e.g. 'an image of the music'; weight parts: 'a red sky:1 | fog:0.5'",
         iterations="How long to work on it; more is slower but more detailed",
         seed="Pick a number to redraw the same picture later; left out, a random one",
-        size="Width and height in pixels (64 to 1024)",
+        size=f"Width and height in pixels ({SIDE.low} to {SIDE.high})",
         negative="What to steer away from, e.g. 'blurry, text, watermark'",
     )
     async def draw(
         self,
         interaction: discord.Interaction,
         prompt: app_commands.Range[str, 1, 1000],
-        iterations: app_commands.Range[int, 1, 100_000] | None = None,
+        iterations: app_commands.Range[int, ITERATIONS.low, ITERATIONS.high] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
-        size: app_commands.Range[int, 64, 1024] | None = None,
+        size: app_commands.Range[int, SIDE.low, SIDE.high] | None = None,
         negative: app_commands.Range[str, 1, 500] | None = None,
     ) -> None:
         """Draw a picture from your words. It joins the queue and the card shows its progress."""
@@ -46,7 +42,7 @@ class DrawCog(commands.Cog):
             size=size, negative=negative,
         )  # fmt: skip
         try:
-            job, notices = await self.bot.drawing.submit(request)
+            job, notices = await self.desk.submit(request)
         except UserError as error:
             await interaction.edit_original_response(content=str(error))
             return
@@ -59,5 +55,5 @@ class DrawCog(commands.Cog):
     @app_commands.describe(job="The job number on the card; left out, your latest drawing")
     async def cancel(self, interaction: discord.Interaction, job: int | None = None) -> None:
         """Cancel your drawing. Server admins can cancel anyone's."""
-        answer = await self.bot.drawing.cancel(interaction, job)
+        answer = await self.desk.cancel(interaction, job)
         await interaction.response.send_message(answer, ephemeral=True)

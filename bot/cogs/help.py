@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-if TYPE_CHECKING:
-    from bot.app import DrawBot
+from bot.desk import FrontDesk
+from bot.scheduler import Scheduler
 
 ABOUT = (
     "I draw pictures from your words. `/draw an image of the music` joins the queue; the card "
@@ -23,17 +21,20 @@ ABOUT = (
 
 
 class HelpCog(commands.Cog):
-    def __init__(self, bot: DrawBot) -> None:
-        self.bot = bot
+    def __init__(self, desk: FrontDesk, scheduler: Scheduler) -> None:
+        self.desk = desk
+        self.scheduler = scheduler
 
     @app_commands.command(name="help")
     async def help(self, interaction: discord.Interaction) -> None:
         """What this bot does and this server's drawing limits."""
         embed = discord.Embed(title="pseudo-dalle", description=ABOUT)
         if interaction.guild_id is not None:
-            limits = self.bot.drawing.describe_limits(interaction.guild_id)
+            limits = self.desk.describe_limits(interaction.guild_id)
             embed.add_field(name="Limits on this server", value="\n".join(limits), inline=False)
-        device = self.bot.drawing.runner.link.device
-        if device == "cpu":
+        workers = self.scheduler.workers()
+        if not workers:
+            embed.set_footer(text="No drawing worker is ready yet: drawings wait in the queue.")
+        elif all(worker.device == "cpu" for worker in workers):
             embed.set_footer(text="This bot draws on a CPU, which is slow: expect long waits.")
         await interaction.response.send_message(embed=embed, ephemeral=True)

@@ -2,38 +2,35 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.cards import quote
-from bot.store import JobStatus
-
-if TYPE_CHECKING:
-    from bot.app import DrawBot
+from bot.scheduler import Scheduler
+from bot.store import JobStatus, Store
 
 SHOWN = 15
 
 
 class QueueCog(commands.Cog):
-    def __init__(self, bot: DrawBot) -> None:
-        self.bot = bot
+    def __init__(self, store: Store, scheduler: Scheduler) -> None:
+        self.store = store
+        self.scheduler = scheduler
 
     @app_commands.command(name="queue")
     @app_commands.guild_only()
     async def queue(self, interaction: discord.Interaction) -> None:
         """See what is being drawn now and what is waiting."""
-        store = self.bot.store
-        runner = self.bot.drawing.runner
+        store = self.store
         lines = []
         running = store.jobs_with_status(JobStatus.RUNNING)
-        if len(running) > 1:
-            where = "GPU" if runner.link.device.startswith("cuda") else "worker"
+        workers = self.scheduler.workers()
+        if len(running) > 1 and len(workers) == 1:
+            where = "GPU" if workers[0].device.startswith("cuda") else "worker"
             lines.append(
                 f"**Drawing together** · these {len(running)} jobs share the {where} "
-                f"(up to {runner.places} at once):"
+                f"(up to {workers[0].places} at once):"
             )
         for job in running:
             lines.append(

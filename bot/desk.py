@@ -1,32 +1,29 @@
-"""Drawing requests and job cards: what /draw, /cancel and the buttons ask for.
+"""The front desk: what members ask for with /draw, /cancel and the card buttons.
 
-Commands and buttons call into `Drawing`; it validates, records jobs in the store, says what
-each job's card should show (the `CardPresenter` shows it) and wakes the `JobRunner`, which feeds
-the worker.
+It checks each request against the server's limits and answers the member; what it accepts goes
+to the scheduler (`enqueue`, `cancel`), which owns the jobs from then on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
 
 import discord
 
-from bot import cards
 from bot.checks import may_manage_job
-from bot.config import Config
-from bot.presenter import CardPresenter
-from bot.runner import JobRunner
-from bot.store import ACTIVE, GuildSettings, JobRow, JobStatus, Store
+from bot.limits import HardLimits
+from bot.scheduler import Cancelled, Scheduler
+from bot.store import ACTIVE, GuildSettings, JobRow, Store
+from bot.views import Action
 from generator.errors import PromptError
 from generator.prompts import clean_text, parse_prompts
-from generator.protocol import b64_to_png
-from generator.settings import MAX_SEED
+from generator.settings import MAX_SEED, SIDE_MULTIPLE
 from generator.tokens import check_lengths
 
-log = logging.getLogger("pseudo_dalle.drawing")
-REFRESHED_POSITIONS = 10  # waiting cards kept current; later ones update as they move up
+log = logging.getLogger("pseudo_dalle.desk")
 NEGATIVE_WEIGHT = -0.5
 
 
@@ -47,13 +44,14 @@ class Request:
     parent: JobRow | None = None
 
 
-class Drawing:
-    def __init__(self, client: discord.Client, store: Store, config: Config) -> None:
-        self.client = client
+class FrontDesk:
+    def __init__(
+        self, store: Store, scheduler: Scheduler, limits: HardLimits, *, keep_days: float
+    ) -> None:
         self.store = store
-        self.config = config
-        self.cards = CardPresenter(client, store)
-        self.runner = JobRunner(self, store, config)
+        self.scheduler = scheduler
+        self.limits = limits
+        self.keep_days = keep_days
 
     # -- requests -----------------------------------------------------------------------
     def settings(self, guild_id: int) -> GuildSettings:
@@ -80,25 +78,20 @@ class Drawing:
                 f"Size lowered from {size} to this server's maximum, {settings.max_size}."
             )
             size = settings.max_size
-        size -= size % 8
+        size -= size % SIDE_MULTIPLE
         mine = self.store.active_count(user_id=request.user_id, guild_id=request.guild_id)
         if mine >= settings.max_queued_per_user:
             raise UserError(
                 f"You already have {mine} drawing(s) waiting or running; this server allows "
                 f"{settings.max_queued_per_user}. Wait for one to finish or use /cancel."
             )
-        if self.store.active_count() >= self.config.limits.max_queued_total:
+        if self.store.active_count() >= self.limits.max_queued_total:
             raise UserError("The queue is full right now. Please try again later.")
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        parent = request.parent
-        job = self.store.add_job(
+        job = self.scheduler.enqueue(
             guild_id=request.guild_id, channel_id=request.channel_id, user_id=request.user_id,
-            prompt=prompt, seed=seed, iterations=iterations, size=size,
-            parent_id=parent.id if parent else None,
-            init_latent=parent.latent if parent else None,
+            prompt=prompt, seed=seed, iterations=iterations, size=size, parent=request.parent,
         )  # fmt: skip
-        self.refresh_queue(also=job)
-        self.runner.wake()
         return job, notices
 
     @staticmethod
@@ -130,24 +123,22 @@ class Drawing:
             return "Only the member who asked for this drawing or a server admin can cancel it."
         if job.status not in ACTIVE:
             return f"Job {job.id} has already ended ({job.status})."
-        if job.status == JobStatus.RUNNING:
-            await self.runner.cancel_running(job.id, interaction.user.id)
+        if await self.scheduler.cancel(job, interaction.user.id) == Cancelled.AFTER_STEP:
             return f"Stopping job {job.id} after the current step."
-        job = self.store.cancel(job.id, notice=f"Cancelled by <@{interaction.user.id}>.")
-        self.show(job, [])
-        self.refresh_queue()
         return f"Cancelled job {job.id}."
 
-    async def on_button(self, interaction: discord.Interaction, action: str, job_id: int) -> None:
+    async def on_button(
+        self, interaction: discord.Interaction, action: Action, job_id: int
+    ) -> None:
         job = self.store.job(job_id)
         if job is None:
             await interaction.response.send_message(
                 "This drawing no longer exists.", ephemeral=True
             )
             return
-        if action == "cancel":
+        if action == Action.CANCEL:
             answer = await self.cancel(interaction, job_id)
-        elif action == "delete":
+        elif action == Action.DELETE:
             answer = await self._delete(interaction, job)
         else:
             answer = await self._again(interaction, job, action)
@@ -156,49 +147,31 @@ class Drawing:
     async def _delete(self, interaction: discord.Interaction, job: JobRow) -> str:
         if not may_manage_job(interaction, job.user_id):
             return "Only the member who asked for this drawing or a server admin can delete it."
-        await self.cards.delete(job)
+        if interaction.message is not None:
+            # The button is on the card itself; a card already gone is fine.
+            with contextlib.suppress(discord.NotFound):
+                await interaction.message.delete()
         return f"Deleted job {job.id}'s picture."
 
-    async def _again(self, interaction: discord.Interaction, job: JobRow, action: str) -> str:
-        """Reroll (same prompt, new seed) or Continue (more iterations from the saved latent)."""
-        if action == "continue" and not job.latent:
-            return "This drawing has no saved state to continue from."
+    async def _again(self, interaction: discord.Interaction, job: JobRow, action: Action) -> str:
+        """Reroll (same prompt, new seed) or Continue (more iterations from where it ended)."""
+        again = action == Action.CONTINUE
+        if again and not (job.continue_state or job.latent):
+            return (
+                "This drawing can no longer be continued: what it needs is kept "
+                f"{self.keep_days:g} days. Reroll it instead."
+            )
         request = Request(
             guild_id=job.guild_id, channel_id=job.channel_id, user_id=interaction.user.id,
-            prompt=job.prompt, size=job.size,
-            iterations=job.iterations if action == "reroll" else None,
-            seed=job.seed if action == "continue" else None,
-            parent=job if action == "continue" else None,
+            prompt=job.prompt, size=job.size, iterations=None if again else job.iterations,
+            seed=job.seed if again else None, parent=job if again else None,
         )  # fmt: skip
         try:
             new, notices = await self.submit(request)
         except UserError as error:
             return str(error)
-        verb = "Rerolling" if action == "reroll" else "Continuing"
+        verb = "Continuing" if again else "Rerolling"
         return " ".join([f"{verb} as job {new.id}.", *notices])
-
-    # -- cards --------------------------------------------------------------------------
-    def show(
-        self, job: JobRow, lines: list[str], png: bytes | None = None, *, final: bool = False
-    ) -> None:
-        """Ask for the job's card to show this; Discord being away never holds anything up."""
-        self.cards.show(job, lines, png, final=final)
-
-    def refresh_queue(self, also: JobRow | None = None) -> None:
-        """Give the first waiting jobs' cards (and `also`'s) their position and ETA."""
-        order = self.store.queue_order()
-        estimates = self.runner.start_estimates(order)
-        for position, (job, eta) in enumerate(zip(order, estimates, strict=True), start=1):
-            if position <= REFRESHED_POSITIONS or (also is not None and job.id == also.id):
-                self.show(job, cards.queued_lines(position, len(order), eta))
-
-    def finish(self, job: JobRow, png_b64: str | None) -> None:
-        png = b64_to_png(png_b64) if png_b64 else None
-        ended = (JobStatus.DONE, JobStatus.CANCELLED)
-        lines = cards.finished_lines(job) if job.status in ended else []
-        if job.status == JobStatus.FAILED and job.error:
-            lines = [cards.quote(job.error, 300)]
-        self.show(job, lines, png, final=job.status == JobStatus.DONE)
 
     def describe_limits(self, guild_id: int) -> list[str]:
         settings = self.settings(guild_id)

@@ -1,0 +1,95 @@
+"""What happens to jobs, as the scheduler tells it: one-way, to whoever listens.
+
+The scheduler publishes; listeners (the job cards today) subscribe and never call back into
+it. Each event holds the job's row as it was when the event happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.store import JobRow
+
+log = logging.getLogger("pseudo_dalle.events")
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A queued job, its place in the fair order and when it should start (None: unknown)."""
+
+    job: JobRow
+    position: int
+    starts_in_s: float | None
+
+
+@dataclass(frozen=True)
+class QueueChanged:
+    """The queue's order or estimates changed; `added` is a job that just joined it."""
+
+    waiting: tuple[Waiting, ...]
+    added: int | None = None
+
+
+@dataclass(frozen=True)
+class JobStarting:
+    job: JobRow
+    worker: str
+    sharing: tuple[int, ...]  # other jobs drawn on the same worker
+
+
+@dataclass(frozen=True)
+class JobPreparing:
+    """Waiting for one-off work before its first step; `reason` says what."""
+
+    job: JobRow
+    reason: str
+    sharing: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    job: JobRow
+    step: int
+    total: int
+    iterations_per_second: float
+    png: bytes
+    sharing: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    """Done, cancelled or failed (the row's status says which), with the final picture if any."""
+
+    job: JobRow
+    png: bytes | None
+
+
+@dataclass(frozen=True)
+class JobPaused:
+    """Back in the queue because the bot is stopping; it starts again when the bot is back."""
+
+    job: JobRow
+
+
+JobEvent = QueueChanged | JobStarting | JobPreparing | JobProgress | JobEnded | JobPaused
+Listener = Callable[[JobEvent], None]
+
+
+class JobEvents:
+    """Listeners of job events. A listener must not block; one that raises is logged and the
+    others still hear the event."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def publish(self, event: JobEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("a listener failed on %s", type(event).__name__)

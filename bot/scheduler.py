@@ -1,0 +1,314 @@
+"""The scheduler: the one place that decides which job is drawn where, and when.
+
+An owned task fills the workers' free places with the next jobs in fair order, records what
+the workers report in the store and publishes job events (`bot.events`) for whoever listens.
+A worker that leaves takes its jobs with it: they go back to the queue (each at most
+`max_requeues` times, then the job is marked failed). Members' requests reach it through
+`enqueue` and `cancel`; it never reaches into Discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from enum import Enum
+
+from bot.events import (
+    JobEnded,
+    JobEvents,
+    JobPaused,
+    JobPreparing,
+    JobProgress,
+    JobStarting,
+    QueueChanged,
+    Waiting,
+)
+from bot.store import JobRow, JobStatus, Store
+from bot.transport import (
+    FromWorker,
+    WorkerEvent,
+    WorkerInfo,
+    WorkerJoined,
+    WorkerLeft,
+    WorkerTransport,
+)
+from generator.protocol import (
+    CancelJob,
+    Failed,
+    Finished,
+    Preparing,
+    Progress,
+    StartJob,
+    b64_to_png,
+)
+
+log = logging.getLogger("pseudo_dalle.scheduler")
+# A worker stops at its next step once told to; a step that takes longer than this (a big
+# picture on a CPU) is cut short, since the job starts again after the restart anyway.
+WORKER_STOP_GRACE_S = 3.0
+
+
+class Cancelled(Enum):
+    NOW = "now"  # it was waiting: cancelled at once
+    AFTER_STEP = "after step"  # it is being drawn: its worker stops it after the current step
+
+
+@dataclass
+class Running:
+    """A job a worker is drawing: its row as started and its latest progress."""
+
+    row: JobRow
+    worker: str
+    step: int = 0
+    rate: float | None = None  # iterations per second, once the worker has reported
+
+
+class Scheduler:
+    def __init__(
+        self, store: Store, workers: WorkerTransport, events: JobEvents, *,
+        min_progress_interval_s: float, max_requeues: int,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.transport = workers
+        self.events = events
+        self.min_progress_interval_s = min_progress_interval_s
+        self.max_requeues = max_requeues
+        self.running: dict[int, Running] = {}  # by job id, in the order they started
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._receiving: asyncio.Task[WorkerEvent] | None = None
+
+    # -- what others ask -----------------------------------------------------------------
+    def workers(self) -> list[WorkerInfo]:
+        return self.transport.workers()
+
+    def places(self) -> int:
+        """How many jobs the ready workers draw together."""
+        return sum(worker.places for worker in self.transport.workers())
+
+    def enqueue(
+        self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
+        iterations: int, size: int, parent: JobRow | None = None,
+    ) -> JobRow:  # fmt: skip
+        job = self.store.add_job(
+            guild_id=guild_id, channel_id=channel_id, user_id=user_id, prompt=prompt,
+            seed=seed, iterations=iterations, size=size, parent=parent,
+        )  # fmt: skip
+        self._queue_changed(added=job.id)
+        self._wakeup.set()
+        return job
+
+    async def cancel(self, job: JobRow, by: int) -> Cancelled:
+        """Cancel a waiting or running job on behalf of member `by`."""
+        notice = f"Cancelled by <@{by}>."
+        entry = self.running.get(job.id)
+        if entry is not None:
+            self.store.note(job.id, notice)
+            await self.transport.send(entry.worker, CancelJob(job.id))
+            return Cancelled.AFTER_STEP
+        cancelled = self.store.cancel(job.id, notice=notice)
+        self.events.publish(JobEnded(cancelled, None))
+        self._queue_changed()
+        return Cancelled.NOW
+
+    # -- the task --------------------------------------------------------------------------
+    def start(self) -> None:
+        for job in self.store.requeue_interrupted():
+            log.info("job %s was running when the bot stopped; it is queued again", job.id)
+        self.transport.start()
+        self._task = asyncio.create_task(self._run(), name="scheduler")
+        self._task.add_done_callback(_log_crash)
+
+    async def stop(self) -> None:
+        """Shut down: running jobs go back to the queue and say they will resume."""
+        for task in (self._task, self._receiving):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.transport.stop(WORKER_STOP_GRACE_S)
+        for job_id in list(self.running):
+            del self.running[job_id]
+            current = self.store.job(job_id)
+            if current is not None and current.status == JobStatus.RUNNING:
+                job = self.store.requeue(
+                    current.id,
+                    "The bot is restarting; this drawing will start again when it is back.",
+                )
+                self.events.publish(JobPaused(job))
+
+    async def _run(self) -> None:
+        self._queue_changed()
+        while True:
+            try:
+                self._wakeup.clear()
+                await self._fill()
+                event = await self._next_event()
+                if event is not None:
+                    await self._handle(event)
+            except Exception:
+                log.exception("the scheduler hit an error; the running jobs go back to the queue")
+                await self._recover()
+
+    async def _fill(self) -> None:
+        """Give free places, the emptiest worker first, the next jobs in fair order."""
+        while order := self.store.queue_order():
+            free = {worker.id: worker.places for worker in self.transport.workers()}
+            for entry in self.running.values():
+                if entry.worker in free:
+                    free[entry.worker] -= 1
+            worker, places = max(free.items(), key=lambda item: item[1], default=("", 0))
+            if places <= 0:
+                return
+            await self._begin(order[0], worker)
+
+    async def _next_event(self) -> WorkerEvent | None:
+        """What a worker said or did next, or None when woken for a new job."""
+        if self._receiving is None:
+            self._receiving = asyncio.create_task(self.transport.receive())
+        woken = asyncio.create_task(self._wakeup.wait())
+        try:
+            await asyncio.wait({self._receiving, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        if not self._receiving.done():
+            return None
+        received, self._receiving = self._receiving, None
+        return received.result()
+
+    async def _recover(self) -> None:
+        """After an unexpected error: running jobs are stopped and wait again."""
+        for job_id, entry in list(self.running.items()):
+            del self.running[job_id]
+            with contextlib.suppress(Exception):
+                await self.transport.send(entry.worker, CancelJob(job_id))
+            self.store.requeue(job_id, None)
+        self._queue_changed()
+        await asyncio.sleep(1.0)
+
+    async def _begin(self, job: JobRow, worker: str) -> None:
+        job = self.store.start(job.id)
+        self.running[job.id] = Running(job, worker)
+        settings = self.store.guild_settings(job.guild_id)
+        interval = max(settings.progress_interval_s, self.min_progress_interval_s)
+        self.events.publish(JobStarting(job, worker, self._sharing(job.id)))
+        await self.transport.send(
+            worker,
+            StartJob(
+                job_id=job.id, prompt=job.prompt, seed=job.seed, iterations=job.iterations,
+                width=job.size, height=job.size, progress_every_s=interval,
+                init_state=job.init_state, init_latent_file=job.init_latent,
+            ),
+        )  # fmt: skip
+        self._queue_changed()
+
+    def _sharing(self, job_id: int) -> tuple[int, ...]:
+        worker = self.running[job_id].worker
+        return tuple(o for o, e in self.running.items() if o != job_id and e.worker == worker)
+
+    async def _handle(self, event: WorkerEvent) -> None:
+        if isinstance(event, WorkerJoined):
+            self._queue_changed()
+        elif isinstance(event, WorkerLeft):
+            self._worker_left(event)
+        else:
+            self._from_worker(event)
+
+    def _from_worker(self, event: FromWorker) -> None:
+        message = event.message
+        job_id = getattr(message, "job_id", None)
+        entry = self.running.get(job_id) if isinstance(job_id, int) else None
+        if entry is None or entry.worker != event.worker_id:
+            if job_id is not None:
+                log.warning("ignoring %s about job %s, which is not running", message.kind, job_id)
+            return
+        if isinstance(message, Preparing):
+            self.events.publish(
+                JobPreparing(entry.row, message.reason, self._sharing(entry.row.id))
+            )
+        elif isinstance(message, Progress):
+            entry.step, entry.rate = message.step, message.iterations_per_second
+            current = self.store.progress(entry.row.id, message.step)
+            self.events.publish(
+                JobProgress(
+                    current, message.step, message.total, message.iterations_per_second,
+                    b64_to_png(message.png_b64), self._sharing(entry.row.id),
+                )
+            )  # fmt: skip
+        elif isinstance(message, Finished):
+            del self.running[entry.row.id]
+            ended = self.store.cancel if message.cancelled else self.store.finish
+            done = ended(
+                entry.row.id, steps=message.steps, seconds=message.seconds,
+                continue_state=message.continue_state,
+            )  # fmt: skip
+            self.events.publish(JobEnded(done, b64_to_png(message.png_b64)))
+            self._queue_changed()
+        elif isinstance(message, Failed):
+            del self.running[entry.row.id]
+            self.events.publish(JobEnded(self.store.fail(entry.row.id, message.reason), None))
+            self._queue_changed()
+
+    def _worker_left(self, event: WorkerLeft) -> None:
+        """The jobs the worker was drawing go back to the queue, or fail after too many tries."""
+        for job_id, entry in list(self.running.items()):
+            if entry.worker != event.worker_id:
+                continue
+            del self.running[job_id]
+            job = self.store.job(job_id)
+            if job is None or job.status != JobStatus.RUNNING:
+                continue
+            requeues = job.requeues + 1
+            if requeues > self.max_requeues:
+                failed = self.store.fail(
+                    job.id, f"The drawing worker stopped {requeues} times while drawing this.",
+                    requeues=requeues,
+                )  # fmt: skip
+                self.events.publish(JobEnded(failed, None))
+            else:
+                self.store.requeue(
+                    job.id, "The drawing worker stopped unexpectedly; this job went back to the "
+                    "queue.", requeues=requeues,
+                )  # fmt: skip
+        self._queue_changed()
+
+    # -- the queue's estimates -------------------------------------------------------------
+    def _queue_changed(self, added: int | None = None) -> None:
+        order = self.store.queue_order()
+        waiting = tuple(
+            Waiting(job, position, eta)
+            for position, (job, eta) in enumerate(
+                zip(order, self.start_estimates(order), strict=True), start=1
+            )
+        )
+        self.events.publish(QueueChanged(waiting, added))
+
+    def start_estimates(self, order: list[JobRow]) -> list[float | None]:
+        """Seconds until each queued job of `order` starts (None where a speed is unknown).
+
+        Simulates the workers' places: each frees when its job ends, and the next job in fair
+        order takes the place that frees first.
+        """
+        frees: list[float] = [0.0] * max(self.places() - len(self.running), 0)
+        for entry in self.running.values():
+            if not entry.rate:
+                return [None] * len(order)
+            frees.append((entry.row.iterations - entry.step) / entry.rate)
+        rates = [e.rate for e in self.running.values() if e.rate]
+        estimates: list[float | None] = []
+        for job in order:
+            rate = sum(rates) / len(rates) if rates else self.store.recent_speed(job.size)
+            if rate is None or not frees:
+                return estimates + [None] * (len(order) - len(estimates))
+            frees.sort()
+            begins = frees.pop(0)
+            estimates.append(begins)
+            frees.append(begins + job.iterations / rate)
+        return estimates
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the scheduler stopped", exc_info=task.exception())
