@@ -14,6 +14,8 @@ import discord
 from bot.events import (
     JobEnded,
     JobEvent,
+    JobHandedOver,
+    JobPaused,
     JobPreparing,
     JobProgress,
     JobStarting,
@@ -129,21 +131,36 @@ def wishes(event: JobEvent) -> list[CardWish]:
             for w in event.waiting
             if w.position <= REFRESHED_POSITIONS or w.job.id == event.added
         ]
+    return [_wish(event)]
+
+
+def _wish(
+    event: JobStarting | JobPreparing | JobProgress | JobEnded | JobHandedOver | JobPaused,
+) -> CardWish:
+    png, final = None, False
     if isinstance(event, JobStarting):
-        return [CardWish(event.job, ("Starting…", *sharing_lines(event.sharing)))]
-    if isinstance(event, JobPreparing):
+        lines = ["Starting…", *sharing_lines(event.sharing)]
+    elif isinstance(event, JobPreparing):
         lines = [f"Preparing: {event.reason}; the first picture of each size waits for it"]
-        return [CardWish(event.job, (*lines, *sharing_lines(event.sharing)))]
-    if isinstance(event, JobProgress):
+        lines += sharing_lines(event.sharing)
+    elif isinstance(event, JobProgress):
         lines = running_lines(event.step, event.total, event.iterations_per_second)
-        return [CardWish(event.job, (*lines, *sharing_lines(event.sharing)), event.png)]
-    if isinstance(event, JobEnded):
-        job = event.job
-        if job.status == JobStatus.FAILED:
-            lines = [quote(job.error, 300)] if job.error else []
-        elif job.started_at is None:  # cancelled while it waited
-            lines = []
-        else:
-            lines = finished_lines(job)
-        return [CardWish(job, tuple(lines), event.png, final=job.status == JobStatus.DONE)]
-    return [CardWish(event.job, ("Waiting for the bot to come back",))]  # JobPaused
+        lines += sharing_lines(event.sharing)
+        png = event.png
+    elif isinstance(event, JobEnded):
+        lines, png, final = _ended_lines(event.job), event.png, event.job.status == JobStatus.DONE
+    elif isinstance(event, JobHandedOver):
+        lines = [f"Worker {event.worker} stopped; the next free worker starts this again"]
+    elif event.continues:
+        lines = ["Still drawing; this card catches up when the bot is back"]
+    else:
+        lines = ["Waiting for the bot to come back"]
+    return CardWish(event.job, tuple(lines), png, final)
+
+
+def _ended_lines(job: JobRow) -> list[str]:
+    if job.status == JobStatus.FAILED:
+        return [quote(job.error, 300)] if job.error else []
+    if job.started_at is None:  # cancelled while it waited
+        return []
+    return finished_lines(job)

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import ErrorDetails
 
 from bot.limits import STRICT, GuildLimits, HardLimits, bounds
-from generator.protocol import Configure, ModelChoice, WorkerOptions
+from generator.protocol import Configure, ModelChoice, SharedSettings, WorkerOptions
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
@@ -79,6 +79,16 @@ def _log_level(value: str) -> str:
     return value
 
 
+class RedisConfig(BaseModel):
+    """Workers on other hosts or GPUs, reached through Redis. No URL: one worker process on
+    this host, no Redis needed."""
+
+    model_config = STRICT
+
+    url: str = Field("", description="e.g. redis://redis:6379/0; REDIS_URL wins")
+    prefix: str = Field("pseudo-dalle", description="the start of every key this bot uses")
+
+
 class LoggingConfig(BaseModel):
     model_config = STRICT
 
@@ -95,6 +105,7 @@ class Config(BaseModel):
     defaults: GuildLimits = GuildLimits()
     storage: StorageConfig = StorageConfig()
     health: HealthConfig = HealthConfig()
+    redis: RedisConfig = RedisConfig()
     logging: LoggingConfig = LoggingConfig()
     path: Path = Field(Path("config.toml"), exclude=True)
 
@@ -104,10 +115,16 @@ class Config(BaseModel):
         return path if path.is_absolute() else (self.path.parent / path).absolute()
 
     def worker_configuration(self, worker_id: str) -> Configure:
-        """What a worker is told before it loads anything: paths made absolute."""
+        """What the local worker is told before it loads anything: paths made absolute."""
         cache = str(self.resolve(self.models.cache_dir)) if self.models.cache_dir else ""
         models = self.models.model_copy(update={"cache_dir": cache})
         return Configure(worker_id=worker_id, models=models, options=self.worker.options())
+
+    def shared_settings(self) -> SharedSettings:
+        """What workers reached through Redis load and how they draw (each host keeps its own
+        weights cache)."""
+        models = self.models.model_copy(update={"cache_dir": ""})
+        return SharedSettings(models=models, options=self.worker.options())
 
 
 _KINDS = {
@@ -175,7 +192,8 @@ def load_config(
         )
     _check_consistency(path, config.defaults, config.limits)
     discord = config.discord.model_copy(update={"token": token})
-    return config.model_copy(update={"discord": discord})
+    redis = config.redis.model_copy(update={"url": environ.get("REDIS_URL") or config.redis.url})
+    return config.model_copy(update={"discord": discord, "redis": redis})
 
 
 def _check_consistency(path: Path, defaults: GuildLimits, limits: HardLimits) -> None:

@@ -34,8 +34,10 @@ class QueueChanged:
 
 @dataclass(frozen=True)
 class JobStarting:
+    """Dispatched: to `worker`, or (None) to the shared queue until a worker takes it."""
+
     job: JobRow
-    worker: str
+    worker: str | None
     sharing: tuple[int, ...]  # other jobs drawn on the same worker
 
 
@@ -67,13 +69,25 @@ class JobEnded:
 
 
 @dataclass(frozen=True)
-class JobPaused:
-    """Back in the queue because the bot is stopping; it starts again when the bot is back."""
+class JobHandedOver:
+    """Its worker stopped; the next worker with a free place starts it again."""
 
     job: JobRow
+    worker: str  # the worker that stopped
 
 
-JobEvent = QueueChanged | JobStarting | JobPreparing | JobProgress | JobEnded | JobPaused
+@dataclass(frozen=True)
+class JobPaused:
+    """The bot is stopping: the job starts again when the bot is back, or, when `continues`,
+    its worker goes on drawing it and its card catches up then."""
+
+    job: JobRow
+    continues: bool = False
+
+
+JobEvent = (
+    QueueChanged | JobStarting | JobPreparing | JobProgress | JobEnded | JobHandedOver | JobPaused
+)
 Listener = Callable[[JobEvent], None]
 
 

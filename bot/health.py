@@ -50,7 +50,7 @@ def check_heartbeat(path: Path, max_age_s: float, now: float | None = None) -> s
     if not beat.gateway:
         return "the bot has lost its connection to Discord's gateway"
     if not beat.worker:
-        return "the drawing worker is not running"
+        return "no drawing worker is ready (none connected, or its models are still loading)"
     return None
 
 

@@ -1,7 +1,7 @@
 """Start-up: read the config, point discord.py at the configured API, build the parts, wire
 them together, run, and shut them down in order.
 
-    store ─┬─ scheduler ── transport (LocalWorker) ── worker process
+    store ─┬─ scheduler ── transport (LocalWorker or RedisWorkers) ── worker process(es)
            │      │ job events
            │      └──────> card presenter ── Discord
            └─ front desk <── cogs, buttons <── DrawBot ── Discord
@@ -34,9 +34,11 @@ from bot.events import JobEvents
 from bot.health import HeartbeatWriter
 from bot.local_worker import LocalWorker
 from bot.presenter import CardPresenter
+from bot.redis_workers import RedisWorkers
 from bot.retention import Retention
 from bot.scheduler import Scheduler
 from bot.store import Store
+from bot.transport import WorkerTransport
 from bot.views import job_buttons
 
 log = logging.getLogger("pseudo_dalle")
@@ -106,11 +108,18 @@ class App:
         await self.bot.close()
 
 
-def assemble(config: Config, store: Store) -> App:
-    events = JobEvents()
-    workers = LocalWorker(
+def transport_for(config: Config) -> WorkerTransport:
+    """Workers through Redis when a URL is set, else one worker process on this host."""
+    if config.redis.url:
+        return RedisWorkers(config.redis.url, config.shared_settings(), prefix=config.redis.prefix)
+    return LocalWorker(
         config.worker_configuration(LOCAL_WORKER_ID), restart_delay_s=config.worker.restart_delay_s
     )
+
+
+def assemble(config: Config, store: Store) -> App:
+    events = JobEvents()
+    workers = transport_for(config)
     scheduler = Scheduler(
         store, workers, events, min_progress_interval_s=config.limits.min_progress_interval_s,
         max_requeues=config.worker.max_requeues,

@@ -45,8 +45,23 @@ class LocalWorker:
         self._ready: WorkerInfo | None = None
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def keeps_jobs(self) -> bool:
+        return False  # its jobs end with the process
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name="local-worker")
+
+    async def held_jobs(self) -> set[int]:
+        return set()  # a new bot has a new worker
+
+    async def dispatch(self, job: StartJob) -> str | None:
+        ready = self._ready
+        await self._send(ready.id if ready is not None else "", job)
+        return ready.id if ready is not None else None
+
+    async def cancel(self, job_id: int, worker_id: str | None) -> None:
+        await self._send(worker_id or "", CancelJob(job_id))
 
     def workers(self) -> list[WorkerInfo]:
         return [self._ready] if self._ready is not None else []
@@ -54,7 +69,7 @@ class LocalWorker:
     async def receive(self) -> WorkerEvent:
         return await self._events.get()
 
-    async def send(self, worker_id: str, message: StartJob | CancelJob) -> None:
+    async def _send(self, worker_id: str, message: StartJob | CancelJob) -> None:
         process = self._process
         if self._ready is None or worker_id != self._ready.id or process is None:
             log.warning("not sending %s: worker %s is not running", message.kind, worker_id)

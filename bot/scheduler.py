@@ -1,9 +1,11 @@
 """The scheduler: the one place that decides which job is drawn where, and when.
 
-An owned task fills the workers' free places with the next jobs in fair order, records what
+An owned task dispatches the next jobs in fair order whenever the workers have free places
+(never more jobs than places, so turns stay fair however many workers there are), records what
 the workers report in the store and publishes job events (`bot.events`) for whoever listens.
-A worker that leaves takes its jobs with it: they go back to the queue (each at most
-`max_requeues` times, then the job is marked failed). Members' requests reach it through
+A worker that leaves takes its jobs with it, and they go back to the queue; through a transport
+that keeps jobs (Redis), another worker takes them over instead. Either way a job restarts at
+most `max_requeues` times, then it is marked failed. Members' requests reach it through
 `enqueue` and `cancel`; it never reaches into Discord.
 """
 
@@ -18,6 +20,7 @@ from enum import Enum
 from bot.events import (
     JobEnded,
     JobEvents,
+    JobHandedOver,
     JobPaused,
     JobPreparing,
     JobProgress,
@@ -35,12 +38,12 @@ from bot.transport import (
     WorkerTransport,
 )
 from generator.protocol import (
-    CancelJob,
     Failed,
     Finished,
     Preparing,
     Progress,
     StartJob,
+    Taken,
     b64_to_png,
 )
 
@@ -60,7 +63,7 @@ class Running:
     """A job a worker is drawing: its row as started and its latest progress."""
 
     row: JobRow
-    worker: str
+    worker: str | None  # None: in the shared queue, not yet taken by a worker
     step: int = 0
     rate: float | None = None  # iterations per second, once the worker has reported
 
@@ -84,6 +87,13 @@ class Scheduler:
     def workers(self) -> list[WorkerInfo]:
         return self.transport.workers()
 
+    def free_places(self) -> int:
+        return max(self.places() - len(self.running), 0)
+
+    def busy(self, worker_id: str) -> int:
+        """How many of `worker_id`'s places its jobs take."""
+        return sum(1 for entry in self.running.values() if entry.worker == worker_id)
+
     def places(self) -> int:
         """How many jobs the ready workers draw together."""
         return sum(worker.places for worker in self.transport.workers())
@@ -106,7 +116,7 @@ class Scheduler:
         entry = self.running.get(job.id)
         if entry is not None:
             self.store.note(job.id, notice)
-            await self.transport.send(entry.worker, CancelJob(job.id))
+            await self.transport.cancel(job.id, entry.worker)
             return Cancelled.AFTER_STEP
         cancelled = self.store.cancel(job.id, notice=notice)
         self.events.publish(JobEnded(cancelled, None))
@@ -115,14 +125,13 @@ class Scheduler:
 
     # -- the task --------------------------------------------------------------------------
     def start(self) -> None:
-        for job in self.store.requeue_interrupted():
-            log.info("job %s was running when the bot stopped; it is queued again", job.id)
         self.transport.start()
         self._task = asyncio.create_task(self._run(), name="scheduler")
         self._task.add_done_callback(_log_crash)
 
     async def stop(self) -> None:
-        """Shut down: running jobs go back to the queue and say they will resume."""
+        """Shut down. Jobs whose worker goes on without the bot (Redis) stay running and their
+        cards catch up later; the others go back to the queue and say they will resume."""
         for task in (self._task, self._receiving):
             if task is not None:
                 task.cancel()
@@ -132,14 +141,27 @@ class Scheduler:
         for job_id in list(self.running):
             del self.running[job_id]
             current = self.store.job(job_id)
-            if current is not None and current.status == JobStatus.RUNNING:
-                job = self.store.requeue(
-                    current.id,
-                    "The bot is restarting; this drawing will start again when it is back.",
-                )
-                self.events.publish(JobPaused(job))
+            if current is None or current.status != JobStatus.RUNNING:
+                continue
+            if self.transport.keeps_jobs:
+                self.events.publish(JobPaused(current, continues=True))
+                continue
+            job = self.store.requeue(
+                current.id, "The bot is restarting; this drawing will start again when it is back."
+            )
+            self.events.publish(JobPaused(job))
+
+    async def _reconcile(self) -> None:
+        """After a restart: jobs the workers still have stay theirs, the others are queued."""
+        held = await self.transport.held_jobs()
+        for job in self.store.requeue_interrupted(held):
+            log.info("job %s was running when the bot stopped; it is queued again", job.id)
+        for job in self.store.jobs_with_status(JobStatus.RUNNING):
+            self.running[job.id] = Running(job, None)
+            log.info("job %s is still with a worker; its card catches up as it reports", job.id)
 
     async def _run(self) -> None:
+        await self._reconcile()
         self._queue_changed()
         while True:
             try:
@@ -153,16 +175,9 @@ class Scheduler:
                 await self._recover()
 
     async def _fill(self) -> None:
-        """Give free places, the emptiest worker first, the next jobs in fair order."""
-        while order := self.store.queue_order():
-            free = {worker.id: worker.places for worker in self.transport.workers()}
-            for entry in self.running.values():
-                if entry.worker in free:
-                    free[entry.worker] -= 1
-            worker, places = max(free.items(), key=lambda item: item[1], default=("", 0))
-            if places <= 0:
-                return
-            await self._begin(order[0], worker)
+        """Dispatch the next jobs in fair order while the workers have free places."""
+        while self.free_places() > 0 and (order := self.store.queue_order()):
+            await self._begin(order[0])
 
     async def _next_event(self) -> WorkerEvent | None:
         """What a worker said or did next, or None when woken for a new job."""
@@ -183,29 +198,32 @@ class Scheduler:
         for job_id, entry in list(self.running.items()):
             del self.running[job_id]
             with contextlib.suppress(Exception):
-                await self.transport.send(entry.worker, CancelJob(job_id))
+                await self.transport.cancel(job_id, entry.worker)
             self.store.requeue(job_id, None)
         self._queue_changed()
         await asyncio.sleep(1.0)
 
-    async def _begin(self, job: JobRow, worker: str) -> None:
-        job = self.store.start(job.id)
-        self.running[job.id] = Running(job, worker)
+    async def _begin(self, job: JobRow) -> None:
         settings = self.store.guild_settings(job.guild_id)
         interval = max(settings.progress_interval_s, self.min_progress_interval_s)
-        self.events.publish(JobStarting(job, worker, self._sharing(job.id)))
-        await self.transport.send(
-            worker,
+        entry = Running(self.store.start(job.id, None), None)
+        self.running[job.id] = entry
+        entry.worker = await self.transport.dispatch(
             StartJob(
                 job_id=job.id, prompt=job.prompt, seed=job.seed, iterations=job.iterations,
                 width=job.size, height=job.size, progress_every_s=interval,
                 init_state=job.init_state, init_latent_file=job.init_latent,
-            ),
+            )
         )  # fmt: skip
+        if entry.worker is not None:
+            entry.row = self.store.start(job.id, entry.worker)
+        self.events.publish(JobStarting(entry.row, entry.worker, self._sharing(job.id)))
         self._queue_changed()
 
     def _sharing(self, job_id: int) -> tuple[int, ...]:
         worker = self.running[job_id].worker
+        if worker is None:
+            return ()
         return tuple(o for o, e in self.running.items() if o != job_id and e.worker == worker)
 
     async def _handle(self, event: WorkerEvent) -> None:
@@ -214,15 +232,23 @@ class Scheduler:
         elif isinstance(event, WorkerLeft):
             self._worker_left(event)
         else:
-            self._from_worker(event)
+            await self._from_worker(event)
 
-    def _from_worker(self, event: FromWorker) -> None:
+    async def _from_worker(self, event: FromWorker) -> None:
         message = event.message
         job_id = getattr(message, "job_id", None)
         entry = self.running.get(job_id) if isinstance(job_id, int) else None
+        if isinstance(message, Taken) and entry is not None:
+            await self._taken(entry, message)
+            return
+        if entry is not None and entry.worker is None:
+            entry.worker = event.worker_id  # after a restart: the worker that reports has it
         if entry is None or entry.worker != event.worker_id:
             if job_id is not None:
-                log.warning("ignoring %s about job %s, which is not running", message.kind, job_id)
+                log.warning(
+                    "ignoring %s about job %s from worker %s, which does not draw it",
+                    message.kind, job_id, event.worker_id,
+                )  # fmt: skip
             return
         if isinstance(message, Preparing):
             self.events.publish(
@@ -251,10 +277,39 @@ class Scheduler:
             self.events.publish(JobEnded(self.store.fail(entry.row.id, message.reason), None))
             self._queue_changed()
 
+    async def _taken(self, entry: Running, message: Taken) -> None:
+        """A worker took a job from the shared queue; a second attempt means the worker that
+        had it stopped, and too many attempts fail the job."""
+        job_id, restarts = entry.row.id, message.attempt - 1
+        if restarts > self.max_requeues:
+            del self.running[job_id]
+            failed = self.store.fail(
+                job_id, f"The drawing worker stopped {restarts} times while drawing this.",
+                requeues=restarts,
+            )  # fmt: skip
+            await self.transport.cancel(job_id, message.worker_id)
+            self.events.publish(JobEnded(failed, None))
+            self._queue_changed()
+            return
+        notice = None
+        if restarts:
+            notice = (
+                f"A drawing worker stopped while drawing this; worker {message.worker_id} "
+                "started it again."
+            )
+        entry.worker, entry.step, entry.rate = message.worker_id, 0, None
+        entry.row = self.store.taken(job_id, message.worker_id, requeues=restarts, notice=notice)
+        self.events.publish(JobStarting(entry.row, entry.worker, self._sharing(job_id)))
+
     def _worker_left(self, event: WorkerLeft) -> None:
-        """The jobs the worker was drawing go back to the queue, or fail after too many tries."""
+        """The jobs the worker was drawing go back to the queue, or fail after too many tries;
+        through a transport that keeps jobs, the next free worker takes them over."""
         for job_id, entry in list(self.running.items()):
             if entry.worker != event.worker_id:
+                continue
+            if self.transport.keeps_jobs:
+                entry.worker, entry.rate = None, None
+                self.events.publish(JobHandedOver(entry.row, event.worker_id))
                 continue
             del self.running[job_id]
             job = self.store.job(job_id)

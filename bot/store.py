@@ -64,6 +64,9 @@ MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN init_state TEXT;
     CREATE INDEX jobs_finished ON jobs (finished_at);
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN worker TEXT;
+    """,
 )
 
 
@@ -104,6 +107,7 @@ class JobRow:
     notice: str | None
     continue_state: str | None
     init_state: str | None
+    worker: str | None  # the worker drawing it, or that drew it
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", JobStatus(self.status))
@@ -169,8 +173,19 @@ class Store:
         return job
 
     # -- the job's moves ------------------------------------------------------------------
-    def start(self, job_id: int) -> JobRow:
-        return self._set(job_id, status=JobStatus.RUNNING, started_at=time.time(), steps=0)
+    def start(self, job_id: int, worker: str | None) -> JobRow:
+        """Dispatched to `worker` (None: to the shared queue, until a worker takes it)."""
+        return self._set(
+            job_id, status=JobStatus.RUNNING, started_at=time.time(), steps=0, worker=worker
+        )
+
+    def taken(self, job_id: int, worker: str, *, requeues: int, notice: str | None) -> JobRow:
+        """A worker took the job from the shared queue; after another worker stopped while
+        drawing it, `requeues` counts the restarts and `notice` says so."""
+        values: dict[str, object] = {"worker": worker, "requeues": requeues, "steps": 0}
+        if notice is not None:
+            values["notice"] = notice
+        return self._set(job_id, **values)
 
     def progress(self, job_id: int, steps: int) -> JobRow:
         return self._set(job_id, steps=steps)
@@ -216,6 +231,7 @@ class Store:
             "started_at": None,
             "steps": 0,
             "notice": notice,
+            "worker": None,
         }
         if requeues is not None:
             values["requeues"] = requeues
@@ -270,10 +286,15 @@ class Store:
             args.append(guild_id)
         return int(self.db.execute(query, args).fetchone()[0])
 
-    def requeue_interrupted(self) -> list[JobRow]:
-        """After a restart: jobs left running go back to the queue, with a notice on the card."""
+    def requeue_interrupted(self, held: set[int]) -> list[JobRow]:
+        """After a restart: jobs left running go back to the queue, with a notice on the card,
+        except those in `held`, which workers still have."""
         notice = "The bot restarted while this was drawing; it starts again from the queue."
-        return [self.requeue(job.id, notice) for job in self.jobs_with_status(JobStatus.RUNNING)]
+        return [
+            self.requeue(job.id, notice)
+            for job in self.jobs_with_status(JobStatus.RUNNING)
+            if job.id not in held
+        ]
 
     def recent_speed(self, size: int) -> float | None:
         """Iterations per second of the last finished jobs at `size`, for ETAs."""

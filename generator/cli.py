@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import re
 import secrets
 import signal
@@ -25,6 +26,7 @@ from generator.errors import GeneratorError, ModelLoadError
 from generator.options import (
     add_cuda_graphs_option,
     add_model_options,
+    add_redis_worker_options,
     add_threads_option,
     models_from_args,
 )
@@ -237,6 +239,15 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     )
     add_model_options(fetch)
     fetch.set_defaults(handler=_fetch_weights)
+
+    worker = commands.add_parser(
+        "worker",
+        help="draw the bot's jobs, taken from Redis (one per GPU, on any host)",
+        description="Connect to the bot's Redis, load the models the bot names and draw its "
+        "jobs until SIGTERM. Waits (and says why) while Redis or the bot is not there yet.",
+    )
+    add_redis_worker_options(worker)
+    worker.set_defaults(handler=_redis_worker)
     if add_commands is not None:
         add_commands(commands)
     return parser
@@ -375,6 +386,14 @@ def _print_summary(result: DrawResult, out: Path) -> None:
         f"({timings.iterations_per_second:.2f} it/s, {result.settings.precision}), {loss}, "
         f"seed {result.seed}, saved {out}"
     )
+
+
+def _redis_worker(args: argparse.Namespace) -> int:
+    from generator import redis_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    redis_worker.leave(redis_worker.run(args))
+    return 0  # not reached: `leave` ends the process
 
 
 def _fetch_weights(args: argparse.Namespace) -> int:

@@ -5,9 +5,12 @@ so that neither imports the other. Imports nothing heavy: torch loads only in
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from generator.redis_keys import Keys
 from generator.threads import AUTO, MAX_THREADS
 from generator.weights import CLIP_WEIGHTS, DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
 
@@ -75,6 +78,26 @@ def add_cuda_graphs_option(parser: argparse.ArgumentParser) -> None:
         help="on a GPU, capture each step in a CUDA graph and replay it: far fewer kernel "
         "launches; a capture that fails falls back to plain steps (default on)",
     )
+
+
+def add_redis_worker_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `pseudo-dalle worker`; the rest comes from the bot through Redis."""
+    parser.add_argument(
+        "--redis", default=os.environ.get("REDIS_URL", ""), metavar="URL",
+        help="the bot's Redis, e.g. redis://host:6379/0 (default $REDIS_URL)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--name", default=f"{socket.gethostname()}-{os.getpid()}",
+        help="this worker's name in /queue, /help and doctor (default HOST-PID)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prefix", default=Keys.prefix, help=f"Redis key prefix (default {Keys.prefix})"
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, metavar="DIR",
+        help="where this host keeps downloaded weights (default $PSEUDO_DALLE_CACHE, "
+        "else ~/.cache/pseudo-dalle)",
+    )  # fmt: skip
 
 
 def models_from_args(args: argparse.Namespace) -> Models:

@@ -73,6 +73,29 @@ class WorkerOptions(BaseModel):
     )
 
 
+class SharedSettings(BaseModel):
+    """What the bot publishes for workers that reach it through Redis: the models and options
+    a `Configure` message carries, without a worker id (each such worker names itself)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    models: ModelChoice
+    options: WorkerOptions
+
+
+class WorkerPresence(BaseModel):
+    """What a worker reached through Redis says about itself, renewed every few seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    id: str
+    device: str
+    places: int
+    host: str
+    pid: int
+    busy: list[int]
+
+
 @dataclass(frozen=True)
 class Message:
     kind: ClassVar[str] = ""
@@ -137,6 +160,17 @@ class Heartbeat(Message):
 
 
 @dataclass(frozen=True)
+class Taken(Message):
+    """Worker -> bot: this worker took the job from the shared queue; `attempt` counts the
+    deliveries (2 and up: a worker that had it stopped, and this one starts it again)."""
+
+    kind: ClassVar[str] = "taken"
+    job_id: int
+    worker_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
 class Preparing(Message):
     """Worker -> bot: a job waits for one-off work before its first step; `reason` says what."""
 
@@ -189,6 +223,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         CancelJob,
         Ready,
         Heartbeat,
+        Taken,
         Preparing,
         Progress,
         Finished,

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import torch
 
@@ -62,8 +62,17 @@ log = logging.getLogger("pseudo_dalle.worker")
 HEARTBEAT_S = 1.0
 
 
+class Channel(Protocol):
+    """Where the worker's messages go; `gone` is set when the worker should stop."""
+
+    gone: threading.Event
+
+    def send(self, message: Message) -> None: ...
+
+
 class _Channel:
-    """Protocol lines to the bot, one writer at a time. `gone` is set when the bot is."""
+    """Protocol lines to the bot on a stream, one writer at a time. `gone` is set when the bot
+    is."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -95,7 +104,7 @@ class Worker:
     """Draws up to `max_batch` jobs at once in one `Batch`, admitting waiting jobs and acting on
     cancellations at step boundaries."""
 
-    def __init__(self, models: Models, channel: _Channel, options: WorkerOptions) -> None:
+    def __init__(self, models: Models, channel: Channel, options: WorkerOptions) -> None:
         self.engine = Engine(models, cuda_graphs=None if options.cuda_graphs else False)
         self.options = options
         self.precision = resolve_precision(options.precision, models.device)
@@ -104,6 +113,7 @@ class Worker:
         self.max_batch = options.max_batch
         self.jobs: queue.Queue[StartJob | None] = queue.Queue()
         self.cancelled: set[int] = set()
+        self.abandoned: set[int] = set()  # taken over by another worker: drop, say nothing
         self.batch = self.engine.batch()
         self.running: dict[int, _Running] = {}  # by batch handle
         self.busy: tuple[int, ...] = ()  # job ids, for the heartbeat thread
@@ -144,7 +154,12 @@ class Worker:
                     return
                 self._admit(start)
             for handle, entry in list(self.running.items()):
-                if entry.start.job_id in self.cancelled:
+                if entry.start.job_id in self.abandoned:
+                    self.abandoned.discard(entry.start.job_id)
+                    self.batch.stop(handle)
+                    del self.running[handle]
+                    self._update_busy()
+                elif entry.start.job_id in self.cancelled:
                     self._done(handle, self.batch.stop(handle))
             if self.batch:
                 self._step()
@@ -222,6 +237,8 @@ class Worker:
         start = self.running.pop(handle).start
         self._update_busy()
         self.cancelled.discard(start.job_id)
+        ended = "cancelled" if result.cancelled else "finished"
+        log.info("job %s %s after %d steps", start.job_id, ended, result.steps)
         self.channel.send(
             Finished(
                 job_id=start.job_id,

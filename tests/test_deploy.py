@@ -57,6 +57,17 @@ def test_compose_file_follows_the_compose_specification() -> None:
         assert "data:/data" in service["volumes"]
     assert cpu["profiles"] == ["cpu"]
     assert "deploy" not in cpu
+    many, redis, worker = (compose["services"][name] for name in ("bot-many", "redis", "worker"))
+    for service in (many, redis, worker):
+        assert service["profiles"] == ["many-gpus"]
+    assert many["environment"]["REDIS_URL"] == worker["environment"]["REDIS_URL"]
+    assert many["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert redis["command"] == ["redis-server", "--appendonly", "yes", "--appendfsync", "always"]
+    assert "redis:/data" in redis["volumes"]
+    assert worker["command"][:2] == ["pseudo-dalle", "worker"]
+    gpus = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert gpus == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert "deploy" not in many
     broken = {**compose, "services": {"bot": {**bot, "restart_policy": "sometimes"}}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft201909Validator(schema).validate(broken)
@@ -64,7 +75,7 @@ def test_compose_file_follows_the_compose_specification() -> None:
 
 def test_image_commands_exist_in_the_installed_package() -> None:
     entrypoint = str(ROOT / "docker/entrypoint.sh")
-    for command in ("bot", "healthcheck", "doctor"):
+    for command in ("bot", "healthcheck", "doctor", "worker"):
         result = _run("sh", entrypoint, "pseudo-dalle", command, "--help")
         assert result.returncode == 0, result.stderr
     default = _run("sh", entrypoint, env={

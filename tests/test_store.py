@@ -29,7 +29,7 @@ def test_round_robin_between_requesters(tmp_path: Path) -> None:
     b1, b2 = _add(store, 2), _add(store, 2)
     c1 = _add(store, 3)
     assert [j.id for j in store.queue_order()] == [a1, b1, c1, a2, b2, a3]
-    store.start(a1)
+    store.start(a1, None)
     # Alice was just served, so Bob and Carol come before her next job.
     assert [j.id for j in store.queue_order()] == [b1, c1, a2, b2, a3]
     assert store.active_count(user_id=1, guild_id=1) == 3
@@ -39,11 +39,11 @@ def test_round_robin_between_requesters(tmp_path: Path) -> None:
 def test_running_jobs_are_requeued_after_a_restart(tmp_path: Path) -> None:
     store = _store(tmp_path)
     job = _add(store, 1)
-    store.start(job)
+    store.start(job, None)
     store.progress(job, 7)
     store.close()
     again = _store(tmp_path)
-    (requeued,) = again.requeue_interrupted()
+    (requeued,) = again.requeue_interrupted(set())
     assert (requeued.id, requeued.status, requeued.steps) == (job, "queued", 0)
     assert requeued.notice is not None
     assert "restarted" in requeued.notice
@@ -64,7 +64,7 @@ def test_guild_settings_round_trip(tmp_path: Path) -> None:
 def test_each_move_of_a_job(tmp_path: Path) -> None:
     store = _store(tmp_path)
     job = _add(store, 1)
-    started = store.start(job)
+    started = store.start(job, None)
     assert (started.status, started.steps) == (JobStatus.RUNNING, 0)
     assert started.started_at is not None
     store.note(job, "Cancelled by <@1>.")
@@ -73,7 +73,7 @@ def test_each_move_of_a_job(tmp_path: Path) -> None:
         stopped.status, stopped.steps, stopped.seconds, stopped.continue_state, stopped.notice
     ) == (JobStatus.CANCELLED, 5, 1.5, "c3RhdGU=", "Cancelled by <@1>.")  # fmt: skip
     other = _add(store, 2)
-    store.start(other)
+    store.start(other, None)
     store.progress(other, 9)
     requeued = store.requeue(other, "again", requeues=1)
     assert (requeued.status, requeued.started_at, requeued.steps, requeued.notice) == (
@@ -83,7 +83,7 @@ def test_each_move_of_a_job(tmp_path: Path) -> None:
     failed = store.fail(other, "boom", requeues=3)
     assert (failed.status, failed.error, failed.requeues) == (JobStatus.FAILED, "boom", 3)
     third = _add(store, 3)
-    store.start(third)
+    store.start(third, None)
     store.note(third, "stale")
     done = store.finish(third, steps=10, seconds=2.0, continue_state="c3RhdGU=")
     assert (done.status, done.steps, done.notice) == (JobStatus.DONE, 10, None)
@@ -134,7 +134,7 @@ def test_a_continued_job_carries_its_parents_state_until_it_ends(tmp_path: Path)
         parent=parent,
     )  # fmt: skip
     assert (child.parent_id, child.init_state, child.init_latent) == (parent.id, "UERDMQ==", None)
-    store.start(child.id)
+    store.start(child.id, None)
     ended = store.finish(child.id, steps=10, seconds=1.0, continue_state="bmV3")
     assert (ended.init_state, ended.continue_state) == (None, "bmV3")
 

@@ -6,6 +6,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cards import quote
 from bot.desk import FrontDesk
 from bot.scheduler import Scheduler
 
@@ -34,7 +35,16 @@ class HelpCog(commands.Cog):
             embed.add_field(name="Limits on this server", value="\n".join(limits), inline=False)
         workers = self.scheduler.workers()
         if not workers:
-            embed.set_footer(text="No drawing worker is ready yet: drawings wait in the queue.")
+            embed.set_footer(
+                text="No drawing worker is connected right now: drawings wait in the queue."
+            )
         elif all(worker.device == "cpu" for worker in workers):
             embed.set_footer(text="This bot draws on a CPU, which is slow: expect long waits.")
+        if len(workers) > 1:
+            lines = [
+                f"{quote(w.id, 40)} · {w.device} · "
+                f"{w.places - self.scheduler.busy(w.id)} of {w.places} place(s) free"
+                for w in workers
+            ]
+            embed.add_field(name="Workers", value="\n".join(lines), inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True)

@@ -33,9 +33,14 @@ class QueueCog(commands.Cog):
                 f"(up to {workers[0].places} at once):"
             )
         for job in running:
+            where = ""
+            if len(workers) > 1:
+                where = (
+                    f" · on {quote(job.worker, 40)}" if job.worker else " · waiting for a worker"
+                )
             lines.append(
-                f"**Drawing** · job {job.id} by <@{job.user_id}> · {job.steps}/{job.iterations} · "
-                f"{quote(job.prompt, 60)}"
+                f"**Drawing** · job {job.id} by <@{job.user_id}>{where} · "
+                f"{job.steps}/{job.iterations} · {quote(job.prompt, 60)}"
             )
         order = store.queue_order()
         for position, job in enumerate(order[:SHOWN], start=1):
