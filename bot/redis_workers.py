@@ -68,6 +68,7 @@ class RedisWorkers:
         self._workers: dict[str, WorkerInfo] = {}
         self._missing: dict[str, int] = {}
         self._connected = asyncio.Event()
+        self._reconciled = asyncio.Event()  # set once the scheduler knows the held jobs
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -110,6 +111,9 @@ class RedisWorkers:
                 job_id = getattr(message, "job_id", None)
                 if isinstance(job_id, int):
                     held.add(job_id)
+        # Only now may the workers' messages be read: a message read before would be gone from
+        # the events stream, and its job would look lost.
+        self._reconciled.set()
         return held
 
     async def dispatch(self, job: StartJob) -> str | None:
@@ -177,6 +181,7 @@ class RedisWorkers:
     async def _read_events(self) -> None:
         """The workers' messages, in order: first any read before and not acknowledged (the bot
         stopped in between), then new ones; each acknowledged and deleted once passed on."""
+        await self._reconciled.wait()
         await self._connected.wait()
         backlog = True
         while True:

@@ -61,7 +61,8 @@ class WorkerTransport(Protocol):
         the step."""
 
     async def held_jobs(self) -> set[int]:
-        """After a restart: the jobs the transport still holds (dispatched, not finished)."""
+        """After a restart: the jobs the transport still holds (dispatched, not finished).
+        The scheduler asks once, first; no worker message is received before."""
 
     async def dispatch(self, job: StartJob) -> str | None:
         """Hand `job` to a worker; the worker's id if it is known now (else `Taken` says)."""
