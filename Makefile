@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 CONFIG ?= config.toml
 
-.PHONY: draw bot test lint bench
+.PHONY: draw bot test lint bench messages
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_engine.py
+
+# After changing a message the bot says: refresh the catalogs, then translate what is new.
+messages: $(STAMP)
+	$(BIN)/python -m bot.messages

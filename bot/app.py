@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cards import NO_MENTIONS
+from bot.i18n import catalog, language_of, tr
 from bot.views import JobButton
 
 log = logging.getLogger("pseudo_dalle.bot")
@@ -24,6 +25,18 @@ GATEWAY_CLOSE_S = 2.0
 # The bot never joins voice channels: spare operators discord.py's warnings about voice libraries.
 discord.VoiceClient.warn_nacl = False
 discord.VoiceClient.warn_dave = False
+
+
+class CatalogTranslator(app_commands.Translator):
+    """Command names, option names and descriptions from the message catalogs."""
+
+    async def translate(
+        self, string: app_commands.locale_str, locale: discord.Locale,
+        context: app_commands.TranslationContextTypes,
+    ) -> str | None:  # fmt: skip
+        language = language_of(locale.value)
+        translated = catalog(language).gettext(string.message)
+        return translated if translated != string.message else None
 
 
 class DrawBot(commands.Bot):
@@ -45,6 +58,7 @@ class DrawBot(commands.Bot):
             await self.add_cog(cog)
         self.add_dynamic_items(self._buttons)
         self.tree.error(self._on_app_command_error)
+        await self.tree.set_translator(CatalogTranslator())
         if self.sync_commands:
             await self.tree.sync()
 
@@ -62,11 +76,12 @@ class DrawBot(commands.Bot):
     async def _on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
+        language = language_of(str(interaction.locale))
         if isinstance(error, app_commands.CheckFailure):
-            message = str(error) or "You cannot use this command here."
+            message = str(error) or tr(language, "You cannot use this command here.")
         else:
             log.error("command %s failed", interaction.command, exc_info=error)
-            message = "Sorry, something went wrong on our side; it has been logged."
+            message = tr(language, "Sorry, something went wrong on our side; it has been logged.")
         if interaction.response.is_done():
             await interaction.followup.send(message, ephemeral=True)
         else:

@@ -1,12 +1,14 @@
 """How jobs look in Discord: the job card in its states, and small text helpers.
 
 Everything a member typed goes into embeds, and every message is sent with mentions disabled,
-so a prompt such as "@everyone look" pings nobody.
+so a prompt such as "@everyone look" pings nobody. Cards are public, so they speak the server's
+language (`language` below), not the requester's.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import discord
@@ -21,11 +23,24 @@ from bot.events import (
     JobStarting,
     QueueChanged,
 )
+from bot.i18n import N_, render_notice, tr
 from bot.store import JobRow, JobStatus
 
 NO_MENTIONS = discord.AllowedMentions.none()
 BAR_WIDTH = 20
 REFRESHED_POSITIONS = 10  # waiting cards kept current; later ones update as they move up
+# What the worker may say about a job, in English; translated when a card shows it.
+WORKER_REASONS = (
+    N_("compiling the networks"),
+    N_("the GPU ran out of memory; try a smaller size"),
+    N_("the GPU ran out of memory; try a smaller size or ask the operator to lower [worker] "
+       "max_batch"),
+    N_("the worker hit an unexpected error"),
+    N_("the drawing this continues is no longer saved"),
+    N_("prompt is empty: describe what to draw"),
+    N_("prompt has an empty part: remove the extra '|'"),
+    N_("prompt needs at least one part with a positive weight"),
+)  # fmt: skip
 COLOURS = {
     "queued": discord.Colour.light_grey(),
     "running": discord.Colour.blurple(),
@@ -34,11 +49,11 @@ COLOURS = {
     "cancelled": discord.Colour.dark_grey(),
 }
 TITLES = {
-    "queued": "Waiting in the queue",
-    "running": "Drawing",
-    "done": "Finished",
-    "failed": "Could not draw this",
-    "cancelled": "Cancelled",
+    "queued": N_("Waiting in the queue · job {job}"),
+    "running": N_("Drawing · job {job}"),
+    "done": N_("Finished · job {job}"),
+    "failed": N_("Could not draw this · job {job}"),
+    "cancelled": N_("Cancelled · job {job}"),
 }
 
 
@@ -51,15 +66,15 @@ def quote(text: str, limit: int = 1000) -> str:
     return discord.utils.escape_markdown(shorten(text, limit))
 
 
-def duration(seconds: float) -> str:
+def duration(language: str, seconds: float) -> str:
     seconds = max(0, round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
-        return f"{hours} h {minutes:02d} min"
+        return tr(language, "{hours} h {minutes:02d} min", hours=hours, minutes=minutes)
     if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"
+        return tr(language, "{minutes} min {seconds:02d} s", minutes=minutes, seconds=secs)
+    return tr(language, "{seconds} s", seconds=secs)
 
 
 def progress_bar(step: int, total: int) -> str:
@@ -71,44 +86,55 @@ def picture_file(job: JobRow, png: bytes) -> discord.File:
     return discord.File(io.BytesIO(png), filename=f"pseudo-dalle-{job.id}.png")
 
 
-def card(job: JobRow, lines: list[str], *, image: bool = False) -> discord.Embed:
+def card(job: JobRow, lines: list[str], language: str, *, image: bool = False) -> discord.Embed:
     """The job card: prompt, requester and settings, plus the state's own lines."""
     embed = discord.Embed(
-        title=f"{TITLES[job.status]} · job {job.id}",
+        title=tr(language, TITLES[job.status], job=job.id),
         description=quote(job.prompt),
         colour=COLOURS[job.status],
     )
-    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
-    embed.add_field(name="Seed", value=str(job.seed))
-    embed.add_field(name="Size", value=f"{job.size}x{job.size}")
+    embed.add_field(name=tr(language, "Requested by"), value=f"<@{job.user_id}>")
+    embed.add_field(name=tr(language, "Seed"), value=str(job.seed))
+    embed.add_field(name=tr(language, "Size"), value=f"{job.size}x{job.size}")
     if lines:
-        embed.add_field(name="Status", value="\n".join(lines), inline=False)
+        embed.add_field(name=tr(language, "Status"), value="\n".join(lines), inline=False)
     if job.notice:
-        embed.add_field(name="Note", value=job.notice, inline=False)
+        note = render_notice(language, job.notice)
+        embed.add_field(name=tr(language, "Note"), value=note, inline=False)
     if image:
         embed.set_image(url=f"attachment://pseudo-dalle-{job.id}.png")
     return embed
 
 
-def queued_lines(position: int, waiting: int, eta_s: float | None) -> list[str]:
-    eta = f"starts in about {duration(eta_s)}" if eta_s is not None else "start time not known yet"
-    return [f"Position {position} of {waiting} · {eta}"]
+def queued_lines(language: str, position: int, waiting: int, eta_s: float | None) -> list[str]:
+    if eta_s is None:
+        return [tr(language, "Position {position} of {waiting} · start time not known yet",
+                   position=position, waiting=waiting)]  # fmt: skip
+    return [
+        tr(language, "Position {position} of {waiting} · starts in about {eta}",
+           position=position, waiting=waiting, eta=duration(language, eta_s))
+    ]  # fmt: skip
 
 
-def running_lines(step: int, total: int, rate: float) -> list[str]:
-    remaining = (total - step) / rate if rate > 0 else None
-    eta = f" · about {duration(remaining)} left" if remaining is not None else ""
-    return [progress_bar(step, total), f"Iteration {step}/{total} · {rate:.1f} it/s{eta}"]
+def running_lines(language: str, step: int, total: int, rate: float) -> list[str]:
+    line = tr(language, "Iteration {step}/{total} · {rate:.1f} it/s", step=step, total=total,
+              rate=rate)  # fmt: skip
+    if rate > 0:
+        left = duration(language, (total - step) / rate)
+        line += tr(language, " · about {time} left", time=left)
+    return [progress_bar(step, total), line]
 
 
-def finished_lines(job: JobRow) -> list[str]:
-    took = duration(job.seconds or 0)
-    return [f"{job.steps} iterations in {took}"]
+def finished_lines(language: str, job: JobRow) -> list[str]:
+    took = duration(language, job.seconds or 0)
+    return [tr(language, "{steps} iterations in {time}", steps=job.steps, time=took)]
 
 
-def sharing_lines(sharing: tuple[int, ...]) -> list[str]:
-    others = ", ".join(f"job {other}" for other in sharing)
-    return [f"Sharing the worker with {others}"] if sharing else []
+def sharing_lines(language: str, sharing: tuple[int, ...]) -> list[str]:
+    if not sharing:
+        return []
+    others = ", ".join(tr(language, "job {job}", job=other) for other in sharing)
+    return [tr(language, "Sharing the worker with {jobs}", jobs=others)]
 
 
 @dataclass(frozen=True)
@@ -122,45 +148,54 @@ class CardWish:
     final: bool = False
 
 
-def wishes(event: JobEvent) -> list[CardWish]:
-    """The cards a job event changes, and what they should show."""
+def wishes(event: JobEvent, language_of: Callable[[JobRow], str]) -> list[CardWish]:
+    """The cards a job event changes, and what they should show, each in its server's language
+    (`language_of`)."""
     if isinstance(event, QueueChanged):
         total = len(event.waiting)
         return [
-            CardWish(w.job, tuple(queued_lines(w.position, total, w.starts_in_s)))
+            CardWish(
+                w.job, tuple(queued_lines(language_of(w.job), w.position, total, w.starts_in_s))
+            )
             for w in event.waiting
             if w.position <= REFRESHED_POSITIONS or w.job.id == event.added
         ]
-    return [_wish(event)]
+    return [_wish(event, language_of(event.job))]
 
 
 def _wish(
     event: JobStarting | JobPreparing | JobProgress | JobEnded | JobHandedOver | JobPaused,
+    language: str,
 ) -> CardWish:
     png, final = None, False
     if isinstance(event, JobStarting):
-        lines = ["Starting…", *sharing_lines(event.sharing)]
+        lines = [tr(language, "Starting…"), *sharing_lines(language, event.sharing)]
     elif isinstance(event, JobPreparing):
-        lines = [f"Preparing: {event.reason}; the first picture of each size waits for it"]
-        lines += sharing_lines(event.sharing)
+        lines = [
+            tr(language, "Preparing: {reason} for {size}x{size}; the first picture of each size "
+               "waits for it", reason=tr(language, event.reason), size=event.job.size),
+            *sharing_lines(language, event.sharing),
+        ]  # fmt: skip
     elif isinstance(event, JobProgress):
-        lines = running_lines(event.step, event.total, event.iterations_per_second)
-        lines += sharing_lines(event.sharing)
+        lines = running_lines(language, event.step, event.total, event.iterations_per_second)
+        lines += sharing_lines(language, event.sharing)
         png = event.png
     elif isinstance(event, JobEnded):
-        lines, png, final = _ended_lines(event.job), event.png, event.job.status == JobStatus.DONE
+        job = event.job
+        lines, png, final = _ended_lines(language, job), event.png, job.status == JobStatus.DONE
     elif isinstance(event, JobHandedOver):
-        lines = [f"Worker {event.worker} stopped; the next free worker starts this again"]
+        lines = [tr(language, "Worker {worker} stopped; the next free worker starts this again",
+                    worker=event.worker)]  # fmt: skip
     elif event.continues:
-        lines = ["Still drawing; this card catches up when the bot is back"]
+        lines = [tr(language, "Still drawing; this card catches up when the bot is back")]
     else:
-        lines = ["Waiting for the bot to come back"]
+        lines = [tr(language, "Waiting for the bot to come back")]
     return CardWish(event.job, tuple(lines), png, final)
 
 
-def _ended_lines(job: JobRow) -> list[str]:
+def _ended_lines(language: str, job: JobRow) -> list[str]:
     if job.status == JobStatus.FAILED:
-        return [quote(job.error, 300)] if job.error else []
+        return [quote(render_notice(language, job.error), 300)] if job.error else []
     if job.started_at is None:  # cancelled while it waited
         return []
-    return finished_lines(job)
+    return finished_lines(language, job)

@@ -9,6 +9,8 @@ from typing import TypeVar
 import discord
 from discord import app_commands
 
+from bot.i18n import language_of, tr
+
 T = TypeVar("T")
 
 
@@ -28,7 +30,10 @@ def may_manage_job(interaction: discord.Interaction, owner_id: int) -> bool:
 def admin_only() -> Callable[[T], T]:
     def predicate(interaction: discord.Interaction) -> bool:
         if not is_admin(interaction):
-            raise NotAdmin("You need the Manage Server permission to change drawing settings.")
+            raise NotAdmin(tr(
+                language_of(str(interaction.locale)),
+                "You need the Manage Server permission to change drawing settings.",
+            ))  # fmt: skip
         return True
 
     return app_commands.check(predicate)

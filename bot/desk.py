@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import discord
 
 from bot.checks import may_manage_job
+from bot.i18n import N_, SOURCE_LANGUAGE, language_of, tr
 from bot.limits import HardLimits
 from bot.scheduler import Cancelled, Scheduler
 from bot.store import ACTIVE, GuildSettings, JobRow, Store
@@ -25,6 +26,10 @@ from generator.tokens import check_lengths
 
 log = logging.getLogger("pseudo_dalle.desk")
 NEGATIVE_WEIGHT = -0.5
+STATUS_NAMES = {
+    "queued": N_("waiting"), "running": N_("drawing"), "done": N_("done"),
+    "failed": N_("failed"), "cancelled": N_("cancelled"),
+}  # fmt: skip
 
 
 class UserError(Exception):
@@ -42,6 +47,7 @@ class Request:
     size: int | None = None
     negative: str | None = None
     parent: JobRow | None = None
+    language: str = SOURCE_LANGUAGE  # of the member asking: the answers are in it
 
 
 class FrontDesk:
@@ -59,34 +65,39 @@ class FrontDesk:
 
     async def submit(self, request: Request) -> tuple[JobRow, list[str]]:
         """Queue a job and post its card; returns the job and notices about clamped values."""
-        settings = self.settings(request.guild_id)
+        settings, language = self.settings(request.guild_id), request.language
         if settings.allowed_channels and request.channel_id not in settings.allowed_channels:
             places = ", ".join(f"<#{c}>" for c in settings.allowed_channels)
-            raise UserError(f"Drawing is not enabled in this channel. Try {places}.")
-        prompt = self._prompt(request.prompt, request.negative)
+            raise UserError(
+                tr(language, "Drawing is not enabled in this channel. Try {places}.",
+                   places=places)
+            )  # fmt: skip
+        prompt = self._prompt(request.prompt, request.negative, language)
         notices: list[str] = []
         iterations = request.iterations or settings.default_iterations
         if iterations > settings.max_iterations:
             notices.append(
-                f"Iterations lowered from {iterations} to this server's maximum, "
-                f"{settings.max_iterations}."
-            )
+                tr(language, "Iterations lowered from {asked} to this server's maximum, "
+                   "{most}.", asked=iterations, most=settings.max_iterations)
+            )  # fmt: skip
             iterations = settings.max_iterations
         size = request.size or min(512, settings.max_size)
         if size > settings.max_size:
             notices.append(
-                f"Size lowered from {size} to this server's maximum, {settings.max_size}."
-            )
+                tr(language, "Size lowered from {asked} to this server's maximum, {most}.",
+                   asked=size, most=settings.max_size)
+            )  # fmt: skip
             size = settings.max_size
         size -= size % SIDE_MULTIPLE
         mine = self.store.active_count(user_id=request.user_id, guild_id=request.guild_id)
         if mine >= settings.max_queued_per_user:
             raise UserError(
-                f"You already have {mine} drawing(s) waiting or running; this server allows "
-                f"{settings.max_queued_per_user}. Wait for one to finish or use /cancel."
-            )
+                tr(language, "You already have {mine} drawing(s) waiting or running; this "
+                   "server allows {most}. Wait for one to finish or use /cancel.",
+                   mine=mine, most=settings.max_queued_per_user)
+            )  # fmt: skip
         if self.store.active_count() >= self.limits.max_queued_total:
-            raise UserError("The queue is full right now. Please try again later.")
+            raise UserError(tr(language, "The queue is full right now. Please try again later."))
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
         job = self.scheduler.enqueue(
             guild_id=request.guild_id, channel_id=request.channel_id, user_id=request.user_id,
@@ -95,45 +106,51 @@ class FrontDesk:
         return job, notices
 
     @staticmethod
-    def _prompt(text: str, negative: str | None) -> str:
+    def _prompt(text: str, negative: str | None, language: str) -> str:
         prompt = clean_text(text)
         if negative and clean_text(negative):
             prompt = f"{prompt} | {clean_text(negative)}:{NEGATIVE_WEIGHT}"
         try:
             check_lengths(parse_prompts(prompt))
         except PromptError as error:
-            message = str(error)
+            message = tr(language, str(error))
             raise UserError(f"{message[:1].upper()}{message[1:]}.") from None
         return prompt
 
     async def cancel(self, interaction: discord.Interaction, job_id: int | None) -> str:
         """Cancel a job (the member's latest active one if no id is given)."""
+        language = language_of(str(interaction.locale))
         if job_id is None:
             own = [
                 j for j in self.store.jobs_with_status(*ACTIVE)
                 if j.user_id == interaction.user.id and j.guild_id == interaction.guild_id
             ]  # fmt: skip
             if not own:
-                return "You have no drawing waiting or running."
+                return tr(language, "You have no drawing waiting or running.")
             job_id = own[-1].id
         job = self.store.job(job_id)
         if job is None or job.guild_id != interaction.guild_id:
-            return f"There is no job {job_id} on this server."
+            return tr(language, "There is no job {job} on this server.", job=job_id)
         if not may_manage_job(interaction, job.user_id):
-            return "Only the member who asked for this drawing or a server admin can cancel it."
+            return tr(
+                language,
+                "Only the member who asked for this drawing or a server admin can cancel it.",
+            )
         if job.status not in ACTIVE:
-            return f"Job {job.id} has already ended ({job.status})."
+            return tr(language, "Job {job} has already ended ({status}).", job=job.id,
+                      status=tr(language, STATUS_NAMES[job.status]))  # fmt: skip
         if await self.scheduler.cancel(job, interaction.user.id) == Cancelled.AFTER_STEP:
-            return f"Stopping job {job.id} after the current step."
-        return f"Cancelled job {job.id}."
+            return tr(language, "Stopping job {job} after the current step.", job=job.id)
+        return tr(language, "Cancelled job {job}.", job=job.id)
 
     async def on_button(
         self, interaction: discord.Interaction, action: Action, job_id: int
     ) -> None:
         job = self.store.job(job_id)
+        language = language_of(str(interaction.locale))
         if job is None:
             await interaction.response.send_message(
-                "This drawing no longer exists.", ephemeral=True
+                tr(language, "This drawing no longer exists."), ephemeral=True
             )
             return
         if action == Action.CANCEL:
@@ -146,41 +163,46 @@ class FrontDesk:
 
     async def _delete(self, interaction: discord.Interaction, job: JobRow) -> str:
         if not may_manage_job(interaction, job.user_id):
-            return "Only the member who asked for this drawing or a server admin can delete it."
+            return tr(
+                language_of(str(interaction.locale)),
+                "Only the member who asked for this drawing or a server admin can delete it.",
+            )
         if interaction.message is not None:
             # The button is on the card itself; a card already gone is fine.
             with contextlib.suppress(discord.NotFound):
                 await interaction.message.delete()
-        return f"Deleted job {job.id}'s picture."
+        return tr(language_of(str(interaction.locale)), "Deleted job {job}'s picture.", job=job.id)
 
     async def _again(self, interaction: discord.Interaction, job: JobRow, action: Action) -> str:
         """Reroll (same prompt, new seed) or Continue (more iterations from where it ended)."""
-        again = action == Action.CONTINUE
+        again, language = action == Action.CONTINUE, language_of(str(interaction.locale))
         if again and not (job.continue_state or job.latent):
-            return (
-                "This drawing can no longer be continued: what it needs is kept "
-                f"{self.keep_days:g} days. Reroll it instead."
-            )
+            return tr(
+                language, "This drawing can no longer be continued: what it needs is kept "
+                "{days:g} days. Reroll it instead.", days=self.keep_days,
+            )  # fmt: skip
         request = Request(
             guild_id=job.guild_id, channel_id=job.channel_id, user_id=interaction.user.id,
             prompt=job.prompt, size=job.size, iterations=None if again else job.iterations,
-            seed=job.seed if again else None, parent=job if again else None,
+            seed=job.seed if again else None, parent=job if again else None, language=language,
         )  # fmt: skip
         try:
             new, notices = await self.submit(request)
         except UserError as error:
             return str(error)
-        verb = "Continuing" if again else "Rerolling"
-        return " ".join([f"{verb} as job {new.id}.", *notices])
+        said = "Continuing as job {job}." if again else "Rerolling as job {job}."
+        return " ".join([tr(language, said, job=new.id), *notices])
 
-    def describe_limits(self, guild_id: int) -> list[str]:
+    def describe_limits(self, guild_id: int, language: str) -> list[str]:
         settings = self.settings(guild_id)
-        channels = ", ".join(f"<#{c}>" for c in settings.allowed_channels) or "any channel"
+        channels = ", ".join(f"<#{c}>" for c in settings.allowed_channels)
         return [
-            f"Iterations: {settings.default_iterations} by default, "
-            f"at most {settings.max_iterations}",
-            f"Largest size: {settings.max_size}x{settings.max_size}",
-            f"Drawings waiting or running per member: {settings.max_queued_per_user}",
-            f"Progress updates: every {settings.progress_interval_s:g} s",
-            f"Where: {channels}",
-        ]
+            tr(language, "Iterations: {default} by default, at most {most}",
+               default=settings.default_iterations, most=settings.max_iterations),
+            tr(language, "Largest size: {side}x{side}", side=settings.max_size),
+            tr(language, "Drawings waiting or running per member: {count}",
+               count=settings.max_queued_per_user),
+            tr(language, "Progress updates: every {seconds:g} s",
+               seconds=settings.progress_interval_s),
+            tr(language, "Where: {channels}", channels=channels or tr(language, "any channel")),
+        ]  # fmt: skip

@@ -27,6 +27,7 @@ import discord
 from bot import cards
 from bot.cards import CardWish
 from bot.events import JobEvent
+from bot.i18n import language_of, tr
 from bot.store import ACTIVE, JobRow, Store
 from bot.views import ON_ACTIVE_CARDS, ON_FINISHED_CARDS, JobButton, card_view
 
@@ -58,8 +59,13 @@ class CardPresenter:
         self._task.add_done_callback(_log_crash)
 
     def on_event(self, event: JobEvent) -> None:
-        for wish in cards.wishes(event):
+        for wish in cards.wishes(event, self._language):
             self.show(wish)
+
+    def _language(self, job: JobRow) -> str:
+        """Cards are public: they speak the server's language."""
+        guild = self.client.get_guild(job.guild_id)
+        return language_of(str(guild.preferred_locale) if guild is not None else None)
 
     def show(self, wish: CardWish) -> None:
         """Ask for a card to show this; it replaces anything not yet shown for that card."""
@@ -136,12 +142,15 @@ class CardPresenter:
             card_posted_at=current.card_posted_at,
         )  # fmt: skip
         png = state.png
-        embed = cards.card(job, list(state.lines), image=png is not None)
+        language = self._language(job)
+        embed = cards.card(job, list(state.lines), language, image=png is not None)
         files = [cards.picture_file(job, png)] if png is not None else []
         if job.status in ACTIVE:
-            view: discord.ui.View | None = card_view(self.buttons, job.id, ON_ACTIVE_CARDS)
+            view: discord.ui.View | None = card_view(
+                self.buttons, job.id, ON_ACTIVE_CARDS, language
+            )
         elif state.final:
-            view = card_view(self.buttons, job.id, ON_FINISHED_CARDS)
+            view = card_view(self.buttons, job.id, ON_FINISHED_CARDS, language)
         else:
             view = None
         channel = self._channel(job)
@@ -168,7 +177,8 @@ class CardPresenter:
         if job.card_message_id is not None:
             with contextlib.suppress(discord.HTTPException, *UNREACHABLE):
                 await channel.get_partial_message(job.card_message_id).edit(
-                    content=f"Job {job.id} continues in a newer message below.",
+                    content=tr(language, "Job {job} continues in a newer message below.",
+                               job=job.id),
                     embed=None, attachments=[], view=None,
                 )  # fmt: skip
 

@@ -28,6 +28,7 @@ from bot.events import (
     QueueChanged,
     Waiting,
 )
+from bot.i18n import notice
 from bot.store import JobRow, JobStatus, Store
 from bot.transport import (
     FromWorker,
@@ -112,13 +113,13 @@ class Scheduler:
 
     async def cancel(self, job: JobRow, by: int) -> Cancelled:
         """Cancel a waiting or running job on behalf of member `by`."""
-        notice = f"Cancelled by <@{by}>."
+        said = notice("Cancelled by <@{member}>.", member=by)
         entry = self.running.get(job.id)
         if entry is not None:
-            self.store.note(job.id, notice)
+            self.store.note(job.id, said)
             await self.transport.cancel(job.id, entry.worker)
             return Cancelled.AFTER_STEP
-        cancelled = self.store.cancel(job.id, notice=notice)
+        cancelled = self.store.cancel(job.id, notice=said)
         self.events.publish(JobEnded(cancelled, None))
         self._queue_changed()
         return Cancelled.NOW
@@ -147,7 +148,8 @@ class Scheduler:
                 self.events.publish(JobPaused(current, continues=True))
                 continue
             job = self.store.requeue(
-                current.id, "The bot is restarting; this drawing will start again when it is back."
+                current.id,
+                notice("The bot is restarting; this drawing will start again when it is back."),
             )
             self.events.publish(JobPaused(job))
 
@@ -284,21 +286,23 @@ class Scheduler:
         if restarts > self.max_requeues:
             del self.running[job_id]
             failed = self.store.fail(
-                job_id, f"The drawing worker stopped {restarts} times while drawing this.",
+                job_id,
+                notice("The drawing worker stopped {count} times while drawing this.",
+                       count=restarts),
                 requeues=restarts,
             )  # fmt: skip
             await self.transport.cancel(job_id, message.worker_id)
             self.events.publish(JobEnded(failed, None))
             self._queue_changed()
             return
-        notice = None
+        said = None
         if restarts:
-            notice = (
-                f"A drawing worker stopped while drawing this; worker {message.worker_id} "
-                "started it again."
+            said = notice(
+                "A drawing worker stopped while drawing this; worker {worker} started it again.",
+                worker=message.worker_id,
             )
         entry.worker, entry.step, entry.rate = message.worker_id, 0, None
-        entry.row = self.store.taken(job_id, message.worker_id, requeues=restarts, notice=notice)
+        entry.row = self.store.taken(job_id, message.worker_id, requeues=restarts, notice=said)
         self.events.publish(JobStarting(entry.row, entry.worker, self._sharing(job_id)))
 
     def _worker_left(self, event: WorkerLeft) -> None:
@@ -318,14 +322,18 @@ class Scheduler:
             requeues = job.requeues + 1
             if requeues > self.max_requeues:
                 failed = self.store.fail(
-                    job.id, f"The drawing worker stopped {requeues} times while drawing this.",
+                    job.id,
+                    notice("The drawing worker stopped {count} times while drawing this.",
+                           count=requeues),
                     requeues=requeues,
                 )  # fmt: skip
                 self.events.publish(JobEnded(failed, None))
             else:
                 self.store.requeue(
-                    job.id, "The drawing worker stopped unexpectedly; this job went back to the "
-                    "queue.", requeues=requeues,
+                    job.id,
+                    notice("The drawing worker stopped unexpectedly; this job went back to the "
+                           "queue."),
+                    requeues=requeues,
                 )  # fmt: skip
         self._queue_changed()
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from bot.i18n import notice
 from bot.limits import STRICT, GuildLimits
 
 log = logging.getLogger("pseudo_dalle.store")
@@ -289,9 +290,9 @@ class Store:
     def requeue_interrupted(self, held: set[int]) -> list[JobRow]:
         """After a restart: jobs left running go back to the queue, with a notice on the card,
         except those in `held`, which workers still have."""
-        notice = "The bot restarted while this was drawing; it starts again from the queue."
+        said = notice("The bot restarted while this was drawing; it starts again from the queue.")
         return [
-            self.requeue(job.id, notice)
+            self.requeue(job.id, said)
             for job in self.jobs_with_status(JobStatus.RUNNING)
             if job.id not in held
         ]

@@ -14,6 +14,8 @@ from typing import Any, Self
 
 import discord
 
+from bot.i18n import N_, SOURCE_LANGUAGE, tr
+
 
 class Action(StrEnum):
     CANCEL = "cancel"
@@ -23,10 +25,10 @@ class Action(StrEnum):
 
 
 LOOKS: dict[Action, tuple[str, discord.ButtonStyle]] = {
-    Action.CANCEL: ("Cancel", discord.ButtonStyle.danger),
-    Action.REROLL: ("Reroll", discord.ButtonStyle.primary),
-    Action.CONTINUE: ("Continue", discord.ButtonStyle.secondary),
-    Action.DELETE: ("Delete", discord.ButtonStyle.secondary),
+    Action.CANCEL: (N_("Cancel"), discord.ButtonStyle.danger),
+    Action.REROLL: (N_("Reroll"), discord.ButtonStyle.primary),
+    Action.CONTINUE: (N_("Continue"), discord.ButtonStyle.secondary),
+    Action.DELETE: (N_("Delete"), discord.ButtonStyle.secondary),
 }
 ON_ACTIVE_CARDS = (Action.CANCEL,)
 ON_FINISHED_CARDS = (Action.REROLL, Action.CONTINUE, Action.DELETE)
@@ -38,10 +40,10 @@ OnPress = Callable[[discord.Interaction, Action, int], Awaitable[None]]
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLATE):
     """A job card's button; `job_buttons` makes the class that acts on a press."""
 
-    def __init__(self, action: Action, job_id: int) -> None:
+    def __init__(self, action: Action, job_id: int, language: str = SOURCE_LANGUAGE) -> None:
         label, style = LOOKS[action]
         button: discord.ui.Button[Any] = discord.ui.Button(
-            label=label, style=style, custom_id=f"draw:{action}:{job_id}"
+            label=tr(language, label), style=style, custom_id=f"draw:{action}:{job_id}"
         )
         super().__init__(button)
         self.action = action
@@ -64,8 +66,10 @@ def job_buttons(on_press: OnPress) -> type[JobButton]:
     return PressedJobButton
 
 
-def card_view(kind: type[JobButton], job_id: int, actions: tuple[Action, ...]) -> discord.ui.View:
+def card_view(
+    kind: type[JobButton], job_id: int, actions: tuple[Action, ...], language: str
+) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for action in actions:
-        view.add_item(kind(action, job_id))
+        view.add_item(kind(action, job_id, language))
     return view

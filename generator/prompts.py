@@ -1,8 +1,16 @@
-"""Weighted prompts: ``"a red sky:1 | blurry, watermark:-0.5"``.
+"""Weighted prompts: ``"a red sky:1 | blurry, watermark:-0.5"``, in any script.
 
 Parts are separated by ``|``. A part may end in ``:weight`` (any float, negative to steer away
 from it); without one its weight is 1. A colon that is not followed by a number is part of the
-text, so ``"time: 3pm"`` is one prompt.
+text, so ``"time: 3pm"`` is one prompt. The full-width forms that Japanese and Chinese keyboards
+type, ``｜`` and ``：`` (and full-width digits in the weight), work the same:
+``"夕焼け：１｜ぼやけた：－０．５"``.
+
+Cleaning keeps every letter, mark and symbol as typed (no normalisation that would change the
+text) and drops only what is unsafe or invisible: control characters, and formatting characters
+such as bidirectional overrides (which can make text display differently from what it says),
+except the zero-width joiner and non-joiner, which change how letters and emoji join (Persian
+``می‌خواهم``, ``👩‍💻``), and the tag characters of emoji flag sequences.
 """
 
 from __future__ import annotations
@@ -14,6 +22,11 @@ from dataclasses import dataclass
 from generator.errors import PromptError
 
 MAX_PROMPT_CHARS = 1000
+PART_SEPARATORS = ("|", "｜")
+WEIGHT_SEPARATORS = (":", "：")
+JOINERS = "\u200c\u200d"  # zero-width non-joiner, zero-width joiner
+BLACK_FLAG = "\U0001f3f4"  # starts an emoji tag sequence (subdivision flags)
+TAGS = range(0xE0020, 0xE0080)  # tag characters, ending with CANCEL TAG (U+E007F)
 
 
 @dataclass(frozen=True)
@@ -23,22 +36,41 @@ class WeightedPrompt:
 
 
 def clean_text(text: str) -> str:
-    """Strip control characters and collapse whitespace."""
-    kept = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in text)
-    return " ".join(kept.split())
+    """Drop formatting, private-use and unassigned characters (keeping joiners inside words
+    and emoji flag tags), turn control characters and every kind of space into one plain
+    space, and trim."""
+    kept: list[str] = []
+    in_flag = False
+    for ch in text:
+        in_flag = (in_flag and ord(ch) in TAGS) or ch == BLACK_FLAG
+        category = unicodedata.category(ch)
+        if category == "Cc" or category[0] == "Z":
+            kept.append(" ")
+        elif category[0] != "C" or ch in JOINERS or in_flag:
+            kept.append(ch)
+    # A joiner joins what is on both sides: at the edge of a word it joins nothing.
+    words = (word.strip(JOINERS) for word in "".join(kept).split())
+    return " ".join(word for word in words if word)
 
 
 def _split_weight(part: str) -> tuple[str, float]:
-    text, sep, tail = part.rpartition(":")
-    if sep:
-        try:
-            weight = float(tail)
-        except ValueError:
-            return part, 1.0
-        if not math.isfinite(weight):
-            raise PromptError(f"prompt weight must be a finite number, got {tail.strip()!r}")
-        return text, weight
-    return part, 1.0
+    at = max(part.rfind(separator) for separator in WEIGHT_SEPARATORS)
+    if at < 0:
+        return part, 1.0
+    text, tail = part[:at], part[at + 1 :]
+    try:
+        weight = float(unicodedata.normalize("NFKC", tail))
+    except ValueError:
+        return part, 1.0
+    if not math.isfinite(weight):
+        raise PromptError(f"prompt weight must be a finite number, got {tail.strip()!r}")
+    return text, weight
+
+
+def _parts(spec: str) -> list[str]:
+    for separator in PART_SEPARATORS[1:]:
+        spec = spec.replace(separator, PART_SEPARATORS[0])
+    return spec.split(PART_SEPARATORS[0])
 
 
 def parse_prompts(spec: str) -> tuple[WeightedPrompt, ...]:
@@ -50,7 +82,7 @@ def parse_prompts(spec: str) -> tuple[WeightedPrompt, ...]:
     if not clean_text(spec):
         raise PromptError("prompt is empty: describe what to draw")
     prompts = []
-    for raw in spec.split("|"):
+    for raw in _parts(spec):
         text, weight = _split_weight(raw)
         text = clean_text(text)
         if not text:

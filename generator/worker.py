@@ -188,8 +188,7 @@ class Worker:
         size = (start.width, start.height)
         if self.options.compile and size not in self.compiled_sizes:
             self.compiled_sizes.add(size)
-            reason = f"compiling the networks for {start.width}x{start.height}"
-            self.channel.send(Preparing(start.job_id, reason))
+            self.channel.send(Preparing(start.job_id, "compiling the networks"))
 
     def _initial_logits(self, start: StartJob, settings: DrawSettings) -> torch.Tensor | None:
         """What a continued job starts from: an earlier job's continue state, or a latent file

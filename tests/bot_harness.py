@@ -90,10 +90,10 @@ async def start_bot(config: Config, fake: FakeDiscord) -> Running:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(folder: Path, files: ModelFiles, **sections: str) -> AsyncIterator[
-    tuple[FakeDiscord, Running, Config]
-]:  # fmt: skip
-    fake = FakeDiscord()
+async def running_bot(
+    folder: Path, files: ModelFiles, guild_locale: str = "en-US", **sections: str
+) -> AsyncIterator[tuple[FakeDiscord, Running, Config]]:
+    fake = FakeDiscord(guild_locale)
     await fake.start()
     config = load_config(write_config(folder, fake, files, **sections), environ={})
     running = await start_bot(config, fake)

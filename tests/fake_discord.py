@@ -45,6 +45,7 @@ class Member:
     id: int
     name: str
     admin: bool = False
+    locale: str = "en-US"  # the language of the member's Discord client
 
     def payload(self) -> dict[str, Any]:
         permissions = ADMIN_PERMISSIONS if self.admin else MEMBER_PERMISSIONS
@@ -67,7 +68,8 @@ class Event:
 
 
 class FakeDiscord:
-    def __init__(self) -> None:
+    def __init__(self, guild_locale: str = "en-US") -> None:
+        self.guild_locale = guild_locale  # the server's language, for public messages
         self.ids = itertools.count(700000000000000001)
         self.events: list[Event] = []
         self.messages: dict[int, dict[str, Any]] = {}
@@ -311,7 +313,7 @@ class FakeDiscord:
             "joined_at": _now(), "voice_states": [], "presences": [], "stage_instances": [],
             "guild_scheduled_events": [], "verification_level": 0,
             "default_message_notifications": 0, "explicit_content_filter": 0, "mfa_level": 0,
-            "premium_tier": 0, "preferred_locale": "en-US", "nsfw_level": 0,
+            "premium_tier": 0, "preferred_locale": self.guild_locale, "nsfw_level": 0,
             "system_channel_flags": 0, "afk_timeout": 300,
         }  # fmt: skip
 
@@ -332,7 +334,7 @@ class FakeDiscord:
             "channel_id": str(channel_id),
             "channel": self._channel(channel_id),
             "member": member.payload(), "app_permissions": str(ADMIN_PERMISSIONS),
-            "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
+            "locale": member.locale, "guild_locale": self.guild_locale, "entitlements": [],
             "attachment_size_limit": 10 * 2**20,
             "authorizing_integration_owners": {"0": str(GUILD_ID)}, "context": 0, "data": data,
         }  # fmt: skip

@@ -421,9 +421,7 @@ def test_command_options_come_from_the_limit_declarations(
             refused = await fake.reply_to(
                 await fake.command(ADMIN, "drawconfig", max_iterations=5, max_size=16)
             )
-            assert refused == (
-                "Nothing changed: max_size input should be greater than or equal to 64."
-            )
+            assert refused == "Nothing changed: max_size must be from 64 to 1024."
             assert running.store.guild_settings(GUILD_ID) == before
 
     run(scenario())

@@ -74,3 +74,43 @@ def test_temperature_schedule() -> None:
     assert annealed.temperature_at(99, 100) == pytest.approx(0.5)
     assert annealed.temperature_at(0, 1) == 2.0
     assert DrawSettings(width=96, height=64).token_grid == (8, 12)
+
+
+@pytest.mark.parametrize(
+    ("typed", "kept"),
+    [
+        ("👩\u200d💻 at work", "👩\u200d💻 at work"),  # ZWJ emoji: woman technologist
+        ("👨\u200d👩\u200d👧 family", "👨\u200d👩\u200d👧 family"),
+        ("می\u200cخواهم", "می\u200cخواهم"),  # Persian: ZWNJ keeps the letters apart
+        ("「夕焼け」、海。", "「夕焼け」、海。"),  # Japanese full-width punctuation, as typed
+        ("a cat, 猫, кошка, قطة", "a cat, 猫, кошка, قطة"),  # mixed scripts
+        (
+            "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f flag",
+            "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f flag",
+        ),  # Scotland
+        ("co\u00adop\u202eexe", "coopexe"),  # soft hyphen, right-to-left override: dropped
+        ("x\U000e0041y \ue000z", "xy z"),  # a stray tag, private use: dropped
+        ("\u200dstart end\u200c", "start end"),  # a joiner at a word's edge joins nothing
+        ("a\u3000b\u00a0c", "a b c"),  # ideographic and no-break spaces
+    ],
+)
+def test_the_cleaner_keeps_what_every_script_needs(typed: str, kept: str) -> None:
+    assert clean_text(typed) == kept
+
+
+def test_full_width_separators_and_weights() -> None:
+    assert parse_prompts("夕焼け：１｜ぼやけた：－０．５") == (
+        WeightedPrompt("夕焼け", 1.0),
+        WeightedPrompt("ぼやけた", -0.5),
+    )
+    assert parse_prompts("時間：午後３時") == (WeightedPrompt("時間：午後３時", 1.0),)
+    assert parse_prompts("a cat:2 ｜ 犬:0.5") == (
+        WeightedPrompt("a cat", 2.0),
+        WeightedPrompt("犬", 0.5),
+    )
+
+
+@pytest.mark.parametrize("spec", ["\x00\x01\x1b", "\u200d\u200c", "\u202e\u2066\ufeff", " \u3000 "])
+def test_a_prompt_of_only_invisible_characters_is_refused(spec: str) -> None:
+    with pytest.raises(PromptError, match="prompt is empty: describe what to draw"):
+        parse_prompts(spec)

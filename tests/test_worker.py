@@ -284,7 +284,7 @@ def test_compiled_checkpointed_worker_draws(model_files: ModelFiles) -> None:
         worker.process.kill()
         worker.process.wait()
     # The card can say why the first job of a size waits; the next job of that size does not.
-    assert messages[0] == Preparing(1, "compiling the networks for 64x64")
+    assert messages[0] == Preparing(1, "compiling the networks")
     assert not any(isinstance(m, Preparing) for m in second)
     finished = messages[-1]
     assert isinstance(finished, Finished)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from bot.checks import admin_only
 from bot.desk import FrontDesk
+from bot.i18n import language_of, tr
 from bot.limits import (
     ITERATIONS,
     PROGRESS_INTERVAL_S,
@@ -19,6 +20,7 @@ from bot.limits import (
     SIDE,
     GuildLimits,
     HardLimits,
+    bounds,
     describe,
 )
 from bot.store import GuildSettings, Store
@@ -62,13 +64,14 @@ class AdminCog(commands.Cog):
     ) -> None:
         """View this server's drawing limits, or change them (Manage Server)."""
         assert interaction.guild_id is not None
+        language = language_of(str(interaction.locale))
         settings = self.store.guild_settings(interaction.guild_id)
         asked: dict[str, float | None] = {
             "max_iterations": max_iterations, "default_iterations": default_iterations,
             "max_queued_per_user": max_queued_per_user, "progress_interval_s": progress_interval_s,
             "max_size": max_size,
         }  # fmt: skip
-        changes, notices = self._within_limits(settings, asked)
+        changes, notices = self._within_limits(settings, asked, language)
         channels = set(settings.allowed_channels)
         if all_channels:
             channels.clear()
@@ -82,22 +85,23 @@ class AdminCog(commands.Cog):
             )
         except ValidationError as error:
             problem = error.errors()[0]
-            await interaction.response.send_message(
-                f"Nothing changed: {problem['loc'][0]} {problem['msg'].lower()}.", ephemeral=True
-            )
+            name, span = str(problem["loc"][0]), bounds(GuildSettings, str(problem["loc"][0]))
+            said = tr(language, "Nothing changed: {name} must be from {low:g} to {high:g}.",
+                      name=name, low=span[0], high=span[1]) if span else tr(
+                language, "Nothing changed: {name} is not valid.", name=name)  # fmt: skip
+            await interaction.response.send_message(said, ephemeral=True)
             return
         if updated != settings:
             self.store.save_guild_settings(interaction.guild_id, updated)
         title = "Drawing settings updated" if updated != settings else "Drawing settings"
-        embed = discord.Embed(
-            title=title, description="\n".join(self.desk.describe_limits(interaction.guild_id))
-        )
+        limits = self.desk.describe_limits(interaction.guild_id, language)
+        embed = discord.Embed(title=tr(language, title), description="\n".join(limits))
         if notices:
-            embed.add_field(name="Note", value="\n".join(notices), inline=False)
+            embed.add_field(name=tr(language, "Note"), value="\n".join(notices), inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     def _within_limits(
-        self, settings: GuildSettings, asked: dict[str, float | None]
+        self, settings: GuildSettings, asked: dict[str, float | None], language: str
     ) -> tuple[dict[str, float], list[str]]:
         """The asked-for values kept within the operator's limits, and notes on what moved."""
         changes: dict[str, float] = {}
@@ -107,7 +111,10 @@ class AdminCog(commands.Cog):
                 continue
             ceiling = getattr(self.limits, name, None) if name in HardLimits.model_fields else None
             if ceiling is not None and value > ceiling:
-                notices.append(f"{name} lowered from {value:g} to the bot's limit, {ceiling:g}.")
+                notices.append(
+                    tr(language, "{name} lowered from {asked:g} to the bot's limit, {most:g}.",
+                       name=name, asked=value, most=ceiling)
+                )  # fmt: skip
             changes[name] = value if ceiling is None else min(value, ceiling)
         if "max_size" in changes:
             changes["max_size"] -= changes["max_size"] % SIDE_MULTIPLE
@@ -119,7 +126,7 @@ class AdminCog(commands.Cog):
         if default > ceiling:
             changes["default_iterations"] = ceiling
             notices.append(
-                f"default_iterations lowered from {default:g} to {ceiling:g} to stay within "
-                "max_iterations."
-            )
+                tr(language, "default_iterations lowered from {asked:g} to {most:g} to stay "
+                   "within max_iterations.", asked=default, most=ceiling)
+            )  # fmt: skip
         return changes, notices

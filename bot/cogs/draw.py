@@ -7,6 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.desk import FrontDesk, Request, UserError
+from bot.i18n import language_of, tr
 from bot.limits import ITERATIONS, SIDE
 from generator.settings import MAX_SEED
 
@@ -21,7 +22,7 @@ class DrawCog(commands.Cog):
         prompt="What to draw, e.g. 'an image of the music'; weight parts: 'a red sky:1 | fog:0.5'",
         iterations="How long to work on it; more is slower but more detailed",
         seed="Pick a number to redraw the same picture later; left out, a random one",
-        size=f"Width and height in pixels ({SIDE.low} to {SIDE.high})",
+        size="Width and height in pixels",
         negative="What to steer away from, e.g. 'blurry, text, watermark'",
     )
     async def draw(
@@ -36,19 +37,19 @@ class DrawCog(commands.Cog):
         """Draw a picture from your words. It joins the queue and the card shows its progress."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         assert interaction.guild_id is not None
+        language = language_of(str(interaction.locale))
         request = Request(
             guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
             user_id=interaction.user.id, prompt=prompt, iterations=iterations, seed=seed,
-            size=size, negative=negative,
+            size=size, negative=negative, language=language,
         )  # fmt: skip
         try:
             job, notices = await self.desk.submit(request)
         except UserError as error:
             await interaction.edit_original_response(content=str(error))
             return
-        await interaction.edit_original_response(
-            content=" ".join([f"Queued as job {job.id}; its card is in this channel.", *notices])
-        )
+        queued = tr(language, "Queued as job {job}; its card is in this channel.", job=job.id)
+        await interaction.edit_original_response(content=" ".join([queued, *notices]))
 
     @app_commands.command(name="cancel")
     @app_commands.guild_only()

@@ -8,9 +8,10 @@ from discord.ext import commands
 
 from bot.cards import quote
 from bot.desk import FrontDesk
+from bot.i18n import N_, language_of, tr
 from bot.scheduler import Scheduler
 
-ABOUT = (
+ABOUT = N_(
     "I draw pictures from your words. `/draw an image of the music` joins the queue; the card "
     "shows your place, then the picture taking shape, then the result with buttons to reroll "
     "it with a new seed, continue it for more detail, or delete it.\n\n"
@@ -29,22 +30,28 @@ class HelpCog(commands.Cog):
     @app_commands.command(name="help")
     async def help(self, interaction: discord.Interaction) -> None:
         """What this bot does and this server's drawing limits."""
-        embed = discord.Embed(title="pseudo-dalle", description=ABOUT)
+        language = language_of(str(interaction.locale))
+        embed = discord.Embed(title="pseudo-dalle", description=tr(language, ABOUT))
         if interaction.guild_id is not None:
-            limits = self.desk.describe_limits(interaction.guild_id)
-            embed.add_field(name="Limits on this server", value="\n".join(limits), inline=False)
+            limits = self.desk.describe_limits(interaction.guild_id, language)
+            embed.add_field(
+                name=tr(language, "Limits on this server"), value="\n".join(limits), inline=False
+            )
         workers = self.scheduler.workers()
         if not workers:
-            embed.set_footer(
-                text="No drawing worker is connected right now: drawings wait in the queue."
-            )
+            embed.set_footer(text=tr(
+                language, "No drawing worker is connected right now: drawings wait in the queue."
+            ))  # fmt: skip
         elif all(worker.device == "cpu" for worker in workers):
-            embed.set_footer(text="This bot draws on a CPU, which is slow: expect long waits.")
+            embed.set_footer(
+                text=tr(language, "This bot draws on a CPU, which is slow: expect long waits.")
+            )
         if len(workers) > 1:
             lines = [
-                f"{quote(w.id, 40)} · {w.device} · "
-                f"{w.places - self.scheduler.busy(w.id)} of {w.places} place(s) free"
+                tr(language, "{worker} · {device} · {free} of {places} place(s) free",
+                   worker=quote(w.id, 40), device=w.device,
+                   free=w.places - self.scheduler.busy(w.id), places=w.places)
                 for w in workers
-            ]
-            embed.add_field(name="Workers", value="\n".join(lines), inline=False)
+            ]  # fmt: skip
+            embed.add_field(name=tr(language, "Workers"), value="\n".join(lines), inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True)

@@ -7,6 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cards import quote
+from bot.i18n import language_of, tr
 from bot.scheduler import Scheduler
 from bot.store import JobStatus, Store
 
@@ -22,36 +23,44 @@ class QueueCog(commands.Cog):
     @app_commands.guild_only()
     async def queue(self, interaction: discord.Interaction) -> None:
         """See what is being drawn now and what is waiting."""
-        store = self.store
+        store, language = self.store, language_of(str(interaction.locale))
         lines = []
         running = store.jobs_with_status(JobStatus.RUNNING)
         workers = self.scheduler.workers()
         if len(running) > 1 and len(workers) == 1:
-            where = "GPU" if workers[0].device.startswith("cuda") else "worker"
-            lines.append(
-                f"**Drawing together** · these {len(running)} jobs share the {where} "
-                f"(up to {workers[0].places} at once):"
+            together = (
+                "**Drawing together** · these {count} jobs share the GPU (up to {places} at once):"
+                if workers[0].device.startswith("cuda")
+                else "**Drawing together** · these {count} jobs share the worker (up to {places} "
+                "at once):"
             )
+            lines.append(tr(language, together, count=len(running), places=workers[0].places))
         for job in running:
             where = ""
             if len(workers) > 1:
                 where = (
-                    f" · on {quote(job.worker, 40)}" if job.worker else " · waiting for a worker"
+                    tr(language, " · on {worker}", worker=quote(job.worker, 40))
+                    if job.worker
+                    else tr(language, " · waiting for a worker")
                 )
             lines.append(
-                f"**Drawing** · job {job.id} by <@{job.user_id}>{where} · "
-                f"{job.steps}/{job.iterations} · {quote(job.prompt, 60)}"
-            )
+                tr(language, "**Drawing** · job {job} by <@{member}>", job=job.id,
+                   member=job.user_id)
+                + f"{where} · {job.steps}/{job.iterations} · {quote(job.prompt, 60)}"
+            )  # fmt: skip
         order = store.queue_order()
         for position, job in enumerate(order[:SHOWN], start=1):
             lines.append(
-                f"{position}. job {job.id} by <@{job.user_id}> · {job.iterations} it · "
-                f"{quote(job.prompt, 60)}"
-            )
+                tr(language, "{position}. job {job} by <@{member}> · {iterations} it",
+                   position=position, job=job.id, member=job.user_id,
+                   iterations=job.iterations)
+                + f" · {quote(job.prompt, 60)}"
+            )  # fmt: skip
         if len(order) > SHOWN:
-            lines.append(f"…and {len(order) - SHOWN} more")
+            lines.append(tr(language, "…and {count} more", count=len(order) - SHOWN))
         embed = discord.Embed(
-            title=f"Queue: {len(order)} waiting",
-            description="\n".join(lines) or "Nothing is being drawn. Start with /draw!",
+            title=tr(language, "Queue: {count} waiting", count=len(order)),
+            description="\n".join(lines)
+            or tr(language, "Nothing is being drawn. Start with /draw!"),
         )
         await interaction.response.send_message(embed=embed, ephemeral=True)
