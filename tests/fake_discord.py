@@ -55,6 +55,13 @@ class Member:
         }  # fmt: skip
 
 
+# The members the tests use.
+ALICE = Member(100000000000000001, "alice")
+BOB = Member(100000000000000002, "bob")
+ADMIN = Member(100000000000000003, "admin", admin=True)
+CAROL = Member(100000000000000004, "carol")
+
+
 @dataclass
 class Event:
     """One REST call the bot made that changed something."""

@@ -29,11 +29,7 @@ from .bot_harness import (
     write_config,
 )
 from .conftest import ModelFiles
-from .fake_discord import GUILD_ID, OTHER_CHANNEL_ID, FakeDiscord, Member
-
-ALICE = Member(100000000000000001, "alice")
-BOB = Member(100000000000000002, "bob")
-ADMIN = Member(100000000000000003, "admin", admin=True)
+from .fake_discord import ADMIN, ALICE, BOB, GUILD_ID, OTHER_CHANNEL_ID, FakeDiscord
 
 
 def test_draw_shows_progress_and_the_final_picture(model_files: ModelFiles, tmp_path: Path) -> None:

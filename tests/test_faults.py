@@ -25,9 +25,8 @@ from .bot_harness import (
     write_config,
 )
 from .conftest import ModelFiles
-from .fake_discord import FakeDiscord, Member
+from .fake_discord import ALICE, FakeDiscord
 
-ALICE = Member(100000000000000001, "alice")
 WORKER_READY = r"worker \S+ \(pid (\d+)\) ready on"
 LONG_JOBS = "max_iterations = 100000"
 

@@ -30,12 +30,8 @@ from .bot_harness import (
     wait_for_job,
 )
 from .conftest import ModelFiles
-from .fake_discord import FakeDiscord, Member
+from .fake_discord import ALICE, BOB, CAROL, FakeDiscord
 from .redis_harness import RedisServer, WorkerProcess, free_port
-
-ALICE = Member(100000000000000001, "alice")
-BOB = Member(100000000000000002, "bob")
-CAROL = Member(100000000000000004, "carol")
 
 
 @pytest.fixture
