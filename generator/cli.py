@@ -22,7 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from generator import __version__
-from generator.errors import GeneratorError, ModelLoadError
+from generator.errors import GeneratorError, ModelLoadError, PromptError
 from generator.options import (
     add_cuda_graphs_option,
     add_model_options,
@@ -39,6 +39,13 @@ from generator.settings import (
     RELAXATIONS,
     DrawSettings,
     Job,
+)
+from generator.text_encoders import (
+    DEFAULT_MULTILINGUAL,
+    MULTILINGUAL_MODELS,
+    TEXT_ENCODER_CHOICES,
+    MultilingualEncoder,
+    choose_encoder,
 )
 from generator.threads import choose_threads
 from generator.tokens import check_lengths
@@ -166,6 +173,21 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
         "notebooks that introduced the method did)",
     )
     draw.add_argument(
+        "--text-encoder",
+        choices=TEXT_ENCODER_CHOICES,
+        default="clip",
+        help="what reads the prompt: clip (default; OpenAI's, English), multilingual (50+ "
+        "languages, an approximation of CLIP's text space; needs the multilingual extra) or "
+        "auto (clip for plain ASCII prompts, multilingual otherwise)",
+    )
+    draw.add_argument(
+        "--multilingual-model",
+        default=DEFAULT_MULTILINGUAL,
+        metavar="NAME_OR_DIR",
+        help=f"the multilingual encoder: {', '.join(MULTILINGUAL_MODELS)} (default) or a "
+        "folder saved by sentence-transformers",
+    )
+    draw.add_argument(
         "--rotation",
         type=float,
         default=0.0,
@@ -288,7 +310,9 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
         relaxation=args.relaxation,
     )
     seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
-    return settings, Job(args.prompt, seed=seed, iterations=args.iterations)
+    job = Job(args.prompt, seed=seed, iterations=args.iterations)
+    encoder = choose_encoder(args.text_encoder, job.prompts)
+    return settings, dataclasses.replace(job, text_encoder=encoder)
 
 
 def _draw(args: argparse.Namespace) -> int:
@@ -299,10 +323,12 @@ def _draw(args: argparse.Namespace) -> int:
     configure_torch(choose_threads(args.threads, reserve=0))
     try:
         settings, job = _job_from_args(args)
-        check_lengths(job.prompts)
+        if job.text_encoder == "clip":
+            check_lengths(job.prompts)
         from generator.output import save_result, save_timelapse
 
         models = models_from_args(args)
+        multilingual = _multilingual(args, models) if job.text_encoder != "clip" else None
     except ModelLoadError as error:
         _fail(str(error), EXIT_FAILED)
     except GeneratorError as error:
@@ -319,8 +345,9 @@ def _draw(args: argparse.Namespace) -> int:
             save_every = max(1, job.iterations // TIMELAPSE_FRAMES)
         engine_graphs = None if args.cuda_graphs else False
         result, frames = _run_with_progress(
-            models, settings, job, frames_dir, save_every, cuda_graphs=engine_graphs
-        )
+            models, settings, job, frames_dir, save_every, cuda_graphs=engine_graphs,
+            multilingual=multilingual,
+        )  # fmt: skip
         try:
             save_result(result, out)
             if args.timelapse is not None:
@@ -331,6 +358,18 @@ def _draw(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result.cancelled else 0
 
 
+def _multilingual(args: argparse.Namespace, models: Models) -> MultilingualEncoder:
+    from generator.text_encoders import load_multilingual
+    from generator.weights import CLIP_WEIGHTS, default_cache_dir
+
+    return load_multilingual(
+        args.multilingual_model, clip_dim=int(models.clip.text_projection.shape[1]),
+        clip_name=args.clip_model if args.clip_model in CLIP_WEIGHTS else None,
+        device=models.device, cache_dir=args.cache_dir or default_cache_dir(),
+        offline=args.offline,
+    )  # fmt: skip
+
+
 def _run_with_progress(
     models: Models,
     settings: DrawSettings,
@@ -339,13 +378,14 @@ def _run_with_progress(
     save_every: int | None,
     *,
     cuda_graphs: bool | None,
+    multilingual: MultilingualEncoder | None,
 ) -> tuple[DrawResult, list[Path]]:
     import torch
     from tqdm import tqdm
 
     from generator.engine import Engine, to_pil
 
-    engine = Engine(models, settings, cuda_graphs=cuda_graphs)
+    engine = Engine(models, settings, cuda_graphs=cuda_graphs, multilingual=multilingual)
     frames: list[Path] = []
     report_every = max(1, min(10, job.iterations // 100))
     bar = tqdm(total=job.iterations, unit="it", file=sys.stderr, dynamic_ncols=True)
@@ -364,6 +404,8 @@ def _run_with_progress(
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
         result = engine.draw(job, on_step, lambda _: interrupt.requested.is_set())
+    except PromptError as error:
+        _fail(str(error), EXIT_USAGE)
     except torch.OutOfMemoryError:
         _fail(
             f"out of GPU memory at {settings.width}x{settings.height} with {settings.cutouts} "
@@ -383,8 +425,8 @@ def _print_summary(result: DrawResult, out: Path) -> None:
     timings = result.timings
     print(
         f"{status}: {result.steps}/{result.job.iterations} iterations in {timings.loop_s:.1f} s "
-        f"({timings.iterations_per_second:.2f} it/s, {result.settings.precision}), {loss}, "
-        f"seed {result.seed}, saved {out}"
+        f"({timings.iterations_per_second:.2f} it/s, {result.settings.precision}, "
+        f"{result.job.text_encoder} text encoder), {loss}, seed {result.seed}, saved {out}"
     )
 
 

@@ -18,11 +18,13 @@ from PIL import Image
 
 from generator import graphs
 from generator.cutouts import cutout_transforms, make_cutouts
+from generator.errors import SettingsError
 from generator.fast import Networks, build_networks
 from generator.latent import as_latent, decode, gumbel_noise, hard_one_hot, initial_logits, relax
 from generator.loaders import Models
 from generator.objective import embed_cutouts, embed_prompts, weighted_loss
 from generator.settings import DrawSettings, Job
+from generator.text_encoders import MultilingualEncoder
 
 log = logging.getLogger("pseudo_dalle.engine")
 
@@ -114,8 +116,10 @@ class Engine:
         *,
         fuse_jobs: bool | None = None,
         cuda_graphs: bool | None = None,
+        multilingual: MultilingualEncoder | None = None,
     ) -> None:
         self.models = models
+        self.multilingual = multilingual
         self.settings = settings or DrawSettings()
         self.device = models.device
         cuda = self.device.type == "cuda"
@@ -139,6 +143,16 @@ class Engine:
                 checkpointing=settings.checkpointing, compile_them=settings.compile,
             )  # fmt: skip
         return self._networks[key]
+
+    def embed_prompts(self, job: Job) -> torch.Tensor:
+        """The job's prompts as unit vectors (N, D) in CLIP's text space, by its text encoder."""
+        if job.text_encoder == "clip":
+            return embed_prompts(self.models.clip, job.prompts)
+        if self.multilingual is None:
+            raise SettingsError(
+                "no multilingual text encoder is loaded: load one, or draw with the CLIP one"
+            )
+        return self.multilingual.encode(job.prompts).to(self.device)
 
     def batch(self) -> Batch:
         """An empty batch to add jobs to and step."""
@@ -215,7 +229,7 @@ class Batch:
         else:
             init = initial_logits(vocab, grid, settings.init_scale, generator)
         logits = torch.nn.Parameter(init)
-        text = embed_prompts(engine.models.clip, job.prompts)
+        text = engine.embed_prompts(job)
         handle = self._next_handle
         self._next_handle += 1
         self._active.append(

@@ -22,6 +22,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 # What the Gumbel-softmax normalises over; generator/latent.py says what each means.
 RELAXATIONS = ("codebook", "positions")
+# What turns a job's prompt into the target embedding (generator.text_encoders).
+TEXT_ENCODERS = ("clip", "multilingual")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -131,6 +133,7 @@ class Job:
     seed: int
     iterations: int
     init_logits: Any = field(default=None, compare=False, repr=False)
+    text_encoder: str = "clip"  # "clip" or "multilingual" (generator.text_encoders)
     prompts: tuple[WeightedPrompt, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -141,5 +144,9 @@ class Job:
         _require(
             isinstance(self.iterations, int) and 1 <= self.iterations <= MAX_ITERATIONS,
             f"iterations must be from 1 to {MAX_ITERATIONS}, got {self.iterations}",
+        )
+        _require(
+            self.text_encoder in TEXT_ENCODERS,
+            f"text encoder must be one of {', '.join(TEXT_ENCODERS)}, got {self.text_encoder!r}",
         )
         object.__setattr__(self, "prompts", parse_prompts(self.prompt))

@@ -89,3 +89,38 @@ def write_decoder(path: Path, size: Size = "tiny", fmt: DecoderFormat = "pickle"
 
         save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(path))
     return path
+
+
+# Characters the tiny multilingual encoder's tokenizer knows, one token each (WordPiece splits
+# Japanese into characters anyway); anything else is [UNK].
+_TINY_VOCAB_TEXT = "abcdefghijklmnopqrstuvwxyz0123456789夕焼けの海猫犬空赤青い絵音楽、。"
+
+
+def write_multilingual(folder: Path, dimension: int = 32, seed: int = 0) -> Path:
+    """A random multilingual encoder saved as sentence-transformers saves one: a one-layer
+    DistilBERT, mean pooling, and a projection into a `dimension`-wide CLIP text space, as in
+    clip-ViT-B-32-multilingual-v1."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
+    from transformers import DistilBertConfig, DistilBertModel, DistilBertTokenizerFast
+
+    torch.manual_seed(seed)
+    base = folder / "base"
+    base.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_TINY_VOCAB_TEXT]
+    (base / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    DistilBertTokenizerFast(str(base / "vocab.txt"), do_lower_case=False).save_pretrained(base)
+    config = DistilBertConfig(
+        vocab_size=len(vocab), dim=32, n_layers=1, n_heads=2, hidden_dim=64,
+        max_position_embeddings=128,
+    )  # fmt: skip
+    DistilBertModel(config).save_pretrained(base)
+    transformer = Transformer(str(base), max_seq_length=128)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+    dense = Dense(
+        transformer.get_embedding_dimension(), dimension, bias=False,
+        activation_function=torch.nn.Identity(),
+    )  # fmt: skip
+    target = folder / "encoder"
+    SentenceTransformer(modules=[transformer, pooling, dense]).save(str(target))
+    return target

@@ -18,7 +18,8 @@ from generator.output import read_png_text
 from .conftest import FileServer, ModelFiles
 
 SUMMARY = re.compile(
-    r"^(done|stopped): (\d+)/(\d+) iterations in [\d.]+ s \(([\d.]+) it/s, (?:fp32|bf16|fp16)\), "
+    r"^(done|stopped): (\d+)/(\d+) iterations in [\d.]+ s \(([\d.]+) it/s, (?:fp32|bf16|fp16), "
+    r"(?:clip|multilingual) text encoder\), "
     r"loss (-?[\d.]+) -> (-?[\d.]+), seed (\d+), saved (.+)$",
     re.MULTILINE,
 )
