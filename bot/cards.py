@@ -96,6 +96,8 @@ def card(job: JobRow, lines: list[str], language: str, *, image: bool = False) -
     embed.add_field(name=tr(language, "Requested by"), value=f"<@{job.user_id}>")
     embed.add_field(name=tr(language, "Seed"), value=str(job.seed))
     embed.add_field(name=tr(language, "Size"), value=f"{job.size}x{job.size}")
+    if job.text_encoder != "clip":
+        embed.add_field(name=tr(language, "Read by"), value=tr(language, "multilingual encoder"))
     if lines:
         embed.add_field(name=tr(language, "Status"), value="\n".join(lines), inline=False)
     if job.notice:

@@ -22,6 +22,7 @@ from bot.views import Action
 from generator.errors import PromptError
 from generator.prompts import clean_text, parse_prompts
 from generator.settings import MAX_SEED, SIDE_MULTIPLE
+from generator.text_encoders import choose_encoder
 from generator.tokens import check_lengths
 
 log = logging.getLogger("pseudo_dalle.desk")
@@ -52,12 +53,14 @@ class Request:
 
 class FrontDesk:
     def __init__(
-        self, store: Store, scheduler: Scheduler, limits: HardLimits, *, keep_days: float
-    ) -> None:
+        self, store: Store, scheduler: Scheduler, limits: HardLimits, *, keep_days: float,
+        text_encoder: str = "clip",
+    ) -> None:  # fmt: skip
         self.store = store
         self.scheduler = scheduler
         self.limits = limits
         self.keep_days = keep_days
+        self.text_encoder = text_encoder  # clip, multilingual or auto ([models] text_encoder)
 
     # -- requests -----------------------------------------------------------------------
     def settings(self, guild_id: int) -> GuildSettings:
@@ -72,7 +75,7 @@ class FrontDesk:
                 tr(language, "Drawing is not enabled in this channel. Try {places}.",
                    places=places)
             )  # fmt: skip
-        prompt = self._prompt(request.prompt, request.negative, language)
+        prompt, encoder = self._prompt(request.prompt, request.negative, language)
         notices: list[str] = []
         iterations = request.iterations or settings.default_iterations
         if iterations > settings.max_iterations:
@@ -102,20 +105,26 @@ class FrontDesk:
         job = self.scheduler.enqueue(
             guild_id=request.guild_id, channel_id=request.channel_id, user_id=request.user_id,
             prompt=prompt, seed=seed, iterations=iterations, size=size, parent=request.parent,
+            text_encoder=encoder,
         )  # fmt: skip
         return job, notices
 
-    @staticmethod
-    def _prompt(text: str, negative: str | None, language: str) -> str:
+    def _prompt(self, text: str, negative: str | None, language: str) -> tuple[str, str]:
+        """The prompt as the worker gets it, and the text encoder that reads it. The CLIP
+        encoder's limit is checked here; the multilingual one's by the worker, which has its
+        tokenizer."""
         prompt = clean_text(text)
         if negative and clean_text(negative):
             prompt = f"{prompt} | {clean_text(negative)}:{NEGATIVE_WEIGHT}"
         try:
-            check_lengths(parse_prompts(prompt))
+            prompts = parse_prompts(prompt)
+            encoder = choose_encoder(self.text_encoder, prompts)
+            if encoder == "clip":
+                check_lengths(prompts)
         except PromptError as error:
             message = tr(language, str(error))
             raise UserError(f"{message[:1].upper()}{message[1:]}.") from None
-        return prompt
+        return prompt, encoder
 
     async def cancel(self, interaction: discord.Interaction, job_id: int | None) -> str:
         """Cancel a job (the member's latest active one if no id is given)."""

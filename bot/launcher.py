@@ -124,7 +124,10 @@ def assemble(config: Config, store: Store) -> App:
         store, workers, events, min_progress_interval_s=config.limits.min_progress_interval_s,
         max_requeues=config.worker.max_requeues,
     )  # fmt: skip
-    desk = FrontDesk(store, scheduler, config.limits, keep_days=config.storage.keep_days)
+    desk = FrontDesk(
+        store, scheduler, config.limits, keep_days=config.storage.keep_days,
+        text_encoder=config.models.text_encoder,
+    )  # fmt: skip
     buttons = job_buttons(desk.on_button)
     cogs = [
         DrawCog(desk), QueueCog(store, scheduler), AdminCog(store, config.limits, desk),

@@ -101,11 +101,11 @@ class Scheduler:
 
     def enqueue(
         self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
-        iterations: int, size: int, parent: JobRow | None = None,
+        iterations: int, size: int, parent: JobRow | None = None, text_encoder: str = "clip",
     ) -> JobRow:  # fmt: skip
         job = self.store.add_job(
             guild_id=guild_id, channel_id=channel_id, user_id=user_id, prompt=prompt,
-            seed=seed, iterations=iterations, size=size, parent=parent,
+            seed=seed, iterations=iterations, size=size, parent=parent, text_encoder=text_encoder,
         )  # fmt: skip
         self._queue_changed(added=job.id)
         self._wakeup.set()
@@ -215,6 +215,7 @@ class Scheduler:
                 job_id=job.id, prompt=job.prompt, seed=job.seed, iterations=job.iterations,
                 width=job.size, height=job.size, progress_every_s=interval,
                 init_state=job.init_state, init_latent_file=job.init_latent,
+                text_encoder=job.text_encoder,
             )
         )  # fmt: skip
         if entry.worker is not None:

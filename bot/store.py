@@ -68,6 +68,9 @@ MIGRATIONS = (
     """
     ALTER TABLE jobs ADD COLUMN worker TEXT;
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN text_encoder TEXT NOT NULL DEFAULT 'clip';
+    """,
 )
 
 
@@ -109,6 +112,7 @@ class JobRow:
     continue_state: str | None
     init_state: str | None
     worker: str | None  # the worker drawing it, or that drew it
+    text_encoder: str  # what reads its prompt: "clip" or "multilingual"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", JobStatus(self.status))
@@ -151,16 +155,17 @@ class Store:
 
     def add_job(
         self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
-        iterations: int, size: int, parent: JobRow | None = None,
+        iterations: int, size: int, parent: JobRow | None = None, text_encoder: str = "clip",
     ) -> JobRow:  # fmt: skip
         """Queue a job; continuing `parent`, it carries what the parent left to go on from."""
         cursor = self.db.execute(
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, seed, iterations, size, "
-            "parent_id, init_state, init_latent, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "parent_id, init_state, init_latent, created_at, text_encoder) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (guild_id, channel_id, user_id, prompt, seed, iterations, size,
              parent.id if parent else None, parent.continue_state if parent else None,
-             parent.latent if parent and not parent.continue_state else None, time.time()),
+             parent.latent if parent and not parent.continue_state else None, time.time(),
+             text_encoder),
         )  # fmt: skip
         job = self.job(int(cursor.lastrowid or 0))
         assert job is not None

@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from generator.settings import MAX_CUTOUTS, PRECISION_CHOICES, RELAXATIONS
+from generator.text_encoders import DEFAULT_MULTILINGUAL, TEXT_ENCODER_CHOICES
 from generator.threads import AUTO, MAX_THREADS
 from generator.weights import DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
 
@@ -46,6 +47,13 @@ class ModelChoice(BaseModel):
     cache_dir: str = Field("", description="where downloaded weights live; empty: the default")
     offline: bool = Field(False, description="never download; cached or local files only")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    text_encoder: Annotated[str, _one_of(TEXT_ENCODER_CHOICES)] = Field(
+        "clip", description="what reads prompts: clip, multilingual, or auto (by the prompt)"
+    )
+    multilingual_model: str = Field(
+        DEFAULT_MULTILINGUAL,
+        description="multilingual encoder name or sentence-transformers folder",
+    )
 
 
 class WorkerOptions(BaseModel):
@@ -128,6 +136,7 @@ class StartJob(Message):
     progress_every_s: float
     init_state: str | None = None
     init_latent_file: str | None = None
+    text_encoder: str = "clip"  # "clip" or "multilingual", chosen by the bot
 
 
 @dataclass(frozen=True)

@@ -426,7 +426,7 @@ def _serve(
     from generator.loaders import load_models
     from generator.runtime import configure_torch
     from generator.threads import WORKER_RESERVED_CORES, choose_threads
-    from generator.worker import Worker
+    from generator.worker import Worker, text_encoder_for
 
     options, choice = settings.options, settings.models
     threads = choose_threads(options.threads, reserve=WORKER_RESERVED_CORES)
@@ -440,11 +440,12 @@ def _serve(
             choice.clip, choice.decoder, device=device, cache_dir=args.cache_dir,
             offline=choice.offline,
         )  # fmt: skip
+        multilingual = text_encoder_for(choice, models, args.cache_dir)
     except GeneratorError as error:
         log.error("cannot load the models: %s", error)
         return 1
     channel = RedisChannel(client, keys, args.name, args.redis)
-    worker = Worker(models, channel, options)
+    worker = Worker(models, channel, options, multilingual)
     info = WorkerPresence(
         id=args.name, device=str(models.device), places=options.max_batch,
         host=socket.gethostname(), pid=os.getpid(), busy=[],

@@ -44,6 +44,7 @@ from generator.protocol import (
     Finished,
     Heartbeat,
     Message,
+    ModelChoice,
     Preparing,
     Progress,
     ProtocolError,
@@ -56,7 +57,9 @@ from generator.protocol import (
 )
 from generator.runtime import configure_torch
 from generator.settings import DrawSettings, Job
+from generator.text_encoders import MultilingualEncoder, load_multilingual
 from generator.threads import WORKER_RESERVED_CORES, choose_threads
+from generator.weights import CLIP_WEIGHTS, default_cache_dir
 
 log = logging.getLogger("pseudo_dalle.worker")
 HEARTBEAT_S = 1.0
@@ -104,8 +107,13 @@ class Worker:
     """Draws up to `max_batch` jobs at once in one `Batch`, admitting waiting jobs and acting on
     cancellations at step boundaries."""
 
-    def __init__(self, models: Models, channel: Channel, options: WorkerOptions) -> None:
-        self.engine = Engine(models, cuda_graphs=None if options.cuda_graphs else False)
+    def __init__(
+        self, models: Models, channel: Channel, options: WorkerOptions,
+        multilingual: MultilingualEncoder | None = None,
+    ) -> None:  # fmt: skip
+        self.engine = Engine(
+            models, cuda_graphs=None if options.cuda_graphs else False, multilingual=multilingual
+        )
         self.options = options
         self.precision = resolve_precision(options.precision, models.device)
         self.compiled_sizes: set[tuple[int, int]] = set()
@@ -173,7 +181,10 @@ class Worker:
                 compile=options.compile, relaxation=options.relaxation,
             )  # fmt: skip
             init = self._initial_logits(start, settings)
-            job = Job(start.prompt, start.seed, start.iterations, init_logits=init)
+            job = Job(
+                start.prompt, start.seed, start.iterations, init_logits=init,
+                text_encoder=start.text_encoder,
+            )  # fmt: skip
             handle = self.batch.add(job, settings)
         except (GeneratorError, ValueError) as error:
             self.channel.send(Failed(start.job_id, str(error)))
@@ -276,6 +287,19 @@ class Worker:
         )
 
 
+def text_encoder_for(
+    choice: ModelChoice, models: Models, cache_dir: Path | None
+) -> MultilingualEncoder | None:
+    """The multilingual encoder the bot's settings ask for (None when prompts go to CLIP)."""
+    if choice.text_encoder == "clip":
+        return None
+    return load_multilingual(
+        choice.multilingual_model, clip_dim=int(models.clip.text_projection.shape[1]),
+        clip_name=choice.clip if choice.clip in CLIP_WEIGHTS else None, device=models.device,
+        cache_dir=cache_dir or default_cache_dir(), offline=choice.offline,
+    )  # fmt: skip
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m generator.worker", description=__doc__)
     return parser.parse_args(argv)
@@ -309,16 +333,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_torch(threads)
     log.info("worker %s: torch uses %d CPU thread(s)", configure.worker_id, threads)
     channel = _Channel(sys.stdout)
+    cache_dir = Path(choice.cache_dir) if choice.cache_dir else None
     try:
         models = load_models(
-            choice.clip, choice.decoder, device=choice.device,
-            cache_dir=Path(choice.cache_dir) if choice.cache_dir else None,
+            choice.clip, choice.decoder, device=choice.device, cache_dir=cache_dir,
             offline=choice.offline,
         )  # fmt: skip
+        multilingual = text_encoder_for(choice, models, cache_dir)
     except GeneratorError as error:
         log.error("cannot load the models: %s", error)
         return 1
-    worker = Worker(models, channel, options)
+    worker = Worker(models, channel, options, multilingual)
     threading.Thread(target=worker.read_commands, args=(sys.stdin,), daemon=True).start()
     threading.Thread(target=worker.beat, args=(configure.worker_id,), daemon=True).start()
     channel.send(

@@ -13,7 +13,7 @@ import pytest
 from generator.loaders import Models, load_models
 from generator.runtime import configure_torch
 from generator.settings import DrawSettings
-from generator.synthetic import write_clip, write_decoder
+from generator.synthetic import write_clip, write_decoder, write_multilingual
 
 # One torch thread in the test process, as in the workers the tests start: the test machines
 # have two cores, and torch's threads stall each other when another process takes a core.
@@ -40,6 +40,13 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
         decoder_state_dict=write_decoder(folder / "decoder-state-dict.pt", fmt="state_dict"),
         decoder_safetensors=write_decoder(folder / "decoder.safetensors", fmt="safetensors"),
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_multilingual(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random multilingual encoder into the tiny CLIP's 32-wide space, as saved by
+    sentence-transformers."""
+    return write_multilingual(tmp_path_factory.mktemp("multilingual"), dimension=32)
 
 
 @pytest.fixture(scope="session")

@@ -15,17 +15,13 @@ from generator.errors import ModelLoadError, PromptError, SettingsError
 from generator.loaders import Models
 from generator.prompts import parse_prompts
 from generator.settings import DrawSettings, Job
-from generator.synthetic import write_multilingual
 from generator.text_encoders import MultilingualEncoder, choose_encoder, load_multilingual
 
+from .bot_harness import run, running_bot, text_of, wait_for_card, wait_for_job
 from .conftest import ModelFiles
+from .fake_discord import ALICE
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="session")
-def tiny_multilingual(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_multilingual(tmp_path_factory.mktemp("multilingual"), dimension=32)
 
 
 def _load(path: Path | str, tmp_path: Path, **changes: object) -> MultilingualEncoder:
@@ -116,3 +112,29 @@ def test_the_cli_draws_a_japanese_prompt_with_auto(
     english = _draw(model_files, tiny_multilingual, tmp_path / "sea.png", "a sunset sea")
     assert english.returncode == 0, english.stderr
     assert "clip text encoder" in english.stdout
+
+
+def test_the_bot_draws_a_japanese_prompt_with_the_encoder_auto_chooses(
+    model_files: ModelFiles, tiny_multilingual: Path, tmp_path: Path
+) -> None:
+    models = (
+        f'clip = "{model_files.clip_torchscript}"\ndecoder = "{model_files.decoder_pickle}"\n'
+        f'device = "cpu"\noffline = true\ntext_encoder = "auto"\n'
+        f'multilingual_model = "{tiny_multilingual}"'
+    )
+
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files, models=models) as (fake, running, _):
+            for prompt in ("夕焼けの海：1｜霧：-0.5", "a sunset over the sea"):
+                await fake.reply_to(
+                    await fake.command(ALICE, "draw", prompt=prompt, iterations=3, size=64)
+                )
+            japanese = await wait_for_job(running.store, 1, lambda job: job.status == "done")
+            english = await wait_for_job(running.store, 2, lambda job: job.status == "done")
+            assert (japanese.text_encoder, japanese.steps) == ("multilingual", 3)
+            assert (english.text_encoder, english.steps) == ("clip", 3)
+            card = text_of(await wait_for_card(fake, 1, "Finished"))
+            assert "Read by: multilingual encoder" in card
+            assert "Read by" not in text_of(await wait_for_card(fake, 2, "Finished"))
+
+    run(scenario())
