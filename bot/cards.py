@@ -40,6 +40,10 @@ WORKER_REASONS = (
     N_("prompt is empty: describe what to draw"),
     N_("prompt has an empty part: remove the extra '|'"),
     N_("prompt needs at least one part with a positive weight"),
+    N_("prompt '{part}' is too long for CLIP, which reads at most {most} tokens (about {most} "
+       "short words); shorten it"),
+    N_("prompt '{part}' is too long for the multilingual text encoder, which reads at most "
+       "{most} tokens; shorten it"),
 )  # fmt: skip
 COLOURS = {
     "queued": discord.Colour.light_grey(),

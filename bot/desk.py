@@ -22,7 +22,7 @@ from bot.views import Action
 from generator.errors import PromptError
 from generator.prompts import clean_text, parse_prompts
 from generator.settings import MAX_SEED, SIDE_MULTIPLE
-from generator.text_encoders import choose_encoder
+from generator.text_encoders import PromptLimit, choose_encoder
 from generator.tokens import check_lengths
 
 log = logging.getLogger("pseudo_dalle.desk")
@@ -54,13 +54,15 @@ class Request:
 class FrontDesk:
     def __init__(
         self, store: Store, scheduler: Scheduler, limits: HardLimits, *, keep_days: float,
-        text_encoder: str = "clip",
+        text_encoder: str = "clip", multilingual_limit: PromptLimit | None = None,
     ) -> None:  # fmt: skip
         self.store = store
         self.scheduler = scheduler
         self.limits = limits
         self.keep_days = keep_days
         self.text_encoder = text_encoder  # clip, multilingual or auto ([models] text_encoder)
+        # The multilingual encoder's tokenizer, when this host has it; else the worker checks.
+        self.multilingual_limit = multilingual_limit
 
     # -- requests -----------------------------------------------------------------------
     def settings(self, guild_id: int) -> GuildSettings:
@@ -110,9 +112,8 @@ class FrontDesk:
         return job, notices
 
     def _prompt(self, text: str, negative: str | None, language: str) -> tuple[str, str]:
-        """The prompt as the worker gets it, and the text encoder that reads it. The CLIP
-        encoder's limit is checked here; the multilingual one's by the worker, which has its
-        tokenizer."""
+        """The prompt as the worker gets it, and the text encoder that reads it, each part checked
+        against that encoder's token limit (the worker checks again)."""
         prompt = clean_text(text)
         if negative and clean_text(negative):
             prompt = f"{prompt} | {clean_text(negative)}:{NEGATIVE_WEIGHT}"
@@ -121,9 +122,12 @@ class FrontDesk:
             encoder = choose_encoder(self.text_encoder, prompts)
             if encoder == "clip":
                 check_lengths(prompts)
+            elif self.multilingual_limit is not None:
+                self.multilingual_limit.check(prompts)
         except PromptError as error:
-            message = tr(language, str(error))
-            raise UserError(f"{message[:1].upper()}{message[1:]}.") from None
+            message = tr(language, error.template, **error.values)
+            sentence = f"{message[:1].upper()}{message[1:]}"
+            raise UserError(tr(language, "{reason}.", reason=sentence)) from None
         return prompt, encoder
 
     async def cancel(self, interaction: discord.Interaction, job_id: int | None) -> str:

@@ -40,6 +40,9 @@ from bot.scheduler import Scheduler
 from bot.store import Store
 from bot.transport import WorkerTransport
 from bot.views import job_buttons
+from generator.errors import ModelLoadError
+from generator.text_encoders import PromptLimit, prompt_limit
+from generator.weights import default_cache_dir
 
 log = logging.getLogger("pseudo_dalle")
 LOCAL_WORKER_ID = "local"
@@ -117,6 +120,22 @@ def transport_for(config: Config) -> WorkerTransport:
     )
 
 
+def multilingual_limit(config: Config) -> PromptLimit | None:
+    """The multilingual encoder's token limit, so /draw refuses a prompt too long for it at once
+    (its tokenizer's files are fetched into the cache, a few MB). None when every prompt goes
+    to CLIP, or when the tokenizer cannot be had on this host: the worker checks then."""
+    models = config.models
+    if models.text_encoder == "clip":
+        return None
+    cache = config.resolve(models.cache_dir) if models.cache_dir else default_cache_dir()
+    try:
+        return prompt_limit(models.multilingual_model, cache, offline=models.offline)
+    except ModelLoadError as error:
+        log.warning("prompt lengths for the multilingual encoder are checked by the worker "
+                    "only: %s", error)  # fmt: skip
+        return None
+
+
 def assemble(config: Config, store: Store) -> App:
     events = JobEvents()
     workers = transport_for(config)
@@ -126,7 +145,7 @@ def assemble(config: Config, store: Store) -> App:
     )  # fmt: skip
     desk = FrontDesk(
         store, scheduler, config.limits, keep_days=config.storage.keep_days,
-        text_encoder=config.models.text_encoder,
+        text_encoder=config.models.text_encoder, multilingual_limit=multilingual_limit(config),
     )  # fmt: skip
     buttons = job_buttons(desk.on_button)
     cogs = [

@@ -277,7 +277,8 @@ class Scheduler:
             self._queue_changed()
         elif isinstance(message, Failed):
             del self.running[entry.row.id]
-            self.events.publish(JobEnded(self.store.fail(entry.row.id, message.reason), None))
+            reason = notice(message.reason, **message.values) if message.values else message.reason
+            self.events.publish(JobEnded(self.store.fail(entry.row.id, reason), None))
             self._queue_changed()
 
     async def _taken(self, entry: Running, message: Taken) -> None:

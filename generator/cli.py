@@ -172,21 +172,7 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
         "mix of codebook entries) or positions (each entry spread over the grid, as the "
         "notebooks that introduced the method did)",
     )
-    draw.add_argument(
-        "--text-encoder",
-        choices=TEXT_ENCODER_CHOICES,
-        default="clip",
-        help="what reads the prompt: clip (default; OpenAI's, English), multilingual (50+ "
-        "languages, an approximation of CLIP's text space; needs the multilingual extra) or "
-        "auto (clip for plain ASCII prompts, multilingual otherwise)",
-    )
-    draw.add_argument(
-        "--multilingual-model",
-        default=DEFAULT_MULTILINGUAL,
-        metavar="NAME_OR_DIR",
-        help=f"the multilingual encoder: {', '.join(MULTILINGUAL_MODELS)} (default) or a "
-        "folder saved by sentence-transformers",
-    )
+    _add_text_encoder_options(draw)
     draw.add_argument(
         "--rotation",
         type=float,
@@ -256,10 +242,12 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     fetch = commands.add_parser(
         "fetch-weights",
         help="download the model weights into the cache",
-        description="Download CLIP and the dVAE decoder into the cache so later runs work "
-        "offline. Prints where each file is.",
+        description="Download CLIP and the dVAE decoder (with --text-encoder multilingual or "
+        "auto, the multilingual text encoder too) into the cache so later runs work offline. "
+        "Prints where each is.",
     )
     add_model_options(fetch)
+    _add_text_encoder_options(fetch)
     fetch.set_defaults(handler=_fetch_weights)
 
     worker = commands.add_parser(
@@ -438,12 +426,38 @@ def _redis_worker(args: argparse.Namespace) -> int:
     return 0  # not reached: `leave` ends the process
 
 
+def _add_text_encoder_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--text-encoder",
+        choices=TEXT_ENCODER_CHOICES,
+        default="clip",
+        help="what reads the prompt: clip (default; OpenAI's, English), multilingual (50+ "
+        "languages, an approximation of CLIP's text space; needs the multilingual extra) or "
+        "auto (clip for plain ASCII prompts, multilingual otherwise)",
+    )
+    parser.add_argument(
+        "--multilingual-model",
+        default=DEFAULT_MULTILINGUAL,
+        metavar="NAME_OR_DIR",
+        help=f"the multilingual encoder: {', '.join(MULTILINGUAL_MODELS)} (the first is the "
+        "default) or a folder saved by sentence-transformers or M-CLIP",
+    )
+
+
 def _fetch_weights(args: argparse.Namespace) -> int:
     from generator.loaders import clip_path, decoder_path
+    from generator.text_encoders import encoder_folder
+    from generator.weights import default_cache_dir
 
     try:
         print(f"CLIP: {clip_path(args.clip_model, args.cache_dir, offline=args.offline)}")
         print(f"decoder: {decoder_path(args.decoder, args.cache_dir, offline=args.offline)}")
+        if args.text_encoder != "clip":
+            folder = encoder_folder(
+                args.multilingual_model, args.cache_dir or default_cache_dir(),
+                offline=args.offline,
+            )  # fmt: skip
+            print(f"multilingual text encoder: {folder}")
     except GeneratorError as error:
         _fail(str(error), EXIT_FAILED)
     return 0

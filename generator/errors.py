@@ -12,7 +12,16 @@ class SettingsError(GeneratorError, ValueError):
 
 
 class PromptError(GeneratorError, ValueError):
-    """A prompt is empty, malformed or too long for CLIP."""
+    """A prompt is empty, malformed or too long for its text encoder.
+
+    `template` and `values` keep the message apart from what it names, so the bot can put it
+    into each member's language; ``str(error)`` is the English message, filled in.
+    """
+
+    def __init__(self, template: str, **values: str | int) -> None:
+        super().__init__(template.format(**values) if values else template)
+        self.template = template
+        self.values = values
 
 
 class ModelLoadError(GeneratorError):

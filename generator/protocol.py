@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -20,7 +20,7 @@ from generator.text_encoders import DEFAULT_MULTILINGUAL, TEXT_ENCODER_CHOICES
 from generator.threads import AUTO, MAX_THREADS
 from generator.weights import DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 MAX_BATCH = 16
 
 
@@ -52,7 +52,7 @@ class ModelChoice(BaseModel):
     )
     multilingual_model: str = Field(
         DEFAULT_MULTILINGUAL,
-        description="multilingual encoder name or sentence-transformers folder",
+        description="multilingual encoder name, or a sentence-transformers or M-CLIP folder",
     )
 
 
@@ -217,11 +217,13 @@ class Finished(Message):
 
 @dataclass(frozen=True)
 class Failed(Message):
-    """Worker -> bot: the job could not run; `reason` is safe to show to the requester."""
+    """Worker -> bot: the job could not run; `reason` is safe to show to the requester. With
+    `values`, `reason` is a message whose ``{fields}`` they fill, so the bot can translate it."""
 
     kind: ClassVar[str] = "failed"
     job_id: int
     reason: str
+    values: dict[str, str | int] = field(default_factory=dict)
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {

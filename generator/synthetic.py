@@ -7,6 +7,7 @@ Both load through the same loaders as OpenAI's files.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -124,3 +125,44 @@ def write_multilingual(folder: Path, dimension: int = 32, seed: int = 0) -> Path
     target = folder / "encoder"
     SentenceTransformer(modules=[transformer, pooling, dense]).save(str(target))
     return target
+
+
+def write_m_clip(folder: Path, dimension: int = 32, seed: int = 0) -> Path:
+    """A random M-CLIP encoder saved as M-CLIP's repositories hold one (config.json naming the
+    M-CLIP model type, a checkpoint with ``transformer.*`` and ``LinearTransformation.*``, the
+    tokenizer's files), with its base model's config in ``base/config.json``: a one-layer
+    XLM-RoBERTa with a Unigram tokenizer reading at most 64 tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)]
+    pieces += [(character, -2.0) for character in _TINY_VOCAB_TEXT]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=3, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
+    )  # fmt: skip
+    fast = XLMRobertaTokenizer(tokenizer_object=tokenizer, model_max_length=64)
+    fast.save_pretrained(folder)
+    base = XLMRobertaConfig(
+        vocab_size=len(fast), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=66, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2,
+    )  # fmt: skip
+    (folder / "base").mkdir(exist_ok=True)
+    base.to_json_file(str(folder / "base" / "config.json"))
+    transformer = XLMRobertaModel(base)
+    head = torch.nn.Linear(32, dimension)
+    state = {f"transformer.{k}": v for k, v in transformer.state_dict().items()}
+    state |= {f"LinearTransformation.{k}": v for k, v in head.state_dict().items()}
+    torch.save(state, folder / "pytorch_model.bin")
+    config = {
+        "model_type": "M-CLIP", "architectures": ["MultilingualCLIP"], "modelBase": "tiny",
+        "transformerDimensions": 32, "numDims": dimension,
+    }  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return folder

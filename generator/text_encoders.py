@@ -1,16 +1,25 @@
 """Text encoders for prompts in other languages, mapping into CLIP's embedding space.
 
-Imports no torch until an encoder is loaded, so the CLI can choose one before it loads anything.
+Imports no torch until an encoder is loaded, so the CLI can choose one, and the bot can count a
+prompt's tokens, without loading anything.
 
 OpenAI's CLIP text encoder was trained on English; its tokenizer splits Japanese into byte
-fragments. Multilingual encoders were distilled to put a sentence in 50+ languages where CLIP's
+fragments. Multilingual encoders were trained to put a sentence in 50+ languages where CLIP's
 text encoder puts its English translation, so the picture side (CLIP's image encoder) stays as
-it is. They are an approximation of CLIP's text space, not CLIP itself.
+it is. They are an approximation of CLIP's text space, not CLIP itself. Two kinds load here,
+each with the library made for it (an optional install: `pip install 'pseudo-dalle[multilingual]'`):
 
-They load with sentence-transformers, the library made for them (an optional install:
-`pip install 'pseudo-dalle[multilingual]'`). Known encoders are fetched from Hugging Face into
-`<cache>/huggingface` by huggingface_hub, which honours `HF_ENDPOINT` (a mirror) and, offline,
-uses only what is cached; a local folder saved by sentence-transformers works too.
+- sentence-transformers' distilled encoders (clip-ViT-B-32-multilingual-v1), a DistilBERT with
+  mean pooling and a projection, loaded by sentence-transformers;
+- M-CLIP's XLM-RoBERTa encoders (Multilingual-CLIP): a transformers model whose token states are
+  mean-pooled and mapped by one linear layer. Its package builds the transformer by downloading
+  the base model's weights first; here the base model's config is enough, built by transformers
+  and filled from the M-CLIP file, which is read without running code from it.
+
+Known encoders are fetched by the weights manager (`generator.weights`: cache, SHA-256 where
+pinned, the ``$HF_ENDPOINT`` mirror, offline mode) into ``<cache>/text/<name>``; a local folder
+in either layout works too. Prompt lengths are counted with the encoder's own tokenizer through
+the `tokenizers` library, which needs no torch, so the bot refuses a long prompt at once.
 
 Which encoder draws a prompt: "clip", "multilingual", or "auto": CLIP when every part of the
 prompt is plain ASCII (English, as far as a character test can tell), else the multilingual one.
@@ -18,6 +27,9 @@ prompt is plain ASCII (English, as far as a character test can tell), else the m
 
 from __future__ import annotations
 
+import json
+import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,23 +37,69 @@ from typing import TYPE_CHECKING, Any
 from generator.errors import ModelLoadError, PromptError, SettingsError
 from generator.prompts import WeightedPrompt
 from generator.settings import TEXT_ENCODERS
+from generator.tokens import shorten
+from generator.weights import HubFile, ensure_hub_files
 
 if TYPE_CHECKING:
     import torch
 
 TEXT_ENCODER_CHOICES = (*TEXT_ENCODERS, "auto")
+SENTENCE_TRANSFORMERS = "sentence-transformers"
+M_CLIP = "M-CLIP"
+# What counting tokens needs (the bot fetches only these): the tokenizer and the token limit,
+# sentence-transformers' max_seq_length or the tokenizer's model_max_length, whichever is less.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "sentence_bert_config.json")
 
 
 @dataclass(frozen=True)
 class MultilingualSpec:
-    repo: str
+    kind: str  # SENTENCE_TRANSFORMERS or M_CLIP
     clip: str  # the CLIP whose text space it was trained to match
     size: str  # download size, for the README and logs
+    files: tuple[HubFile, ...]
+
+
+def _sentence_transformers_files() -> tuple[HubFile, ...]:
+    # Pinned commit; SHA-256 for the files whose hashes could be read without Hugging Face
+    # itself (several projects pin the same commit); the others are pinned by the commit only.
+    repo, commit = (
+        "sentence-transformers/clip-ViT-B-32-multilingual-v1",
+        ("58edf8cada9e398793dca955574a48cbb7f18be2"),
+    )
+    hashes = {
+        "tokenizer.json": "5b4e1a8171c81dfd666ae40265b9530c6e0b3d53923fe8ac493dcc84229adf81",
+        "vocab.txt": "fe0fda7c425b48c516fc8f160d594c8022a0808447475c1a7c6d6479763f310c",
+        "2_Dense/model.safetensors": (
+            "d12568dc7300970a4d3dbb49068ad16cd89b99840b74b026f8e48071e9414f74"
+        ),
+    }
+    paths = (
+        "modules.json", "config_sentence_transformers.json", "sentence_bert_config.json",
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+        "special_tokens_map.json", "vocab.txt", "1_Pooling/config.json", "2_Dense/config.json",
+        "2_Dense/model.safetensors",
+    )  # fmt: skip
+    return tuple(HubFile(repo, commit, path, hashes.get(path)) for path in paths)
+
+
+def _m_clip_files(repo: str) -> tuple[HubFile, ...]:
+    # M-CLIP's repositories and the base model's config, pinned by branch only: their commits
+    # and hashes could not be read from here. The base model's config goes to base/config.json.
+    files = ("config.json", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json")  # fmt: skip
+    base = HubFile("FacebookAI/xlm-roberta-large", "main", "config.json", None, "base/config.json")
+    return (*(HubFile(repo, "main", path) for path in files), base)
 
 
 MULTILINGUAL_MODELS = {
     "clip-ViT-B-32-multilingual-v1": MultilingualSpec(
-        "sentence-transformers/clip-ViT-B-32-multilingual-v1", "ViT-B/32", "about 540 MB"
+        SENTENCE_TRANSFORMERS, "ViT-B/32", "about 540 MB", _sentence_transformers_files()
+    ),
+    "XLM-Roberta-Large-Vit-B-32": MultilingualSpec(
+        M_CLIP, "ViT-B/32", "about 2.2 GB", _m_clip_files("M-CLIP/XLM-Roberta-Large-Vit-B-32")
+    ),
+    "XLM-Roberta-Large-Vit-L-14": MultilingualSpec(
+        M_CLIP, "ViT-L/14", "about 2.2 GB", _m_clip_files("M-CLIP/XLM-Roberta-Large-Vit-L-14")
     ),
 }
 DEFAULT_MULTILINGUAL = "clip-ViT-B-32-multilingual-v1"
@@ -58,42 +116,163 @@ def choose_encoder(choice: str, prompts: tuple[WeightedPrompt, ...]) -> str:
     return "clip" if all(p.text.isascii() for p in prompts) else "multilingual"
 
 
-class MultilingualEncoder:
-    """A sentence-transformers model whose embeddings live in a CLIP's text space."""
+class PromptLimit:
+    """How many tokens a multilingual encoder reads, counted with its own tokenizer."""
 
-    def __init__(self, model: Any, name: str, device: torch.device) -> None:
-        self.model = model
+    def __init__(self, tokenizer: Any, most: int) -> None:
+        self.tokenizer = tokenizer
+        self.most = most
+
+    def count(self, text: str) -> int:
+        """Tokens the encoder reads for `text`, its special tokens included."""
+        return len(self.tokenizer.encode(text).ids)
+
+    def check(self, prompts: tuple[WeightedPrompt, ...]) -> None:
+        """PromptError when a part is longer than the encoder reads."""
+        for prompt in prompts:
+            if self.count(prompt.text) > self.most:
+                raise PromptError(
+                    "prompt '{part}' is too long for the multilingual text encoder, which reads "
+                    "at most {most} tokens; shorten it",
+                    part=shorten(prompt.text), most=self.most,
+                )  # fmt: skip
+
+
+def read_prompt_limit(folder: Path) -> PromptLimit:
+    """The token limit of the encoder saved in `folder` (either layout)."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ModelLoadError(_EXTRA_NEEDED) from None
+    limits = [
+        _json(folder / name).get(key)
+        for name, key in (("sentence_bert_config.json", "max_seq_length"),
+                          ("tokenizer_config.json", "model_max_length"))
+        if (folder / name).is_file()
+    ]  # fmt: skip
+    sane = [n for n in limits if isinstance(n, int) and 0 < n < 100_000]
+    if not sane:
+        raise ModelLoadError(f"{folder} gives no token limit (tokenizer_config.json)")
+    try:
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as error:  # tokenizers raises plain Exception for unreadable files
+        raise ModelLoadError(f"cannot read the tokenizer in {folder}: {error}") from None
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return PromptLimit(tokenizer, min(sane))
+
+
+def prompt_limit(name_or_path: str, cache_dir: Path, *, offline: bool) -> PromptLimit:
+    """The token limit of a multilingual encoder, fetching only its tokenizer's files."""
+    spec = MULTILINGUAL_MODELS.get(name_or_path)
+    if spec is None:
+        return read_prompt_limit(_local_folder(name_or_path))
+    needed = tuple(f for f in spec.files if f.path in _TOKENIZER_FILES)
+    folder = ensure_hub_files(
+        f"{name_or_path} tokenizer", f"text/{name_or_path}", needed, cache_dir, offline=offline,
+        progress=False,
+    )  # fmt: skip
+    return read_prompt_limit(folder)
+
+
+class MultilingualEncoder(ABC):
+    """A multilingual encoder whose embeddings live in a CLIP's text space."""
+
+    def __init__(self, name: str, limit: PromptLimit, device: torch.device) -> None:
         self.name = name
+        self.limit = limit
         self.device = device
+
+    @property
+    @abstractmethod
+    def dimension(self) -> int:
+        """Width of its embeddings."""
+
+    @property
+    def max_tokens(self) -> int:
+        return self.limit.most
+
+    def token_count(self, text: str) -> int:
+        return self.limit.count(text)
+
+    def encode(self, prompts: tuple[WeightedPrompt, ...]) -> torch.Tensor:
+        """Unit embeddings (N, D) of the prompts' texts, on the encoder's device."""
+        self.limit.check(prompts)
+        import torch
+
+        with torch.no_grad():
+            embeddings = self._embed([p.text for p in prompts])
+        return torch.nn.functional.normalize(embeddings.float(), dim=-1)
+
+    @abstractmethod
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        """Embeddings (N, D) of `texts`, not yet normalised."""
+
+
+class SentenceTransformerEncoder(MultilingualEncoder):
+    """clip-ViT-B-32-multilingual-v1 and other sentence-transformers models."""
+
+    def __init__(self, model: Any, name: str, limit: PromptLimit, device: torch.device) -> None:
+        super().__init__(name, limit, device)
+        self.model = model
 
     @property
     def dimension(self) -> int:
         return int(self.model.get_embedding_dimension())
 
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        embeddings: torch.Tensor = self.model.encode(
+            texts, convert_to_tensor=True, device=str(self.device)
+        )
+        return embeddings
+
+
+class MClipEncoder(MultilingualEncoder):
+    """An M-CLIP encoder: transformer, attention-masked mean of its token states, linear map."""
+
+    def __init__(
+        self, transformer: Any, tokenizer: Any, head: torch.nn.Linear, *, name: str,
+        limit: PromptLimit, device: torch.device,
+    ) -> None:  # fmt: skip
+        super().__init__(name, limit, device)
+        self.transformer = transformer
+        self.tokenizer = tokenizer
+        self.head = head
+
     @property
-    def max_tokens(self) -> int:
-        return int(self.model.max_seq_length)
+    def dimension(self) -> int:
+        return int(self.head.out_features)
 
-    def token_count(self, text: str) -> int:
-        """Tokens the encoder reads for `text`, its special tokens included."""
-        return len(self.model.tokenizer(text)["input_ids"])
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
+        states = self.transformer(**tokens)[0]
+        mask = tokens["attention_mask"].unsqueeze(2).to(states.dtype)
+        pooled = (states * mask).sum(dim=1) / mask.sum(dim=1)
+        result: torch.Tensor = self.head(pooled)
+        return result
 
-    def encode(self, prompts: tuple[WeightedPrompt, ...]) -> torch.Tensor:
-        """Unit embeddings (N, D) of the prompts' texts, on the encoder's device."""
-        for prompt in prompts:
-            if self.token_count(prompt.text) > self.max_tokens:
-                shown = prompt.text if len(prompt.text) <= 40 else prompt.text[:39] + "…"
-                raise PromptError(
-                    f"prompt {shown!r} is too long for the multilingual text encoder, which "
-                    f"reads at most {self.max_tokens} tokens; shorten it"
-                )
-        import torch
 
-        with torch.no_grad():
-            embeddings = self.model.encode(
-                [p.text for p in prompts], convert_to_tensor=True, device=str(self.device)
-            )
-        return torch.nn.functional.normalize(embeddings.float(), dim=-1)
+_EXTRA_NEEDED = (
+    "the multilingual text encoder needs sentence-transformers and transformers: "
+    "pip install 'pseudo-dalle[multilingual]'"
+)
+
+
+def encoder_folder(
+    name_or_path: str, cache_dir: Path, *, offline: bool, progress: bool = True
+) -> Path:
+    """The folder holding the encoder: a local one, or a known one fetched into the cache."""
+    spec = MULTILINGUAL_MODELS.get(name_or_path)
+    if spec is None:
+        return _local_folder(name_or_path)
+    folder = cache_dir / f"text/{name_or_path}"
+    if progress and not offline and not all((folder / f.stored).is_file() for f in spec.files):
+        print(f"fetching the multilingual text encoder {name_or_path} ({spec.size}) into {folder}",
+              file=sys.stderr)  # fmt: skip
+    return ensure_hub_files(
+        name_or_path, f"text/{name_or_path}", spec.files, cache_dir, offline=offline,
+        progress=progress,
+    )  # fmt: skip
 
 
 def load_multilingual(
@@ -101,27 +280,24 @@ def load_multilingual(
     cache_dir: Path, offline: bool,
 ) -> MultilingualEncoder:  # fmt: skip
     """Load a multilingual encoder and check that it speaks the loaded CLIP's text space."""
-    try:
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as transformers_logging
-    except ImportError:
-        raise ModelLoadError(
-            "the multilingual text encoder needs sentence-transformers: "
-            "pip install 'pseudo-dalle[multilingual]'"
-        ) from None
     spec = MULTILINGUAL_MODELS.get(name_or_path)
     if spec is not None and clip_name is not None and clip_name != spec.clip:
+        fitting = [name for name, other in MULTILINGUAL_MODELS.items() if other.clip == clip_name]
+        instead = f", the multilingual encoder {' or '.join(fitting)}" if fitting else ""
         raise ModelLoadError(
             f"the multilingual encoder {name_or_path} maps into the text space of CLIP "
-            f"{spec.clip}, not {clip_name}: use CLIP {spec.clip} with it, or --text-encoder clip"
+            f"{spec.clip}, not {clip_name}: use CLIP {spec.clip} with it{instead}, or the "
+            "CLIP text encoder"
         )
-    folder = _folder(name_or_path, spec, cache_dir, offline)
-    transformers_logging.disable_progress_bar()
     try:
-        model = SentenceTransformer(str(folder), device=str(device))
-    except (OSError, ValueError, KeyError) as error:
-        raise ModelLoadError(f"{folder} is not a sentence-transformers model: {error}") from None
-    encoder = MultilingualEncoder(model.eval(), name_or_path, device)
+        import transformers  # noqa: F401
+    except ImportError:
+        raise ModelLoadError(_EXTRA_NEEDED) from None
+    folder = encoder_folder(name_or_path, cache_dir, offline=offline)
+    if _kind(folder) == M_CLIP:
+        encoder = _load_m_clip(folder, name_or_path, device)
+    else:
+        encoder = _load_sentence_transformer(folder, name_or_path, device)
     if encoder.dimension != clip_dim:
         raise ModelLoadError(
             f"the multilingual encoder {name_or_path} gives {encoder.dimension}-dimensional "
@@ -130,28 +306,86 @@ def load_multilingual(
     return encoder
 
 
-def _folder(name_or_path: str, spec: MultilingualSpec | None, cache: Path, offline: bool) -> Path:
-    if spec is None:
-        folder = Path(name_or_path).expanduser()
-        if not folder.is_dir():
-            known = ", ".join(MULTILINGUAL_MODELS)
-            raise ModelLoadError(
-                f"{name_or_path}: not a known multilingual encoder ({known}) nor a folder"
-            )
-        return folder
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+def _load_sentence_transformer(
+    folder: Path, name: str, device: torch.device
+) -> MultilingualEncoder:
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()
     try:
-        return Path(
-            snapshot_download(
-                spec.repo, cache_dir=str(cache / "huggingface"), local_files_only=offline
-            )
-        )
-    except LocalEntryNotFoundError:
+        model = SentenceTransformer(str(folder), device=str(device))
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"{folder} is not a sentence-transformers model: {error}") from None
+    return SentenceTransformerEncoder(model.eval(), name, read_prompt_limit(folder), device)
+
+
+def _load_m_clip(folder: Path, name: str, device: torch.device) -> MultilingualEncoder:
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from generator.checkpoint import read_tensors
+
+    config = _json(folder / "config.json")
+    try:
+        width, dimension = int(config["transformerDimensions"]), int(config["numDims"])
+        base = AutoConfig.from_pretrained(str(folder / "base"))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), config=base)
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise ModelLoadError(
-            f"{name_or_path} is not in the cache at {cache} and downloads are off (--offline); "
-            "run pseudo-dalle fetch-weights --text-encoder multilingual where there is internet"
+            f"{folder} is not a complete M-CLIP model (config.json, tokenizer files, and the "
+            f"base model's config in base/config.json): {error}"
         ) from None
-    except (HfHubHTTPError, OSError) as error:
-        raise ModelLoadError(f"cannot download {spec.repo} ({spec.size}): {error}") from None
+    weights = next((folder / f for f in ("model.safetensors", "pytorch_model.bin")
+                    if (folder / f).is_file()), None)  # fmt: skip
+    if weights is None:
+        raise ModelLoadError(f"{folder} has no model.safetensors or pytorch_model.bin")
+    tensors = read_tensors(weights)
+    transformer = AutoModel.from_config(base)
+    head = torch.nn.Linear(width, dimension)
+    try:
+        _fill(transformer, tensors, "transformer.")
+        _fill(head, tensors, "LinearTransformation.")
+    except (RuntimeError, ValueError) as error:
+        raise ModelLoadError(f"{weights} does not fit the M-CLIP model it names: {error}") from None
+    transformer = transformer.float().eval().to(device)
+    head = head.float().eval().to(device)
+    return MClipEncoder(
+        transformer, tokenizer, head, name=name, limit=read_prompt_limit(folder), device=device
+    )
+
+
+def _fill(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    """Load the tensors under `prefix` into `module`; every parameter must be there. Position
+    ids, a buffer older transformers versions saved, may be extra."""
+    own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    result = module.load_state_dict(own, strict=False)
+    extra = [k for k in result.unexpected_keys if not k.endswith("position_ids")]
+    if result.missing_keys or extra:
+        raise ValueError(f"missing {result.missing_keys[:3]}, unexpected {extra[:3]}")
+
+
+def _kind(folder: Path) -> str:
+    config = folder / "config.json"
+    is_m_clip = config.is_file() and _json(config).get("model_type") == M_CLIP
+    return M_CLIP if is_m_clip else SENTENCE_TRANSFORMERS
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot read {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path} is not a JSON object")
+    return data
+
+
+def _local_folder(name_or_path: str) -> Path:
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        known = ", ".join(MULTILINGUAL_MODELS)
+        raise ModelLoadError(
+            f"{name_or_path}: not a known multilingual encoder ({known}) nor a folder"
+        )
+    return folder

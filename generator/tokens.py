@@ -41,8 +41,13 @@ def check_lengths(prompts: tuple[WeightedPrompt, ...]) -> None:
     """PromptError when a prompt part is longer than CLIP can read."""
     for prompt in prompts:
         if token_count(prompt.text) > CONTEXT_LENGTH:
-            shown = prompt.text if len(prompt.text) <= 40 else prompt.text[:39] + "…"
             raise PromptError(
-                f"prompt {shown!r} is too long for CLIP, which reads at most "
-                f"{CONTEXT_LENGTH - 2} tokens (about {CONTEXT_LENGTH - 2} short words); shorten it"
-            )
+                "prompt '{part}' is too long for CLIP, which reads at most {most} tokens (about "
+                "{most} short words); shorten it",
+                part=shorten(prompt.text), most=CONTEXT_LENGTH - 2,
+            )  # fmt: skip
+
+
+def shorten(text: str, most: int = 40) -> str:
+    """`text`, cut to `most` characters with an ellipsis, to quote it in a message."""
+    return text if len(text) <= most else text[: most - 1] + "…"

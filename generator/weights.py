@@ -4,6 +4,10 @@ OpenAI's CLIP download URLs have returned 404 since 2025 (openai/CLIP issue 516)
 lists mirrors of the same OpenAI weights after OpenAI's own URL. Downloads go to a temporary file
 in the cache directory and are renamed into place only once complete and verified, so an
 interrupted download never leaves a half file where a model is expected.
+
+Models kept on Hugging Face (the multilingual text encoders) are lists of `HubFile`s at a pinned
+commit, fetched file by file through the same code; ``$HF_ENDPOINT`` names a mirror of the Hub
+(the variable huggingface_hub itself reads) to use instead of huggingface.co.
 """
 
 from __future__ import annotations
@@ -83,6 +87,43 @@ CLIP_WEIGHTS: dict[str, WeightSpec] = {
         "RN50", "RN50.pt", "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762"
     ),
 }
+
+
+HUB_URL = "https://huggingface.co"
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hugging Face repository at a commit, and where it goes in its model's
+    folder (`save_as`, default: the same path)."""
+
+    repo: str
+    revision: str
+    path: str
+    sha256: str | None = None
+    save_as: str | None = None
+
+    @property
+    def stored(self) -> str:
+        """Its path inside its model's folder."""
+        return self.save_as or self.path
+
+    def sources(self) -> tuple[Source, ...]:
+        """The file on the Hub, or on the mirror ``$HF_ENDPOINT`` names instead (as
+        huggingface_hub reads it: where the Hub is out of reach, the mirror replaces it)."""
+        endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or HUB_URL
+        return (Source(f"{endpoint}/{self.repo}/resolve/{self.revision}/{self.path}", self.sha256),)
+
+
+def ensure_hub_files(
+    name: str, folder: str, files: tuple[HubFile, ...], cache_dir: Path, *, offline: bool = False,
+    progress: bool = True,
+) -> Path:  # fmt: skip
+    """The folder `cache_dir/folder` holding every one of `files`, fetching those not there."""
+    for file in files:
+        spec = WeightSpec(f"{name} ({file.path})", f"{folder}/{file.stored}", file.sources())
+        ensure_weights(spec, cache_dir, offline=offline, progress=progress)
+    return cache_dir / folder
 
 
 def decoder_spec(url: str = DEFAULT_DECODER_URL) -> WeightSpec:

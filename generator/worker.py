@@ -32,7 +32,7 @@ from typing import Protocol, TextIO
 import torch
 
 from generator.engine import DrawResult, Engine, StepInfo, to_pil
-from generator.errors import GeneratorError
+from generator.errors import GeneratorError, PromptError
 from generator.fast import resolve_precision
 from generator.latent import as_latent, pack_state, unpack_state
 from generator.loaders import Models, load_models
@@ -186,6 +186,9 @@ class Worker:
                 text_encoder=start.text_encoder,
             )  # fmt: skip
             handle = self.batch.add(job, settings)
+        except PromptError as error:
+            self.channel.send(Failed(start.job_id, error.template, error.values))
+            return
         except (GeneratorError, ValueError) as error:
             self.channel.send(Failed(start.job_id, str(error)))
             return

@@ -13,7 +13,7 @@ import pytest
 from generator.loaders import Models, load_models
 from generator.runtime import configure_torch
 from generator.settings import DrawSettings
-from generator.synthetic import write_clip, write_decoder, write_multilingual
+from generator.synthetic import write_clip, write_decoder, write_m_clip, write_multilingual
 
 # One torch thread in the test process, as in the workers the tests start: the test machines
 # have two cores, and torch's threads stall each other when another process takes a core.
@@ -47,6 +47,12 @@ def tiny_multilingual(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random multilingual encoder into the tiny CLIP's 32-wide space, as saved by
     sentence-transformers."""
     return write_multilingual(tmp_path_factory.mktemp("multilingual"), dimension=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_m_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random M-CLIP (XLM-RoBERTa) encoder into the tiny CLIP's space, in M-CLIP's layout."""
+    return write_m_clip(tmp_path_factory.mktemp("m-clip") / "encoder", dimension=32)
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,7 @@ def _line(**payload: object) -> str:
         (_line(type="cancel"), "job_id: Field required"),
         (_line(type="explode"), "unknown message type 'explode'"),
         (_line(job_id=1), "unknown message type None"),
-        ('{"v": 2, "type": "cancel", "job_id": 1}', "protocol version 2, expected 4"),
+        ('{"v": 2, "type": "cancel", "job_id": 1}', "protocol version 2, expected 5"),
         ('{"type": "cancel", "job_id": 1}', "protocol version None"),
         ("[1, 2]", "not a JSON object"),
         ("hello", "not JSON"),

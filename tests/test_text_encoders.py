@@ -1,8 +1,12 @@
-"""Prompts in other languages: a tiny multilingual encoder saved by sentence-transformers and
-loaded through the real loader, the engine drawing with it, and the CLI's auto choice."""
+"""Prompts in other languages: tiny multilingual encoders saved as sentence-transformers and
+M-CLIP save theirs, loaded through the real loaders and the weights manager, the engine drawing
+with them, the CLI's auto choice, and the bot checking prompt lengths in the member's language."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,15 +15,27 @@ import pytest
 import torch
 
 from generator.engine import Engine
-from generator.errors import ModelLoadError, PromptError, SettingsError
+from generator.errors import ModelLoadError, PromptError, SettingsError, UnsafeModelFileError
 from generator.loaders import Models
 from generator.prompts import parse_prompts
 from generator.settings import DrawSettings, Job
-from generator.text_encoders import MultilingualEncoder, choose_encoder, load_multilingual
+from generator.text_encoders import (
+    M_CLIP,
+    MULTILINGUAL_MODELS,
+    MClipEncoder,
+    MultilingualEncoder,
+    MultilingualSpec,
+    choose_encoder,
+    load_multilingual,
+    prompt_limit,
+)
+from generator.weights import HubFile
 
 from .bot_harness import run, running_bot, text_of, wait_for_card, wait_for_job
-from .conftest import ModelFiles
-from .fake_discord import ALICE
+from .conftest import FileServer, ModelFiles
+from .fake_discord import ALICE, Member
+
+YUKI = Member(100000000000000021, "yuki", locale="ja")
 
 CPU = torch.device("cpu")
 
@@ -60,10 +76,14 @@ def test_encoders_that_do_not_fit_are_refused_saying_why(
 ) -> None:
     with pytest.raises(ModelLoadError, match="gives 32-dimensional embeddings but this CLIP's"):
         _load(tiny_multilingual, tmp_path, clip_dim=768)
-    with pytest.raises(ModelLoadError, match="text space of CLIP ViT-B/32, not ViT-L/14"):
+    fits = "not ViT-L/14: use CLIP ViT-B/32 with it, the multilingual encoder XLM-Roberta-Large-Vit"
+    with pytest.raises(ModelLoadError, match=fits):
         _load("clip-ViT-B-32-multilingual-v1", tmp_path, clip_name="ViT-L/14")
-    with pytest.raises(ModelLoadError, match=r"not in the cache at .* downloads are off"):
+    offline = r"v1 \(modules.json\) is not available \(offline mode"
+    with pytest.raises(ModelLoadError, match=offline):
         _load("clip-ViT-B-32-multilingual-v1", tmp_path, clip_name="ViT-B/32")
+    with pytest.raises(ModelLoadError, match="text space of CLIP ViT-L/14, not ViT-B/32"):
+        _load("XLM-Roberta-Large-Vit-L-14", tmp_path, clip_name="ViT-B/32")
     with pytest.raises(ModelLoadError, match="not a known multilingual encoder"):
         _load(tmp_path / "nowhere", tmp_path)
     (tmp_path / "empty").mkdir()
@@ -136,5 +156,166 @@ def test_the_bot_draws_a_japanese_prompt_with_the_encoder_auto_chooses(
             card = text_of(await wait_for_card(fake, 1, "Finished"))
             assert "Read by: multilingual encoder" in card
             assert "Read by" not in text_of(await wait_for_card(fake, 2, "Finished"))
+
+    run(scenario())
+
+
+def _m_clip_reference(folder: Path, text: str) -> torch.Tensor:
+    """What M-CLIP's own code computes: the transformer's token states, their mean over the
+    attention mask, the linear map; built here from the files by hand."""
+    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
+
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    transformer = XLMRobertaModel(XLMRobertaConfig.from_json_file(folder / "base/config.json"))
+    transformer.load_state_dict(
+        {k.removeprefix("transformer."): v for k, v in state.items() if k[0] == "t"}
+    )
+    head = torch.nn.Linear(32, 32)
+    head.load_state_dict({k.split(".")[-1]: v for k, v in state.items() if k[0] == "L"})
+    tokens = AutoTokenizer.from_pretrained(str(folder))([text], return_tensors="pt")
+    with torch.no_grad():
+        states = transformer.eval()(**tokens)[0]
+        mask = tokens["attention_mask"].unsqueeze(2)
+        pooled = head((states * mask).sum(dim=1) / mask.sum(dim=1))
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def test_an_m_clip_encoder_loads_and_embeds_as_m_clip_does(
+    tiny_m_clip: Path, tmp_path: Path
+) -> None:
+    encoder = _load(tiny_m_clip, tmp_path)
+    assert isinstance(encoder, MClipEncoder)
+    assert (encoder.dimension, encoder.max_tokens) == (32, 64)
+    assert encoder.token_count("海") == 4  # <s>, ▁, 海, </s>
+    embeddings = encoder.encode(parse_prompts("夕焼けの海：1｜猫：-0.5"))
+    assert torch.allclose(embeddings[0], _m_clip_reference(tiny_m_clip, "夕焼けの海")[0], atol=1e-5)
+    assert torch.allclose(embeddings[1], _m_clip_reference(tiny_m_clip, "猫")[0], atol=1e-5)
+    with pytest.raises(PromptError, match="which reads at most 64 tokens") as refused:
+        encoder.encode(parse_prompts("海" * 80))
+    assert refused.value.values == {"part": "海" * 39 + "…", "most": 64}
+
+
+def test_broken_or_unsafe_m_clip_files_are_refused_saying_why(
+    tiny_m_clip: Path, tmp_path: Path
+) -> None:
+    headless = shutil.copytree(tiny_m_clip, tmp_path / "headless")
+    state = torch.load(headless / "pytorch_model.bin", weights_only=True)
+    torch.save({k: v for k, v in state.items() if k[0] == "t"}, headless / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match=r"does not fit the M-CLIP model it names: missing"):
+        _load(headless, tmp_path)
+    baseless = shutil.copytree(tiny_m_clip, tmp_path / "baseless")
+    shutil.rmtree(baseless / "base")
+    with pytest.raises(ModelLoadError, match=r"base model's config in base/config.json"):
+        _load(baseless, tmp_path)
+    unsafe = shutil.copytree(tiny_m_clip, tmp_path / "unsafe")
+    marker = tmp_path / "ran"
+    torch.save({**state, "payload": _RunsCode(marker)}, unsafe / "pytorch_model.bin")
+    with pytest.raises(UnsafeModelFileError, match=r"refusing to load .*posix\.system"):
+        _load(unsafe, tmp_path)
+    assert not marker.exists()
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _serve(server: FileServer, folder: Path, repo: str, revision: str) -> tuple[HubFile, ...]:
+    """Put every file of `folder` on the fake Hub; the files pinned by their SHA-256."""
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = path.relative_to(folder).as_posix()
+        server.files[f"/{repo}/resolve/{revision}/{name}"] = path.read_bytes()
+        files.append(HubFile(repo, revision, name, hashlib.sha256(path.read_bytes()).hexdigest()))
+    return tuple(files)
+
+
+def test_known_encoders_come_through_the_weights_manager_from_the_hub_mirror(
+    tiny_m_clip: Path, file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = _serve(file_server, tiny_m_clip, "test/tiny-m-clip", "0123abc")
+    spec = MultilingualSpec(M_CLIP, "ViT-B/32", "a few kB", files)
+    monkeypatch.setitem(MULTILINGUAL_MODELS, "tiny-m-clip", spec)
+    monkeypatch.setenv("HF_ENDPOINT", file_server.base_url)
+    cache = tmp_path / "cache"
+
+    limit = prompt_limit("tiny-m-clip", cache, offline=False)  # what the bot fetches
+    assert limit.most == 64
+    assert sorted(file_server.hits) == [
+        "/test/tiny-m-clip/resolve/0123abc/tokenizer.json",
+        "/test/tiny-m-clip/resolve/0123abc/tokenizer_config.json",
+    ]
+    encoder = _load("tiny-m-clip", tmp_path, cache_dir=cache, offline=False, clip_name="ViT-B/32")
+    assert set(file_server.hits.values()) == {1}
+    assert len(file_server.hits) == len(files) == 5
+    assert (cache / "text/tiny-m-clip/base/config.json").is_file()
+    local = _load(tiny_m_clip, tmp_path)
+    prompts = parse_prompts("夕焼けの海")
+    assert torch.equal(encoder.encode(prompts), local.encode(prompts))
+    _load("tiny-m-clip", tmp_path, cache_dir=cache, offline=True, clip_name="ViT-B/32")
+    assert set(file_server.hits.values()) == {1}
+
+
+def test_fetch_weights_checks_the_pinned_encoder_against_its_sha256(
+    model_files: ModelFiles, file_server: FileServer, tmp_path: Path
+) -> None:
+    spec = MULTILINGUAL_MODELS["clip-ViT-B-32-multilingual-v1"]
+    for file in spec.files:
+        file_server.files[f"/{file.repo}/resolve/{file.revision}/{file.path}"] = b"{}"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "generator", "fetch-weights", "--text-encoder", "auto",
+            "--clip-model", str(model_files.clip_torchscript), "--decoder",
+            str(model_files.decoder_pickle), "--cache-dir", str(tmp_path),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "HF_ENDPOINT": file_server.base_url},
+    )  # fmt: skip
+    assert result.returncode == 1
+    pinned = (
+        "/sentence-transformers/clip-ViT-B-32-multilingual-v1/resolve/"
+        "58edf8cada9e398793dca955574a48cbb7f18be2/tokenizer.json"
+    )
+    assert f"{file_server.base_url}{pinned}: SHA-256 mismatch" in result.stderr
+    assert "expected 5b4e1a8171c81dfd666ae40265b9530c6e0b3d53923fe8ac493dcc84229adf81" in (
+        result.stderr
+    )
+    folder = tmp_path / "text/clip-ViT-B-32-multilingual-v1"
+    assert (folder / "model.safetensors").read_bytes() == b"{}"  # not pinned: kept
+    assert not (folder / "tokenizer.json").exists()
+
+
+def test_the_bot_refuses_a_prompt_too_long_for_the_encoder_in_the_members_language(
+    model_files: ModelFiles, tiny_m_clip: Path, tmp_path: Path
+) -> None:
+    models = (
+        f'clip = "{model_files.clip_torchscript}"\ndecoder = "{model_files.decoder_pickle}"\n'
+        f'device = "cpu"\noffline = true\ntext_encoder = "auto"\n'
+        f'multilingual_model = "{tiny_m_clip}"'
+    )
+
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files, guild_locale="ja", models=models) as (
+            fake, running, _,
+        ):  # fmt: skip
+            long = "海" * 80
+            refused = await fake.reply_to(await fake.command(YUKI, "draw", prompt=long))
+            assert refused == (
+                f"プロンプト「{'海' * 39}…」は多言語テキストエンコーダーには長すぎます。"
+                "読めるのは 64 トークンまでです。短くしてください。"
+            )
+            english = await fake.reply_to(await fake.command(ALICE, "draw", prompt=long))
+            assert "is too long for the multilingual text encoder, which reads at most 64" in (
+                english
+            )
+            assert running.store.active_count() == 0
+            await fake.reply_to(
+                await fake.command(YUKI, "draw", prompt="夕焼けの海", iterations=3, size=64)
+            )
+            job = await wait_for_job(running.store, 1, lambda job: job.status == "done")
+            assert (job.text_encoder, job.steps, job.prompt) == ("multilingual", 3, "夕焼けの海")
 
     run(scenario())

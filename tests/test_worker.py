@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bot.i18n import notice, render_notice
 from generator.latent import STATE_MAGIC
 from generator.protocol import (
     CancelJob,
@@ -188,7 +189,10 @@ def test_cancel_while_running_and_bad_jobs_fail_cleanly(worker: WorkerProcess) -
     worker.send(_start(2, 3, prompt="word " * 100))
     failed = list(worker.until(Failed))[-1]
     assert isinstance(failed, Failed)
-    assert "too long for CLIP" in failed.reason
+    assert failed.reason.startswith("prompt '{part}' is too long for CLIP")
+    assert failed.values == {"part": "word " * 7 + "word…", "most": 75}
+    japanese = render_notice("ja", notice(failed.reason, **failed.values))
+    assert japanese.startswith(f"プロンプト「{'word ' * 7}word…」は CLIP には長すぎます")
 
     worker.send(_start(3, 3, width=65))
     assert isinstance(list(worker.until(Failed))[-1], Failed)
