@@ -134,14 +134,18 @@ def test_the_cli_draws_a_japanese_prompt_with_auto(
     assert "clip text encoder" in english.stdout
 
 
+def _auto_models(files: ModelFiles, encoder: Path) -> str:
+    """The bot's [models] section: the tiny models, `encoder` for prompts auto sends to it."""
+    return (
+        f'clip = "{files.clip_torchscript}"\ndecoder = "{files.decoder_pickle}"\n'
+        f'device = "cpu"\noffline = true\ntext_encoder = "auto"\nmultilingual_model = "{encoder}"'
+    )
+
+
 def test_the_bot_draws_a_japanese_prompt_with_the_encoder_auto_chooses(
     model_files: ModelFiles, tiny_multilingual: Path, tmp_path: Path
 ) -> None:
-    models = (
-        f'clip = "{model_files.clip_torchscript}"\ndecoder = "{model_files.decoder_pickle}"\n'
-        f'device = "cpu"\noffline = true\ntext_encoder = "auto"\n'
-        f'multilingual_model = "{tiny_multilingual}"'
-    )
+    models = _auto_models(model_files, tiny_multilingual)
 
     async def scenario() -> None:
         async with running_bot(tmp_path, model_files, models=models) as (fake, running, _):
@@ -291,11 +295,7 @@ def test_fetch_weights_checks_the_pinned_encoder_against_its_sha256(
 def test_the_bot_refuses_a_prompt_too_long_for_the_encoder_in_the_members_language(
     model_files: ModelFiles, tiny_m_clip: Path, tmp_path: Path
 ) -> None:
-    models = (
-        f'clip = "{model_files.clip_torchscript}"\ndecoder = "{model_files.decoder_pickle}"\n'
-        f'device = "cpu"\noffline = true\ntext_encoder = "auto"\n'
-        f'multilingual_model = "{tiny_m_clip}"'
-    )
+    models = _auto_models(model_files, tiny_m_clip)
 
     async def scenario() -> None:
         async with running_bot(tmp_path, model_files, guild_locale="ja", models=models) as (
