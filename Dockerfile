@@ -1,8 +1,9 @@
 # pseudo-dalle: the Discord bot and its GPU worker in one image.
-# The base image brings CUDA, cuDNN and a CUDA build of torch and torchvision; they are kept as
-# they are (pip is constrained to the installed versions), so nothing large is downloaded again.
-ARG BASE_IMAGE=pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime
-FROM ${BASE_IMAGE}
+# torch and torchvision are the versions constraints.txt pins, the ones CI and the quick start
+# test. PyPI's torch 2.14.1 wheel carries its CUDA 13.0 libraries (cuDNN included), so the base
+# image needs no CUDA of its own; the host needs an NVIDIA driver 580 or newer and the NVIDIA
+# Container Toolkit. Python 3.11, as in CI.
+FROM python:3.11-slim-bookworm
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PYTHONUNBUFFERED=1 \
@@ -11,12 +12,10 @@ ENV PYTHONUNBUFFERED=1 \
     PSEUDO_DALLE_CACHE=/data/weights
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY generator ./generator
 COPY bot ./bot
-RUN pip freeze | grep -iE '^(torch|torchvision)==' > /tmp/keep-torch.txt \
-    && pip install --no-cache-dir --constraint /tmp/keep-torch.txt . \
-    && rm /tmp/keep-torch.txt \
+RUN pip install --no-cache-dir --constraint constraints.txt . \
     && pseudo-dalle bot --help > /dev/null
 
 COPY docker/config.toml /app/config.toml

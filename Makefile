@@ -1,4 +1,5 @@
 # Two entry points: `make draw PROMPT="..."` and `make test`. Both create .venv on first use.
+# `make test-fast` is for editing: the unit tests only (no lint, real bot, Redis or end-to-end run).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 CONFIG ?= config.toml
 
-.PHONY: draw bot test lint bench messages
+.PHONY: draw bot test test-fast lint bench messages
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,9 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e and not redis and not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_engine.py

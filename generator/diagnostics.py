@@ -23,8 +23,9 @@ PACKAGES = ("torch", "torchvision", "clip-anytorch", "DALL-E", "discord.py", "pi
 
 
 def version_lines() -> list[str]:
+    installed_at = Path(__file__).resolve().parent.parent
     lines = [
-        f"pseudo-dalle {__version__}",
+        f"pseudo-dalle {__version__} ({installed_at})",
         f"Python {platform.python_version()} ({sys.executable})",
     ]
     for name in PACKAGES:
@@ -32,7 +33,20 @@ def version_lines() -> list[str]:
             lines.append(f"{name} {importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             lines.append(f"{name}: not installed")
-    return lines
+    return [*lines, image_format_line()]
+
+
+def image_format_line() -> str:
+    """Which of the picture formats the bot writes or reads beyond PNG this Pillow supports."""
+    from PIL import features
+
+    found = []
+    for name, label in (("webp", "WebP"), ("avif", "AVIF")):
+        if features.check(name):
+            found.append(f"{label} yes ({features.version(name) or 'version unknown'})")
+        else:
+            found.append(f"{label} NO")
+    return f"Pillow image formats: {', '.join(found)}"
 
 
 def device_lines(device: str) -> list[str]:

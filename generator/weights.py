@@ -5,6 +5,10 @@ lists mirrors of the same OpenAI weights after OpenAI's own URL. Downloads go to
 in the cache directory and are renamed into place only once complete and verified, so an
 interrupted download never leaves a half file where a model is expected.
 
+``$PSEUDO_DALLE_MIRROR`` names a copy of the cache to fetch from instead of the origins (an
+``http(s)://`` server or a ``file://`` folder holding, say, ``clip/ViT-B-32.pt``), for machines that
+cannot reach the origins; pinned SHA-256s still apply.
+
 Models kept on Hugging Face (the multilingual text encoders) are lists of `HubFile`s at a pinned
 commit, fetched file by file through the same code; ``$HF_ENDPOINT`` names a mirror of the Hub
 (the variable huggingface_hub itself reads) to use instead of huggingface.co.
@@ -29,8 +33,11 @@ from generator.errors import WeightsUnavailableError
 
 DEFAULT_DECODER_URL = "https://cdn.openai.com/dall-e/decoder.pkl"
 DEFAULT_CLIP_MODEL = "ViT-B/32"
+MIRROR_VARIABLE = "PSEUDO_DALLE_MIRROR"
 USER_AGENT = f"pseudo-dalle/{__version__}"
 CHUNK = 1 << 20
+# Seconds to connect and between chunks: an unreachable source fails a first run quickly.
+TIMEOUT_S = 15
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,16 @@ def decoder_spec(url: str = DEFAULT_DECODER_URL) -> WeightSpec:
     return WeightSpec("DALL-E dVAE decoder", f"dall_e/{basename}", (Source(url),))
 
 
+def sources_of(spec: WeightSpec) -> tuple[Source, ...]:
+    """Where `spec` is fetched from: the mirror ``$PSEUDO_DALLE_MIRROR`` names, laid out like the
+    cache, instead of the origins when it is set (the file's pinned SHA-256 still applies)."""
+    mirror = os.environ.get(MIRROR_VARIABLE, "").rstrip("/")
+    if not mirror:
+        return spec.sources
+    digest = next((source.sha256 for source in spec.sources if source.sha256), None)
+    return (Source(f"{mirror}/{spec.filename}", digest),)
+
+
 def default_cache_dir() -> Path:
     """``$PSEUDO_DALLE_CACHE``, else ``$XDG_CACHE_HOME/pseudo-dalle``, else
     ``~/.cache/pseudo-dalle``."""
@@ -192,7 +209,10 @@ def _download(source: Source, target: Path, progress: bool, label: str) -> None:
     temp = Path(temp_name)
     try:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(request, timeout=60) as response:
+        with (
+            os.fdopen(fd, "wb") as handle,
+            urllib.request.urlopen(request, timeout=TIMEOUT_S) as response,
+        ):
             total = int(response.headers.get("Content-Length") or 0) or None
             with _progress(total, label, progress) as bar:
                 while chunk := response.read(CHUNK):
@@ -230,9 +250,10 @@ def ensure_weights(
     target = cache_dir / spec.filename
     if target.is_file():
         return target
+    sources = sources_of(spec)
     failures: list[str] = []
     if not offline:
-        for source in spec.sources:
+        for source in sources:
             if progress:
                 print(f"downloading {spec.name} from {source.url}", file=sys.stderr)
             try:
@@ -240,9 +261,10 @@ def ensure_weights(
                 return target
             except (OSError, ValueError) as error:
                 failures.append(f"{source.url}: {_describe(error)}")
-    tried = "; ".join(failures) if failures else "offline mode, nothing was downloaded"
-    urls = " or ".join(source.url for source in spec.sources)
+    urls = " or ".join(source.url for source in sources)
+    tried = "; ".join(failures) or f"offline mode, nothing was downloaded; its source: {urls}"
     raise WeightsUnavailableError(
-        f"{spec.name} is not available ({tried}). Download it from {urls} "
-        f"and save it as {target}, or pass the path of a local copy."
+        f"{spec.name} is not available ({tried}). Run `pseudo-dalle fetch-weights` where there "
+        f"is a network and copy the cache here, set {MIRROR_VARIABLE} to a reachable copy of "
+        f"the cache, or save it as {target}."
     )

@@ -7,7 +7,7 @@ import contextlib
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,11 +187,27 @@ class BotProcess:
         await self.reader
 
 
-async def start_bot_process(config: Path) -> BotProcess:
+# The bot as `pseudo-dalle bot` runs it, in the test environment.
+BOT_COMMAND = (
+    sys.executable,
+    "-c",
+    "import sys; from bot.cli import main; sys.exit(main())",
+    "bot",
+)
+
+
+async def start_bot_process(
+    config: Path | None,
+    command: Sequence[str] = BOT_COMMAND,
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> BotProcess:
+    """`command` (by default the bot of the test environment) with `--config config`, if given."""
+    options = ("--config", str(config)) if config is not None else ()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())",
-        "bot", "--config", str(config), stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        *command, *options, stderr=asyncio.subprocess.PIPE, cwd=cwd, env=env
+    )
     log: list[str] = []
 
     async def read() -> None:

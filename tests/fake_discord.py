@@ -60,6 +60,7 @@ ALICE = Member(100000000000000001, "alice")
 BOB = Member(100000000000000002, "bob")
 ADMIN = Member(100000000000000003, "admin", admin=True)
 CAROL = Member(100000000000000004, "carol")
+YUKI = Member(100000000000000011, "yuki", locale="ja")  # a member whose Discord is in Japanese
 
 
 @dataclass

@@ -17,6 +17,8 @@ from generator.output import read_png_text
 
 from .conftest import FileServer, ModelFiles
 
+pytestmark = pytest.mark.slow
+
 SUMMARY = re.compile(
     r"^(done|stopped): (\d+)/(\d+) iterations in [\d.]+ s \(([\d.]+) it/s, (?:fp32|bf16|fp16), "
     r"(?:clip|multilingual) text encoder\), "

@@ -77,6 +77,7 @@ def test_engine_precisions_agree_on_the_loss(
         assert result.image.size == fp32.image.size
 
 
+@pytest.mark.slow
 def test_compiled_networks_agree_with_eager(
     tiny_models: Models, small_settings: DrawSettings
 ) -> None:
@@ -95,6 +96,7 @@ def test_compiled_networks_agree_with_eager(
     assert networks.decode is not networks.decoder  # the steps ran the compiled decoder
 
 
+@pytest.mark.slow
 def test_compile_falls_back_to_eager_where_it_cannot_compile(
     tiny_models: Models, small_settings: DrawSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

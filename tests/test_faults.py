@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from bot.limits import GuildLimits
 from bot.store import Store
 
@@ -26,6 +28,8 @@ from .bot_harness import (
 )
 from .conftest import ModelFiles
 from .fake_discord import ALICE, FakeDiscord
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 WORKER_READY = r"worker \S+ \(pid (\d+)\) ready on"
 LONG_JOBS = "max_iterations = 100000"

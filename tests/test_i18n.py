@@ -13,7 +13,7 @@ from bot.messages import all_messages, command_messages
 
 from .bot_harness import run, running_bot, text_of, wait_for_job
 from .conftest import ModelFiles
-from .fake_discord import CHANNEL_ID, Event, FakeDiscord, Member
+from .fake_discord import CHANNEL_ID, YUKI, Event, FakeDiscord, Member
 
 TRANSLATED = [language for language in LANGUAGES if language != SOURCE_LANGUAGE]
 # Discord's rule for command and option names (localised ones too).
@@ -61,7 +61,6 @@ def test_languages_notices_and_fallbacks() -> None:
     assert render_notice("ja", "a note from an earlier version") == "a note from an earlier version"
 
 
-YUKI = Member(100000000000000011, "yuki", locale="ja")
 ALEX = Member(100000000000000012, "alex", locale="en-US")
 
 
@@ -72,6 +71,7 @@ def _cards(fake: FakeDiscord) -> list[Event]:
     ]  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_a_japanese_member_sees_japanese_and_an_english_one_english(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:

@@ -33,6 +33,8 @@ from .conftest import ModelFiles
 from .fake_discord import ALICE, BOB, CAROL, FakeDiscord
 from .redis_harness import RedisServer, WorkerProcess, free_port
 
+pytestmark = [pytest.mark.redis, pytest.mark.e2e]
+
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:

@@ -33,9 +33,7 @@ from generator.weights import HubFile
 
 from .bot_harness import run, running_bot, text_of, wait_for_card, wait_for_job
 from .conftest import FileServer, ModelFiles
-from .fake_discord import ALICE, Member
-
-YUKI = Member(100000000000000021, "yuki", locale="ja")
+from .fake_discord import ALICE, YUKI
 
 CPU = torch.device("cpu")
 
@@ -122,6 +120,7 @@ def _draw(
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_cli_draws_a_japanese_prompt_with_auto(
     model_files: ModelFiles, tiny_multilingual: Path, tmp_path: Path
 ) -> None:
@@ -142,6 +141,7 @@ def _auto_models(files: ModelFiles, encoder: Path) -> str:
     )
 
 
+@pytest.mark.e2e
 def test_the_bot_draws_a_japanese_prompt_with_the_encoder_auto_chooses(
     model_files: ModelFiles, tiny_multilingual: Path, tmp_path: Path
 ) -> None:
@@ -263,6 +263,7 @@ def test_known_encoders_come_through_the_weights_manager_from_the_hub_mirror(
     assert set(file_server.hits.values()) == {1}
 
 
+@pytest.mark.slow
 def test_fetch_weights_checks_the_pinned_encoder_against_its_sha256(
     model_files: ModelFiles, file_server: FileServer, tmp_path: Path
 ) -> None:
@@ -292,6 +293,7 @@ def test_fetch_weights_checks_the_pinned_encoder_against_its_sha256(
     assert not (folder / "tokenizer.json").exists()
 
 
+@pytest.mark.e2e
 def test_the_bot_refuses_a_prompt_too_long_for_the_encoder_in_the_members_language(
     model_files: ModelFiles, tiny_m_clip: Path, tmp_path: Path
 ) -> None:

@@ -136,3 +136,18 @@ def test_progress_is_logged_in_plain_lines_when_not_on_a_terminal(
     assert lines[0] == f"downloading test model from {file_server.url('/model.pt')}"
     assert lines[-1].startswith("test/model.pt: 100% (")
     assert "\r" not in "".join(lines)
+
+
+def test_a_mirror_replaces_the_origins_and_keeps_their_checksum(
+    file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file_server.files["/origin.pt"] = PAYLOAD
+    spec = _spec(file_server, ("/origin.pt", DIGEST))
+    monkeypatch.setenv("PSEUDO_DALLE_MIRROR", file_server.url("/copy/"))
+    file_server.files["/copy/test/model.pt"] = PAYLOAD + b"tampered"
+    with pytest.raises(WeightsUnavailableError, match="SHA-256 mismatch"):
+        ensure_weights(spec, tmp_path / "first", progress=False)
+    file_server.files["/copy/test/model.pt"] = PAYLOAD
+    path = ensure_weights(spec, tmp_path / "second", progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert file_server.hits == {"/copy/test/model.pt": 2}

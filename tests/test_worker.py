@@ -36,6 +36,8 @@ from generator.protocol import (
 
 from .conftest import ModelFiles
 
+pytestmark = pytest.mark.slow
+
 
 class WorkerProcess:
     """`python -m generator.worker`, configured as the bot does it: a Configure line first."""
