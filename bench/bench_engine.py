@@ -25,13 +25,13 @@ from dall_e import unmap_pixels
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from generator.engine import Engine
-from generator.fast import auto_precision
-from generator.loaders import CLIP_MEAN, CLIP_STD, Models, load_models
-from generator.objective import embed_prompts
-from generator.prompts import parse_prompts
-from generator.settings import DrawSettings, Job
-from generator.synthetic import write_clip, write_decoder
+from generator.contract.prompts import parse_prompts
+from generator.contract.settings import DrawSettings, Job
+from generator.method.engine import Engine
+from generator.method.fast import auto_precision
+from generator.method.objective import embed_prompts
+from generator.models.loaders import CLIP_MEAN, CLIP_STD, Models, load_models
+from generator.models.synthetic import write_clip, write_decoder
 
 PROMPT = "an image of the music"
 

@@ -1,2 +1,2 @@
 """pseudo-dalle's Discord front end. This process never imports torch: drawing happens in a
-worker process (`generator.worker`) reached through `generator.protocol`."""
+worker process (`generator.worker`) reached through `generator.contract.protocol`."""

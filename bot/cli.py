@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from generator.cli import build_parser, run
+from generator.cli.commands import build_parser, run
 
 
 def _add_bot(commands: argparse._SubParsersAction[Any]) -> None:

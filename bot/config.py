@@ -2,8 +2,8 @@
 
 Each section is a pydantic model in strict mode, so a key's type, range, default and help text
 are declared once, next to the key (the limits in `bot.limits`, the worker's in
-`generator.protocol`). A problem stops the bot with one line naming the file and the key; the
-token is never shown.
+`generator.contract.protocol`). A problem stops the bot with one line naming the file and the
+key; the token is never shown.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import ErrorDetails
 
 from bot.limits import STRICT, GuildLimits, HardLimits, bounds
-from generator.protocol import Configure, ModelChoice, SharedSettings, WorkerOptions
+from generator.contract.protocol import Configure, ModelChoice, SharedSettings, WorkerOptions
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"

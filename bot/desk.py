@@ -19,11 +19,11 @@ from bot.limits import HardLimits
 from bot.scheduler import Cancelled, Scheduler
 from bot.store import ACTIVE, GuildSettings, JobRow, Store
 from bot.views import Action
-from generator.errors import PromptError
-from generator.prompts import clean_text, parse_prompts
-from generator.settings import MAX_SEED, SIDE_MULTIPLE
-from generator.text_encoders import PromptLimit, choose_encoder
-from generator.tokens import check_lengths
+from generator.contract.encoders import PromptLimit, choose_encoder
+from generator.contract.errors import PromptError
+from generator.contract.prompts import clean_text, parse_prompts
+from generator.contract.settings import MAX_SEED, SIDE_MULTIPLE
+from generator.contract.tokens import check_lengths
 
 log = logging.getLogger("pseudo_dalle.desk")
 NEGATIVE_WEIGHT = -0.5

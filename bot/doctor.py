@@ -14,11 +14,11 @@ from pydantic import ValidationError
 
 from bot.config import Config, ConfigError, load_config
 from bot.health import check_heartbeat
-from generator.diagnostics import device_lines, version_lines, weight_lines
-from generator.protocol import ModelChoice, WorkerPresence
-from generator.redis_keys import Keys, safe_url
-from generator.threads import AUTO, WORKER_RESERVED_CORES, describe_threads
-from generator.weights import default_cache_dir
+from generator.cli.diagnostics import device_lines, version_lines, weight_lines
+from generator.contract.protocol import ModelChoice, WorkerPresence
+from generator.contract.redis_keys import Keys, safe_url
+from generator.contract.threads import AUTO, WORKER_RESERVED_CORES, describe_threads
+from generator.contract.weights import default_cache_dir
 
 
 def _database_lines(path: Path) -> list[str]:

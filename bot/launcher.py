@@ -40,9 +40,9 @@ from bot.scheduler import Scheduler
 from bot.store import Store
 from bot.transport import WorkerTransport
 from bot.views import job_buttons
-from generator.errors import ModelLoadError
-from generator.text_encoders import PromptLimit, prompt_limit
-from generator.weights import default_cache_dir
+from generator.contract.encoders import PromptLimit, prompt_limit
+from generator.contract.errors import ModelLoadError
+from generator.contract.weights import default_cache_dir
 
 log = logging.getLogger("pseudo_dalle")
 LOCAL_WORKER_ID = "local"

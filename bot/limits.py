@@ -4,7 +4,7 @@
 values, which the operator can change in `[defaults]`); `HardLimits` is the operator's
 `[limits]`, which no server can go past. The TOML config, /drawconfig and /draw's option ranges,
 the stored guild settings and their validation all come from these declarations. The outer
-ends of the ranges are the worker's own checks (`generator.settings`), so nothing the bot
+ends of the ranges are the worker's own checks (`generator.contract.settings`), so nothing the bot
 accepts is refused by the worker.
 """
 
@@ -15,7 +15,7 @@ from typing import Annotated, NamedTuple
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field
 
-from generator.settings import MAX_ITERATIONS, MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
+from generator.contract.settings import MAX_ITERATIONS, MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
 
 
 class Span(NamedTuple):

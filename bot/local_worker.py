@@ -13,7 +13,7 @@ import logging
 import sys
 
 from bot.transport import FromWorker, WorkerEvent, WorkerInfo, WorkerJoined, WorkerLeft
-from generator.protocol import (
+from generator.contract.protocol import (
     CancelJob,
     Configure,
     Heartbeat,

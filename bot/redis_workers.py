@@ -6,7 +6,7 @@ scheduler dispatches only while some worker has a free place), marks cancelled j
 consumer group (so what a worker said while the bot was away is read when it is back) and their
 pictures from the `progress` stream. Workers are known by their presence keys: one that is gone
 for `GONE_AFTER_POLLS` polls in a row, while Redis answers, has left; Redis hands its jobs to
-the next worker with a free place (see `generator.redis_worker`).
+the next worker with a free place (see `generator.worker.redis_streams`).
 
 Whatever Redis does, the bot keeps going: what it sends waits in order until Redis takes it,
 and every loop tries again with a growing delay, saying why in the log.
@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from bot.transport import FromWorker, WorkerEvent, WorkerInfo, WorkerJoined, WorkerLeft
-from generator.protocol import (
+from generator.contract.protocol import (
     Failed,
     Finished,
     ProtocolError,
@@ -35,7 +35,7 @@ from generator.protocol import (
     decode,
     encode,
 )
-from generator.redis_keys import (
+from generator.contract.redis_keys import (
     BOT_GROUP,
     JOB_GROUP,
     READ_BLOCK_MS,

@@ -38,7 +38,7 @@ from bot.transport import (
     WorkerLeft,
     WorkerTransport,
 )
-from generator.protocol import (
+from generator.contract.protocol import (
     Failed,
     Finished,
     Preparing,
@@ -120,7 +120,8 @@ class Scheduler:
             await self.transport.cancel(job.id, entry.worker)
             return Cancelled.AFTER_STEP
         cancelled = self.store.cancel(job.id, notice=said)
-        self.events.publish(JobEnded(cancelled, None))
+        if cancelled is not None:
+            self.events.publish(JobEnded(cancelled, None))
         self._queue_changed()
         return Cancelled.NOW
 
@@ -151,7 +152,8 @@ class Scheduler:
                 current.id,
                 notice("The bot is restarting; this drawing will start again when it is back."),
             )
-            self.events.publish(JobPaused(job))
+            if job is not None:
+                self.events.publish(JobPaused(job))
 
     async def _reconcile(self) -> None:
         """After a restart: jobs the workers still have stay theirs, the others are queued."""
@@ -208,7 +210,10 @@ class Scheduler:
     async def _begin(self, job: JobRow) -> None:
         settings = self.store.guild_settings(job.guild_id)
         interval = max(settings.progress_interval_s, self.min_progress_interval_s)
-        entry = Running(self.store.start(job.id, None), None)
+        started = self.store.start(job.id)
+        if started is None:  # no longer queued: nothing to dispatch
+            return
+        entry = Running(started, None)
         self.running[job.id] = entry
         entry.worker = await self.transport.dispatch(
             StartJob(
@@ -219,7 +224,7 @@ class Scheduler:
             )
         )  # fmt: skip
         if entry.worker is not None:
-            entry.row = self.store.start(job.id, entry.worker)
+            entry.row = self.store.assign(job.id, entry.worker) or entry.row
         self.events.publish(JobStarting(entry.row, entry.worker, self._sharing(job.id)))
         self._queue_changed()
 
@@ -245,7 +250,10 @@ class Scheduler:
             await self._taken(entry, message)
             return
         if entry is not None and entry.worker is None:
-            entry.worker = event.worker_id  # after a restart: the worker that reports has it
+            # After a restart: the worker the job was last given to, else the one that reports.
+            entry.worker = entry.row.worker or event.worker_id
+            if entry.row.worker is None:
+                entry.row = self.store.assign(entry.row.id, event.worker_id) or entry.row
         if entry is None or entry.worker != event.worker_id:
             if job_id is not None:
                 log.warning(
@@ -259,7 +267,9 @@ class Scheduler:
             )
         elif isinstance(message, Progress):
             entry.step, entry.rate = message.step, message.iterations_per_second
-            current = self.store.progress(entry.row.id, message.step)
+            current = self.store.progress(entry.row.id, message.step, worker=event.worker_id)
+            if current is None:
+                return
             self.events.publish(
                 JobProgress(
                     current, message.step, message.total, message.iterations_per_second,
@@ -268,17 +278,20 @@ class Scheduler:
             )  # fmt: skip
         elif isinstance(message, Finished):
             del self.running[entry.row.id]
-            ended = self.store.cancel if message.cancelled else self.store.finish
+            ended = self.store.stopped if message.cancelled else self.store.finish
             done = ended(
-                entry.row.id, steps=message.steps, seconds=message.seconds,
-                continue_state=message.continue_state,
+                entry.row.id, worker=event.worker_id, steps=message.steps,
+                seconds=message.seconds, continue_state=message.continue_state,
             )  # fmt: skip
-            self.events.publish(JobEnded(done, b64_to_png(message.png_b64)))
+            if done is not None:
+                self.events.publish(JobEnded(done, b64_to_png(message.png_b64)))
             self._queue_changed()
         elif isinstance(message, Failed):
             del self.running[entry.row.id]
             reason = notice(message.reason, **message.values) if message.values else message.reason
-            self.events.publish(JobEnded(self.store.fail(entry.row.id, reason), None))
+            failed = self.store.fail(entry.row.id, reason, worker=event.worker_id)
+            if failed is not None:
+                self.events.publish(JobEnded(failed, None))
             self._queue_changed()
 
     async def _taken(self, entry: Running, message: Taken) -> None:
@@ -294,7 +307,8 @@ class Scheduler:
                 requeues=restarts,
             )  # fmt: skip
             await self.transport.cancel(job_id, message.worker_id)
-            self.events.publish(JobEnded(failed, None))
+            if failed is not None:
+                self.events.publish(JobEnded(failed, None))
             self._queue_changed()
             return
         said = None
@@ -303,8 +317,12 @@ class Scheduler:
                 "A drawing worker stopped while drawing this; worker {worker} started it again.",
                 worker=message.worker_id,
             )
-        entry.worker, entry.step, entry.rate = message.worker_id, 0, None
-        entry.row = self.store.taken(job_id, message.worker_id, requeues=restarts, notice=said)
+        taken = self.store.taken(job_id, message.worker_id, requeues=restarts, notice=said)
+        if taken is None:  # no longer running: the worker need not draw it
+            del self.running[job_id]
+            await self.transport.cancel(job_id, message.worker_id)
+            return
+        entry.worker, entry.step, entry.rate, entry.row = message.worker_id, 0, None, taken
         self.events.publish(JobStarting(entry.row, entry.worker, self._sharing(job_id)))
 
     def _worker_left(self, event: WorkerLeft) -> None:
@@ -329,7 +347,8 @@ class Scheduler:
                            count=requeues),
                     requeues=requeues,
                 )  # fmt: skip
-                self.events.publish(JobEnded(failed, None))
+                if failed is not None:
+                    self.events.publish(JobEnded(failed, None))
             else:
                 self.store.requeue(
                     job.id,

@@ -2,10 +2,15 @@
 
 A job moves queued -> running -> done | failed | cancelled, and running -> queued when its
 drawing was interrupted; each move is one method (`add_job`, `start`, `finish`, `fail`,
-`cancel`, `requeue`), so every caller makes it the same way. After a restart, a job left running
+`cancel`, `requeue`, ...), so every caller makes it the same way. `MOVES` names the states each
+move starts from, in one place; a move from any other state changes nothing, is logged and
+counted (`Store.refused`), and returns None: a late `Finished` from a worker whose job was
+cancelled, failed, requeued or taken over by another worker cannot mark it done. What a worker
+reports also has to come from the worker the job is with. After a restart, a job left running
 goes back to the queue, so nothing is lost silently.
 
-What Continue needs is the job's `continue_state` (a few KB, see `generator.latent.pack_state`),
+What Continue needs is the job's `continue_state` (a few KB, see
+`generator.method.latent.pack_state`),
 kept `[storage] keep_days` after the job ends; a continued job carries its parent's in
 `init_state`. Jobs from versions before it have a `latent` file path instead.
 """
@@ -16,7 +21,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
@@ -83,6 +88,23 @@ class JobStatus(StrEnum):
 
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+# Each move of a job and the states it may start from; from any other state the move changes
+# nothing (a late report from a worker that no longer has the job, say) and is refused.
+MOVES: dict[str, tuple[JobStatus, ...]] = {
+    "start": (JobStatus.QUEUED,),
+    "assign": (JobStatus.RUNNING,),
+    "taken": (JobStatus.RUNNING,),
+    "progress": (JobStatus.RUNNING,),
+    "finish": (JobStatus.RUNNING,),
+    "cancel": (JobStatus.QUEUED,),
+    "stopped": (JobStatus.RUNNING,),
+    "fail": (JobStatus.RUNNING,),
+    "requeue": (JobStatus.RUNNING,),
+    "note": ACTIVE,
+    "card_posted": (*ACTIVE, *ENDED),
+}
 
 
 @dataclass(frozen=True)
@@ -135,6 +157,7 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.defaults = GuildSettings.model_validate(defaults.model_dump())
+        self.refused: Counter[str] = Counter()  # moves refused, by move
         self._migrate()
 
     def _migrate(self) -> None:
@@ -171,55 +194,91 @@ class Store:
         assert job is not None
         return job
 
-    def _set(self, job_id: int, **values: object) -> JobRow:
+    def _move(
+        self, move: str, job_id: int, values: dict[str, object], *, worker: str | None = None
+    ) -> JobRow | None:
+        """Apply `move` to the job if it is in a state the move starts from (and, for what a
+        worker reports, still with that `worker`); else change nothing, log it, count it in
+        `refused`, and return None."""
+        allowed = MOVES[move]
+        condition = f"status IN ({', '.join('?' for _ in allowed)})"
+        arguments: list[object] = [*values.values(), job_id, *allowed]
+        if worker is not None:
+            condition += " AND worker IS ?"
+            arguments.append(worker)
         assignments = ", ".join(f"{name} = ?" for name in values)
-        self.db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))
-        job = self.job(job_id)
-        assert job is not None
-        return job
-
-    # -- the job's moves ------------------------------------------------------------------
-    def start(self, job_id: int, worker: str | None) -> JobRow:
-        """Dispatched to `worker` (None: to the shared queue, until a worker takes it)."""
-        return self._set(
-            job_id, status=JobStatus.RUNNING, started_at=time.time(), steps=0, worker=worker
+        cursor = self.db.execute(
+            f"UPDATE jobs SET {assignments} WHERE id = ? AND {condition}", arguments
         )
+        if cursor.rowcount == 1:
+            return self.job(job_id)
+        self.refused[move] += 1
+        current = self.job(job_id)
+        log.warning(
+            "job %s: %s refused: it is %s%s", job_id, move,
+            current.status if current else "unknown",
+            f" with worker {current.worker}" if current and worker is not None else "",
+        )  # fmt: skip
+        return None
 
-    def taken(self, job_id: int, worker: str, *, requeues: int, notice: str | None) -> JobRow:
+    # -- the job's moves (their start states: MOVES) ---------------------------------------
+    def start(self, job_id: int) -> JobRow | None:
+        """Dispatched: to a worker or, through Redis, to the shared queue (see `assign`)."""
+        return self._move(
+            "start", job_id,
+            {"status": JobStatus.RUNNING, "started_at": time.time(), "steps": 0, "worker": None},
+        )  # fmt: skip
+
+    def assign(self, job_id: int, worker: str) -> JobRow | None:
+        """The transport handed the job to `worker`."""
+        return self._move("assign", job_id, {"worker": worker})
+
+    def taken(
+        self, job_id: int, worker: str, *, requeues: int, notice: str | None
+    ) -> JobRow | None:  # fmt: skip
         """A worker took the job from the shared queue; after another worker stopped while
         drawing it, `requeues` counts the restarts and `notice` says so."""
         values: dict[str, object] = {"worker": worker, "requeues": requeues, "steps": 0}
         if notice is not None:
             values["notice"] = notice
-        return self._set(job_id, **values)
+        return self._move("taken", job_id, values)
 
-    def progress(self, job_id: int, steps: int) -> JobRow:
-        return self._set(job_id, steps=steps)
+    def progress(self, job_id: int, steps: int, *, worker: str) -> JobRow | None:
+        return self._move("progress", job_id, {"steps": steps}, worker=worker)
 
     # A job that ended no longer needs what it started from: `init_state` is cleared.
     def finish(
-        self, job_id: int, *, steps: int, seconds: float, continue_state: str
-    ) -> JobRow:  # fmt: skip
-        return self._set(
-            job_id, status=JobStatus.DONE, steps=steps, seconds=seconds,
-            continue_state=continue_state, finished_at=time.time(), notice=None, init_state=None,
-        )  # fmt: skip
+        self, job_id: int, *, worker: str, steps: int, seconds: float, continue_state: str
+    ) -> JobRow | None:  # fmt: skip
+        values: dict[str, object] = {
+            "status": JobStatus.DONE, "steps": steps, "seconds": seconds,
+            "continue_state": continue_state, "finished_at": time.time(), "notice": None,
+            "init_state": None,
+        }  # fmt: skip
+        return self._move("finish", job_id, values, worker=worker)
 
-    def cancel(
-        self, job_id: int, *, notice: str | None = None, steps: int | None = None,
-        seconds: float | None = None, continue_state: str | None = None,
-    ) -> JobRow:  # fmt: skip
-        """Cancelled: while queued (a notice), or stopped while drawing (what it drew)."""
+    def cancel(self, job_id: int, *, notice: str) -> JobRow | None:
+        """Cancelled while it waited."""
         values: dict[str, object] = {
             "status": JobStatus.CANCELLED, "finished_at": time.time(), "init_state": None,
+            "notice": notice,
         }  # fmt: skip
-        if notice is not None:
-            values["notice"] = notice
-        if steps is not None:
-            values.update(steps=steps, seconds=seconds, continue_state=continue_state)
-        return self._set(job_id, **values)
+        return self._move("cancel", job_id, values)
 
-    def fail(self, job_id: int, error: str, *, requeues: int | None = None) -> JobRow:
+    def stopped(
+        self, job_id: int, *, worker: str, steps: int, seconds: float, continue_state: str
+    ) -> JobRow | None:  # fmt: skip
+        """Cancelled while drawing: its worker stopped it and says what it drew."""
+        values: dict[str, object] = {
+            "status": JobStatus.CANCELLED, "finished_at": time.time(), "init_state": None,
+            "steps": steps, "seconds": seconds, "continue_state": continue_state,
+        }  # fmt: skip
+        return self._move("stopped", job_id, values, worker=worker)
+
+    def fail(
+        self, job_id: int, error: str, *, requeues: int | None = None, worker: str | None = None
+    ) -> JobRow | None:  # fmt: skip
+        """Failed: as its `worker` reports, or decided by the bot (no worker given)."""
         values: dict[str, object] = {
             "status": JobStatus.FAILED,
             "error": error,
@@ -228,9 +287,11 @@ class Store:
         }
         if requeues is not None:
             values["requeues"] = requeues
-        return self._set(job_id, **values)
+        return self._move("fail", job_id, values, worker=worker)
 
-    def requeue(self, job_id: int, notice: str | None, *, requeues: int | None = None) -> JobRow:
+    def requeue(
+        self, job_id: int, notice: str | None, *, requeues: int | None = None
+    ) -> JobRow | None:  # fmt: skip
         """Back to the queue from the start: its drawing was interrupted."""
         values: dict[str, object] = {
             "status": JobStatus.QUEUED,
@@ -241,14 +302,16 @@ class Store:
         }
         if requeues is not None:
             values["requeues"] = requeues
-        return self._set(job_id, **values)
+        return self._move("requeue", job_id, values)
 
-    def note(self, job_id: int, notice: str) -> JobRow:
+    def note(self, job_id: int, notice: str) -> JobRow | None:
         """A line for the job's card, e.g. who cancelled it."""
-        return self._set(job_id, notice=notice)
+        return self._move("note", job_id, {"notice": notice})
 
-    def card_posted(self, job_id: int, message_id: int, posted_at: float) -> JobRow:
-        return self._set(job_id, card_message_id=message_id, card_posted_at=posted_at)
+    def card_posted(self, job_id: int, message_id: int, posted_at: float) -> JobRow | None:
+        return self._move(
+            "card_posted", job_id, {"card_message_id": message_id, "card_posted_at": posted_at}
+        )
 
     def jobs_with_status(self, *statuses: str) -> list[JobRow]:
         marks = ", ".join("?" for _ in statuses)
@@ -296,11 +359,12 @@ class Store:
         """After a restart: jobs left running go back to the queue, with a notice on the card,
         except those in `held`, which workers still have."""
         said = notice("The bot restarted while this was drawing; it starts again from the queue.")
-        return [
+        requeued = [
             self.requeue(job.id, said)
             for job in self.jobs_with_status(JobStatus.RUNNING)
             if job.id not in held
         ]
+        return [job for job in requeued if job is not None]
 
     def recent_speed(self, size: int) -> float | None:
         """Iterations per second of the last finished jobs at `size`, for ETAs."""

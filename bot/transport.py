@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from generator.protocol import Message, StartJob
+from generator.contract.protocol import Message, StartJob
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from generator.loaders import Models, load_models
-from generator.runtime import configure_torch
-from generator.settings import DrawSettings
-from generator.synthetic import write_clip, write_decoder, write_m_clip, write_multilingual
+from generator.contract.settings import DrawSettings
+from generator.method.runtime import configure_torch
+from generator.models.loaders import Models, load_models
+from generator.models.synthetic import write_clip, write_decoder, write_m_clip, write_multilingual
 
 # One torch thread in the test process, as in the workers the tests start: the test machines
 # have two cores, and torch's threads stall each other when another process takes a core.

@@ -76,7 +76,8 @@ class WorkerProcess:
         self._log = log.open("wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "generator.redis_worker", "--redis", url, "--name", name],
+            [sys.executable, "-m", "generator.worker.redis_streams", "--redis", url,
+             "--name", name],
             stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
 

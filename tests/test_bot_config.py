@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, load_config
-from generator.protocol import Configure, decode, encode
+from generator.contract.protocol import Configure, decode, encode
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,6 +14,7 @@ import pytest
 
 from bot.limits import GuildLimits, bounds, describe
 from bot.store import Store
+from generator.contract.prompts import MAX_PROMPT_CHARS
 
 from .bot_harness import (
     TOKEN,
@@ -427,6 +428,7 @@ def test_command_options_come_from_the_limit_declarations(
             assert (draw["size"]["min_value"], draw["size"]["max_value"]) == bounds(
                 GuildLimits, "max_size"
             )
+            assert draw["prompt"]["max_length"] == MAX_PROMPT_CHARS
             before = running.store.guild_settings(GUILD_ID)
             refused = await fake.reply_to(
                 await fake.command(ADMIN, "drawconfig", max_iterations=5, max_size=16)

@@ -1,4 +1,7 @@
-"""The two halves never mix: the engine never imports discord, the bot never imports torch."""
+"""The two halves never mix: the engine never imports discord, the bot never imports torch.
+
+import-linter checks the declared boundaries on the source (`make lint`, contracts in
+pyproject.toml); these tests check what a fresh interpreter really loads."""
 
 from __future__ import annotations
 
@@ -20,32 +23,41 @@ def _modules_after(code: str) -> set[str]:
 
 def test_generator_never_imports_discord() -> None:
     loaded = _modules_after(
-        "import generator.cli, generator.engine, generator.loaders, generator.output, "
-        "generator.synthetic"
+        "import generator.cli.commands, generator.method.engine, generator.models.loaders, "
+        "generator.method.output, generator.models.synthetic, generator.worker.core"
     )
     assert "torch" in loaded
     assert not any(name == "discord" or name.startswith("discord.") for name in loaded)
 
 
 def test_cli_module_does_not_import_torch() -> None:
-    loaded = _modules_after("import generator.cli")
+    loaded = _modules_after("import generator.cli.commands")
     assert "torch" not in loaded
+
+
+CONTRACT = ", ".join(
+    f"generator.contract.{path.stem}"
+    for path in sorted((ROOT / "generator/contract").glob("*.py"))
+    if path.stem != "__init__"
+)
 
 
 def test_bot_process_never_imports_torch() -> None:
     loaded = _modules_after(
-        "import bot.app, bot.launcher, bot.cli, bot.desk, bot.scheduler, bot.local_worker\n"
-        "from generator.tokens import token_count\n"
+        "import bot.app, bot.launcher, bot.cli, bot.desk, bot.scheduler, bot.local_worker, "
+        f"bot.redis_workers, {CONTRACT}\n"
+        "from generator.contract.tokens import token_count\n"
         "token_count('an image of the music')"
     )
     assert "discord" in loaded
     assert "torch" not in loaded
 
 
-def test_protocol_imports_neither_half() -> None:
-    loaded = _modules_after("import generator.protocol")
+def test_the_contract_imports_neither_half_nor_numpy_or_pil() -> None:
+    assert "generator.contract.protocol" in CONTRACT
+    loaded = _modules_after(f"import {CONTRACT}")
     assert "pydantic" in loaded
-    assert "torch" not in loaded
+    assert not {"torch", "numpy", "PIL"} & loaded
     assert not any(name == "discord" or name.startswith("discord.") for name in loaded)
 
 
@@ -96,5 +108,5 @@ def test_bot_has_no_import_circles() -> None:
 
 def test_generator_has_no_import_circles() -> None:
     graph = _imports_of("generator")
-    assert "generator.engine" in graph["generator.worker"]
+    assert "generator.method.engine" in graph["generator.worker.core"]
     assert _cycles(graph) == []

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from generator.checkpoint import read_tensors
-from generator.errors import ModelLoadError, UnsafeModelFileError
-from generator.synthetic import random_decoder
+from generator.contract.errors import ModelLoadError, UnsafeModelFileError
+from generator.models.checkpoint import read_tensors
+from generator.models.synthetic import random_decoder
 
 from .conftest import ModelFiles
 

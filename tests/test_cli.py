@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from generator.output import read_png_text
+from generator.method.output import read_png_text
 
 from .conftest import FileServer, ModelFiles
 

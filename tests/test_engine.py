@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from generator.engine import DrawResult, Engine, StepInfo
-from generator.errors import PromptError
-from generator.loaders import Models
-from generator.output import png_bytes, png_metadata
-from generator.settings import DrawSettings, Job
+from generator.contract.errors import PromptError
+from generator.contract.settings import DrawSettings, Job
+from generator.method.engine import DrawResult, Engine, StepInfo
+from generator.method.output import png_bytes, png_metadata
+from generator.models.loaders import Models
 
 
 def _png(result: DrawResult) -> bytes:

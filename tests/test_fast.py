@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from generator.engine import Engine
-from generator.fast import FastDecoder, auto_precision, cast_visual, image_encoder
-from generator.latent import decode, gumbel_noise, initial_logits, relax
-from generator.loaders import Models
-from generator.objective import embed_cutouts
-from generator.settings import PRECISIONS, DrawSettings, Job
+from generator.contract.settings import PRECISIONS, DrawSettings, Job
+from generator.method.engine import Engine
+from generator.method.fast import FastDecoder, auto_precision, cast_visual, image_encoder
+from generator.method.latent import decode, gumbel_noise, initial_logits, relax
+from generator.method.objective import embed_cutouts
+from generator.models.loaders import Models
 
 
 def _soft_tokens(models: Models, seed: int = 0, batch: int = 2) -> torch.Tensor:
@@ -24,7 +24,7 @@ def _soft_tokens(models: Models, seed: int = 0, batch: int = 2) -> torch.Tensor:
         [initial_logits(models.vocab_size, (8, 8), 1.0, generator) for _ in range(batch)]
     )
     # (B, V, h, w) in the plain layout, as dall_e's decoder is usually fed.
-    return relax(logits, gumbel_noise(logits.shape, generator), 1.0).contiguous()
+    return relax(logits, gumbel_noise(logits.shape, generator), 1.0, "codebook").contiguous()
 
 
 def test_fp32_fast_decoder_is_the_dall_e_decoder(tiny_models: Models) -> None:

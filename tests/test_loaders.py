@@ -8,8 +8,8 @@ import dall_e
 import pytest
 import torch
 
-from generator.errors import ModelLoadError, SettingsError
-from generator.loaders import (
+from generator.contract.errors import ModelLoadError, SettingsError
+from generator.models.loaders import (
     DecoderShape,
     clip_from_file,
     clip_path,
@@ -17,7 +17,7 @@ from generator.loaders import (
     load_models,
     resolve_device,
 )
-from generator.synthetic import random_clip, random_decoder
+from generator.models.synthetic import random_clip, random_decoder
 
 from .conftest import ModelFiles
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from generator.protocol import (
+from generator.contract.protocol import (
     PROTOCOL_VERSION,
     CancelJob,
     Configure,

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from bot.store import JobRow, JobStatus
-from generator.redis_keys import Keys
-from generator.redis_worker import claim_device
+from generator.contract.redis_keys import Keys
+from generator.worker.devices import claim_device
 
 from .bot_harness import (
     Running,
@@ -26,6 +26,7 @@ from .bot_harness import (
     running_bot,
     start_bot,
     text_of,
+    title,
     wait_for_card,
     wait_for_job,
 )
@@ -46,9 +47,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @contextlib.asynccontextmanager
 async def bot_with_workers(
-    tmp_path: Path, files: ModelFiles, redis: RedisServer, names: list[str]
+    tmp_path: Path, files: ModelFiles, redis: RedisServer, names: list[str], **sections: str
 ) -> AsyncIterator[tuple[FakeDiscord, Running, dict[str, WorkerProcess]]]:
-    async with running_bot(tmp_path, files, redis=f'url = "{redis.url}"') as (fake, running, _):
+    async with running_bot(tmp_path, files, redis=f'url = "{redis.url}"', **sections) as (
+        fake,
+        running,
+        _,
+    ):
         workers = {name: WorkerProcess(redis.url, name, tmp_path / f"{name}.log") for name in names}
         try:
             yield fake, running, workers
@@ -163,6 +168,52 @@ def test_a_worker_killed_mid_job_hands_it_to_the_other(
             job = running.store.job(1)
             assert job is not None
             assert (job.status, job.worker) == (JobStatus.DONE, survivor.name)
+
+    run(scenario())
+
+
+def test_a_worker_that_wakes_after_losing_its_job_changes_nothing(
+    model_files: ModelFiles, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A worker stopped (SIGSTOP) past its lease loses its job to the other worker; woken up,
+    what it still says about the job changes nothing: the job stays the other worker's."""
+    long = "max_iterations = 100000\nprogress_interval_s = 2"
+
+    async def scenario() -> None:
+        async with bot_with_workers(
+            tmp_path, model_files, redis_server, ["gpu-a", "gpu-b"],
+            defaults=long, limits="max_iterations = 100000",
+        ) as (fake, running, workers):  # fmt: skip
+            store = running.store
+            await until(lambda: len(running.app.scheduler.workers()) == 2)
+            await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="a lake", iterations=100000, size=64)
+            )
+            first = await wait_for_job(store, 1, lambda job: job.steps > 0)
+            assert first.worker is not None
+            sleeper = workers[first.worker]
+            other = next(w for name, w in workers.items() if name != first.worker)
+            os.kill(sleeper.process.pid, signal.SIGSTOP)
+            try:
+                taken = await wait_for_job(
+                    store, 1, lambda job: job.worker == other.name and job.steps > 0, 60
+                )
+            finally:
+                os.kill(sleeper.process.pid, signal.SIGCONT)
+            assert taken.requeues == 1
+            dropped = "job 1 was handed to another worker; dropping it"
+            await sleeper.wait_for_log(dropped, timeout=30)
+            # Whatever the woken worker sent before it noticed, the job is still gpu-b's.
+            await asyncio.sleep(2)
+            now = store.job(1)
+            assert now is not None
+            assert (now.status, now.worker, now.requeues) == (
+                JobStatus.RUNNING, other.name, 1,
+            )  # fmt: skip
+            assert not any(title(e).startswith("Finished") for e in cards_of(fake, 1))
+            await fake.reply_to(await fake.command(ALICE, "cancel", job=1))
+            ended = await wait_for_job(store, 1, lambda job: job.status != JobStatus.RUNNING)
+            assert (ended.status, ended.worker) == (JobStatus.CANCELLED, other.name)
 
     run(scenario())
 

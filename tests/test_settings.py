@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from generator.errors import PromptError, SettingsError
-from generator.prompts import WeightedPrompt, clean_text, parse_prompts
-from generator.settings import DrawSettings, Job
+from generator.contract.errors import PromptError, SettingsError
+from generator.contract.prompts import WeightedPrompt, clean_text, parse_prompts
+from generator.contract.settings import DrawSettings, Job
 
 
 def test_parse_weighted_prompts() -> None:

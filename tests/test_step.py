@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from generator.engine import Engine
-from generator.latent import gumbel_noise, initial_logits, relax
-from generator.loaders import Models
-from generator.settings import DrawSettings, Job
+from generator.contract.settings import DrawSettings, Job
+from generator.method.engine import Engine
+from generator.method.latent import gumbel_noise, initial_logits, relax
+from generator.models.loaders import Models
 
 
 class _OpCounter(TorchDispatchMode):

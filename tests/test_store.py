@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.limits import GuildLimits
 from bot.retention import DAY_S, Retention
-from bot.store import MIGRATIONS, JobStatus, Store
+from bot.store import MIGRATIONS, MOVES, JobRow, JobStatus, Store
 
 
 def _store(tmp_path: Path) -> Store:
@@ -23,13 +23,28 @@ def _add(store: Store, user: int, prompt: str = "a cat") -> int:
     return job.id
 
 
+def _running(store: Store, job_id: int, worker: str = "w") -> JobRow:
+    """Started and given to `worker`."""
+    store.start(job_id)
+    running = store.assign(job_id, worker)
+    assert running is not None
+    return running
+
+
+def _finished(store: Store, job_id: int, continue_state: str) -> JobRow:
+    _running(store, job_id)
+    done = store.finish(job_id, worker="w", steps=10, seconds=1.0, continue_state=continue_state)
+    assert done is not None
+    return done
+
+
 def test_round_robin_between_requesters(tmp_path: Path) -> None:
     store = _store(tmp_path)
     a1, a2, a3 = (_add(store, 1) for _ in range(3))
     b1, b2 = _add(store, 2), _add(store, 2)
     c1 = _add(store, 3)
     assert [j.id for j in store.queue_order()] == [a1, b1, c1, a2, b2, a3]
-    store.start(a1, None)
+    store.start(a1)
     # Alice was just served, so Bob and Carol come before her next job.
     assert [j.id for j in store.queue_order()] == [b1, c1, a2, b2, a3]
     assert store.active_count(user_id=1, guild_id=1) == 3
@@ -39,8 +54,8 @@ def test_round_robin_between_requesters(tmp_path: Path) -> None:
 def test_running_jobs_are_requeued_after_a_restart(tmp_path: Path) -> None:
     store = _store(tmp_path)
     job = _add(store, 1)
-    store.start(job, None)
-    store.progress(job, 7)
+    _running(store, job)
+    store.progress(job, 7, worker="w")
     store.close()
     again = _store(tmp_path)
     (requeued,) = again.requeue_interrupted(set())
@@ -64,31 +79,110 @@ def test_guild_settings_round_trip(tmp_path: Path) -> None:
 def test_each_move_of_a_job(tmp_path: Path) -> None:
     store = _store(tmp_path)
     job = _add(store, 1)
-    started = store.start(job, None)
-    assert (started.status, started.steps) == (JobStatus.RUNNING, 0)
+    started = store.start(job)
+    assert started is not None
+    assert (started.status, started.steps, started.worker) == (JobStatus.RUNNING, 0, None)
     assert started.started_at is not None
+    assert store.assign(job, "w") is not None
     store.note(job, "Cancelled by <@1>.")
-    stopped = store.cancel(job, steps=5, seconds=1.5, continue_state="c3RhdGU=")
+    stopped = store.stopped(job, worker="w", steps=5, seconds=1.5, continue_state="c3RhdGU=")
+    assert stopped is not None
     assert (
         stopped.status, stopped.steps, stopped.seconds, stopped.continue_state, stopped.notice
     ) == (JobStatus.CANCELLED, 5, 1.5, "c3RhdGU=", "Cancelled by <@1>.")  # fmt: skip
     other = _add(store, 2)
-    store.start(other, None)
-    store.progress(other, 9)
+    _running(store, other)
+    store.progress(other, 9, worker="w")
     requeued = store.requeue(other, "again", requeues=1)
+    assert requeued is not None
     assert (requeued.status, requeued.started_at, requeued.steps, requeued.notice) == (
         JobStatus.QUEUED, None, 0, "again",
     )  # fmt: skip
     assert requeued.requeues == 1
+    _running(store, other)
     failed = store.fail(other, "boom", requeues=3)
+    assert failed is not None
     assert (failed.status, failed.error, failed.requeues) == (JobStatus.FAILED, "boom", 3)
     third = _add(store, 3)
-    store.start(third, None)
+    _running(store, third)
     store.note(third, "stale")
-    done = store.finish(third, steps=10, seconds=2.0, continue_state="c3RhdGU=")
+    done = store.finish(third, worker="w", steps=10, seconds=2.0, continue_state="c3RhdGU=")
+    assert done is not None
     assert (done.status, done.steps, done.notice) == (JobStatus.DONE, 10, None)
     assert store.active_count() == 0
     assert store.job(third) == done
+    assert store.refused.total() == 0
+
+
+def _in_state(store: Store, state: JobStatus) -> int:
+    """A job in `state`, drawn (when it got that far) by worker "w"."""
+    job = _add(store, 1)
+    if state == JobStatus.QUEUED:
+        return job
+    _running(store, job)
+    if state == JobStatus.DONE:
+        store.finish(job, worker="w", steps=3, seconds=1.0, continue_state="eA==")
+    elif state == JobStatus.FAILED:
+        store.fail(job, "boom")
+    elif state == JobStatus.CANCELLED:
+        store.stopped(job, worker="w", steps=3, seconds=1.0, continue_state="eA==")
+    return job
+
+
+MOVE_CALLS = {
+    "start": lambda s, j: s.start(j),
+    "assign": lambda s, j: s.assign(j, "w"),
+    "taken": lambda s, j: s.taken(j, "w2", requeues=1, notice="moved"),
+    "progress": lambda s, j: s.progress(j, 7, worker="w"),
+    "finish": lambda s, j: s.finish(j, worker="w", steps=9, seconds=2.0, continue_state="eQ=="),
+    "cancel": lambda s, j: s.cancel(j, notice="by a member"),
+    "stopped": lambda s, j: s.stopped(j, worker="w", steps=9, seconds=2.0, continue_state="eQ=="),
+    "fail": lambda s, j: s.fail(j, "late"),
+    "requeue": lambda s, j: s.requeue(j, "again"),
+    "note": lambda s, j: s.note(j, "a note"),
+    "card_posted": lambda s, j: s.card_posted(j, 42, 1.0),
+}
+
+
+def test_a_move_from_a_state_it_does_not_start_from_changes_nothing(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    assert set(MOVE_CALLS) == set(MOVES)
+    refused = 0
+    for move, call in MOVE_CALLS.items():
+        for state in JobStatus:
+            job = _in_state(store, state)
+            before = store.job(job)
+            assert before is not None
+            assert before.status == state
+            result = call(store, job)
+            if state in MOVES[move]:
+                assert result is not None, (move, state)
+                assert store.job(job) == result
+            else:
+                refused += 1
+                assert result is None, (move, state)
+                assert store.job(job) == before, (move, state)
+                assert store.refused[move] >= 1
+    assert store.refused.total() == refused > 0
+
+
+def test_what_a_worker_reports_counts_only_while_the_job_is_with_that_worker(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    job = _add(store, 1)
+    _running(store, job, worker="gpu-a")
+    taken = store.taken(job, "gpu-b", requeues=1, notice="gpu-b took it over")
+    assert taken is not None
+    # gpu-a lost the job while it was stopped; what it says when it wakes up changes nothing.
+    assert store.progress(job, 50, worker="gpu-a") is None
+    assert store.finish(job, worker="gpu-a", steps=99, seconds=9.0, continue_state="eA==") is None
+    assert store.fail(job, "late", worker="gpu-a") is None
+    assert store.job(job) == taken
+    assert dict(store.refused) == {"progress": 1, "finish": 1, "fail": 1}
+    done = store.finish(job, worker="gpu-b", steps=10, seconds=1.0, continue_state="eQ==")
+    assert done is not None
+    assert (done.status, done.worker, done.requeues) == (JobStatus.DONE, "gpu-b", 1)
 
 
 def _database_of_version_1(path: Path, latent: Path) -> None:
@@ -128,14 +222,13 @@ def test_jobs_of_earlier_versions_keep_their_latent_files(tmp_path: Path) -> Non
 
 def test_a_continued_job_carries_its_parents_state_until_it_ends(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    parent = store.finish(_add(store, 1), steps=10, seconds=1.0, continue_state="UERDMQ==")
+    parent = _finished(store, _add(store, 1), "UERDMQ==")
     child = store.add_job(
         guild_id=1, channel_id=2, user_id=1, prompt="a cat", seed=0, iterations=10, size=64,
         parent=parent,
     )  # fmt: skip
     assert (child.parent_id, child.init_state, child.init_latent) == (parent.id, "UERDMQ==", None)
-    store.start(child.id, None)
-    ended = store.finish(child.id, steps=10, seconds=1.0, continue_state="bmV3")
+    ended = _finished(store, child.id, "bmV3")
     assert (ended.init_state, ended.continue_state) == (None, "bmV3")
 
 
@@ -151,12 +244,12 @@ def test_retention_forgets_old_states_and_deletes_old_latent_files(tmp_path: Pat
     store = _store(tmp_path)
     now = time.time()
     os.utime(orphan, (now - 40 * DAY_S, now - 40 * DAY_S))
-    recent = store.finish(_add(store, 1), steps=1, seconds=1.0, continue_state="cmVjZW50")
-    forgotten = store.finish(_add(store, 1), steps=1, seconds=1.0, continue_state="b2xk")
+    recent = _finished(store, _add(store, 1), "cmVjZW50")
+    forgotten = _finished(store, _add(store, 1), "b2xk")
     store.db.execute(
         "UPDATE jobs SET finished_at = ? WHERE id = ?", (now - 31 * DAY_S, forgotten.id)
     )
-    pointing_outside = store.finish(_add(store, 1), steps=1, seconds=1.0, continue_state="eA==")
+    pointing_outside = _finished(store, _add(store, 1), "eA==")
     store.db.execute(
         "UPDATE jobs SET finished_at = 1, latent = ? WHERE id = ?",
         (str(outside), pointing_outside.id),

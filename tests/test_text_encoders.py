@@ -14,22 +14,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from generator.engine import Engine
-from generator.errors import ModelLoadError, PromptError, SettingsError, UnsafeModelFileError
-from generator.loaders import Models
-from generator.prompts import parse_prompts
-from generator.settings import DrawSettings, Job
-from generator.text_encoders import (
+from generator.contract.encoders import (
     M_CLIP,
     MULTILINGUAL_MODELS,
-    MClipEncoder,
-    MultilingualEncoder,
     MultilingualSpec,
     choose_encoder,
-    load_multilingual,
     prompt_limit,
 )
-from generator.weights import HubFile
+from generator.contract.errors import (
+    ModelLoadError,
+    PromptError,
+    SettingsError,
+    UnsafeModelFileError,
+)
+from generator.contract.prompts import parse_prompts
+from generator.contract.settings import DrawSettings, Job
+from generator.contract.weights import HubFile
+from generator.method.engine import Engine
+from generator.models.loaders import Models
+from generator.models.text_encoders import MClipEncoder, MultilingualEncoder, load_multilingual
 
 from .bot_harness import run, running_bot, text_of, wait_for_card, wait_for_job
 from .conftest import FileServer, ModelFiles

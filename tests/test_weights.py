@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.errors import WeightsUnavailableError
-from generator.loaders import decoder_path, load_models
-from generator.weights import (
+from generator.contract.errors import WeightsUnavailableError
+from generator.contract.weights import (
     CLIP_WEIGHTS,
     Source,
     WeightSpec,
@@ -18,6 +17,7 @@ from generator.weights import (
     default_cache_dir,
     ensure_weights,
 )
+from generator.models.loaders import decoder_path, load_models
 
 from .conftest import FileServer, ModelFiles
 

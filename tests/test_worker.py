@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 
 from bot.i18n import notice, render_notice
-from generator.latent import STATE_MAGIC
-from generator.protocol import (
+from generator.contract.protocol import (
     CancelJob,
     Configure,
     Failed,
@@ -33,6 +32,7 @@ from generator.protocol import (
     decode,
     encode,
 )
+from generator.method.latent import STATE_MAGIC
 
 from .conftest import ModelFiles
 

@@ -24,7 +24,7 @@ from bot.limits import (
     describe,
 )
 from bot.store import GuildSettings, Store
-from generator.settings import SIDE_MULTIPLE
+from generator.contract.settings import SIDE_MULTIPLE
 
 LIMIT_NAMES = tuple(GuildLimits.model_fields)
 

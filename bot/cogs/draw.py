@@ -9,7 +9,8 @@ from discord.ext import commands
 from bot.desk import FrontDesk, Request, UserError
 from bot.i18n import language_of, tr
 from bot.limits import ITERATIONS, SIDE
-from generator.settings import MAX_SEED
+from generator.contract.prompts import MAX_PROMPT_CHARS
+from generator.contract.settings import MAX_SEED
 
 
 class DrawCog(commands.Cog):
@@ -28,7 +29,7 @@ class DrawCog(commands.Cog):
     async def draw(
         self,
         interaction: discord.Interaction,
-        prompt: app_commands.Range[str, 1, 1000],
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
         iterations: app_commands.Range[int, ITERATIONS.low, ITERATIONS.high] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         size: app_commands.Range[int, SIDE.low, SIDE.high] | None = None,

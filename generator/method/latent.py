@@ -53,7 +53,7 @@ def relax(
     logits: torch.Tensor,
     noise: torch.Tensor,
     temperature: float | torch.Tensor,
-    relaxation: str = "codebook",
+    relaxation: str,
 ) -> torch.Tensor:
     """Gumbel-softmax: logits (B, h, w, V) -> soft tokens (B, V, h, w) for the decoder."""
     z = (logits + noise) / temperature  # (B, h, w, V)

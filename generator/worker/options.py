@@ -10,12 +10,12 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from generator.redis_keys import Keys
-from generator.threads import AUTO, MAX_THREADS
-from generator.weights import CLIP_WEIGHTS, DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
+from generator.contract.redis_keys import Keys
+from generator.contract.threads import AUTO, MAX_THREADS
+from generator.contract.weights import CLIP_WEIGHTS, DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
 
 if TYPE_CHECKING:
-    from generator.loaders import Models
+    from generator.models.loaders import Models
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +102,7 @@ def add_redis_worker_options(parser: argparse.ArgumentParser) -> None:
 
 def models_from_args(args: argparse.Namespace) -> Models:
     """Load the models that `add_model_options` and a --device option describe."""
-    from generator.loaders import load_models
+    from generator.models.loaders import load_models
 
     return load_models(
         args.clip_model, args.decoder, device=args.device, cache_dir=args.cache_dir,

@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from generator import __version__
-from generator.engine import DrawResult
+from generator.method.engine import DrawResult
 
 
 def png_metadata(result: DrawResult) -> dict[str, str]:

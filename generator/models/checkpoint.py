@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from generator.errors import ModelLoadError, UnsafeModelFileError
+from generator.contract.errors import ModelLoadError, UnsafeModelFileError
 
 # Module classes a pickled model may name. They are replaced by records, never instantiated.
 PICKLED_MODULE_CLASSES = (

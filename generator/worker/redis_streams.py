@@ -27,7 +27,6 @@ import os
 import queue
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -37,9 +36,8 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 from pydantic import ValidationError
 
-from generator.errors import GeneratorError
-from generator.options import add_redis_worker_options
-from generator.protocol import (
+from generator.contract.errors import GeneratorError
+from generator.contract.protocol import (
     Failed,
     Finished,
     Heartbeat,
@@ -53,7 +51,7 @@ from generator.protocol import (
     decode,
     encode,
 )
-from generator.redis_keys import (
+from generator.contract.redis_keys import (
     FLUSH_S,
     JOB_GROUP,
     LEASE_MS,
@@ -66,9 +64,12 @@ from generator.redis_keys import (
     Keys,
     safe_url,
 )
+from generator.worker.devices import claim_device, local_gpus
+from generator.worker.options import add_redis_worker_options
+from generator.worker.process import leave
 
 if TYPE_CHECKING:
-    from generator.worker import Worker
+    from generator.worker.core import Worker
 
 log = logging.getLogger("pseudo_dalle.redis_worker")
 
@@ -294,37 +295,12 @@ class JobFetcher:
             self.client.set(key, me, px=PRESENCE_TTL_MS)
 
 
-def claim_device(
-    client: redis.Redis, keys: Keys, name: str, devices: list[tuple[str, str]]
-) -> tuple[str, str] | None:
-    """The first of `devices` ((name, unique id) pairs, e.g. ("cuda:1", its UUID)) that no
-    other worker holds, now held by `name`; None when every one is taken. Docker Compose gives
-    each scaled worker every GPU (it cannot hand replicas different ones), so the workers share
-    them out here."""
-    for device, unique_id in devices:
-        key = keys.gpu(unique_id)
-        if client.set(key, name, nx=True, px=PRESENCE_TTL_MS) or client.get(key) == name:
-            return device, key
-    return None
-
-
-def _local_gpus() -> list[tuple[str, str]]:
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    return [
-        (f"cuda:{index}", str(torch.cuda.get_device_properties(index).uuid))
-        for index in range(torch.cuda.device_count())
-    ]
-
-
 def _choose_device(
     client: redis.Redis, keys: Keys, name: str, wanted: str, stop: threading.Event
 ) -> tuple[str, list[str]] | None:
     """With device "auto" and GPUs here, a GPU no other worker draws on (waiting for one to
     free up); else `wanted` as it is. Also the keys to keep renewing."""
-    gpus = _local_gpus() if wanted == "auto" else []
+    gpus = local_gpus() if wanted == "auto" else []
     if not gpus:
         return wanted, []
     said = False
@@ -423,10 +399,10 @@ def _serve(
     client: redis.Redis, keys: Keys, settings: SharedSettings, args: argparse.Namespace,
     stop: threading.Event,
 ) -> int:  # fmt: skip
-    from generator.loaders import load_models
-    from generator.runtime import configure_torch
-    from generator.threads import WORKER_RESERVED_CORES, choose_threads
-    from generator.worker import Worker, text_encoder_for
+    from generator.contract.threads import WORKER_RESERVED_CORES, choose_threads
+    from generator.method.runtime import configure_torch
+    from generator.models.loaders import load_models
+    from generator.worker.core import Worker, text_encoder_for
 
     options, choice = settings.options, settings.models
     threads = choose_threads(options.threads, reserve=WORKER_RESERVED_CORES)
@@ -476,15 +452,6 @@ def _stop_when(stop: threading.Event, channel: RedisChannel, worker: Worker) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     return run(parse(argv))
-
-
-def leave(code: int) -> None:
-    """Exit without the interpreter's teardown (see generator.worker: torch's static
-    destructors abort now and then)."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from generator.errors import PromptError
-from generator.prompts import WeightedPrompt
+from generator.contract.errors import PromptError
+from generator.contract.prompts import WeightedPrompt
 
 # Every OpenAI CLIP reads 77 tokens: a start token, 75 of text, an end token.
 CONTEXT_LENGTH = 77

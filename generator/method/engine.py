@@ -16,15 +16,22 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from generator import graphs
-from generator.cutouts import cutout_transforms, make_cutouts
-from generator.errors import SettingsError
-from generator.fast import Networks, build_networks
-from generator.latent import as_latent, decode, gumbel_noise, hard_one_hot, initial_logits, relax
-from generator.loaders import Models
-from generator.objective import embed_cutouts, embed_prompts, weighted_loss
-from generator.settings import DrawSettings, Job
-from generator.text_encoders import MultilingualEncoder
+from generator.contract.errors import SettingsError
+from generator.contract.settings import DrawSettings, Job
+from generator.method import graphs
+from generator.method.cutouts import cutout_transforms, make_cutouts
+from generator.method.fast import Networks, build_networks
+from generator.method.latent import (
+    as_latent,
+    decode,
+    gumbel_noise,
+    hard_one_hot,
+    initial_logits,
+    relax,
+)
+from generator.method.objective import embed_cutouts, embed_prompts, weighted_loss
+from generator.models.loaders import Models
+from generator.models.text_encoders import MultilingualEncoder
 
 log = logging.getLogger("pseudo_dalle.engine")
 

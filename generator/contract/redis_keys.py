@@ -1,5 +1,5 @@
 """Where the bot and its Redis workers meet: key names and timings, shared by both sides (this
-module imports neither torch nor discord). `generator.redis_worker` says how they are used.
+module imports neither torch nor discord). `generator.worker.redis_streams` says how they are used.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from generator import __version__
-from generator.errors import WeightsUnavailableError
+from generator.contract.errors import WeightsUnavailableError
 
 DEFAULT_DECODER_URL = "https://cdn.openai.com/dall-e/decoder.pkl"
 DEFAULT_CLIP_MODEL = "ViT-B/32"

@@ -15,10 +15,10 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from generator.settings import MAX_CUTOUTS, PRECISION_CHOICES, RELAXATIONS
-from generator.text_encoders import DEFAULT_MULTILINGUAL, TEXT_ENCODER_CHOICES
-from generator.threads import AUTO, MAX_THREADS
-from generator.weights import DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
+from generator.contract.encoders import DEFAULT_MULTILINGUAL, TEXT_ENCODER_CHOICES
+from generator.contract.settings import DEFAULTS, MAX_CUTOUTS, PRECISION_CHOICES, RELAXATIONS
+from generator.contract.threads import AUTO, MAX_THREADS
+from generator.contract.weights import DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
 
 PROTOCOL_VERSION = 5
 MAX_BATCH = 16
@@ -62,7 +62,7 @@ class WorkerOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     cutouts: Annotated[int, Field(ge=1, le=MAX_CUTOUTS)] = Field(
-        32, description="crops CLIP sees per step"
+        DEFAULTS.cutouts, description="crops CLIP sees per step"
     )
     precision: Annotated[str, _one_of(PRECISION_CHOICES)] = Field(
         "auto", description="fp32, bf16, fp16 or auto"
@@ -73,7 +73,7 @@ class WorkerOptions(BaseModel):
         1, description="jobs drawn together"
     )
     relaxation: Annotated[str, _one_of(RELAXATIONS)] = Field(
-        "codebook", description="what the Gumbel-softmax normalises over"
+        DEFAULTS.relaxation, description="what the Gumbel-softmax normalises over"
     )
     cuda_graphs: bool = Field(True, description="replay each step as a CUDA graph")
     threads: Annotated[int, Field(ge=AUTO, le=MAX_THREADS)] = Field(
@@ -204,7 +204,7 @@ class Progress(Message):
 @dataclass(frozen=True)
 class Finished(Message):
     """Worker -> bot: the final picture (also for a cancelled job, with `cancelled` set), and
-    what Continue needs to go on from it (`generator.latent.pack_state`, a few KB)."""
+    what Continue needs to go on from it (`generator.method.latent.pack_state`, a few KB)."""
 
     kind: ClassVar[str] = "finished"
     job_id: int

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from generator.loaders import CLIP_MEAN, CLIP_STD
-from generator.prompts import WeightedPrompt
-from generator.tokens import check_lengths
+from generator.contract.prompts import WeightedPrompt
+from generator.contract.tokens import check_lengths
+from generator.models.loaders import CLIP_MEAN, CLIP_STD
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")

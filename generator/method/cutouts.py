@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from generator.settings import DrawSettings
+from generator.contract.settings import DrawSettings
 
 
 def cutout_transforms(

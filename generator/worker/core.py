@@ -1,45 +1,26 @@
-"""The worker process: loads the models once, then draws the bot's jobs, up to `max_batch` of
-them together.
-
-It reads protocol lines on stdin and writes them on stdout; everything else (logs, tracebacks)
-goes to stderr. The first line it reads is a `Configure` message: its name, which models to
-load and how to draw; it answers `Ready` once the models are loaded. A reader thread takes new
-jobs and cancellations while jobs run (both act at the next step boundary), and a heartbeat
-thread keeps telling the bot the worker is alive. End
-of stdin, or a closed stdout, means the bot is gone (it stopped, or it died and the pipes closed
-with it): the worker exits at the next step boundary, whatever it is drawing.
-
-    python -m generator.worker   (then a Configure line on stdin; the bot sends it)
+"""The worker's core, whatever its transport: it holds the models, admits jobs into one batch
+(up to `max_batch`), steps them, and reports progress, pictures and results on a `Channel`.
+Jobs and cancellations act at step boundaries. The transports beside it feed it jobs and carry
+its messages: `child` (the bot's child process, stdin/stdout) and `redis_streams`.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import logging
-import os
 import queue
-import socket
-import sys
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TextIO
 
 import torch
 
-from generator.engine import DrawResult, Engine, StepInfo, to_pil
-from generator.errors import GeneratorError, PromptError
-from generator.fast import resolve_precision
-from generator.latent import as_latent, pack_state, unpack_state
-from generator.loaders import Models, load_models
-from generator.output import png_bytes, png_metadata
-from generator.protocol import (
+from generator.contract.errors import GeneratorError, PromptError
+from generator.contract.protocol import (
     CancelJob,
-    Configure,
     Failed,
     Finished,
     Heartbeat,
@@ -48,18 +29,19 @@ from generator.protocol import (
     Preparing,
     Progress,
     ProtocolError,
-    Ready,
     StartJob,
     WorkerOptions,
     decode,
-    encode,
     png_to_b64,
 )
-from generator.runtime import configure_torch
-from generator.settings import DrawSettings, Job
-from generator.text_encoders import MultilingualEncoder, load_multilingual
-from generator.threads import WORKER_RESERVED_CORES, choose_threads
-from generator.weights import CLIP_WEIGHTS, default_cache_dir
+from generator.contract.settings import DrawSettings, Job
+from generator.contract.weights import CLIP_WEIGHTS, default_cache_dir
+from generator.method.engine import DrawResult, Engine, StepInfo, to_pil
+from generator.method.fast import resolve_precision
+from generator.method.latent import as_latent, pack_state, unpack_state
+from generator.method.output import png_bytes, png_metadata
+from generator.models.loaders import Models
+from generator.models.text_encoders import MultilingualEncoder, load_multilingual
 
 log = logging.getLogger("pseudo_dalle.worker")
 HEARTBEAT_S = 1.0
@@ -71,26 +53,6 @@ class Channel(Protocol):
     gone: threading.Event
 
     def send(self, message: Message) -> None: ...
-
-
-class _Channel:
-    """Protocol lines to the bot on a stream, one writer at a time. `gone` is set when the bot
-    is."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-        self.gone = threading.Event()
-
-    def send(self, message: Message) -> None:
-        with self._lock:
-            if self.gone.is_set():
-                return
-            try:
-                self._stream.write(encode(message))
-                self._stream.flush()
-            except (BrokenPipeError, ValueError):  # ValueError: the stream is closed
-                self.gone.set()
 
 
 @dataclass
@@ -301,71 +263,3 @@ def text_encoder_for(
         clip_name=choice.clip if choice.clip in CLIP_WEIGHTS else None, device=models.device,
         cache_dir=cache_dir or default_cache_dir(), offline=choice.offline,
     )  # fmt: skip
-
-
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m generator.worker", description=__doc__)
-    return parser.parse_args(argv)
-
-
-def _configuration(stream: TextIO) -> Configure | None:
-    """The first line: what to load and how to draw (None, logged, for anything else)."""
-    line = stream.readline()
-    if not line:
-        log.error("no configuration arrived: the bot closed the connection first")
-        return None
-    try:
-        message = decode(line)
-    except ProtocolError as error:
-        log.error("the first line is not a configuration: %s", error)
-        return None
-    if not isinstance(message, Configure):
-        log.error("the first line is a %s message, not a configuration", message.kind)
-        return None
-    return message
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
-    configure = _configuration(sys.stdin)
-    if configure is None:
-        return 2
-    options, choice = configure.options, configure.models
-    threads = choose_threads(options.threads, reserve=WORKER_RESERVED_CORES)
-    configure_torch(threads)
-    log.info("worker %s: torch uses %d CPU thread(s)", configure.worker_id, threads)
-    channel = _Channel(sys.stdout)
-    cache_dir = Path(choice.cache_dir) if choice.cache_dir else None
-    try:
-        models = load_models(
-            choice.clip, choice.decoder, device=choice.device, cache_dir=cache_dir,
-            offline=choice.offline,
-        )  # fmt: skip
-        multilingual = text_encoder_for(choice, models, cache_dir)
-    except GeneratorError as error:
-        log.error("cannot load the models: %s", error)
-        return 1
-    worker = Worker(models, channel, options, multilingual)
-    threading.Thread(target=worker.read_commands, args=(sys.stdin,), daemon=True).start()
-    threading.Thread(target=worker.beat, args=(configure.worker_id,), daemon=True).start()
-    channel.send(
-        Ready(
-            worker_id=configure.worker_id, device=str(models.device), places=options.max_batch,
-            host=socket.gethostname(), pid=os.getpid(),
-        )
-    )  # fmt: skip
-    worker.serve()
-    return 0
-
-
-if __name__ == "__main__":
-    code = main()
-    # Leave without the interpreter's teardown, as multiprocessing's children do: here torch's
-    # static destructors abort the process now and then ("terminate called without an active
-    # exception", seen in about one exit in three with one torch thread), which the bot would
-    # log as a crash. Nothing is left to clean up: every file is written atomically.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

@@ -22,15 +22,16 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from generator import __version__
-from generator.errors import GeneratorError, ModelLoadError, PromptError
-from generator.options import (
-    add_cuda_graphs_option,
-    add_model_options,
-    add_redis_worker_options,
-    add_threads_option,
-    models_from_args,
+from generator.contract.encoders import (
+    DEFAULT_MULTILINGUAL,
+    MULTILINGUAL_MODELS,
+    TEXT_ENCODER_CHOICES,
+    choose_encoder,
 )
-from generator.settings import (
+from generator.contract.errors import GeneratorError, ModelLoadError, PromptError
+from generator.contract.settings import (
+    DEFAULT_ITERATIONS,
+    DEFAULTS,
     MAX_ITERATIONS,
     MAX_SEED,
     MAX_SIDE,
@@ -40,24 +41,24 @@ from generator.settings import (
     DrawSettings,
     Job,
 )
-from generator.text_encoders import (
-    DEFAULT_MULTILINGUAL,
-    MULTILINGUAL_MODELS,
-    TEXT_ENCODER_CHOICES,
-    MultilingualEncoder,
-    choose_encoder,
+from generator.contract.threads import choose_threads
+from generator.contract.tokens import check_lengths
+from generator.worker.options import (
+    add_cuda_graphs_option,
+    add_model_options,
+    add_redis_worker_options,
+    add_threads_option,
+    models_from_args,
 )
-from generator.threads import choose_threads
-from generator.tokens import check_lengths
 
 if TYPE_CHECKING:
-    from generator.engine import DrawResult, StepInfo
-    from generator.loaders import Models
+    from generator.method.engine import DrawResult, StepInfo
+    from generator.models.loaders import Models
+    from generator.models.text_encoders import MultilingualEncoder
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-DEFAULT_ITERATIONS = 1000
 TIMELAPSE_FRAMES = 60
 
 
@@ -130,9 +131,10 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     draw.add_argument(
         "--size",
         type=_size,
-        default=(512, 512),
+        default=(DEFAULTS.width, DEFAULTS.height),
         metavar="SIDE|WxH",
-        help=f"picture size in pixels, multiples of 8 from {MIN_SIDE} to {MAX_SIDE} (default 512)",
+        help=f"picture size in pixels, multiples of 8 from {MIN_SIDE} to {MAX_SIDE} "
+        f"(default {DEFAULTS.width})",
     )
     draw.add_argument(
         "--seed",
@@ -151,13 +153,16 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     draw.add_argument(
         "--cutouts",
         type=_positive,
-        default=32,
-        help="random crops CLIP looks at per step (default 32)",
+        default=DEFAULTS.cutouts,
+        help=f"random crops CLIP looks at per step (default {DEFAULTS.cutouts})",
     )
-    draw.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
     draw.add_argument(
-        "--temperature", type=float, default=1.0, help="Gumbel-softmax temperature (default 1.0)"
+        "--lr", type=float, default=DEFAULTS.lr, help=f"Adam learning rate (default {DEFAULTS.lr})"
     )
+    draw.add_argument(
+        "--temperature", type=float, default=DEFAULTS.temperature,
+        help=f"Gumbel-softmax temperature (default {DEFAULTS.temperature})",
+    )  # fmt: skip
     draw.add_argument(
         "--temperature-end",
         type=float,
@@ -167,8 +172,8 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     draw.add_argument(
         "--relaxation",
         choices=RELAXATIONS,
-        default="codebook",
-        help="what the Gumbel-softmax normalises over: codebook (default; each position a soft "
+        default=DEFAULTS.relaxation,
+        help="what the Gumbel-softmax normalises over: codebook (the default; each position a soft "
         "mix of codebook entries) or positions (each entry spread over the grid, as the "
         "notebooks that introduced the method did)",
     )
@@ -176,7 +181,7 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     draw.add_argument(
         "--rotation",
         type=float,
-        default=0.0,
+        default=DEFAULTS.rotation_degrees,
         metavar="DEGREES",
         help="rotate cutouts randomly by up to this many degrees (default 0)",
     )
@@ -184,7 +189,7 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     draw.add_argument(
         "--noise",
         type=float,
-        default=0.0,
+        default=DEFAULTS.noise_std,
         metavar="STD",
         help="add Gaussian noise of this strength to the cutouts (default 0)",
     )
@@ -306,14 +311,14 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
 def _draw(args: argparse.Namespace) -> int:
     if args.progress_dir is not None and args.save_every is None:
         _fail("--progress-dir needs --save-every N", EXIT_USAGE)
-    from generator.runtime import configure_torch
+    from generator.method.runtime import configure_torch
 
     configure_torch(choose_threads(args.threads, reserve=0))
     try:
         settings, job = _job_from_args(args)
         if job.text_encoder == "clip":
             check_lengths(job.prompts)
-        from generator.output import save_result, save_timelapse
+        from generator.method.output import save_result, save_timelapse
 
         models = models_from_args(args)
         multilingual = _multilingual(args, models) if job.text_encoder != "clip" else None
@@ -321,7 +326,7 @@ def _draw(args: argparse.Namespace) -> int:
         _fail(str(error), EXIT_FAILED)
     except GeneratorError as error:
         _fail(str(error), EXIT_USAGE)
-    from generator.fast import resolve_precision
+    from generator.method.fast import resolve_precision
 
     precision = resolve_precision(args.precision, models.device)
     settings = dataclasses.replace(settings, precision=precision)
@@ -347,8 +352,8 @@ def _draw(args: argparse.Namespace) -> int:
 
 
 def _multilingual(args: argparse.Namespace, models: Models) -> MultilingualEncoder:
-    from generator.text_encoders import load_multilingual
-    from generator.weights import CLIP_WEIGHTS, default_cache_dir
+    from generator.contract.weights import CLIP_WEIGHTS, default_cache_dir
+    from generator.models.text_encoders import load_multilingual
 
     return load_multilingual(
         args.multilingual_model, clip_dim=int(models.clip.text_projection.shape[1]),
@@ -371,7 +376,7 @@ def _run_with_progress(
     import torch
     from tqdm import tqdm
 
-    from generator.engine import Engine, to_pil
+    from generator.method.engine import Engine, to_pil
 
     engine = Engine(models, settings, cuda_graphs=cuda_graphs, multilingual=multilingual)
     frames: list[Path] = []
@@ -419,10 +424,11 @@ def _print_summary(result: DrawResult, out: Path) -> None:
 
 
 def _redis_worker(args: argparse.Namespace) -> int:
-    from generator import redis_worker
+    from generator.worker.process import leave
+    from generator.worker.redis_streams import run as serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
-    redis_worker.leave(redis_worker.run(args))
+    leave(serve(args))
     return 0  # not reached: `leave` ends the process
 
 
@@ -445,9 +451,9 @@ def _add_text_encoder_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _fetch_weights(args: argparse.Namespace) -> int:
-    from generator.loaders import clip_path, decoder_path
-    from generator.text_encoders import encoder_folder
-    from generator.weights import default_cache_dir
+    from generator.contract.encoders import encoder_folder
+    from generator.contract.weights import default_cache_dir
+    from generator.models.loaders import clip_path, decoder_path
 
     try:
         print(f"CLIP: {clip_path(args.clip_model, args.cache_dir, offline=args.offline)}")

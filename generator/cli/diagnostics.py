@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from generator import __version__
-from generator.weights import (
+from generator.contract.weights import (
     CLIP_WEIGHTS,
     WeightSpec,
     decoder_spec,

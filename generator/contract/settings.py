@@ -7,14 +7,15 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from generator.errors import SettingsError
-from generator.prompts import WeightedPrompt, parse_prompts
+from generator.contract.errors import SettingsError
+from generator.contract.prompts import WeightedPrompt, parse_prompts
 
 MIN_SIDE = 64
 MAX_SIDE = 1024
 SIDE_MULTIPLE = 8  # the decoder upsamples each token 8x
 MAX_SEED = 2**32 - 1
 MAX_ITERATIONS = 100_000
+DEFAULT_ITERATIONS = 1000  # the CLI\'s; servers set their own ([defaults] in the bot\'s config)
 MAX_CUTOUTS = 256
 # fp32 is the plain path; bf16 and fp16 run the forward passes in that dtype (the loss and the
 # Adam update stay fp32). "auto" is a choice for users, resolved per device before drawing.
@@ -22,7 +23,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 # What the Gumbel-softmax normalises over; generator/latent.py says what each means.
 RELAXATIONS = ("codebook", "positions")
-# What turns a job's prompt into the target embedding (generator.text_encoders).
+# What turns a job's prompt into the target embedding (generator.models.text_encoders).
 TEXT_ENCODERS = ("clip", "multilingual")
 
 
@@ -63,7 +64,7 @@ class DrawSettings:
     precision: str = "fp32"
     checkpointing: bool = False
     compile: bool = False
-    relaxation: str = "codebook"
+    relaxation: str = RELAXATIONS[0]
 
     def __post_init__(self) -> None:
         check_side("width", self.width)
@@ -133,7 +134,7 @@ class Job:
     seed: int
     iterations: int
     init_logits: Any = field(default=None, compare=False, repr=False)
-    text_encoder: str = "clip"  # "clip" or "multilingual" (generator.text_encoders)
+    text_encoder: str = "clip"  # "clip" or "multilingual" (generator.models.text_encoders)
     prompts: tuple[WeightedPrompt, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -150,3 +151,6 @@ class Job:
             f"text encoder must be one of {', '.join(TEXT_ENCODERS)}, got {self.text_encoder!r}",
         )
         object.__setattr__(self, "prompts", parse_prompts(self.prompt))
+
+
+DEFAULTS = DrawSettings()  # every default above, for the CLI's options and the worker's settings

@@ -19,7 +19,7 @@ import math
 import unicodedata
 from dataclasses import dataclass
 
-from generator.errors import PromptError
+from generator.contract.errors import PromptError
 
 MAX_PROMPT_CHARS = 1000
 PART_SEPARATORS = ("|", "｜")

@@ -1,7 +1,7 @@
 """Load CLIP and the DALL-E dVAE decoder from names, URLs or local files, safely and loudly.
 
-Both loaders read weights through `generator.checkpoint` (no code from a model file ever runs)
-and infer the architecture from the weights' shapes, so the tiny models the tests build go
+Both loaders read weights through `generator.models.checkpoint` (no code from a model file ever
+runs) and infer the architecture from the weights' shapes, so the tiny models the tests build go
 through exactly the code that loads OpenAI's real files.
 """
 
@@ -17,9 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from generator.checkpoint import read_tensors
-from generator.errors import ModelLoadError, SettingsError
-from generator.weights import (
+from generator.contract.errors import ModelLoadError, SettingsError
+from generator.contract.weights import (
     CLIP_WEIGHTS,
     DEFAULT_CLIP_MODEL,
     DEFAULT_DECODER_URL,
@@ -27,6 +26,7 @@ from generator.weights import (
     default_cache_dir,
     ensure_weights,
 )
+from generator.models.checkpoint import read_tensors
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")

@@ -1,0 +1,109 @@
+"""The worker as the bot's child process: loads the models once, then draws the bot's jobs.
+
+It reads protocol lines on stdin and writes them on stdout; everything else (logs, tracebacks)
+goes to stderr. The first line it reads is a `Configure` message: its name, which models to
+load and how to draw; it answers `Ready` once the models are loaded. A reader thread takes new
+jobs and cancellations while jobs run (both act at the next step boundary), and a heartbeat
+thread keeps telling the bot the worker is alive. End of stdin, or a closed stdout, means the
+bot is gone (it stopped, or it died and the pipes closed with it): the worker exits at the next
+step boundary, whatever it is drawing.
+
+    python -m generator.worker   (then a Configure line on stdin; the bot sends it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from generator.contract.errors import GeneratorError
+from generator.contract.protocol import Configure, Message, ProtocolError, Ready, decode, encode
+from generator.contract.threads import WORKER_RESERVED_CORES, choose_threads
+from generator.method.runtime import configure_torch
+from generator.models.loaders import load_models
+from generator.worker.core import Worker, text_encoder_for
+
+log = logging.getLogger("pseudo_dalle.worker")
+
+
+class _Channel:
+    """Protocol lines to the bot on a stream, one writer at a time. `gone` is set when the bot
+    is."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.gone = threading.Event()
+
+    def send(self, message: Message) -> None:
+        with self._lock:
+            if self.gone.is_set():
+                return
+            try:
+                self._stream.write(encode(message))
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):  # ValueError: the stream is closed
+                self.gone.set()
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m generator.worker", description=__doc__)
+    return parser.parse_args(argv)
+
+
+def _configuration(stream: TextIO) -> Configure | None:
+    """The first line: what to load and how to draw (None, logged, for anything else)."""
+    line = stream.readline()
+    if not line:
+        log.error("no configuration arrived: the bot closed the connection first")
+        return None
+    try:
+        message = decode(line)
+    except ProtocolError as error:
+        log.error("the first line is not a configuration: %s", error)
+        return None
+    if not isinstance(message, Configure):
+        log.error("the first line is a %s message, not a configuration", message.kind)
+        return None
+    return message
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    configure = _configuration(sys.stdin)
+    if configure is None:
+        return 2
+    options, choice = configure.options, configure.models
+    threads = choose_threads(options.threads, reserve=WORKER_RESERVED_CORES)
+    configure_torch(threads)
+    log.info("worker %s: torch uses %d CPU thread(s)", configure.worker_id, threads)
+    channel = _Channel(sys.stdout)
+    cache_dir = Path(choice.cache_dir) if choice.cache_dir else None
+    try:
+        models = load_models(
+            choice.clip, choice.decoder, device=choice.device, cache_dir=cache_dir,
+            offline=choice.offline,
+        )  # fmt: skip
+        multilingual = text_encoder_for(choice, models, cache_dir)
+    except GeneratorError as error:
+        log.error("cannot load the models: %s", error)
+        return 1
+    worker = Worker(models, channel, options, multilingual)
+    threading.Thread(target=worker.read_commands, args=(sys.stdin,), daemon=True).start()
+    threading.Thread(target=worker.beat, args=(configure.worker_id,), daemon=True).start()
+    channel.send(
+        Ready(
+            worker_id=configure.worker_id, device=str(models.device), places=options.max_batch,
+            host=socket.gethostname(), pid=os.getpid(),
+        )
+    )  # fmt: skip
+    worker.serve()
+    return 0

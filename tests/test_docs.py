@@ -1,0 +1,35 @@
+"""The README's tables state the defaults and limits the code declares (generator.contract)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from generator.contract.settings import (
+    DEFAULT_ITERATIONS,
+    DEFAULTS,
+    MAX_ITERATIONS,
+    MAX_SIDE,
+    MIN_SIDE,
+    SIDE_MULTIPLE,
+)
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _row(option: str) -> str:
+    """The row of the command-line table that documents `option`."""
+    rows = [line for line in README.read_text().splitlines() if line.startswith(f"| `{option}")]
+    assert len(rows) == 1, f"{option}: {rows}"
+    return rows[0]
+
+
+def test_the_command_line_table_states_the_declared_defaults() -> None:
+    expected = {
+        "--iterations": f"1 to {MAX_ITERATIONS:,} ({DEFAULT_ITERATIONS})",
+        "--size": f"multiples of {SIDE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE} ({DEFAULTS.width})",
+        "--cutouts": f"crops per step ({DEFAULTS.cutouts}), Adam learning rate ({DEFAULTS.lr})",
+        "--temperature": f"temperature ({DEFAULTS.temperature})",
+        "--relaxation": f"({DEFAULTS.relaxation}; see",
+    }
+    for option, text in expected.items():
+        assert text in _row(option), f"README's {option} row should say {text!r}"
