@@ -15,7 +15,6 @@ and every loop tries again with a growing delay, saying why in the log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -88,12 +87,16 @@ class RedisWorkers:
             self._tasks.append(asyncio.create_task(self._retrying(name, loop), name=name))
 
     async def stop(self, grace_s: float) -> None:
-        """Stop listening; the workers go on with their jobs, which the next bot picks up."""
+        """Stop listening; the workers go on with their jobs, which the next bot picks up.
+        A loop that does not end within `grace_s` (a Redis call that does not give way to the
+        cancellation) is left behind rather than holding the shutdown up."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=grace_s)
+            if stuck:
+                names = ", ".join(sorted(task.get_name() for task in stuck))
+                log.warning("%s did not stop within %.0f s; leaving without them", names, grace_s)
         await self.client.aclose()
 
     async def held_jobs(self) -> set[int]:
@@ -135,6 +138,10 @@ class RedisWorkers:
                 await loop()
                 return
             except (RedisError, OSError) as error:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Stopping: redis-py may turn a cancelled read into a timeout error.
+                    raise asyncio.CancelledError from error
                 self._connected.clear()
                 log.warning(
                     "%s: cannot reach Redis at %s (%s); trying again in %.0f s",
