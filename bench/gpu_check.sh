@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check: the engine against the reference loop on an NVIDIA GPU, in under 5 minutes,
-# with random full-size models (CLIP ViT-B/32 and the 8192-token decoder), so nothing is
-# downloaded. Prints two Markdown tables (256x256 without compiling, 512x512 with everything)
-# to paste into bench/RESULTS.md with the device, date and versions printed above them.
+# The GPU check: the engine against the reference loop on an NVIDIA GPU, in under 8 minutes,
+# with random full-size models (CLIP ViT-B/32, the 8192-token decoder and its encoder), so
+# nothing is downloaded. Prints Markdown tables (256x256 without compiling, 512x512 with
+# everything, then what the init strength does) to paste into bench/RESULTS.md with the
+# device, date and versions printed above them.
 #
 #   bench/gpu_check.sh                # the project's packages are installed already
 #   bench/gpu_check.sh WHEELS_DIR     # a machine without network that has torch only
@@ -49,3 +50,4 @@ timeout 100 "$python" bench/bench_engine.py --device cuda --sizes 256 --cutouts 
     --iterations 20 --jobs 1,4 --precisions bf16 --graphs --no-compile
 timeout 180 "$python" bench/bench_engine.py --device cuda --sizes 512 --cutouts 32 \
     --iterations 20 --jobs 1 --precisions fp32,bf16 --graphs --compile
+timeout 150 "$python" bench/bench_pictures.py --device cuda --size 256 --cutouts 32

@@ -1,4 +1,5 @@
-"""The `commands.Bot` subclass: the cogs and buttons it is handed, command sync and errors.
+"""The `commands.Bot` subclass: the cogs, context menus and buttons it is handed, command sync
+and errors.
 
 Everything it serves is built and wired by `bot.launcher`; the bot itself owns no jobs, workers
 or cards.
@@ -41,8 +42,9 @@ class CatalogTranslator(app_commands.Translator):
 
 class DrawBot(commands.Bot):
     def __init__(
-        self, cogs: Sequence[commands.Cog], buttons: type[JobButton], *, sync_commands: bool
-    ) -> None:
+        self, cogs: Sequence[commands.Cog], buttons: type[JobButton], *, sync_commands: bool,
+        menus: Sequence[app_commands.ContextMenu] = (),
+    ) -> None:  # fmt: skip
         intents = discord.Intents.none()
         intents.guilds = True
         super().__init__(
@@ -51,11 +53,14 @@ class DrawBot(commands.Bot):
         )  # fmt: skip
         self.sync_commands = sync_commands
         self._cogs = list(cogs)
+        self._menus = list(menus)
         self._buttons = buttons
 
     async def setup_hook(self) -> None:
         for cog in self._cogs:
             await self.add_cog(cog)
+        for menu in self._menus:
+            self.tree.add_command(menu)
         self.add_dynamic_items(self._buttons)
         self.tree.error(self._on_app_command_error)
         await self.tree.set_translator(CatalogTranslator())

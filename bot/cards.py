@@ -32,6 +32,7 @@ REFRESHED_POSITIONS = 10  # waiting cards kept current; later ones update as the
 # What the worker may say about a job, in English; translated when a card shows it.
 WORKER_REASONS = (
     N_("compiling the networks"),
+    N_("loading the picture encoder"),
     N_("the GPU ran out of memory; try a smaller size"),
     N_("the GPU ran out of memory; try a smaller size or ask the operator to lower [worker] "
        "max_batch"),
@@ -51,6 +52,12 @@ COLOURS = {
     "done": discord.Colour.green(),
     "failed": discord.Colour.red(),
     "cancelled": discord.Colour.dark_grey(),
+}
+# How a job uses the picture it was given, as its card says it.
+PICTURE_USES = {
+    "start": N_("Starts from it (strength {strength:g})"),
+    "steer": N_("Steers towards it"),
+    "both": N_("Starts from it (strength {strength:g}) and steers towards it"),
 }
 TITLES = {
     "queued": N_("Waiting in the queue · job {job}"),
@@ -90,8 +97,17 @@ def picture_file(job: JobRow, png: bytes) -> discord.File:
     return discord.File(io.BytesIO(png), filename=f"pseudo-dalle-{job.id}.png")
 
 
-def card(job: JobRow, lines: list[str], language: str, *, image: bool = False) -> discord.Embed:
-    """The job card: prompt, requester and settings, plus the state's own lines."""
+def thumbnail_file(job: JobRow, png: bytes) -> discord.File:
+    """The bot's small copy of the picture the job was given (never the member's upload)."""
+    return discord.File(io.BytesIO(png), filename=f"pseudo-dalle-{job.id}-given.png")
+
+
+def card(
+    job: JobRow, lines: list[str], language: str, *, image: bool = False,
+    thumbnail: bool = False,
+) -> discord.Embed:  # fmt: skip
+    """The job card: prompt, requester and settings, plus the state's own lines; `thumbnail`
+    shows the picture it was given."""
     embed = discord.Embed(
         title=tr(language, TITLES[job.status], job=job.id),
         description=quote(job.prompt),
@@ -102,6 +118,9 @@ def card(job: JobRow, lines: list[str], language: str, *, image: bool = False) -
     embed.add_field(name=tr(language, "Size"), value=f"{job.size}x{job.size}")
     if job.text_encoder != "clip":
         embed.add_field(name=tr(language, "Read by"), value=tr(language, "multilingual encoder"))
+    if job.image_use is not None:
+        use = tr(language, PICTURE_USES[job.image_use], strength=job.init_strength or 0)
+        embed.add_field(name=tr(language, "Picture given"), value=use, inline=False)
     if lines:
         embed.add_field(name=tr(language, "Status"), value="\n".join(lines), inline=False)
     if job.notice:
@@ -109,6 +128,8 @@ def card(job: JobRow, lines: list[str], language: str, *, image: bool = False) -
         embed.add_field(name=tr(language, "Note"), value=note, inline=False)
     if image:
         embed.set_image(url=f"attachment://pseudo-dalle-{job.id}.png")
+    if thumbnail:
+        embed.set_thumbnail(url=f"attachment://pseudo-dalle-{job.id}-given.png")
     return embed
 
 

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated
 
+import yarl
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -21,6 +22,9 @@ from generator.contract.protocol import Configure, ModelChoice, SharedSettings, 
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
+# Where Discord keeps attachments: the only places the bot fetches members' pictures from.
+DISCORD_CDN = ("https://cdn.discordapp.com", "https://media.discordapp.net")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -89,6 +93,40 @@ class RedisConfig(BaseModel):
     prefix: str = Field("pseudo-dalle", description="the start of every key this bot uses")
 
 
+def _origin(value: str) -> str:
+    """An origin such as https://cdn.discordapp.com: https, or http on loopback (tests)."""
+    try:
+        url = yarl.URL(value)
+    except ValueError:
+        url = None
+    secure = url is not None and (
+        url.scheme == "https" or (url.scheme == "http" and url.host in LOOPBACK)
+    )
+    if url is None or not secure or not url.host or str(url.origin()) != value.rstrip("/"):
+        raise ValueError(
+            "must be an origin such as https://cdn.discordapp.com (https, no path; http only "
+            f"on 127.0.0.1 or localhost), got {value!r}"
+        )
+    return value.rstrip("/")
+
+
+Origin = Annotated[str, AfterValidator(_origin)]
+
+
+class ImagesConfig(BaseModel):
+    """Pictures members give with a drawing (/draw's image, "Draw from this image")."""
+
+    model_config = STRICT
+
+    enabled: bool = Field(True, description="false: pictures are off on every server")
+    cdn_origins: Annotated[list[Origin], Field(min_length=1)] = Field(
+        default_factory=lambda: list(DISCORD_CDN), description="where pictures may come from"
+    )
+    fetch_timeout_s: Annotated[float, Field(ge=1, le=60)] = Field(
+        10.0, description="longest wait for one picture to arrive"
+    )
+
+
 class LoggingConfig(BaseModel):
     model_config = STRICT
 
@@ -106,6 +144,7 @@ class Config(BaseModel):
     storage: StorageConfig = StorageConfig()
     health: HealthConfig = HealthConfig()
     redis: RedisConfig = RedisConfig()
+    images: ImagesConfig = ImagesConfig()
     logging: LoggingConfig = LoggingConfig()
     path: Path = Field(Path("config.toml"), exclude=True)
 

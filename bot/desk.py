@@ -1,7 +1,9 @@
-"""The front desk: what members ask for with /draw, /cancel and the card buttons.
+"""The front desk: what members ask for with /draw, "Draw from this image", /cancel and the
+card buttons.
 
 It checks each request against the server's limits and answers the member; what it accepts goes
-to the scheduler (`enqueue`, `cancel`), which owns the jobs from then on.
+to the scheduler (`enqueue`, `cancel`), which owns the jobs from then on. A picture given with a
+request is fetched and re-encoded (`bot.pictures`) only after every other check has passed.
 """
 
 from __future__ import annotations
@@ -9,18 +11,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import discord
 
 from bot.checks import may_manage_job
 from bot.i18n import N_, SOURCE_LANGUAGE, language_of, tr
 from bot.limits import HardLimits
+from bot.pictures import PictureAsk, PictureIntake, Upload
 from bot.scheduler import Cancelled, Scheduler
-from bot.store import ACTIVE, GuildSettings, JobRow, Store
+from bot.store import ACTIVE, GivenPicture, GuildSettings, JobRow, Store
 from bot.views import Action
 from generator.contract.encoders import PromptLimit, choose_encoder
-from generator.contract.errors import PromptError
+from generator.contract.errors import ImageInputError, MemberError, PromptError
+from generator.contract.images import (
+    MAX_INPUT_BYTES,
+    MAX_INPUT_PIXELS,
+    steers_towards,
+)
 from generator.contract.prompts import clean_text, parse_prompts
 from generator.contract.settings import MAX_SEED, SIDE_MULTIPLE
 from generator.contract.tokens import check_lengths
@@ -49,16 +57,20 @@ class Request:
     negative: str | None = None
     parent: JobRow | None = None
     language: str = SOURCE_LANGUAGE  # of the member asking: the answers are in it
+    picture: PictureAsk | None = None  # a picture to fetch and draw with
+    given: GivenPicture | None = None  # one already kept (Reroll, Continue)
 
 
 class FrontDesk:
     def __init__(
-        self, store: Store, scheduler: Scheduler, limits: HardLimits, *, keep_days: float,
-        text_encoder: str = "clip", multilingual_limit: PromptLimit | None = None,
+        self, store: Store, scheduler: Scheduler, limits: HardLimits, intake: PictureIntake, *,
+        keep_days: float, text_encoder: str = "clip",
+        multilingual_limit: PromptLimit | None = None,
     ) -> None:  # fmt: skip
         self.store = store
         self.scheduler = scheduler
         self.limits = limits
+        self.intake = intake
         self.keep_days = keep_days
         self.text_encoder = text_encoder  # clip, multilingual or auto ([models] text_encoder)
         # The multilingual encoder's tokenizer, when this host has it; else the worker checks.
@@ -67,6 +79,16 @@ class FrontDesk:
     # -- requests -----------------------------------------------------------------------
     def settings(self, guild_id: int) -> GuildSettings:
         return self.store.guild_settings(guild_id)
+
+    async def draw(self, request: Request) -> str:
+        """Queue a drawing; what to answer the member: where it is queued, or why not."""
+        try:
+            job, notices = await self.submit(request)
+        except UserError as error:
+            return str(error)
+        queued = tr(request.language, "Queued as job {job}; its card is in this channel.",
+                    job=job.id)  # fmt: skip
+        return " ".join([queued, *notices])
 
     async def submit(self, request: Request) -> tuple[JobRow, list[str]]:
         """Queue a job and post its card; returns the job and notices about clamped values."""
@@ -77,7 +99,14 @@ class FrontDesk:
                 tr(language, "Drawing is not enabled in this channel. Try {places}.",
                    places=places)
             )  # fmt: skip
-        prompt, encoder = self._prompt(request.prompt, request.negative, language)
+        use = None
+        if request.picture is not None:
+            self.check_picture(request.guild_id, request.picture.upload, language)
+            use = request.picture.use
+        elif request.given is not None:
+            self.check_picture(request.guild_id, None, language)
+            use = request.given.use
+        prompt, encoder = self._prompt(request.prompt, request.negative, language, use)
         notices: list[str] = []
         iterations = request.iterations or settings.default_iterations
         if iterations > settings.max_iterations:
@@ -94,6 +123,35 @@ class FrontDesk:
             )  # fmt: skip
             size = settings.max_size
         size -= size % SIDE_MULTIPLE
+        self._check_room(request, settings, language)
+        given = request.given
+        if request.picture is not None:
+            try:
+                given = await self.intake.take(request.picture)
+            except ImageInputError as error:
+                raise _refused(language, error) from None
+            self._check_room(request, settings, language)  # others may have asked meanwhile
+        seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        job = self.scheduler.enqueue(
+            guild_id=request.guild_id, channel_id=request.channel_id, user_id=request.user_id,
+            prompt=prompt, seed=seed, iterations=iterations, size=size, parent=request.parent,
+            text_encoder=encoder, picture=given,
+        )  # fmt: skip
+        return job, notices
+
+    def check_picture(self, guild_id: int, upload: Upload | None, language: str) -> None:
+        """UserError when pictures are off here, or when what `upload` declares is refused."""
+        if not self.intake.enabled:
+            raise UserError(tr(language, "The bot's operator has switched pictures off."))
+        if not self.settings(guild_id).image_inputs:
+            raise UserError(tr(language, "Pictures are switched off on this server."))
+        if upload is not None:
+            try:
+                upload.check()
+            except ImageInputError as error:
+                raise _refused(language, error) from None
+
+    def _check_room(self, request: Request, settings: GuildSettings, language: str) -> None:
         mine = self.store.active_count(user_id=request.user_id, guild_id=request.guild_id)
         if mine >= settings.max_queued_per_user:
             raise UserError(
@@ -103,18 +161,21 @@ class FrontDesk:
             )  # fmt: skip
         if self.store.active_count() >= self.limits.max_queued_total:
             raise UserError(tr(language, "The queue is full right now. Please try again later."))
-        seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        job = self.scheduler.enqueue(
-            guild_id=request.guild_id, channel_id=request.channel_id, user_id=request.user_id,
-            prompt=prompt, seed=seed, iterations=iterations, size=size, parent=request.parent,
-            text_encoder=encoder,
-        )  # fmt: skip
-        return job, notices
 
-    def _prompt(self, text: str, negative: str | None, language: str) -> tuple[str, str]:
+    def _prompt(
+        self, text: str, negative: str | None, language: str, use: str | None
+    ) -> tuple[str, str]:
         """The prompt as the worker gets it, and the text encoder that reads it, each part checked
-        against that encoder's token limit (the worker checks again)."""
+        against that encoder's token limit (the worker checks again). With a picture to steer
+        towards (`use`), the prompt may be empty."""
         prompt = clean_text(text)
+        if not prompt and not (negative and clean_text(negative)) and use is not None:
+            if steers_towards(use):
+                return "", "clip"
+            raise UserError(tr(
+                language, "A picture to start from needs a prompt too: say what to draw, or let "
+                "the picture steer (steer or both).",
+            ))  # fmt: skip
         if negative and clean_text(negative):
             prompt = f"{prompt} | {clean_text(negative)}:{NEGATIVE_WEIGHT}"
         try:
@@ -125,9 +186,7 @@ class FrontDesk:
             elif self.multilingual_limit is not None:
                 self.multilingual_limit.check(prompts)
         except PromptError as error:
-            message = tr(language, error.template, **error.values)
-            sentence = f"{message[:1].upper()}{message[1:]}"
-            raise UserError(tr(language, "{reason}.", reason=sentence)) from None
+            raise _refused(language, error) from None
         return prompt, encoder
 
     async def cancel(self, interaction: discord.Interaction, job_id: int | None) -> str:
@@ -187,17 +246,27 @@ class FrontDesk:
         return tr(language_of(str(interaction.locale)), "Deleted job {job}'s picture.", job=job.id)
 
     async def _again(self, interaction: discord.Interaction, job: JobRow, action: Action) -> str:
-        """Reroll (same prompt, new seed) or Continue (more iterations from where it ended)."""
+        """Reroll (same prompt and picture, new seed) or Continue (more iterations from where it
+        ended, still steered by its picture but no longer starting from it)."""
         again, language = action == Action.CONTINUE, language_of(str(interaction.locale))
         if again and not (job.continue_state or job.latent):
             return tr(
                 language, "This drawing can no longer be continued: what it needs is kept "
                 "{days:g} days. Reroll it instead.", days=self.keep_days,
             )  # fmt: skip
+        given = self.store.picture(job) if job.image_use is not None else None
+        if job.image_use is not None and given is None:
+            return tr(
+                language, "The picture this drawing was given is kept {days:g} days and is "
+                "gone: give it again with /draw.", days=self.keep_days,
+            )  # fmt: skip
+        if again and given is not None:
+            given = replace(given, use="steer") if steers_towards(given.use) else None
         request = Request(
             guild_id=job.guild_id, channel_id=job.channel_id, user_id=interaction.user.id,
             prompt=job.prompt, size=job.size, iterations=None if again else job.iterations,
             seed=job.seed if again else None, parent=job if again else None, language=language,
+            given=given,
         )  # fmt: skip
         try:
             new, notices = await self.submit(request)
@@ -218,4 +287,23 @@ class FrontDesk:
             tr(language, "Progress updates: every {seconds:g} s",
                seconds=settings.progress_interval_s),
             tr(language, "Where: {channels}", channels=channels or tr(language, "any channel")),
+            self._pictures_line(settings, language),
         ]  # fmt: skip
+
+    def _pictures_line(self, settings: GuildSettings, language: str) -> str:
+        if not self.intake.enabled:
+            return tr(language, "Pictures: switched off by the bot's operator")
+        if not settings.image_inputs:
+            return tr(language, "Pictures: switched off on this server")
+        return tr(
+            language, "Pictures: on · PNG, JPEG, WebP or GIF, at most {mib} MiB and {pixels:g} "
+            "million pixels", mib=MAX_INPUT_BYTES // 2**20,
+            pixels=MAX_INPUT_PIXELS / 1e6,
+        )  # fmt: skip
+
+
+def _refused(language: str, error: MemberError) -> UserError:
+    """What the member gave, refused: the reason as a sentence in their language."""
+    message = tr(language, error.template, **error.values)
+    sentence = f"{message[:1].upper()}{message[1:]}"
+    return UserError(tr(language, "{reason}.", reason=sentence))

@@ -89,7 +89,7 @@ def report(config_path: Path | None) -> list[str]:
     lines.append(f"worker threads: {describe_threads(threads, reserve=WORKER_RESERVED_CORES)}")
     if config is not None and models is not None:
         cache = config.resolve(models.cache_dir) if models.cache_dir else default_cache_dir()
-        lines += weight_lines(models.clip, models.decoder, cache)
+        lines += weight_lines(models.clip, models.decoder, cache, models.encoder)
         lines += _database_lines(config.resolve(config.storage.database))
         lines += _worker_lines(config)
         if config.health.heartbeat_file:
@@ -97,6 +97,8 @@ def report(config_path: Path | None) -> list[str]:
             lines.append(f"health: {check_heartbeat(beat, 90.0) or 'healthy'}")
     else:
         defaults = ModelChoice()
-        lines += weight_lines(defaults.clip, defaults.decoder, default_cache_dir())
+        lines += weight_lines(
+            defaults.clip, defaults.decoder, default_cache_dir(), defaults.encoder
+        )
     lines.append(_token_line(config))
     return lines

@@ -26,6 +26,7 @@ import yarl
 from bot.app import DrawBot
 from bot.cogs.admin import AdminCog
 from bot.cogs.draw import DrawCog
+from bot.cogs.draw_from_image import DrawFromImageMenu
 from bot.cogs.help import HelpCog
 from bot.cogs.queue import QueueCog
 from bot.config import Config, ConfigError, load_config
@@ -33,6 +34,7 @@ from bot.desk import FrontDesk
 from bot.events import JobEvents
 from bot.health import HeartbeatWriter
 from bot.local_worker import LocalWorker
+from bot.pictures import PictureIntake
 from bot.presenter import CardPresenter
 from bot.redis_workers import RedisWorkers
 from bot.retention import Retention
@@ -88,6 +90,7 @@ class App:
     presenter: CardPresenter
     retention: Retention
     heartbeat: HeartbeatWriter | None
+    intake: PictureIntake
 
     async def start(self, token: str) -> asyncio.Task[None]:
         """Log in, start the parts, and connect to the gateway (the returned task)."""
@@ -109,6 +112,7 @@ class App:
         await self.scheduler.stop()
         await self.presenter.stop(CARDS_FLUSH_S)
         await self.bot.close()
+        await self.intake.close()
 
 
 def transport_for(config: Config) -> WorkerTransport:
@@ -143,8 +147,12 @@ def assemble(config: Config, store: Store) -> App:
         store, workers, events, min_progress_interval_s=config.limits.min_progress_interval_s,
         max_requeues=config.worker.max_requeues,
     )  # fmt: skip
+    images = config.images
+    intake = PictureIntake(
+        enabled=images.enabled, origins=images.cdn_origins, timeout_s=images.fetch_timeout_s
+    )
     desk = FrontDesk(
-        store, scheduler, config.limits, keep_days=config.storage.keep_days,
+        store, scheduler, config.limits, intake, keep_days=config.storage.keep_days,
         text_encoder=config.models.text_encoder, multilingual_limit=multilingual_limit(config),
     )  # fmt: skip
     buttons = job_buttons(desk.on_button)
@@ -152,7 +160,8 @@ def assemble(config: Config, store: Store) -> App:
         DrawCog(desk), QueueCog(store, scheduler), AdminCog(store, config.limits, desk),
         HelpCog(desk, scheduler),
     ]  # fmt: skip
-    bot = DrawBot(cogs, buttons, sync_commands=config.discord.sync_commands)
+    menus = [DrawFromImageMenu(desk).command]
+    bot = DrawBot(cogs, buttons, menus=menus, sync_commands=config.discord.sync_commands)
     presenter = CardPresenter(bot, store, buttons)
     events.subscribe(presenter.on_event)
     retention = Retention(
@@ -164,7 +173,7 @@ def assemble(config: Config, store: Store) -> App:
             config.resolve(config.health.heartbeat_file), config.health.interval_s,
             gateway=bot.gateway_connected, worker=lambda: bool(scheduler.workers()),
         )  # fmt: skip
-    return App(bot, scheduler, presenter, retention, heartbeat)
+    return App(bot, scheduler, presenter, retention, heartbeat, intake)
 
 
 async def run_bot(config: Config) -> None:

@@ -18,6 +18,7 @@ from babel.messages.pofile import read_po, write_po
 
 from bot.cogs.admin import AdminCog
 from bot.cogs.draw import DrawCog
+from bot.cogs.draw_from_image import MENU_NAME
 from bot.cogs.help import HelpCog
 from bot.cogs.queue import QueueCog
 from bot.i18n import DOMAIN, LANGUAGES, LOCALES, SOURCE_LANGUAGE
@@ -37,7 +38,8 @@ def code_messages() -> Iterator[str]:
 
 
 def command_messages() -> Iterator[str]:
-    """The names, option names and descriptions of every slash command."""
+    """The names, option names, descriptions and choices of every slash command, and the
+    context menu's name."""
     for cog in COGS:
         for command in cog.__cog_app_commands__:
             yield command.name
@@ -45,6 +47,8 @@ def command_messages() -> Iterator[str]:
             for parameter in getattr(command, "parameters", []):
                 yield parameter.display_name
                 yield parameter.description
+                yield from (choice.name for choice in parameter.choices)
+    yield MENU_NAME
 
 
 def all_messages() -> list[str]:

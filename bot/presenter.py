@@ -142,9 +142,15 @@ class CardPresenter:
             card_posted_at=current.card_posted_at,
         )  # fmt: skip
         png = state.png
+        # Sent with every post and edit: an edit keeps only the files it carries.
+        given = self.store.thumbnail(job.id) if job.image_use is not None else None
         language = self._language(job)
-        embed = cards.card(job, list(state.lines), language, image=png is not None)
+        embed = cards.card(
+            job, list(state.lines), language, image=png is not None, thumbnail=given is not None
+        )
         files = [cards.picture_file(job, png)] if png is not None else []
+        if given is not None:
+            files.append(cards.thumbnail_file(job, given))
         if job.status in ACTIVE:
             view: discord.ui.View | None = card_view(
                 self.buttons, job.id, ON_ACTIVE_CARDS, language

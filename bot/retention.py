@@ -1,5 +1,6 @@
-"""What Continue needs is kept `[storage] keep_days` after a job ends, then removed, so nothing
-the bot keeps grows without bound. An owned task sweeps at start-up and every hour.
+"""What Continue and Reroll need (a job's continue state and the picture it was given) is kept
+`[storage] keep_days` after a job ends, then removed, so nothing the bot keeps grows without
+bound. An owned task sweeps at start-up and every hour.
 
 Versions before 0.2 saved each job's latent as a file in `[storage] latents_dir` (134 MB for a
 512x512 picture); those files are removed on the same schedule, also ones no job points to.
@@ -45,10 +46,14 @@ class Retention:
             await asyncio.sleep(SWEEP_EVERY_S)
 
     def sweep(self, now: float | None = None) -> int:
-        """Forget what jobs that ended long enough ago needed for Continue; delete old latent
-        files. Returns how many files were deleted."""
+        """Forget what jobs that ended long enough ago needed for Continue and Reroll; delete old
+        latent files. Returns how many files were deleted."""
         cutoff = (time.time() if now is None else now) - self.keep_s
         files = {Path(name) for name in self.store.forget_continue_states(cutoff)}
+        pictures = self.store.forget_pictures(cutoff)
+        if pictures:
+            log.info("removed %d picture(s) given to jobs older than the retention period",
+                     pictures)  # fmt: skip
         if self.latents_dir.is_dir():
             files |= {
                 path for path in self.latents_dir.iterdir()

@@ -29,7 +29,7 @@ from bot.events import (
     Waiting,
 )
 from bot.i18n import notice
-from bot.store import JobRow, JobStatus, Store
+from bot.store import GivenPicture, JobRow, JobStatus, Store
 from bot.transport import (
     FromWorker,
     WorkerEvent,
@@ -38,9 +38,11 @@ from bot.transport import (
     WorkerLeft,
     WorkerTransport,
 )
+from generator.contract.images import DEFAULT_INIT_STRENGTH, starts_from, steers_towards
 from generator.contract.protocol import (
     Failed,
     Finished,
+    PictureIn,
     Preparing,
     Progress,
     StartJob,
@@ -102,10 +104,12 @@ class Scheduler:
     def enqueue(
         self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
         iterations: int, size: int, parent: JobRow | None = None, text_encoder: str = "clip",
+        picture: GivenPicture | None = None,
     ) -> JobRow:  # fmt: skip
         job = self.store.add_job(
             guild_id=guild_id, channel_id=channel_id, user_id=user_id, prompt=prompt,
             seed=seed, iterations=iterations, size=size, parent=parent, text_encoder=text_encoder,
+            picture=picture,
         )  # fmt: skip
         self._queue_changed(added=job.id)
         self._wakeup.set()
@@ -215,12 +219,14 @@ class Scheduler:
             return
         entry = Running(started, None)
         self.running[job.id] = entry
+        start, steer, strength = _sent(self.store.picture(job) if job.image_use else None)
         entry.worker = await self.transport.dispatch(
             StartJob(
                 job_id=job.id, prompt=job.prompt, seed=job.seed, iterations=job.iterations,
                 width=job.size, height=job.size, progress_every_s=interval,
                 init_state=job.init_state, init_latent_file=job.init_latent,
                 text_encoder=job.text_encoder,
+                init_image=start, init_strength=strength, image_prompts=steer,
             )
         )  # fmt: skip
         if entry.worker is not None:
@@ -391,6 +397,19 @@ class Scheduler:
             estimates.append(begins)
             frees.append(begins + job.iterations / rate)
         return estimates
+
+
+def _sent(picture: GivenPicture | None) -> tuple[PictureIn | None, list[PictureIn], float]:
+    """A job's picture as its StartJob carries it: to start from, to steer towards, and how
+    firmly the drawing holds to the one it starts from."""
+    if picture is None:
+        return None, [], DEFAULT_INIT_STRENGTH
+    sent = PictureIn.of(picture.image)
+    return (
+        sent if starts_from(picture.use) else None,
+        [sent] if steers_towards(picture.use) else [],
+        picture.strength,
+    )
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

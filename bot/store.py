@@ -13,6 +13,11 @@ What Continue needs is the job's `continue_state` (a few KB, see
 `generator.method.latent.pack_state`),
 kept `[storage] keep_days` after the job ends; a continued job carries its parent's in
 `init_state`. Jobs from versions before it have a `latent` file path instead.
+
+A picture a member gave with a job is kept as `generator.intake`'s re-encoded copy, with a
+thumbnail for its card, in `job_pictures` (the job's `image_use` and `init_strength` say how it
+is used), so a queued job keeps it across restarts and Reroll can use it again; it is removed
+`keep_days` after the job ends, with what Continue needs.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 
@@ -30,6 +35,7 @@ from pydantic import ValidationError
 
 from bot.i18n import notice
 from bot.limits import STRICT, GuildLimits
+from generator.contract.images import ImageInput
 
 log = logging.getLogger("pseudo_dalle.store")
 
@@ -75,6 +81,18 @@ MIGRATIONS = (
     """,
     """
     ALTER TABLE jobs ADD COLUMN text_encoder TEXT NOT NULL DEFAULT 'clip';
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN image_use TEXT CHECK (image_use IN ('start', 'steer', 'both'));
+    ALTER TABLE jobs ADD COLUMN init_strength REAL;
+    CREATE TABLE job_pictures (
+        job_id INTEGER PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+        png BLOB NOT NULL,
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        weight REAL NOT NULL,
+        thumbnail BLOB NOT NULL
+    );
     """,
 )
 
@@ -135,6 +153,8 @@ class JobRow:
     init_state: str | None
     worker: str | None  # the worker drawing it, or that drew it
     text_encoder: str  # what reads its prompt: "clip" or "multilingual"
+    image_use: str | None  # how it uses the picture it was given (IMAGE_USES), if any
+    init_strength: float | None  # how firmly it holds to a picture it starts from
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", JobStatus(self.status))
@@ -143,12 +163,25 @@ class JobRow:
 _COLUMNS = ", ".join(f.name for f in fields(JobRow))
 
 
+@dataclass(frozen=True)
+class GivenPicture:
+    """A picture given with a job: the re-encoded copy, how the job uses it, and the small
+    copy its card shows."""
+
+    image: ImageInput
+    use: str  # one of IMAGE_USES
+    strength: float
+    thumbnail: bytes = field(repr=False)
+
+
 class GuildSettings(GuildLimits):
-    """A server's limits and the channels it draws in (none listed: every channel)."""
+    """A server's limits, the channels it draws in (none listed: every channel), and whether
+    members may give pictures with their drawings."""
 
     model_config = STRICT
 
     allowed_channels: tuple[int, ...] = ()
+    image_inputs: bool = True
 
 
 class Store:
@@ -179,20 +212,57 @@ class Store:
     def add_job(
         self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
         iterations: int, size: int, parent: JobRow | None = None, text_encoder: str = "clip",
+        picture: GivenPicture | None = None,
     ) -> JobRow:  # fmt: skip
-        """Queue a job; continuing `parent`, it carries what the parent left to go on from."""
-        cursor = self.db.execute(
-            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, seed, iterations, size, "
-            "parent_id, init_state, init_latent, created_at, text_encoder) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (guild_id, channel_id, user_id, prompt, seed, iterations, size,
-             parent.id if parent else None, parent.continue_state if parent else None,
-             parent.latent if parent and not parent.continue_state else None, time.time(),
-             text_encoder),
-        )  # fmt: skip
-        job = self.job(int(cursor.lastrowid or 0))
+        """Queue a job, with the `picture` it was given; continuing `parent`, it carries what
+        the parent left to go on from."""
+        self.db.execute("BEGIN")
+        try:
+            cursor = self.db.execute(
+                "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, seed, iterations, "
+                "size, parent_id, init_state, init_latent, created_at, text_encoder, image_use, "
+                "init_strength) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (guild_id, channel_id, user_id, prompt, seed, iterations, size,
+                 parent.id if parent else None, parent.continue_state if parent else None,
+                 parent.latent if parent and not parent.continue_state else None, time.time(),
+                 text_encoder, picture.use if picture else None,
+                 picture.strength if picture else None),
+            )  # fmt: skip
+            job_id = int(cursor.lastrowid or 0)
+            if picture is not None:
+                image = picture.image
+                self.db.execute(
+                    "INSERT INTO job_pictures (job_id, png, name, sha256, weight, thumbnail) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (job_id, image.png, image.name, image.sha256, image.weight,
+                     picture.thumbnail),
+                )  # fmt: skip
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        job = self.job(job_id)
         assert job is not None
         return job
+
+    def picture(self, job: JobRow) -> GivenPicture | None:
+        """The picture `job` was given; None when it had none or it is no longer kept."""
+        row = self.db.execute(
+            "SELECT png, name, sha256, weight, thumbnail FROM job_pictures WHERE job_id = ?",
+            (job.id,),
+        ).fetchone()
+        if row is None or job.image_use is None or job.init_strength is None:
+            return None
+        png, name, sha256, weight, thumbnail = row
+        image = ImageInput(png=png, name=name, sha256=sha256, weight=weight)
+        return GivenPicture(image, job.image_use, job.init_strength, thumbnail)
+
+    def thumbnail(self, job_id: int) -> bytes | None:
+        """The small copy of the picture job `job_id` was given, for its card."""
+        row = self.db.execute(
+            "SELECT thumbnail FROM job_pictures WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return bytes(row[0]) if row is not None else None
 
     def _move(
         self, move: str, job_id: int, values: dict[str, object], *, worker: str | None = None
@@ -395,6 +465,16 @@ class Store:
             (*ended, ended_before),
         )
         return files
+
+    def forget_pictures(self, ended_before: float) -> int:
+        """Drop the pictures given to jobs that ended before `ended_before`; returns how many."""
+        marks = ", ".join("?" for _ in ENDED)
+        cursor = self.db.execute(
+            "DELETE FROM job_pictures WHERE job_id IN (SELECT id FROM jobs "
+            f"WHERE status IN ({marks}) AND finished_at < ?)",
+            (*ENDED, ended_before),
+        )
+        return cursor.rowcount
 
     def guild_settings(self, guild_id: int) -> GuildSettings:
         row = self.db.execute(

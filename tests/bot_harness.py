@@ -26,16 +26,19 @@ WORKER = "cutouts = 4\nrestart_delay_s = 0.2\nthreads = 1"
 
 
 def write_config(folder: Path, fake: FakeDiscord, files: ModelFiles, **sections: str) -> Path:
-    """A config for the tests; `sections` replace whole sections, e.g. limits='...'."""
+    """A config for the tests; `sections` replace whole sections, e.g. limits='...', except
+    `images`, whose lines are added to the fake Discord's CDN origin."""
+    images = sections.pop("images", "")
     parts = {
         "discord": f'token = "{TOKEN}"\napi_base = "{fake.api_base}"\n'
         f'gateway_url = "{fake.gateway_url}"',
         "models": f'clip = "{files.clip_torchscript}"\ndecoder = "{files.decoder_pickle}"\n'
-        'device = "cpu"\noffline = true',
+        f'encoder = "{files.encoder_pickle}"\ndevice = "cpu"\noffline = true',
         "worker": WORKER,
         "defaults": "default_iterations = 20\nmax_iterations = 2000\nmax_queued_per_user = 2\n"
         "progress_interval_s = 2\nmax_size = 512",
         "storage": 'database = "bot.sqlite3"\nlatents_dir = "latents"',
+        "images": f'cdn_origins = ["{fake.base_url}"]\n{images}',
         "logging": 'level = "INFO"',
     }
     parts.update(sections)

@@ -13,7 +13,13 @@ import pytest
 from generator.contract.settings import DrawSettings
 from generator.method.runtime import configure_torch
 from generator.models.loaders import Models, load_models
-from generator.models.synthetic import write_clip, write_decoder, write_m_clip, write_multilingual
+from generator.models.synthetic import (
+    write_clip,
+    write_decoder,
+    write_encoder,
+    write_m_clip,
+    write_multilingual,
+)
 
 # One torch thread in the test process, as in the workers the tests start: the test machines
 # have two cores, and torch's threads stall each other when another process takes a core.
@@ -28,6 +34,7 @@ class ModelFiles:
     decoder_pickle: Path
     decoder_state_dict: Path
     decoder_safetensors: Path
+    encoder_pickle: Path
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +46,7 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
         decoder_pickle=write_decoder(folder / "decoder.pkl", fmt="pickle"),
         decoder_state_dict=write_decoder(folder / "decoder-state-dict.pt", fmt="state_dict"),
         decoder_safetensors=write_decoder(folder / "decoder.safetensors", fmt="safetensors"),
+        encoder_pickle=write_encoder(folder / "encoder.pkl"),
     )
 
 

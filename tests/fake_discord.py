@@ -2,7 +2,10 @@
 
 It speaks the gateway (HELLO, IDENTIFY, READY, GUILD_CREATE, heartbeats) over plain JSON text
 frames, answers the REST routes the bot uses, records every message the bot creates, edits or
-deletes, and lets a test play users: `command(...)` and `click(...)` send INTERACTION_CREATE.
+deletes, and lets a test play users: `command(...)` (with attachments too), `click(...)`,
+`context_menu(...)` and `submit(...)` (a modal's form) send INTERACTION_CREATE. It is also the
+CDN: `attachment(...)` puts a file on it, served over plain HTTP with a signed-looking query
+string, answered late or with an error status when a test asks.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +79,19 @@ class Event:
     at: float = field(default_factory=time.monotonic)
 
 
+@dataclass
+class CdnFile:
+    """A file on the fake CDN and how it is served."""
+
+    data: bytes
+    status: int = 200
+    delay_s: float = 0.0  # before the answer starts: for fetches that time out
+
+
+# What Discord's CDN URLs end with: a signature the bot must never log.
+SIGNATURE = "ex=68a1b2c3&is=68a06143&hm=5f2c0ffee5ec7e75ec7e75ec7e7&"
+
+
 class FakeDiscord:
     def __init__(self, guild_locale: str = "en-US") -> None:
         self.guild_locale = guild_locale  # the server's language, for public messages
@@ -90,6 +107,8 @@ class FakeDiscord:
         self.heartbeat_interval_ms = 250
         self.refuse_messages = False  # answer channel message writes with 403 Missing Permissions
         self.changed = asyncio.Condition()
+        self.cdn: dict[str, CdnFile] = {}  # by URL path
+        self.cdn_hits: Counter[str] = Counter()  # fetches, by URL path
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.base_url = ""
@@ -113,6 +132,7 @@ class FakeDiscord:
         app.router.add_patch(f"{api}/channels/{{channel}}/messages/{{message}}", self._edit)
         app.router.add_delete(f"{api}/channels/{{channel}}/messages/{{message}}", self._delete)
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{channel}/{id}/{name}", self._cdn)
         return app
 
     async def _serve(self, port: int) -> None:
@@ -162,6 +182,53 @@ class FakeDiscord:
         return await asyncio.wait_for(check(), timeout)
 
     # -- REST ---------------------------------------------------------------------------
+    async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        self.cdn_hits[request.path] += 1
+        served = self.cdn.get(request.path)
+        if served is None:
+            return web.Response(status=404)
+        await asyncio.sleep(served.delay_s)
+        if served.status != 200:
+            return web.Response(status=served.status)
+        return web.Response(body=served.data, content_type="application/octet-stream")
+
+    def attachment(
+        self, name: str, data: bytes, content_type: str | None, *, size: int | None = None,
+        width: int | None = None, height: int | None = None, status: int = 200,
+        delay_s: float = 0.0, url: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Put `data` on the CDN; the attachment as Discord describes it, declaring `size`
+        (by default the real one), `content_type` and the picture's width and height."""
+        attachment_id = next(self.ids)
+        path = f"/attachments/{CHANNEL_ID}/{attachment_id}/{name}"
+        self.cdn[path] = CdnFile(data, status, delay_s)
+        link = url or f"{self.base_url}{path}?{SIGNATURE}"
+        payload: dict[str, Any] = {
+            "id": str(attachment_id), "filename": name, "size": len(data) if size is None else size,
+            "url": link, "proxy_url": link,
+        }  # fmt: skip
+        if content_type is not None:
+            payload["content_type"] = content_type
+        if width is not None and height is not None:
+            payload.update(width=width, height=height)
+        return payload
+
+    def hits(self, attachment: dict[str, Any]) -> int:
+        """How often the bot fetched `attachment`."""
+        return self.cdn_hits[attachment["url"].split("?")[0].removeprefix(self.base_url)]
+
+    async def post(
+        self, member: Member, content: str, attachments: list[dict[str, Any]],
+        channel_id: int = CHANNEL_ID,
+    ) -> int:  # fmt: skip
+        """A member posts a message (with `attachments`) in a channel; returns its id."""
+        message_id = next(self.ids)
+        self.messages[message_id] = {
+            **self._message(message_id, channel_id, {"content": content}, {}),
+            "author": user_payload(member.id, member.name), "attachments": attachments,
+        }  # fmt: skip
+        return message_id
+
     async def _me(self, request: web.Request) -> web.Response:
         return _json(user_payload(BOT_ID, "pseudo-dalle", bot=True))
 
@@ -176,6 +243,7 @@ class FakeDiscord:
         commands = await request.json()
         for command in commands:
             command.setdefault("id", str(next(self.ids)))
+            command.setdefault("description", "")  # context menus have none
             command.update({"application_id": str(APP_ID), "version": "1"})
         self.commands = commands
         return _json(commands)
@@ -363,7 +431,52 @@ class FakeDiscord:
         channels = {str(v): self._channel(int(v)) for k, v in options.items() if types[k] == 7}
         if channels:
             data["resolved"] = {"channels": channels}
+        attachments = {v["id"]: v for k, v in options.items() if types[k] == 11}
+        if attachments:
+            data.setdefault("resolved", {})["attachments"] = attachments
+            for option in data["options"]:
+                if option["type"] == 11:
+                    option["value"] = option["value"]["id"]
         return await self._interaction(member, 2, data, channel_id)
+
+    async def context_menu(self, member: Member, name: str, message_id: int) -> int:
+        """A member picks the message command `name` on a message; returns the interaction id."""
+        known = next(c for c in self.commands if c["name"] == name and c.get("type") == 3)
+        message = self.messages[message_id]
+        data = {
+            "id": known["id"], "name": name, "type": 3, "target_id": str(message_id),
+            "resolved": {"messages": {str(message_id): message}},
+        }  # fmt: skip
+        return await self._interaction(member, 2, data, int(message["channel_id"]))
+
+    async def modal(self, interaction_id: int) -> dict[str, Any]:
+        """The form (modal) the bot opened in answer to an interaction."""
+
+        def found() -> dict[str, Any] | None:
+            payload = self.callbacks.get(interaction_id)
+            return payload["data"] if payload and payload.get("type") == 9 else None
+
+        return dict(await self.wait_for(found))
+
+    async def submit(self, member: Member, interaction_id: int, **values: str) -> int:
+        """A member fills in the form opened for `interaction_id` (text inputs and selects, by
+        custom_id; the others keep their defaults) and sends it; returns the new interaction."""
+        form = await self.modal(interaction_id)
+        components = []
+        for row in form["components"]:
+            inner = row.get("component") or row["components"][0]
+            custom_id = inner["custom_id"]
+            if inner["type"] == 3:
+                chosen = [values[custom_id]] if custom_id in values else [
+                    o["value"] for o in inner["options"] if o.get("default")
+                ]  # fmt: skip
+                answer: dict[str, Any] = {"type": 3, "custom_id": custom_id, "values": chosen}
+            else:
+                text = values.get(custom_id, inner.get("value") or "")
+                answer = {"type": 4, "custom_id": custom_id, "value": text}
+            components.append({"type": 18, "component": answer})
+        data = {"custom_id": form["custom_id"], "components": components}
+        return await self._interaction(member, 5, data, CHANNEL_ID)
 
     async def click(self, member: Member, message_id: int, custom_id: str) -> int:
         """A member presses a button on a message; returns the interaction id."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_config
+from bot.config import DISCORD_CDN, ConfigError, ImagesConfig, load_config
 from generator.contract.protocol import Configure, decode, encode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,8 @@ def test_example_config_is_complete_and_valid(tmp_path: Path) -> None:
     assert config.discord.token == "abc"
     assert config.limits.max_size == 512
     assert config.resolve("db.sqlite3") == ROOT / "db.sqlite3"
+    assert config.images == ImagesConfig()
+    assert config.images.cdn_origins == list(DISCORD_CDN)
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,17 @@ def test_example_config_is_complete_and_valid(tmp_path: Path) -> None:
         ('[worker]\nrelaxation = "x"', "[worker] relaxation must be one of codebook, positions"),
         ("[worker]\ncheckpointing = 1", "[worker] checkpointing must be true or false"),
         ('[worker]\ncompile = "yes"', "[worker] compile must be true or false"),
+        (
+            '[images]\ncdn_origins = ["http://cdn.discordapp.com"]',
+            "[images] cdn_origins.0 must be an origin such as https://cdn.discordapp.com (https",
+        ),
+        (
+            '[images]\ncdn_origins = ["https://cdn.discordapp.com/attachments"]',
+            "[images] cdn_origins.0 must be an origin such as",
+        ),
+        ("[images]\ncdn_origins = []", "[images] cdn_origins is not valid"),
+        ('[images]\nenabled = "no"', "[images] enabled must be true or false"),
+        ("[images]\nfetch_timeout_s = 0", "[images] fetch_timeout_s must be from 1 to 60"),
     ],
 )
 def test_bad_configs_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:

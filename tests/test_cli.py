@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import signal
 import subprocess
@@ -16,6 +18,7 @@ from PIL import Image
 from generator.method.output import read_png_text
 
 from .conftest import FileServer, ModelFiles
+from .pictures import encoded, noise, png_claiming
 
 pytestmark = pytest.mark.slow
 
@@ -169,7 +172,10 @@ def test_help_documents_every_option() -> None:
         (["draw", "   "], "prompt is empty"),
         (["draw", "word " * 90], "too long for CLIP"),
         (["draw", "a cat", "--progress-dir", "frames"], "--progress-dir needs --save-every"),
-        (["draw"], "the following arguments are required: prompt"),
+        (["draw"], "give a PROMPT, an --image-prompt, or both"),
+        (["draw", "a cat", "--init-strength", "1.5"], "argument --init-strength: must be from 0"),
+        (["draw", "a cat", "--image-prompt", "x.png:0"], "a non-zero number from -100 to 100"),
+        (["draw", "a cat", "--init-image", "/nonexistent/x.png"], "cannot read /nonexistent"),
         (["paint", "a cat"], "invalid choice: 'paint'"),
     ],
 )
@@ -291,3 +297,65 @@ def test_fetch_weights_downloads_into_the_cache(
     assert cached.read_bytes() == model_files.decoder_pickle.read_bytes()
     assert _cli(*args, "--offline").returncode == 0
     assert file_server.hits["/decoder.pkl"] == 1
+    assert "encoder:" not in result.stdout
+    file_server.files["/encoder.pkl"] = model_files.encoder_pickle.read_bytes()
+    encoder_args = [*args, "--with-encoder", "--encoder", file_server.url("/encoder.pkl")]
+    with_encoder = _cli(*encoder_args)
+    assert with_encoder.returncode == 0, with_encoder.stderr
+    stored = next((tmp_path / "dall_e").glob("*encoder.pkl"))
+    assert f"encoder: {stored}" in with_encoder.stdout
+    assert _cli(*encoder_args, "--offline").returncode == 0
+    assert file_server.hits["/encoder.pkl"] == 1
+
+
+TOO_MANY = "too many pixels (at most 16.8 million)"
+NOT_LISTED = "the file is not a PNG, JPEG, WebP or GIF picture"
+
+
+def test_pictures_from_files_start_and_steer_and_are_recorded(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    start, steer = tmp_path / "start.jpg", tmp_path / "steer.png"
+    Image.effect_mandelbrot((120, 90), (-2.0, -1.2, 1.0, 1.2), 40).convert("RGB").save(start)
+    Image.effect_noise((70, 70), 60).convert("RGB").save(steer)
+    out = tmp_path / "out.png"
+    result = _cli(
+        "draw", "--init-image", str(start), "--init-strength", "0.75", "--image-prompt",
+        f"{steer}:2", "--encoder", str(model_files.encoder_pickle), "--iterations", "3",
+        "--size", "64", "--cutouts", "4", "--device", "cpu", "--threads", "1", "--out", str(out),
+        *_model_args(model_files),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = read_png_text(out)
+    digest = hashlib.sha256(start.read_bytes()).hexdigest()
+    assert json.loads(text["init_image"]) == {
+        "name": "start.jpg",
+        "sha256": digest,
+        "strength": 0.75,
+    }
+    assert json.loads(text["image_prompts"]) == [
+        {"name": "steer.png", "sha256": hashlib.sha256(steer.read_bytes()).hexdigest(),
+         "weight": 2.0}
+    ]  # fmt: skip
+    assert text["prompt"] == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bomb.png", png_claiming(20_000, 20_000), f"the picture has {TOO_MANY}"),
+        ("picture.bmp", encoded(noise(40, 30), "BMP"), NOT_LISTED),
+        ("notes.png", b"a text file named .png", NOT_LISTED),
+        ("cut.jpg", encoded(noise(40, 30), "JPEG")[:300], "the picture is damaged or cut short"),
+        ("huge.png", b"\0" * (9 * 2**20), "the picture is too big (9 MiB; at most 8 MiB)"),
+    ],
+)
+def test_refused_pictures_exit_2_with_one_line(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    for option in ("--init-image", "--image-prompt"):
+        result = _cli("draw", "a cat", option, str(path), "--clip-model", "/nonexistent/clip.pt")
+        assert result.returncode == 2
+        assert result.stderr == f"pseudo-dalle: error: {path}: {message}\n"

@@ -110,6 +110,8 @@ def test_doctor_reports_without_showing_the_token(model_files: ModelFiles, tmp_p
     assert "SHA-256 MISMATCH" in out
     assert f"dVAE decoder (local file): {model_files.decoder_pickle}" in out
     assert "no published SHA-256" in out
+    assert "dVAE encoder (pictures in): missing at " in out
+    assert "(downloaded by the first job that starts from a picture from https://cdn" in out
     assert f"database: {tmp_path / 'jobs.sqlite3'}" in out
     assert "1 queued" in out
     assert "worker threads: 3 (set in the config" in out

@@ -97,16 +97,19 @@ def test_installed_commands_run_outside_the_checkout(
                      re.MULTILINE), doctor.stdout  # fmt: skip
     assert re.search(r"^Pillow image formats: WebP (yes|NO).*, AVIF (yes|NO)", doctor.stdout,
                      re.MULTILINE), doctor.stdout  # fmt: skip
-    out = outside / "music.png"
+    out, start = outside / "music.png", outside / "start.webp"
+    Image.effect_mandelbrot((90, 60), (-2.0, -1.2, 1.0, 1.2), 30).convert("RGB").save(start)
     draw = _run(
         installed, outside, "draw", "an image of the music", "--size", "64", "--cutouts", "4",
         "--iterations", "2", "--device", "cpu", "--threads", "1", "--out", str(out),
         "--clip-model", str(model_files.clip_torchscript),
-        "--decoder", str(model_files.decoder_pickle),
+        "--decoder", str(model_files.decoder_pickle), "--init-image", str(start),
+        "--image-prompt", f"{start}:0.5", "--encoder", str(model_files.encoder_pickle),
     )  # fmt: skip
     assert draw.returncode == 0, draw.stderr
     assert Image.open(out).size == (64, 64)
     assert "done: 2/2 iterations" in draw.stdout
+    assert '"name": "start.webp"' in Image.open(out).info["init_image"]
     # Each command ran in its own process; all of them read the installed package.
     _assert_ran_from(installed, set(installed.files_read()))
 

@@ -15,6 +15,7 @@ from generator.contract.protocol import (
     Heartbeat,
     Message,
     ModelChoice,
+    PictureIn,
     Preparing,
     Progress,
     ProtocolError,
@@ -30,6 +31,20 @@ EVERY_MESSAGE: list[Message] = [
     Configure("gpu-1", ModelChoice(offline=True), WorkerOptions(max_batch=4, precision="bf16")),
     StartJob(1, "a cat | a hat:0.5", 42, 300, 512, 256, 2.5, init_state="UERDMQ=="),
     StartJob(2, "ねこ", 0, 1, 64, 64, 10.0, init_latent_file="latents/1.pt"),
+    StartJob(
+        9,
+        "",
+        1,
+        5,
+        64,
+        64,
+        1.0,
+        init_image=PictureIn(png_b64="iVBORw0KGgo=", name="a.png", sha256="ab" * 32),
+        init_strength=0.25,
+        image_prompts=[
+            PictureIn(png_b64="iVBORw0KGgo=", name="b.webp", sha256="cd" * 32, weight=-0.5)
+        ],
+    ),
     CancelJob(3),
     Ready("gpu-1", "cuda:0", 4, "host-a", 4242),
     Heartbeat("gpu-1", [1, 2]),
@@ -52,6 +67,16 @@ def test_every_message_round_trips_on_one_line(message: Message) -> None:
 
 def _line(**payload: object) -> str:
     return json.dumps({"v": PROTOCOL_VERSION, **payload})
+
+
+def _picture(**changes: object) -> dict[str, object]:
+    return {"png_b64": "iVBORw0KGgo=", "name": "a.png", "sha256": "ab" * 32, **changes}
+
+
+def _start(**changes: object) -> str:
+    fields = {"job_id": 1, "prompt": "a cat", "seed": 1, "iterations": 2, "width": 64,
+              "height": 64, "progress_every_s": 1.0}  # fmt: skip
+    return _line(type="start", **fields, **changes)
 
 
 @pytest.mark.parametrize(
@@ -84,8 +109,21 @@ def _line(**payload: object) -> str:
         (_line(type="cancel", job_id=1, extra=2), "extra: Unexpected keyword argument"),
         (_line(type="cancel"), "job_id: Field required"),
         (_line(type="explode"), "unknown message type 'explode'"),
+        (
+            _start(init_strength=1.5),
+            "bad start message: init_strength: Input should be less than or equal to 1",
+        ),
+        (_start(image_prompts=[_picture(sha256="not-a-hash")]), "image_prompts.0.sha256: String"),
+        (
+            _start(image_prompts=[_picture(png_b64="A" * (6 * 2**20))]),
+            "image_prompts.0.png_b64: String should have at most 5592408 characters",
+        ),
+        (_start(image_prompts=[_picture()] * 5), "image_prompts: List should have at most 4"),
         (_line(job_id=1), "unknown message type None"),
-        ('{"v": 2, "type": "cancel", "job_id": 1}', "protocol version 2, expected 5"),
+        (
+            '{"v": 2, "type": "cancel", "job_id": 1}',
+            f"protocol version 2, expected {PROTOCOL_VERSION}",
+        ),
         ('{"type": "cancel", "job_id": 1}', "protocol version None"),
         ("[1, 2]", "not a JSON object"),
         ("hello", "not JSON"),
@@ -95,3 +133,11 @@ def test_foreign_lines_are_refused_saying_why(line: str, reason: str) -> None:
     with pytest.raises(ProtocolError) as refused:
         decode(line)
     assert reason in str(refused.value)
+
+
+def test_a_pictures_bytes_stay_out_of_its_repr() -> None:
+    picture = PictureIn(png_b64="iVBORw0KGgo=" * 10, name="a.png", sha256="ab" * 32)
+    assert "iVBORw0KGgo" not in repr(picture)
+    assert "a.png" in repr(picture)
+    with pytest.raises(ValueError, match=r"picture 'a\.png' is not valid base64"):
+        PictureIn(png_b64="not base64!", name="a.png", sha256="ab" * 32).image()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import time
@@ -9,7 +10,8 @@ from pathlib import Path
 
 from bot.limits import GuildLimits
 from bot.retention import DAY_S, Retention
-from bot.store import MIGRATIONS, MOVES, JobRow, JobStatus, Store
+from bot.store import MIGRATIONS, MOVES, GivenPicture, JobRow, JobStatus, Store
+from generator.contract.images import ImageInput
 
 
 def _store(tmp_path: Path) -> Store:
@@ -277,3 +279,74 @@ def test_invalid_stored_guild_settings_fall_back_to_the_defaults(tmp_path: Path)
         ('{"max_iterations": 7, "dropped_key": 1}',),
     )
     assert store.guild_settings(1) == store.defaults.model_copy(update={"max_iterations": 7})
+
+
+def _picture(use: str = "both", strength: float = 0.7) -> GivenPicture:
+    png = b"\x89PNG fake copy"
+    image = ImageInput(png=png, name="lamp.png", sha256=hashlib.sha256(png).hexdigest())
+    return GivenPicture(image, use, strength, thumbnail=b"small")
+
+
+def test_a_picture_is_kept_with_its_job_and_forgotten_with_what_continue_needs(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    given = _picture()
+    job = store.add_job(
+        guild_id=1, channel_id=2, user_id=1, prompt="", seed=0, iterations=10, size=64,
+        picture=given,
+    )  # fmt: skip
+    plain = store.job(_add(store, 2))
+    assert plain is not None
+    assert (job.image_use, job.init_strength) == ("both", 0.7)
+    assert (plain.image_use, store.picture(plain), store.thumbnail(plain.id)) == (None, None, None)
+    store.close()
+    store = _store(tmp_path)  # a restart
+    assert store.picture(job) == given
+    assert store.thumbnail(job.id) == b"small"
+    still = store.add_job(
+        guild_id=1, channel_id=2, user_id=3, prompt="a cat", seed=0, iterations=10, size=64,
+        picture=_picture("start", 0.2),
+    )  # fmt: skip
+    ended = _finished(store, job.id, "c3RhdGU=")
+    assert Retention(store, keep_days=1, latents_dir=tmp_path).sweep(time.time()) == 0
+    assert store.picture(ended) == given
+    Retention(store, keep_days=1, latents_dir=tmp_path).sweep(time.time() + 2 * DAY_S)
+    forgotten = store.job(job.id)
+    assert forgotten is not None
+    # The card can still say how the job used its picture; the picture itself is gone.
+    assert (forgotten.image_use, store.picture(forgotten), store.thumbnail(job.id)) == (
+        "both", None, None,
+    )  # fmt: skip
+    assert store.picture(still) == _picture("start", 0.2)  # still queued: kept
+    assert store.forget_pictures(time.time() + 10 * DAY_S) == 0
+
+
+def test_a_database_of_version_4_gains_pictures_and_servers_keep_their_settings(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    with sqlite3.connect(path) as db:
+        for script in MIGRATIONS[:4]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version = 4")
+        db.execute(
+            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, seed, iterations, size, "
+            "created_at) VALUES (1, 2, 3, 'old', 5, 10, 64, 3.0)"
+        )
+        db.execute(
+            "INSERT INTO guild_settings (guild_id, settings) VALUES (1, ?)",
+            ('{"max_iterations": 7, "allowed_channels": [2]}',),
+        )
+    store = _store(tmp_path)
+    old = store.job(1)
+    assert old is not None
+    assert (old.prompt, old.image_use, old.init_strength) == ("old", None, None)
+    assert store.picture(old) is None
+    settings = store.guild_settings(1)
+    assert (settings.max_iterations, settings.allowed_channels, settings.image_inputs) == (
+        7, (2,), True,
+    )  # fmt: skip
+    store.save_guild_settings(1, settings.model_copy(update={"image_inputs": False}))
+    assert not store.guild_settings(1).image_inputs
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)

@@ -23,6 +23,7 @@ from generator.contract.protocol import (
     Heartbeat,
     Message,
     ModelChoice,
+    PictureIn,
     Preparing,
     Progress,
     Ready,
@@ -35,6 +36,7 @@ from generator.contract.protocol import (
 from generator.method.latent import STATE_MAGIC
 
 from .conftest import ModelFiles
+from .pictures import picture
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +50,8 @@ class WorkerProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         models = ModelChoice(
-            clip=str(files.clip_torchscript), decoder=str(files.decoder_pickle), device="cpu",
-            offline=True,
+            clip=str(files.clip_torchscript), decoder=str(files.decoder_pickle),
+            encoder=str(files.encoder_pickle), device="cpu", offline=True,
         )  # fmt: skip
         settings = WorkerOptions.model_validate({"cutouts": 4, "threads": 1, **options})
         self.send(Configure(worker_id="test-worker", models=models, options=settings))
@@ -296,3 +298,36 @@ def test_compiled_checkpointed_worker_draws(model_files: ModelFiles) -> None:
     assert isinstance(finished, Finished)
     assert (finished.steps, finished.cancelled) == (4, False)
     assert b64_to_png(finished.png_b64).startswith(b"\x89PNG")
+
+
+def test_an_image_job_loads_the_encoder_once_and_records_its_pictures(
+    model_files: ModelFiles,
+) -> None:
+    process = WorkerProcess(model_files)
+    try:
+        next(process.until(Ready))
+        start, steer = PictureIn.of(picture()), PictureIn.of(picture(7))
+        process.send(
+            _start(1, 3, prompt="", init_image=start, init_strength=1.0, image_prompts=[steer])
+        )
+        messages = list(process.until(Finished))
+        preparing = [m.reason for m in messages if isinstance(m, Preparing)]
+        assert preparing == ["loading the picture encoder"]
+        finished = messages[-1]
+        assert isinstance(finished, Finished)
+        assert finished.steps == 3
+        with Image.open(io.BytesIO(b64_to_png(finished.png_b64))) as image:
+            recorded = image.info
+        assert start.sha256 in recorded["init_image"]
+        assert steer.sha256 in recorded["image_prompts"]
+        # The next image job finds the encoder loaded; a continued one starts from its state.
+        process.send(_start(2, 1, prompt="a cat", init_image=start))
+        second = list(process.until(Finished))
+        process.send(_start(3, 1, prompt="", init_state=finished.continue_state,
+                            image_prompts=[steer]))  # fmt: skip
+        third = list(process.until(Finished))
+        assert not any(isinstance(m, Preparing | Failed) for m in second + third)
+        assert [m.job_id for m in second + third if isinstance(m, Finished)] == [2, 3]
+    finally:
+        process.process.kill()
+        process.process.wait()

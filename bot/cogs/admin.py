@@ -1,6 +1,7 @@
-"""/drawconfig: a server's drawing limits, within the operator's hard limits.
+"""/drawconfig: a server's drawing limits, within the operator's hard limits, the channels it
+draws in, and whether members may give pictures.
 
-Its options are `bot.limits.GuildLimits`' fields, with their ranges and help texts.
+Its limit options are `bot.limits.GuildLimits`' fields, with their ranges and help texts.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class AdminCog(commands.Cog):
         allow_channel="Allow drawing in this channel (once any is allowed, only those are)",
         disallow_channel="Stop allowing drawing in this channel",
         all_channels="True: allow drawing in every channel again",
+        image_inputs="Let members draw from or towards a picture they give (on by default)",
     )
     async def drawconfig(
         self,
@@ -61,6 +63,7 @@ class AdminCog(commands.Cog):
         allow_channel: discord.TextChannel | None = None,
         disallow_channel: discord.TextChannel | None = None,
         all_channels: bool | None = None,
+        image_inputs: bool | None = None,
     ) -> None:
         """View this server's drawing limits, or change them (Manage Server)."""
         assert interaction.guild_id is not None
@@ -79,10 +82,15 @@ class AdminCog(commands.Cog):
             channels.add(allow_channel.id)
         if disallow_channel is not None:
             channels.discard(disallow_channel.id)
+        if image_inputs and not self.desk.intake.enabled:
+            notices.append(tr(language, "The bot's operator has switched pictures off for every "
+                              "server; this counts once they switch them on."))  # fmt: skip
+        pictures = settings.image_inputs if image_inputs is None else image_inputs
         try:
             updated = GuildSettings.model_validate(
-                {**settings.model_dump(), **changes, "allowed_channels": tuple(sorted(channels))}
-            )
+                {**settings.model_dump(), **changes, "allowed_channels": tuple(sorted(channels)),
+                 "image_inputs": pictures}
+            )  # fmt: skip
         except ValidationError as error:
             problem = error.errors()[0]
             name, span = str(problem["loc"][0]), bounds(GuildSettings, str(problem["loc"][0]))

@@ -6,11 +6,29 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.desk import FrontDesk, Request, UserError
-from bot.i18n import language_of, tr
+from bot.desk import FrontDesk, Request
+from bot.i18n import N_, language_of
 from bot.limits import ITERATIONS, SIDE
+from bot.pictures import PictureAsk, Upload
+from generator.contract.images import (
+    DEFAULT_IMAGE_USE,
+    DEFAULT_INIT_STRENGTH,
+    IMAGE_USES,
+    MAX_INPUT_BYTES,
+)
 from generator.contract.prompts import MAX_PROMPT_CHARS
 from generator.contract.settings import MAX_SEED
+
+# How a picture can be used, as members choose it (in /draw and in "Draw from this image").
+USE_NAMES = {
+    "start": N_("start from it"),
+    "steer": N_("steer towards it"),
+    "both": N_("both: start from it and steer towards it"),
+}
+USE_CHOICES = [
+    app_commands.Choice(name=app_commands.locale_str(USE_NAMES[use]), value=use)
+    for use in IMAGE_USES
+]
 
 
 class DrawCog(commands.Cog):
@@ -25,32 +43,42 @@ class DrawCog(commands.Cog):
         seed="Pick a number to redraw the same picture later; left out, a random one",
         size="Width and height in pixels",
         negative="What to steer away from, e.g. 'blurry, text, watermark'",
+        image=f"A picture to draw with: PNG, JPEG, WebP or GIF, at most "
+        f"{MAX_INPUT_BYTES // 2**20} MiB",
+        image_as=f"Start from the picture, steer towards it, or both (default: "
+        f"{DEFAULT_IMAGE_USE})",
+        strength=f"How firmly the drawing holds to the picture it starts from, 0 to 1 "
+        f"(default {DEFAULT_INIT_STRENGTH:g})",
     )
+    @app_commands.choices(image_as=USE_CHOICES)
     async def draw(
         self,
         interaction: discord.Interaction,
-        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS] | None = None,
         iterations: app_commands.Range[int, ITERATIONS.low, ITERATIONS.high] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         size: app_commands.Range[int, SIDE.low, SIDE.high] | None = None,
         negative: app_commands.Range[str, 1, 500] | None = None,
+        image: discord.Attachment | None = None,
+        image_as: app_commands.Choice[str] | None = None,
+        strength: app_commands.Range[float, 0, 1] | None = None,
     ) -> None:
         """Draw a picture from your words. It joins the queue and the card shows its progress."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         assert interaction.guild_id is not None
-        language = language_of(str(interaction.locale))
+        picture = None
+        if image is not None:
+            picture = PictureAsk(
+                Upload.of(image), image_as.value if image_as else DEFAULT_IMAGE_USE,
+                DEFAULT_INIT_STRENGTH if strength is None else strength,
+            )  # fmt: skip
         request = Request(
             guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
-            user_id=interaction.user.id, prompt=prompt, iterations=iterations, seed=seed,
-            size=size, negative=negative, language=language,
+            user_id=interaction.user.id, prompt=prompt or "", iterations=iterations, seed=seed,
+            size=size, negative=negative, language=language_of(str(interaction.locale)),
+            picture=picture,
         )  # fmt: skip
-        try:
-            job, notices = await self.desk.submit(request)
-        except UserError as error:
-            await interaction.edit_original_response(content=str(error))
-            return
-        queued = tr(language, "Queued as job {job}; its card is in this channel.", job=job.id)
-        await interaction.edit_original_response(content=" ".join([queued, *notices]))
+        await interaction.edit_original_response(content=await self.desk.draw(request))
 
     @app_commands.command(name="cancel")
     @app_commands.guild_only()

@@ -18,6 +18,9 @@ ABOUT = N_(
     "Tips: weight parts of a prompt with `text:weight` separated by `|`, e.g. "
     "`a red sky:1 | fog:0.5`; use `negative` for what to avoid. The same seed and settings "
     "redraw the same picture.\n\n"
+    "Pictures: give `/draw` an `image` to start from (`image_as: start`, held by `strength`, "
+    "0 to 1), to steer towards (`steer`, the prompt may then stay empty) or both; or use "
+    "**Draw from this image** in a message's Apps menu. The limits are below.\n\n"
     "`/queue` shows what is waiting, `/cancel` stops your drawing."
 )
 

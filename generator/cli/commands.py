@@ -22,13 +22,20 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from generator import __version__
+from generator.cli.pictures import (
+    PictureArg,
+    add_encoder_option,
+    add_picture_options,
+    read_picture,
+)
 from generator.contract.encoders import (
     DEFAULT_MULTILINGUAL,
     MULTILINGUAL_MODELS,
     TEXT_ENCODER_CHOICES,
     choose_encoder,
 )
-from generator.contract.errors import GeneratorError, ModelLoadError, PromptError
+from generator.contract.errors import GeneratorError, ModelLoadError, PromptError, SettingsError
+from generator.contract.images import MAX_IMAGE_PROMPTS
 from generator.contract.settings import (
     DEFAULT_ITERATIONS,
     DEFAULTS,
@@ -52,6 +59,8 @@ from generator.worker.options import (
 )
 
 if TYPE_CHECKING:
+    import torch
+
     from generator.method.engine import DrawResult, StepInfo
     from generator.models.loaders import Models
     from generator.models.text_encoders import MultilingualEncoder
@@ -118,8 +127,10 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     )
     draw.add_argument(
         "prompt",
+        nargs="?",
+        default="",
         help="what to draw; weight parts with 'text:weight' and separate them with '|', "
-        "e.g. 'a red sky:1 | blurry, watermark:-0.5'",
+        "e.g. 'a red sky:1 | blurry, watermark:-0.5'; may be left out with --image-prompt",
     )
     draw.add_argument(
         "--iterations",
@@ -178,6 +189,7 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
         "notebooks that introduced the method did)",
     )
     _add_text_encoder_options(draw)
+    add_picture_options(draw)
     draw.add_argument(
         "--rotation",
         type=float,
@@ -253,6 +265,11 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     )
     add_model_options(fetch)
     _add_text_encoder_options(fetch)
+    fetch.add_argument(
+        "--with-encoder", action="store_true",
+        help="also fetch the dVAE encoder, which drawings that start from a picture need",
+    )  # fmt: skip
+    add_encoder_option(fetch)
     fetch.set_defaults(handler=_fetch_weights)
 
     worker = commands.add_parser(
@@ -303,7 +320,16 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
         relaxation=args.relaxation,
     )
     seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
-    job = Job(args.prompt, seed=seed, iterations=args.iterations)
+    if not args.prompt and not args.image_prompt:
+        raise PromptError("give a PROMPT, an --image-prompt, or both")
+    if len(args.image_prompt) > MAX_IMAGE_PROMPTS:
+        raise SettingsError(f"at most {MAX_IMAGE_PROMPTS} --image-prompt pictures")
+    init = read_picture(PictureArg(args.init_image)) if args.init_image else None
+    job = Job(
+        args.prompt, seed=seed, iterations=args.iterations, init_image=init,
+        init_strength=args.init_strength,
+        image_prompts=tuple(read_picture(arg) for arg in args.image_prompt),
+    )  # fmt: skip
     encoder = choose_encoder(args.text_encoder, job.prompts)
     return settings, dataclasses.replace(job, text_encoder=encoder)
 
@@ -322,6 +348,7 @@ def _draw(args: argparse.Namespace) -> int:
 
         models = models_from_args(args)
         multilingual = _multilingual(args, models) if job.text_encoder != "clip" else None
+        encoder = _picture_encoder(args, models) if job.init_image is not None else None
     except ModelLoadError as error:
         _fail(str(error), EXIT_FAILED)
     except GeneratorError as error:
@@ -339,7 +366,7 @@ def _draw(args: argparse.Namespace) -> int:
         engine_graphs = None if args.cuda_graphs else False
         result, frames = _run_with_progress(
             models, settings, job, frames_dir, save_every, cuda_graphs=engine_graphs,
-            multilingual=multilingual,
+            multilingual=multilingual, picture_encoder=encoder,
         )  # fmt: skip
         try:
             save_result(result, out)
@@ -363,6 +390,14 @@ def _multilingual(args: argparse.Namespace, models: Models) -> MultilingualEncod
     )  # fmt: skip
 
 
+def _picture_encoder(args: argparse.Namespace, models: Models) -> torch.nn.Module:
+    from generator.models.loaders import load_encoder
+
+    return load_encoder(
+        args.encoder, device=models.device, cache_dir=args.cache_dir, offline=args.offline
+    )
+
+
 def _run_with_progress(
     models: Models,
     settings: DrawSettings,
@@ -372,13 +407,17 @@ def _run_with_progress(
     *,
     cuda_graphs: bool | None,
     multilingual: MultilingualEncoder | None,
+    picture_encoder: torch.nn.Module | None,
 ) -> tuple[DrawResult, list[Path]]:
     import torch
     from tqdm import tqdm
 
     from generator.method.engine import Engine, to_pil
 
-    engine = Engine(models, settings, cuda_graphs=cuda_graphs, multilingual=multilingual)
+    engine = Engine(
+        models, settings, cuda_graphs=cuda_graphs, multilingual=multilingual,
+        picture_encoder=None if picture_encoder is None else lambda: picture_encoder,
+    )  # fmt: skip
     frames: list[Path] = []
     report_every = max(1, min(10, job.iterations // 100))
     bar = tqdm(total=job.iterations, unit="it", file=sys.stderr, dynamic_ncols=True)
@@ -453,11 +492,13 @@ def _add_text_encoder_options(parser: argparse.ArgumentParser) -> None:
 def _fetch_weights(args: argparse.Namespace) -> int:
     from generator.contract.encoders import encoder_folder
     from generator.contract.weights import default_cache_dir
-    from generator.models.loaders import clip_path, decoder_path
+    from generator.models.loaders import clip_path, decoder_path, encoder_path
 
     try:
         print(f"CLIP: {clip_path(args.clip_model, args.cache_dir, offline=args.offline)}")
         print(f"decoder: {decoder_path(args.decoder, args.cache_dir, offline=args.offline)}")
+        if args.with_encoder:
+            print(f"encoder: {encoder_path(args.encoder, args.cache_dir, offline=args.offline)}")
         if args.text_encoder != "clip":
             folder = encoder_folder(
                 args.multilingual_model, args.cache_dir or default_cache_dir(),

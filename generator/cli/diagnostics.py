@@ -14,8 +14,10 @@ from pathlib import Path
 from generator import __version__
 from generator.contract.weights import (
     CLIP_WEIGHTS,
+    DEFAULT_ENCODER_URL,
     WeightSpec,
     decoder_spec,
+    encoder_spec,
     sha256_file,
 )
 
@@ -67,10 +69,12 @@ def device_lines(device: str) -> list[str]:
     return lines
 
 
-def _weight_line(label: str, path: Path, spec: WeightSpec | None) -> str:
+def _weight_line(
+    label: str, path: Path, spec: WeightSpec | None, when: str = "on first start"
+) -> str:
     if not path.is_file():
         where = spec.sources[0].url if spec else "its source"
-        return f"{label}: missing at {path} (downloaded on first start from {where})"
+        return f"{label}: missing at {path} (downloaded {when} from {where})"
     size = f"{path.stat().st_size / 2**20:.0f} MiB"
     digests = {s.sha256 for s in spec.sources if s.sha256} if spec else set()
     if not digests:
@@ -80,7 +84,9 @@ def _weight_line(label: str, path: Path, spec: WeightSpec | None) -> str:
     return f"{label}: {path}, {size}, {verdict}"
 
 
-def weight_lines(clip_model: str, decoder: str, cache_dir: Path) -> list[str]:
+def weight_lines(
+    clip_model: str, decoder: str, cache_dir: Path, encoder: str = DEFAULT_ENCODER_URL
+) -> list[str]:
     """Where each model's weights are and whether they match a known digest."""
     lines = [f"weights cache: {cache_dir}"]
     if clip_model in CLIP_WEIGHTS:
@@ -93,4 +99,10 @@ def weight_lines(clip_model: str, decoder: str, cache_dir: Path) -> list[str]:
         lines.append(_weight_line("dVAE decoder", cache_dir / spec.filename, spec))
     else:
         lines.append(_weight_line("dVAE decoder (local file)", Path(decoder).expanduser(), None))
+    label, when = "dVAE encoder (pictures in)", "by the first job that starts from a picture"
+    if encoder.startswith(("http://", "https://")):
+        spec = encoder_spec(encoder)
+        lines.append(_weight_line(label, cache_dir / spec.filename, spec, when))
+    else:
+        lines.append(_weight_line(f"{label} (local file)", Path(encoder).expanduser(), None, when))
     return lines

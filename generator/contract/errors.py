@@ -11,8 +11,8 @@ class SettingsError(GeneratorError, ValueError):
     """A setting is out of range or malformed."""
 
 
-class PromptError(GeneratorError, ValueError):
-    """A prompt is empty, malformed or too long for its text encoder.
+class MemberError(GeneratorError, ValueError):
+    """Something a member gave that cannot be used.
 
     `template` and `values` keep the message apart from what it names, so the bot can put it
     into each member's language; ``str(error)`` is the English message, filled in.
@@ -22,6 +22,15 @@ class PromptError(GeneratorError, ValueError):
         super().__init__(template.format(**values) if values else template)
         self.template = template
         self.values = values
+
+
+class PromptError(MemberError):
+    """A prompt is empty, malformed or too long for its text encoder."""
+
+
+class ImageInputError(MemberError):
+    """A picture given as an input is refused: too big, not one of the formats, too many
+    pixels, damaged, or it could not be fetched."""
 
 
 class ModelLoadError(GeneratorError):

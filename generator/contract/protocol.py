@@ -16,11 +16,23 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from generator.contract.encoders import DEFAULT_MULTILINGUAL, TEXT_ENCODER_CHOICES
+from generator.contract.images import (
+    DEFAULT_IMAGE_WEIGHT,
+    DEFAULT_INIT_STRENGTH,
+    MAX_IMAGE_PROMPTS,
+    MAX_IMAGE_WEIGHT,
+    MAX_STORED_PNG_BYTES,
+    ImageInput,
+)
 from generator.contract.settings import DEFAULTS, MAX_CUTOUTS, PRECISION_CHOICES, RELAXATIONS
 from generator.contract.threads import AUTO, MAX_THREADS
-from generator.contract.weights import DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
+from generator.contract.weights import (
+    DEFAULT_CLIP_MODEL,
+    DEFAULT_DECODER_URL,
+    DEFAULT_ENCODER_URL,
+)
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 MAX_BATCH = 16
 
 
@@ -44,6 +56,10 @@ class ModelChoice(BaseModel):
 
     clip: str = Field(DEFAULT_CLIP_MODEL, description="CLIP model name or checkpoint file")
     decoder: str = Field(DEFAULT_DECODER_URL, description="dVAE decoder URL or file")
+    encoder: str = Field(
+        DEFAULT_ENCODER_URL, description="dVAE encoder URL or file, loaded for the first job "
+        "that starts from a picture",
+    )  # fmt: skip
     cache_dir: str = Field("", description="where downloaded weights live; empty: the default")
     offline: bool = Field(False, description="never download; cached or local files only")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
@@ -79,6 +95,36 @@ class WorkerOptions(BaseModel):
     threads: Annotated[int, Field(ge=AUTO, le=MAX_THREADS)] = Field(
         AUTO, description="torch CPU threads; 0: every available core but one"
     )
+
+
+class PictureIn(BaseModel):
+    """A picture a job was given: `generator.intake`'s re-encoded PNG, never the original."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    png_b64: Annotated[
+        str, Field(min_length=1, max_length=(MAX_STORED_PNG_BYTES + 2) // 3 * 4, repr=False)
+    ]
+    name: Annotated[str, Field(max_length=200)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    weight: Annotated[float, Field(ge=-MAX_IMAGE_WEIGHT, le=MAX_IMAGE_WEIGHT)] = (
+        DEFAULT_IMAGE_WEIGHT
+    )
+
+    @classmethod
+    def of(cls, image: ImageInput) -> PictureIn:
+        return cls(
+            png_b64=png_to_b64(image.png), name=image.name, sha256=image.sha256,
+            weight=image.weight,
+        )  # fmt: skip
+
+    def image(self) -> ImageInput:
+        """The picture; ValueError when its base64 is not valid."""
+        try:
+            png = b64_to_png(self.png_b64)
+        except ValueError:
+            raise ValueError(f"picture {self.name!r} is not valid base64") from None
+        return ImageInput(png=png, name=self.name, sha256=self.sha256, weight=self.weight)
 
 
 class SharedSettings(BaseModel):
@@ -124,7 +170,8 @@ class Configure(Message):
 class StartJob(Message):
     """Bot -> worker: draw this. `init_state` is an earlier job's `continue_state` to go on
     from; `init_latent_file` a latent file written by versions before protocol 4 (read from
-    the worker's disk)."""
+    the worker's disk); `init_image` a picture to start from, held by `init_strength`;
+    `image_prompts` pictures to steer towards."""
 
     kind: ClassVar[str] = "start"
     job_id: int
@@ -137,6 +184,11 @@ class StartJob(Message):
     init_state: str | None = None
     init_latent_file: str | None = None
     text_encoder: str = "clip"  # "clip" or "multilingual", chosen by the bot
+    init_image: PictureIn | None = None
+    init_strength: Annotated[float, Field(ge=0, le=1)] = DEFAULT_INIT_STRENGTH
+    image_prompts: Annotated[list[PictureIn], Field(max_length=MAX_IMAGE_PROMPTS)] = field(
+        default_factory=list
+    )
 
 
 @dataclass(frozen=True)
@@ -284,4 +336,5 @@ def png_to_b64(data: bytes) -> str:
 
 
 def b64_to_png(text: str) -> bytes:
+    """ValueError (binascii.Error) when `text` is not valid base64."""
     return base64.b64decode(text.encode("ascii"), validate=True)

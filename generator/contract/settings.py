@@ -8,6 +8,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from generator.contract.errors import SettingsError
+from generator.contract.images import (
+    DEFAULT_INIT_STRENGTH,
+    MAX_IMAGE_PROMPTS,
+    ImageInput,
+    check_strength,
+)
 from generator.contract.prompts import WeightedPrompt, parse_prompts
 
 MIN_SIDE = 64
@@ -127,7 +133,10 @@ class Job:
     """One picture to draw: what, with which seed, for how many iterations.
 
     `init_logits` continues an earlier result (its `DrawResult.logits`) instead of starting from
-    random tokens.
+    random tokens. `init_image` starts from a picture's tokens instead, held as firmly as
+    `init_strength` says (0: the first steps may leave them, 1: they hold through the run);
+    `image_prompts` steer towards pictures, each with its weight, next to the text's parts.
+    The prompt may be empty when there is an image prompt: the pictures alone steer.
     """
 
     prompt: str
@@ -135,6 +144,9 @@ class Job:
     iterations: int
     init_logits: Any = field(default=None, compare=False, repr=False)
     text_encoder: str = "clip"  # "clip" or "multilingual" (generator.models.text_encoders)
+    init_image: ImageInput | None = None
+    init_strength: float = DEFAULT_INIT_STRENGTH
+    image_prompts: tuple[ImageInput, ...] = ()
     prompts: tuple[WeightedPrompt, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -150,7 +162,23 @@ class Job:
             self.text_encoder in TEXT_ENCODERS,
             f"text encoder must be one of {', '.join(TEXT_ENCODERS)}, got {self.text_encoder!r}",
         )
-        object.__setattr__(self, "prompts", parse_prompts(self.prompt))
+        check_strength(self.init_strength)
+        _require(
+            len(self.image_prompts) <= MAX_IMAGE_PROMPTS,
+            f"at most {MAX_IMAGE_PROMPTS} image prompts, got {len(self.image_prompts)}",
+        )
+        _require(
+            self.init_image is None or self.init_logits is None,
+            "a job starts from a picture or from an earlier result, not both",
+        )
+        _require(
+            not self.image_prompts
+            or any(image.weight > 0 for image in self.image_prompts)
+            or bool(self.prompt.strip()),
+            "an image prompt alone needs a positive weight",
+        )
+        text_only = not self.image_prompts or self.prompt.strip()
+        object.__setattr__(self, "prompts", parse_prompts(self.prompt) if text_only else ())
 
 
 DEFAULTS = DrawSettings()  # every default above, for the CLI's options and the worker's settings

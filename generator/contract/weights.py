@@ -32,6 +32,8 @@ from generator import __version__
 from generator.contract.errors import WeightsUnavailableError
 
 DEFAULT_DECODER_URL = "https://cdn.openai.com/dall-e/decoder.pkl"
+# Only jobs that start from a picture need the encoder; it is fetched on the first such job.
+DEFAULT_ENCODER_URL = "https://cdn.openai.com/dall-e/encoder.pkl"
 DEFAULT_CLIP_MODEL = "ViT-B/32"
 MIRROR_VARIABLE = "PSEUDO_DALLE_MIRROR"
 USER_AGENT = f"pseudo-dalle/{__version__}"
@@ -133,12 +135,21 @@ def ensure_hub_files(
     return cache_dir / folder
 
 
-def decoder_spec(url: str = DEFAULT_DECODER_URL) -> WeightSpec:
-    """The dVAE decoder at `url`, cached under a name that differs for every URL but the default."""
-    basename = Path(urllib.parse.urlparse(url).path).name or "decoder.pkl"
-    if url != DEFAULT_DECODER_URL:
+def _dvae_spec(part: str, url: str, default: str) -> WeightSpec:
+    """A dVAE half at `url`, cached under a name that differs for every URL but the default.
+    OpenAI publishes no SHA-256 for either half, so none is pinned (see the README)."""
+    basename = Path(urllib.parse.urlparse(url).path).name or f"{part}.pkl"
+    if url != default:
         basename = f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{basename}"
-    return WeightSpec("DALL-E dVAE decoder", f"dall_e/{basename}", (Source(url),))
+    return WeightSpec(f"DALL-E dVAE {part}", f"dall_e/{basename}", (Source(url),))
+
+
+def decoder_spec(url: str = DEFAULT_DECODER_URL) -> WeightSpec:
+    return _dvae_spec("decoder", url, DEFAULT_DECODER_URL)
+
+
+def encoder_spec(url: str = DEFAULT_ENCODER_URL) -> WeightSpec:
+    return _dvae_spec("encoder", url, DEFAULT_ENCODER_URL)
 
 
 def sources_of(spec: WeightSpec) -> tuple[Source, ...]:

@@ -30,6 +30,15 @@ from generator.method.latent import (
     relax,
 )
 from generator.method.objective import embed_cutouts, embed_prompts, weighted_loss
+from generator.method.pictures import (
+    anchor_loss,
+    anchor_weight,
+    fitted_pixels,
+    picture_embedding,
+    picture_tokens,
+    start_gap,
+    start_logits,
+)
 from generator.models.loaders import Models
 from generator.models.text_encoders import MultilingualEncoder
 
@@ -102,6 +111,8 @@ class _Active:
     losses: torch.Tensor  # (iterations,) on the device, filled without synchronising
     started: float
     setup_s: float
+    anchor: torch.Tensor | None = None  # (1, h, w): the tokens of the picture it started from
+    anchor_weight: float = 0.0
     step: int = 0
 
 
@@ -114,6 +125,8 @@ class Engine:
     fusing would make a job's picture depend on its neighbours, and it buys no speed there.
     With `cuda_graphs` (the default on CUDA) steps are captured and replayed (`graphs`); if a
     capture fails, one log line says why and every step runs eagerly from then on.
+    `picture_encoder` gives the dVAE encoder, which jobs that start from a picture need; it is
+    called (and may load it) on the first such job.
     """
 
     def __init__(
@@ -124,9 +137,12 @@ class Engine:
         fuse_jobs: bool | None = None,
         cuda_graphs: bool | None = None,
         multilingual: MultilingualEncoder | None = None,
+        picture_encoder: Callable[[], torch.nn.Module] | None = None,
     ) -> None:
         self.models = models
         self.multilingual = multilingual
+        self._picture_encoder = picture_encoder
+        self._loaded_encoder: torch.nn.Module | None = None
         self.settings = settings or DrawSettings()
         self.device = models.device
         cuda = self.device.type == "cuda"
@@ -151,8 +167,24 @@ class Engine:
             )  # fmt: skip
         return self._networks[key]
 
+    @property
+    def picture_encoder_loaded(self) -> bool:
+        return self._loaded_encoder is not None
+
+    def picture_encoder(self) -> torch.nn.Module:
+        """The dVAE encoder, loaded on first use; SettingsError when none was given."""
+        if self._loaded_encoder is None:
+            if self._picture_encoder is None:
+                raise SettingsError(
+                    "starting from a picture needs the dVAE encoder, and none is configured"
+                )
+            self._loaded_encoder = self._picture_encoder()
+        return self._loaded_encoder
+
     def embed_prompts(self, job: Job) -> torch.Tensor:
         """The job's prompts as unit vectors (N, D) in CLIP's text space, by its text encoder."""
+        if not job.prompts:
+            return torch.zeros(0, self.models.clip.text_projection.shape[1], device=self.device)
         if job.text_encoder == "clip":
             return embed_prompts(self.models.clip, job.prompts)
         if self.multilingual is None:
@@ -230,13 +262,19 @@ class Batch:
         device = engine.device
         generator = torch.Generator(device=device).manual_seed(job.seed)
         vocab, grid = engine.models.vocab_size, settings.token_grid
+        anchor, anchor_at = None, 0.0
         if job.init_logits is not None:
             init = as_latent(job.init_logits.detach(), vocab, grid).to(device, torch.float32)
             init = init.clone(memory_format=torch.contiguous_format)
+        elif job.init_image is not None:
+            anchor = self._picture_tokens(job.init_image.png, settings)
+            init = start_logits(anchor, vocab, start_gap(job.init_strength, settings.init_scale))
+            anchor_at = anchor_weight(job.init_strength)
         else:
             init = initial_logits(vocab, grid, settings.init_scale, generator)
         logits = torch.nn.Parameter(init)
-        text = engine.embed_prompts(job)
+        text = torch.cat([engine.embed_prompts(job), self._picture_targets(job, settings)])
+        weights = [p.weight for p in job.prompts] + [p.weight for p in job.image_prompts]
         handle = self._next_handle
         self._next_handle += 1
         self._active.append(
@@ -254,13 +292,49 @@ class Batch:
                     capturable=engine.cuda_graphs and device.type == "cuda",
                 ),
                 text=text,
-                weights=torch.tensor([p.weight for p in job.prompts], device=device),
+                weights=torch.tensor(weights, device=device),
                 losses=torch.zeros(job.iterations, device=device),
                 started=time.perf_counter(),
                 setup_s=time.perf_counter() - started,
+                anchor=anchor if anchor_at > 0 else None,
+                anchor_weight=anchor_at,
             )
         )
         return handle
+
+    def _picture_tokens(self, png: bytes, settings: DrawSettings) -> torch.Tensor:
+        """The dVAE encoder's tokens (1, h, w) for a picture fitted to the output."""
+        engine = self.engine
+        encoder = engine.picture_encoder()
+        pixels = fitted_pixels(png, settings.width, settings.height, engine.device)
+        tokens = picture_tokens(encoder, pixels)
+        if int(tokens.max()) >= engine.models.vocab_size:
+            raise SettingsError(
+                "the dVAE encoder's codebook is larger than the decoder's: use the encoder "
+                "that belongs to the decoder"
+            )
+        return tokens
+
+    def _picture_targets(self, job: Job, settings: DrawSettings) -> torch.Tensor:
+        """Unit embeddings (I, D) of the job's image prompts, each cut once like the output.
+        Their crops come from a stream of their own, so the job's own stays as without them."""
+        engine = self.engine
+        dimension = engine.models.clip.text_projection.shape[1]
+        if not job.image_prompts:
+            return torch.zeros(0, dimension, device=engine.device)
+        generator = torch.Generator(device=engine.device).manual_seed(job.seed)
+        targets = []
+        for picture in job.image_prompts:
+            pixels = fitted_pixels(picture.png, settings.width, settings.height, engine.device)
+            embedding = picture_embedding(
+                engine.models.clip.visual,
+                pixels,
+                settings,
+                resolution=engine.models.clip_resolution,
+                generator=generator,
+            )
+            targets.append(embedding)
+        return torch.stack(targets)
 
     def stop(self, handle: int) -> DrawResult:
         """Take a job out before its last iteration; its result has `cancelled` set."""
@@ -334,6 +408,8 @@ class Batch:
         embeds, images = self._forward(chunk, settings)
         texts, weights = _padded_prompts(chunk)
         losses = weighted_loss(embeds, texts, weights)  # (B,), in fp32 whatever the precision
+        if any(entry.anchor is not None for entry in chunk):
+            losses = losses + torch.stack([_anchor_term(entry) for entry in chunk])
         for entry in chunk:
             entry.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
@@ -390,6 +466,13 @@ class Batch:
             losses=entry.losses[: entry.step].cpu().tolist(),
             timings=Timings(setup_s=entry.setup_s, loop_s=loop_s, steps=entry.step),
         )
+
+
+def _anchor_term(entry: _Active) -> torch.Tensor:
+    """How far a job that started from a picture has left its tokens, weighted (0-d)."""
+    if entry.anchor is None:
+        return entry.logits.new_zeros(())
+    return entry.anchor_weight * anchor_loss(entry.logits, entry.anchor)
 
 
 def _padded_prompts(chunk: list[_Active]) -> tuple[torch.Tensor, torch.Tensor]:

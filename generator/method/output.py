@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -15,14 +16,27 @@ from generator.method.engine import DrawResult
 
 
 def png_metadata(result: DrawResult) -> dict[str, str]:
-    """What a PNG records about how it was made; nothing that varies between identical runs."""
-    return {
-        "prompt": result.job.prompt,
-        "seed": str(result.job.seed),
+    """What a PNG records about how it was made; nothing that varies between identical runs.
+    Pictures given as inputs are recorded by name and SHA-256, never their bytes."""
+    job = result.job
+    metadata = {
+        "prompt": job.prompt,
+        "seed": str(job.seed),
         "iterations": str(result.steps),
         "settings": result.settings.to_json(),
         "Software": f"pseudo-dalle {__version__}",
     }
+    if job.init_image is not None:
+        metadata["init_image"] = json.dumps(
+            {"name": job.init_image.name, "sha256": job.init_image.sha256,
+             "strength": job.init_strength}, ensure_ascii=False,
+        )  # fmt: skip
+    if job.image_prompts:
+        metadata["image_prompts"] = json.dumps(
+            [{"name": p.name, "sha256": p.sha256, "weight": p.weight} for p in job.image_prompts],
+            ensure_ascii=False,
+        )
+    return metadata
 
 
 def png_bytes(image: Image.Image, metadata: dict[str, str] | None = None) -> bytes:

@@ -22,8 +22,10 @@ from generator.contract.weights import (
     CLIP_WEIGHTS,
     DEFAULT_CLIP_MODEL,
     DEFAULT_DECODER_URL,
+    DEFAULT_ENCODER_URL,
     decoder_spec,
     default_cache_dir,
+    encoder_spec,
     ensure_weights,
 )
 from generator.models.checkpoint import read_tensors
@@ -123,14 +125,31 @@ def decoder_path(
     progress: bool = True,
 ) -> Path:
     """The local file for a decoder URL (fetched into the cache if needed) or path."""
+    return _dvae_path("decoder", url_or_path, cache_dir, offline=offline, progress=progress)
+
+
+def encoder_path(
+    url_or_path: str = DEFAULT_ENCODER_URL,
+    cache_dir: Path | None = None,
+    *,
+    offline: bool = False,
+    progress: bool = True,
+) -> Path:
+    """The local file for an encoder URL (fetched into the cache if needed) or path."""
+    return _dvae_path("encoder", url_or_path, cache_dir, offline=offline, progress=progress)
+
+
+def _dvae_path(
+    part: str, url_or_path: str, cache_dir: Path | None, *, offline: bool, progress: bool
+) -> Path:
     if _is_url(url_or_path):
-        spec = decoder_spec(url_or_path)
+        spec = (decoder_spec if part == "decoder" else encoder_spec)(url_or_path)
         return ensure_weights(
             spec, cache_dir or default_cache_dir(), offline=offline, progress=progress
         )
     path = Path(url_or_path).expanduser()
     if not path.is_file():
-        raise ModelLoadError(f"decoder file {path} does not exist")
+        raise ModelLoadError(f"{part} file {path} does not exist")
     return path
 
 
@@ -214,6 +233,56 @@ def decoder_from_file(path: Path, device: torch.device) -> tuple[nn.Module, Deco
         ) from None
     _freeze(decoder, device)
     return decoder, shape
+
+
+def encoder_from_file(path: Path, device: torch.device) -> nn.Module:
+    """Rebuild the dVAE encoder from its weights (shapes give its size) and freeze it."""
+    tensors = read_tensors(path)
+    try:
+        input_w = tensors["blocks.input.w"]  # (n_hid, channels, 7, 7)
+        output_w = tensors["blocks.output.conv.w"]  # (vocab, 8 * n_hid, 1, 1)
+    except KeyError as error:
+        raise ModelLoadError(
+            f"{path} does not look like a DALL-E dVAE encoder (missing {error.args[0]})"
+        ) from None
+    if input_w.dim() == 4 and input_w.shape[2] == 1:
+        raise ModelLoadError(
+            f"{path} is the dVAE decoder (decoder.pkl), not the encoder: use encoder.pkl"
+        )
+    blocks = {int(m.group(1)) for k in tensors if (m := _BLOCK_KEY.match(k))}
+    if input_w.dim() != 4 or output_w.dim() != 4 or not blocks:
+        raise ModelLoadError(f"{path} does not look like a DALL-E dVAE encoder (unexpected shapes)")
+    try:
+        encoder = dall_e.Encoder(
+            n_hid=int(input_w.shape[0]),
+            n_blk_per_group=max(blocks),
+            input_channels=int(input_w.shape[1]),
+            vocab_size=int(output_w.shape[0]),
+            device=torch.device("cpu"),
+            requires_grad=False,
+            use_mixed_precision=False,
+        )
+        encoder.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    except (RuntimeError, ValueError) as error:
+        raise ModelLoadError(
+            f"{path} is not a loadable DALL-E dVAE encoder: {_one_line(error)}"
+        ) from None
+    module: nn.Module = encoder
+    _freeze(module, device)
+    return module
+
+
+def load_encoder(
+    url_or_path: str = DEFAULT_ENCODER_URL,
+    *,
+    device: torch.device,
+    cache_dir: Path | None = None,
+    offline: bool = False,
+    progress: bool = True,
+) -> nn.Module:
+    """Fetch (if needed) and load the dVAE encoder, which turns pictures into tokens."""
+    path = encoder_path(url_or_path, cache_dir, offline=offline, progress=progress)
+    return encoder_from_file(path, device)
 
 
 def load_models(

@@ -63,6 +63,17 @@ def random_decoder(size: Size = "tiny", seed: int = 0) -> torch.nn.Module:
     return module
 
 
+def random_encoder(size: Size = "tiny", seed: int = 0) -> torch.nn.Module:
+    """A `dall_e.Encoder` with random weights and the decoder's vocabulary for that size."""
+    torch.manual_seed(seed)
+    if size == "tiny":
+        encoder = dall_e.Encoder(n_hid=16, n_blk_per_group=1, vocab_size=512)
+    else:
+        encoder = dall_e.Encoder()
+    module: torch.nn.Module = encoder.eval()
+    return module
+
+
 def write_clip(path: Path, size: Size = "tiny", fmt: ClipFormat = "state_dict") -> Path:
     """Save a random CLIP as a state dict or, like OpenAI's files, a traced TorchScript archive."""
     model = random_clip(size)
@@ -89,6 +100,13 @@ def write_decoder(path: Path, size: Size = "tiny", fmt: DecoderFormat = "pickle"
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(path))
+    return path
+
+
+def write_encoder(path: Path, size: Size = "tiny", fmt: DecoderFormat = "pickle") -> Path:
+    """Save a random encoder as OpenAI's encoder.pkl is (pickled whole), or as a state dict."""
+    encoder = random_encoder(size)
+    torch.save(encoder if fmt == "pickle" else encoder.state_dict(), path)
     return path
 
 

@@ -28,7 +28,7 @@ from generator.contract.protocol import Configure, Message, ProtocolError, Ready
 from generator.contract.threads import WORKER_RESERVED_CORES, choose_threads
 from generator.method.runtime import configure_torch
 from generator.models.loaders import load_models
-from generator.worker.core import Worker, text_encoder_for
+from generator.worker.core import Worker, picture_encoder_for, text_encoder_for
 
 log = logging.getLogger("pseudo_dalle.worker")
 
@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GeneratorError as error:
         log.error("cannot load the models: %s", error)
         return 1
-    worker = Worker(models, channel, options, multilingual)
+    encoder = picture_encoder_for(choice, models.device, cache_dir)
+    worker = Worker(models, channel, options, multilingual, encoder)
     threading.Thread(target=worker.read_commands, args=(sys.stdin,), daemon=True).start()
     threading.Thread(target=worker.beat, args=(configure.worker_id,), daemon=True).start()
     channel.send(

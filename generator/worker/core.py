@@ -12,13 +12,16 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol, TextIO
 
 import torch
 
 from generator.contract.errors import GeneratorError, PromptError
+from generator.contract.images import ImageInput
 from generator.contract.protocol import (
     CancelJob,
     Failed,
@@ -26,6 +29,7 @@ from generator.contract.protocol import (
     Heartbeat,
     Message,
     ModelChoice,
+    PictureIn,
     Preparing,
     Progress,
     ProtocolError,
@@ -40,7 +44,7 @@ from generator.method.engine import DrawResult, Engine, StepInfo, to_pil
 from generator.method.fast import resolve_precision
 from generator.method.latent import as_latent, pack_state, unpack_state
 from generator.method.output import png_bytes, png_metadata
-from generator.models.loaders import Models
+from generator.models.loaders import Models, load_encoder
 from generator.models.text_encoders import MultilingualEncoder, load_multilingual
 
 log = logging.getLogger("pseudo_dalle.worker")
@@ -72,10 +76,12 @@ class Worker:
     def __init__(
         self, models: Models, channel: Channel, options: WorkerOptions,
         multilingual: MultilingualEncoder | None = None,
+        picture_encoder: Callable[[], torch.nn.Module] | None = None,
     ) -> None:  # fmt: skip
         self.engine = Engine(
-            models, cuda_graphs=None if options.cuda_graphs else False, multilingual=multilingual
-        )
+            models, cuda_graphs=None if options.cuda_graphs else False, multilingual=multilingual,
+            picture_encoder=picture_encoder,
+        )  # fmt: skip
         self.options = options
         self.precision = resolve_precision(options.precision, models.device)
         self.compiled_sizes: set[tuple[int, int]] = set()
@@ -145,8 +151,12 @@ class Worker:
             init = self._initial_logits(start, settings)
             job = Job(
                 start.prompt, start.seed, start.iterations, init_logits=init,
-                text_encoder=start.text_encoder,
+                text_encoder=start.text_encoder, init_image=_picture(start.init_image),
+                init_strength=start.init_strength,
+                image_prompts=tuple(p.image() for p in start.image_prompts),
             )  # fmt: skip
+            if job.init_image is not None and not self.engine.picture_encoder_loaded:
+                self.channel.send(Preparing(start.job_id, "loading the picture encoder"))
             handle = self.batch.add(job, settings)
         except PromptError as error:
             self.channel.send(Failed(start.job_id, error.template, error.values))
@@ -250,6 +260,19 @@ class Worker:
                 png_b64=png_to_b64(png_bytes(to_pil(info.image))),
             )
         )
+
+
+def _picture(picture: PictureIn | None) -> ImageInput | None:
+    return None if picture is None else picture.image()
+
+
+def picture_encoder_for(
+    choice: ModelChoice, device: torch.device, cache_dir: Path | None
+) -> Callable[[], torch.nn.Module]:
+    """Loads the dVAE encoder the bot's settings name, when a job first needs it."""
+    return partial(
+        load_encoder, choice.encoder, device=device, cache_dir=cache_dir, offline=choice.offline
+    )
 
 
 def text_encoder_for(

@@ -402,7 +402,7 @@ def _serve(
     from generator.contract.threads import WORKER_RESERVED_CORES, choose_threads
     from generator.method.runtime import configure_torch
     from generator.models.loaders import load_models
-    from generator.worker.core import Worker, text_encoder_for
+    from generator.worker.core import Worker, picture_encoder_for, text_encoder_for
 
     options, choice = settings.options, settings.models
     threads = choose_threads(options.threads, reserve=WORKER_RESERVED_CORES)
@@ -421,7 +421,8 @@ def _serve(
         log.error("cannot load the models: %s", error)
         return 1
     channel = RedisChannel(client, keys, args.name, args.redis)
-    worker = Worker(models, channel, options, multilingual)
+    encoder = picture_encoder_for(choice, models.device, args.cache_dir)
+    worker = Worker(models, channel, options, multilingual, encoder)
     info = WorkerPresence(
         id=args.name, device=str(models.device), places=options.max_batch,
         host=socket.gethostname(), pid=os.getpid(), busy=[],

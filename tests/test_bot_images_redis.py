@@ -1,0 +1,78 @@
+"""Pictures in through Redis: a real `pseudo-dalle worker` process draws a job that starts from
+and steers towards a member's picture, which travels in the job's stream entry and leaves Redis
+with it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bot.redis_workers import RedisWorkers
+from generator.contract.protocol import StartJob
+from generator.contract.redis_keys import Keys
+from generator.intake.images import reencode
+
+from .bot_harness import cards_of, run, running_bot, text_of, wait_for_card
+from .conftest import ModelFiles
+from .fake_discord import ALICE
+from .redis_harness import RedisServer, WorkerProcess
+from .test_bot_images import ROOMY, given_file, picture, shows_thumbnail, until
+
+pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_a_redis_worker_draws_a_picture_job(
+    model_files: ModelFiles, tmp_path: Path, redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    sent: list[StartJob] = []
+    dispatch = RedisWorkers.dispatch
+
+    async def recording(self: RedisWorkers, job: StartJob) -> str | None:
+        sent.append(job)
+        return await dispatch(self, job)
+
+    monkeypatch.setattr(RedisWorkers, "dispatch", recording)
+    lamp = picture(seed=7)
+    client = redis.Redis.from_url(redis_server.url)
+
+    def in_stream(sha256: str) -> bool:
+        return sha256 in str(client.xrange(Keys().jobs))
+
+    async def scenario() -> None:
+        url = f'url = "{redis_server.url}"'
+        async with running_bot(tmp_path, model_files, redis=url, defaults=ROOMY) as (fake, _, _):
+            attachment = fake.attachment("lamp.png", lamp, "image/png")
+            asked = await fake.command(
+                ALICE, "draw", prompt="a lamp", image=attachment, image_as="both", strength=0.6,
+                iterations=60, size=64,
+            )  # fmt: skip
+            assert "Queued as job 1" in await fake.reply_to(asked)
+            worker = WorkerProcess(redis_server.url, "gpu-a", tmp_path / "gpu-a.log")
+            try:
+                await fake.wait_for(lambda: sent, timeout=120)
+                sha256 = sent[0].image_prompts[0].sha256
+                await until(lambda: in_stream(sha256))
+                final = await wait_for_card(fake, 1, "Finished", timeout=120)
+                assert "60 iterations in" in text_of(final)
+                assert all(given_file(e, 1) and shows_thumbnail(e, 1) for e in cards_of(fake, 1))
+                await until(lambda: not in_stream(sha256))
+            finally:
+                worker.kill()
+        (job,) = sent
+        assert job.init_image is not None
+        assert job.init_image.image().png == reencode(lamp)
+        assert (job.init_strength, job.image_prompts) == (0.6, [job.init_image])
+
+    run(scenario())
