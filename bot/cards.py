@@ -25,6 +25,7 @@ from bot.events import (
 )
 from bot.i18n import N_, render_notice, tr
 from bot.store import JobRow, JobStatus
+from generator.media.animation import suffix_of
 
 NO_MENTIONS = discord.AllowedMentions.none()
 BAR_WIDTH = 20
@@ -102,6 +103,12 @@ def thumbnail_file(job: JobRow, png: bytes) -> discord.File:
     return discord.File(io.BytesIO(png), filename=f"pseudo-dalle-{job.id}-given.png")
 
 
+def timelapse_file(job: JobRow, animation: bytes) -> discord.File:
+    """The drawing taking shape, beside the final picture: Discord plays it inline."""
+    name = f"pseudo-dalle-{job.id}-timelapse{suffix_of(animation)}"
+    return discord.File(io.BytesIO(animation), filename=name)
+
+
 def card(
     job: JobRow, lines: list[str], language: str, *, image: bool = False,
     thumbnail: bool = False,
@@ -167,12 +174,15 @@ def sharing_lines(language: str, sharing: tuple[int, ...]) -> list[str]:
 @dataclass(frozen=True)
 class CardWish:
     """What a job's card should show now: the job as it was, text lines, maybe a picture;
-    `final` cards get the Reroll, Continue and Delete buttons."""
+    `final` cards get the Reroll, Continue and Delete buttons, and the time-lapse when the job
+    asked for one. `timelapse_limit` is set once Discord refused a time-lapse as too large."""
 
     job: JobRow
     lines: tuple[str, ...]
     png: bytes | None = None
     final: bool = False
+    timelapse: bytes | None = None
+    timelapse_limit: int | None = None
 
 
 def wishes(event: JobEvent, language_of: Callable[[JobRow], str]) -> list[CardWish]:
@@ -194,7 +204,7 @@ def _wish(
     event: JobStarting | JobPreparing | JobProgress | JobEnded | JobHandedOver | JobPaused,
     language: str,
 ) -> CardWish:
-    png, final = None, False
+    png, final, timelapse = None, False, None
     if isinstance(event, JobStarting):
         lines = [tr(language, "Starting…"), *sharing_lines(language, event.sharing)]
     elif isinstance(event, JobPreparing):
@@ -210,6 +220,7 @@ def _wish(
     elif isinstance(event, JobEnded):
         job = event.job
         lines, png, final = _ended_lines(language, job), event.png, job.status == JobStatus.DONE
+        timelapse = event.timelapse
     elif isinstance(event, JobHandedOver):
         lines = [tr(language, "Worker {worker} stopped; the next free worker starts this again",
                     worker=event.worker)]  # fmt: skip
@@ -217,7 +228,7 @@ def _wish(
         lines = [tr(language, "Still drawing; this card catches up when the bot is back")]
     else:
         lines = [tr(language, "Waiting for the bot to come back")]
-    return CardWish(event.job, tuple(lines), png, final)
+    return CardWish(event.job, tuple(lines), png, final, timelapse)
 
 
 def _ended_lines(language: str, job: JobRow) -> list[str]:

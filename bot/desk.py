@@ -59,6 +59,7 @@ class Request:
     language: str = SOURCE_LANGUAGE  # of the member asking: the answers are in it
     picture: PictureAsk | None = None  # a picture to fetch and draw with
     given: GivenPicture | None = None  # one already kept (Reroll, Continue)
+    timelapse: bool | None = None  # None: as the server's default
 
 
 class FrontDesk:
@@ -136,6 +137,7 @@ class FrontDesk:
             guild_id=request.guild_id, channel_id=request.channel_id, user_id=request.user_id,
             prompt=prompt, seed=seed, iterations=iterations, size=size, parent=request.parent,
             text_encoder=encoder, picture=given,
+            timelapse=settings.timelapse if request.timelapse is None else request.timelapse,
         )  # fmt: skip
         return job, notices
 
@@ -266,7 +268,7 @@ class FrontDesk:
             guild_id=job.guild_id, channel_id=job.channel_id, user_id=interaction.user.id,
             prompt=job.prompt, size=job.size, iterations=None if again else job.iterations,
             seed=job.seed if again else None, parent=job if again else None, language=language,
-            given=given,
+            given=given, timelapse=job.timelapse,
         )  # fmt: skip
         try:
             new, notices = await self.submit(request)
@@ -288,6 +290,9 @@ class FrontDesk:
                seconds=settings.progress_interval_s),
             tr(language, "Where: {channels}", channels=channels or tr(language, "any channel")),
             self._pictures_line(settings, language),
+            tr(language, "Time-lapse on the final card: on unless a member says otherwise")
+            if settings.timelapse
+            else tr(language, "Time-lapse on the final card: when a member asks for it"),
         ]  # fmt: skip
 
     def _pictures_line(self, settings: GuildSettings, language: str) -> str:

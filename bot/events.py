@@ -62,10 +62,12 @@ class JobProgress:
 
 @dataclass(frozen=True)
 class JobEnded:
-    """Done, cancelled or failed (the row's status says which), with the final picture if any."""
+    """Done, cancelled or failed (the row's status says which), with the final picture if any
+    and, for a job that asked for one, its time-lapse (animated WebP or GIF)."""
 
     job: JobRow
     png: bytes | None
+    timelapse: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ waits and is tried again with a growing delay; a newer wish for the same card re
 waiting. Discord refusing a card for good (a 403 or 404) is logged and that card catches up at
 its next change.
 
+A final card carries the job's time-lapse, when it asked for one, as a second file: made small
+enough for the server's upload limit first (`generator.media.animation.fit_animation`, in a
+thread), and smaller again when Discord still answers that it is too large (HTTP 413); one that
+cannot be made small enough is left out and the card says so.
+
 Cards are posted and edited through the bot's channel-message routes (never the interaction
 token, which expires after 15 minutes), and a card older than 50 minutes is replaced by a fresh
 message because Discord refuses edits to messages older than an hour (error 30046).
@@ -27,9 +32,10 @@ import discord
 from bot import cards
 from bot.cards import CardWish
 from bot.events import JobEvent
-from bot.i18n import language_of, tr
+from bot.i18n import N_, language_of, tr
 from bot.store import ACTIVE, JobRow, Store
 from bot.views import ON_ACTIVE_CARDS, ON_FINISHED_CARDS, JobButton, card_view
+from generator.media.animation import AnimationError, fit_animation
 
 log = logging.getLogger("pseudo_dalle.cards")
 
@@ -41,6 +47,8 @@ CALL_TIMEOUT_S = 15.0  # one post or edit; discord.py itself waits up to 5 minut
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 10.0
 CARD_MAX_AGE_S = 50 * 60
+TOO_LARGE = 40005  # Discord's error code for a file over the upload limit (HTTP 413)
+TIMELAPSE_TOO_BIG = N_("The time-lapse is too big for this server's upload limit.")
 
 
 class CardPresenter:
@@ -106,11 +114,18 @@ class CardPresenter:
             job_id = next(iter(self._wanted))
             state = self._wanted.pop(job_id)
             try:
+                state = await self._fitted(state)
                 async with asyncio.timeout(CALL_TIMEOUT_S):
                     await self._post(state)
             except UNREACHABLE as error:
                 delay = await self._retry_later(state, error, delay)
             except discord.HTTPException as error:
+                if _too_large(error) and state.timelapse is not None:
+                    log.info("Discord found job %s's time-lapse too large; making it smaller",
+                             job_id)  # fmt: skip
+                    smaller = replace(state, timelapse_limit=len(state.timelapse) // 2)
+                    self._wanted.setdefault(job_id, smaller)
+                    continue
                 log.warning("Discord refused job %s's card: %s", job_id, error)
             except Exception:
                 log.exception("could not show job %s's card", job_id)
@@ -128,6 +143,32 @@ class CardPresenter:
         )  # fmt: skip
         await asyncio.sleep(delay)
         return min(delay * 2, RETRY_MAX_S)
+
+    def _upload_limit(self, job: JobRow) -> int:
+        """The largest file the job's server takes, by its boost level."""
+        guild = self.client.get_guild(job.guild_id)
+        if guild is None:
+            return discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+        return guild.filesize_limit
+
+    async def _fitted(self, state: CardWish) -> CardWish:
+        """The wish with its time-lapse small enough to go with the card's other files, or
+        without it (saying so on the card) when it cannot be made so."""
+        if state.timelapse is None:
+            return state
+        job = state.job
+        given = self.store.thumbnail(job.id) if job.image_use is not None else None
+        limit = self._upload_limit(job) if state.timelapse_limit is None else state.timelapse_limit
+        budget = limit - len(state.png or b"") - len(given or b"")
+        try:
+            fitted = await asyncio.to_thread(fit_animation, state.timelapse, budget)
+        except AnimationError as error:
+            log.warning("leaving job %s's time-lapse out: %s", job.id, error)
+            return replace(state, timelapse=None)
+        if fitted is None:
+            note = tr(self._language(job), TIMELAPSE_TOO_BIG)
+            return replace(state, timelapse=None, lines=(*state.lines, note))
+        return replace(state, timelapse=fitted)
 
     def _channel(self, job: JobRow) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
@@ -151,6 +192,8 @@ class CardPresenter:
         files = [cards.picture_file(job, png)] if png is not None else []
         if given is not None:
             files.append(cards.thumbnail_file(job, given))
+        if state.timelapse is not None:
+            files.append(cards.timelapse_file(job, state.timelapse))
         if job.status in ACTIVE:
             view: discord.ui.View | None = card_view(
                 self.buttons, job.id, ON_ACTIVE_CARDS, language
@@ -168,7 +211,7 @@ class CardPresenter:
                 )
                 return
             except discord.HTTPException as error:
-                if isinstance(error, discord.DiscordServerError):
+                if isinstance(error, discord.DiscordServerError) or _too_large(error):
                     raise
                 log.warning("could not edit job %s's card (%s); posting a new one", job.id, error)
         if view is None:
@@ -187,6 +230,10 @@ class CardPresenter:
                                job=job.id),
                     embed=None, attachments=[], view=None,
                 )  # fmt: skip
+
+
+def _too_large(error: discord.HTTPException) -> bool:
+    return error.status == 413 or error.code == TOO_LARGE
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -104,12 +104,12 @@ class Scheduler:
     def enqueue(
         self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
         iterations: int, size: int, parent: JobRow | None = None, text_encoder: str = "clip",
-        picture: GivenPicture | None = None,
+        picture: GivenPicture | None = None, timelapse: bool = False,
     ) -> JobRow:  # fmt: skip
         job = self.store.add_job(
             guild_id=guild_id, channel_id=channel_id, user_id=user_id, prompt=prompt,
             seed=seed, iterations=iterations, size=size, parent=parent, text_encoder=text_encoder,
-            picture=picture,
+            picture=picture, timelapse=timelapse,
         )  # fmt: skip
         self._queue_changed(added=job.id)
         self._wakeup.set()
@@ -227,6 +227,7 @@ class Scheduler:
                 init_state=job.init_state, init_latent_file=job.init_latent,
                 text_encoder=job.text_encoder,
                 init_image=start, init_strength=strength, image_prompts=steer,
+                timelapse=job.timelapse,
             )
         )  # fmt: skip
         if entry.worker is not None:
@@ -290,7 +291,9 @@ class Scheduler:
                 seconds=message.seconds, continue_state=message.continue_state,
             )  # fmt: skip
             if done is not None:
-                self.events.publish(JobEnded(done, b64_to_png(message.png_b64)))
+                self.events.publish(
+                    JobEnded(done, b64_to_png(message.png_b64), _timelapse(message))
+                )
             self._queue_changed()
         elif isinstance(message, Failed):
             del self.running[entry.row.id]
@@ -410,6 +413,17 @@ def _sent(picture: GivenPicture | None) -> tuple[PictureIn | None, list[PictureI
         [sent] if steers_towards(picture.use) else [],
         picture.strength,
     )
+
+
+def _timelapse(message: Finished) -> bytes | None:
+    """The time-lapse a worker sent; a broken one is left out (and logged), not the card."""
+    if message.timelapse_b64 is None:
+        return None
+    try:
+        return b64_to_png(message.timelapse_b64)
+    except ValueError:
+        log.warning("job %s's time-lapse is not valid base64; leaving it out", message.job_id)
+        return None
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -18,6 +18,9 @@ A picture a member gave with a job is kept as `generator.intake`'s re-encoded co
 thumbnail for its card, in `job_pictures` (the job's `image_use` and `init_strength` say how it
 is used), so a queued job keeps it across restarts and Reroll can use it again; it is removed
 `keep_days` after the job ends, with what Continue needs.
+
+Whether a job gets a time-lapse is its `timelapse` column; the animation itself is never
+stored: it goes from the worker's `Finished` to the final card.
 """
 
 from __future__ import annotations
@@ -94,6 +97,9 @@ MIGRATIONS = (
         thumbnail BLOB NOT NULL
     );
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN timelapse INTEGER NOT NULL DEFAULT 0 CHECK (timelapse IN (0, 1));
+    """,
 )
 
 
@@ -155,9 +161,11 @@ class JobRow:
     text_encoder: str  # what reads its prompt: "clip" or "multilingual"
     image_use: str | None  # how it uses the picture it was given (IMAGE_USES), if any
     init_strength: float | None  # how firmly it holds to a picture it starts from
+    timelapse: bool  # its final card shows the drawing taking shape
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", JobStatus(self.status))
+        object.__setattr__(self, "timelapse", bool(self.timelapse))
 
 
 _COLUMNS = ", ".join(f.name for f in fields(JobRow))
@@ -175,13 +183,15 @@ class GivenPicture:
 
 
 class GuildSettings(GuildLimits):
-    """A server's limits, the channels it draws in (none listed: every channel), and whether
-    members may give pictures with their drawings."""
+    """A server's limits, the channels it draws in (none listed: every channel), whether
+    members may give pictures with their drawings, and whether drawings get a time-lapse when
+    the member does not say."""
 
     model_config = STRICT
 
     allowed_channels: tuple[int, ...] = ()
     image_inputs: bool = True
+    timelapse: bool = False
 
 
 class Store:
@@ -212,7 +222,7 @@ class Store:
     def add_job(
         self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
         iterations: int, size: int, parent: JobRow | None = None, text_encoder: str = "clip",
-        picture: GivenPicture | None = None,
+        picture: GivenPicture | None = None, timelapse: bool = False,
     ) -> JobRow:  # fmt: skip
         """Queue a job, with the `picture` it was given; continuing `parent`, it carries what
         the parent left to go on from."""
@@ -221,12 +231,12 @@ class Store:
             cursor = self.db.execute(
                 "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, seed, iterations, "
                 "size, parent_id, init_state, init_latent, created_at, text_encoder, image_use, "
-                "init_strength) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "init_strength, timelapse) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (guild_id, channel_id, user_id, prompt, seed, iterations, size,
                  parent.id if parent else None, parent.continue_state if parent else None,
                  parent.latent if parent and not parent.continue_state else None, time.time(),
                  text_encoder, picture.use if picture else None,
-                 picture.strength if picture else None),
+                 picture.strength if picture else None, timelapse),
             )  # fmt: skip
             job_id = int(cursor.lastrowid or 0)
             if picture is not None:

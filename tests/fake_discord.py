@@ -5,7 +5,9 @@ frames, answers the REST routes the bot uses, records every message the bot crea
 deletes, and lets a test play users: `command(...)` (with attachments too), `click(...)`,
 `context_menu(...)` and `submit(...)` (a modal's form) send INTERACTION_CREATE. It is also the
 CDN: `attachment(...)` puts a file on it, served over plain HTTP with a signed-looking query
-string, answered late or with an error status when a test asks.
+string, answered late or with an error status when a test asks. As Discord does, it refuses a
+message with a file over the server's upload limit (`upload_limit`, which tests may lower) with
+HTTP 413, and reports the limit in interactions and, by the boost level, in the guild.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ CHANNEL_ID = 800000000000000002
 OTHER_CHANNEL_ID = 800000000000000003
 EVERYONE = GUILD_ID
 
+DEFAULT_UPLOAD_LIMIT = 10 * 2**20  # an unboosted server's (premium tier 0)
 MANAGE_GUILD = 1 << 5
 MEMBER_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 15) | (1 << 31)  # view, send, files, app cmds
 ADMIN_PERMISSIONS = MEMBER_PERMISSIONS | MANAGE_GUILD
@@ -106,6 +109,8 @@ class FakeDiscord:
         self.sequence = 0
         self.heartbeat_interval_ms = 250
         self.refuse_messages = False  # answer channel message writes with 403 Missing Permissions
+        self.upload_limit = DEFAULT_UPLOAD_LIMIT  # bytes a file may have
+        self.too_large: list[dict[str, int]] = []  # the files of each message refused for size
         self.changed = asyncio.Condition()
         self.cdn: dict[str, CdnFile] = {}  # by URL path
         self.cdn_hits: Counter[str] = Counter()  # fetches, by URL path
@@ -281,11 +286,20 @@ class FakeDiscord:
             "components": payload.get("components", []),
         }  # fmt: skip
 
+    def _oversized(self, files: dict[str, bytes]) -> web.Response | None:
+        """Discord's answer to a message with a file over the upload limit, if it has one."""
+        if all(len(data) <= self.upload_limit for data in files.values()):
+            return None
+        self.too_large.append({name: len(data) for name, data in files.items()})
+        return _json({"code": 40005, "message": "Request entity too large"}, status=413)
+
     async def _create(self, request: web.Request) -> web.Response:
         if self.refuse_messages:
             return _json({"code": 50013, "message": "Missing Permissions"}, status=403)
         channel_id = int(request.match_info["channel"])
         payload, files = await self._read(request)
+        if refused := self._oversized(files):
+            return refused
         message_id = next(self.ids)
         message = self._message(message_id, channel_id, payload, files)
         self.messages[message_id] = message
@@ -302,6 +316,8 @@ class FakeDiscord:
         if message_id not in self.messages:
             return _json({"code": 10008, "message": "Unknown Message"}, status=404)
         payload, files = await self._read(request)
+        if refused := self._oversized(files):
+            return refused
         message = self._message(message_id, channel_id, payload, files)
         self.messages[message_id] = message
         await self._record(Event("edit", channel_id, message_id, payload, files))
@@ -411,7 +427,7 @@ class FakeDiscord:
             "channel": self._channel(channel_id),
             "member": member.payload(), "app_permissions": str(ADMIN_PERMISSIONS),
             "locale": member.locale, "guild_locale": self.guild_locale, "entitlements": [],
-            "attachment_size_limit": 10 * 2**20,
+            "attachment_size_limit": self.upload_limit,
             "authorizing_integration_owners": {"0": str(GUILD_ID)}, "context": 0, "data": data,
         }  # fmt: skip
         if message is not None:

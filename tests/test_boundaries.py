@@ -45,7 +45,7 @@ CONTRACT = ", ".join(
 def test_bot_process_never_imports_torch() -> None:
     loaded = _modules_after(
         "import bot.app, bot.launcher, bot.cli, bot.desk, bot.scheduler, bot.local_worker, "
-        f"bot.redis_workers, generator.intake.images, {CONTRACT}\n"
+        f"bot.redis_workers, generator.intake.images, generator.media.animation, {CONTRACT}\n"
         "from generator.contract.tokens import token_count\n"
         "token_count('an image of the music')"
     )

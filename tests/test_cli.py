@@ -167,7 +167,10 @@ def test_help_documents_every_option() -> None:
         (["draw", "a cat", "--iterations", "many"], "expected a whole number"),
         (["draw", "a cat", "--iterations", "200000"], "iterations must be from 1 to 100000"),
         (["draw", "a cat", "--seed", "-3"], "seed must be from 0"),
-        (["draw", "a cat", "--lr", "0"], "lr must be in"),
+        (["draw", "a cat", "--lr", "-1"], "lr must be in [0, 10], got -1.0"),
+        (["draw", "a cat", "--lr-drop", "1.5"], "argument --lr-drop: must be between 0 and 1"),
+        (["draw", "a cat", "--auto-stop", "0"], "argument --auto-stop: must be at least 1"),
+        (["draw", "a cat", "--cut-schedule", "random"], "invalid choice: 'random'"),
         (["draw", "a cat", "--device", "tpu"], "invalid choice: 'tpu'"),
         (["draw", "   "], "prompt is empty"),
         (["draw", "word " * 90], "too long for CLIP"),
@@ -359,3 +362,24 @@ def test_refused_pictures_exit_2_with_one_line(
         result = _cli("draw", "a cat", option, str(path), "--clip-model", "/nonexistent/clip.pt")
         assert result.returncode == 2
         assert result.stderr == f"pseudo-dalle: error: {path}: {message}\n"
+
+
+def test_lr_0_with_auto_stop_ends_early_and_says_so(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    result = _draw(
+        model_files, tmp_path / "still.png", "--iterations", "300", "--lr", "0",
+        "--auto-stop", "2", "--lr-drop", "off", "--cut-schedule", "fixed",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = SUMMARY.search(result.stdout)
+    assert summary, result.stdout
+    steps = int(summary.group(2))
+    assert steps < 300
+    assert (
+        f"auto-stopped at step {steps}: the loss, averaged over 10 steps, did not beat its "
+        "best for 2 windows in a row" in result.stdout
+    )
+    settings = read_png_text(tmp_path / "still.png")["settings"]
+    assert '"lr_drop": null' in settings
+    assert '"cut_schedule": "fixed"' in settings

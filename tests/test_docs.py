@@ -12,8 +12,10 @@ from generator.contract.images import (
     MAX_INPUT_PIXELS,
 )
 from generator.contract.settings import (
+    AUTO_STOP_WINDOW,
     DEFAULT_ITERATIONS,
     DEFAULTS,
+    LR_DROP_FACTOR,
     MAX_ITERATIONS,
     MAX_SIDE,
     MIN_SIDE,
@@ -42,6 +44,10 @@ def test_the_command_line_table_states_the_declared_defaults() -> None:
         "--image-prompt": f"weight {DEFAULT_IMAGE_WEIGHT:g} unless given; repeat for up to "
         f"{MAX_IMAGE_PROMPTS}",
         "--encoder": f"(`{DEFAULT_ENCODER_URL}`)",
+        "--lr-drop": f"divide the learning rate by {LR_DROP_FACTOR:g} from this fraction of the "
+        f"run on ({DEFAULTS.lr_drop})",
+        "--auto-stop": f"averaged over windows of {AUTO_STOP_WINDOW} steps",
+        "--cut-schedule": f"({DEFAULTS.cut_schedule})",
     }
     for option, text in expected.items():
         assert text in _row(option), f"README's {option} row should say {text!r}"

@@ -31,6 +31,7 @@ EVERY_MESSAGE: list[Message] = [
     Configure("gpu-1", ModelChoice(offline=True), WorkerOptions(max_batch=4, precision="bf16")),
     StartJob(1, "a cat | a hat:0.5", 42, 300, 512, 256, 2.5, init_state="UERDMQ=="),
     StartJob(2, "ねこ", 0, 1, 64, 64, 10.0, init_latent_file="latents/1.pt"),
+    StartJob(3, "a cat", 7, 60, 64, 64, 2.0, timelapse=True),
     StartJob(
         9,
         "",
@@ -52,6 +53,7 @@ EVERY_MESSAGE: list[Message] = [
     Preparing(4, "compiling the networks for 512x512"),
     Progress(5, 10, 300, -0.25, 12.5, "iVBORw0KGgo="),
     Finished(6, 300, 61.5, False, "iVBORw0KGgo=", "UERDMQ=="),
+    Finished(6, 300, 61.5, True, "iVBORw0KGgo=", "UERDMQ==", timelapse_b64="UklGRg=="),
     Failed(7, "the GPU ran out of memory"),
 ]
 
@@ -119,6 +121,20 @@ def _start(**changes: object) -> str:
             "image_prompts.0.png_b64: String should have at most 5592408 characters",
         ),
         (_start(image_prompts=[_picture()] * 5), "image_prompts: List should have at most 4"),
+        (_start(timelapse="yes"), "timelapse: Input should be a valid boolean"),
+        (
+            _line(
+                type="finished",
+                job_id=1,
+                steps=1,
+                seconds=1.0,
+                cancelled=False,
+                png_b64="",
+                continue_state="",
+                timelapse_b64="A" * (25 * 2**20),
+            ),
+            "timelapse_b64: String should have at most 25165824 characters",
+        ),
         (_line(job_id=1), "unknown message type None"),
         (
             '{"v": 2, "type": "cancel", "job_id": 1}',

@@ -341,9 +341,17 @@ def test_a_database_of_version_4_gains_pictures_and_servers_keep_their_settings(
     store = _store(tmp_path)
     old = store.job(1)
     assert old is not None
-    assert (old.prompt, old.image_use, old.init_strength) == ("old", None, None)
+    assert (old.prompt, old.image_use, old.init_strength, old.timelapse) == (
+        "old", None, None, False,
+    )  # fmt: skip
     assert store.picture(old) is None
+    animated = store.add_job(
+        guild_id=1, channel_id=2, user_id=3, prompt="new", seed=1, iterations=5, size=64,
+        timelapse=True,
+    )  # fmt: skip
+    assert store.job(animated.id).timelapse is True  # type: ignore[union-attr]
     settings = store.guild_settings(1)
+    assert not settings.timelapse
     assert (settings.max_iterations, settings.allowed_channels, settings.image_inputs) == (
         7, (2,), True,
     )  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, features
 
 from bot.i18n import notice, render_notice
 from generator.contract.protocol import (
@@ -33,6 +33,7 @@ from generator.contract.protocol import (
     decode,
     encode,
 )
+from generator.contract.timelapse import FRAME_MS, HOLD_MS
 from generator.method.latent import STATE_MAGIC
 
 from .conftest import ModelFiles
@@ -114,6 +115,34 @@ def test_job_runs_with_progress_and_a_final_picture(worker: WorkerProcess) -> No
     continued = list(worker.until(Finished))[-1]
     assert isinstance(continued, Finished)
     assert continued.steps == 2
+
+
+def test_a_timelapse_job_sends_an_animation_and_a_plain_job_none(worker: WorkerProcess) -> None:
+    next(worker.until(Ready))
+    worker.send(_start(1, 12, timelapse=True))
+    animated = list(worker.until(Finished))[-1]
+    assert isinstance(animated, Finished)
+    assert animated.timelapse_b64 is not None
+    with Image.open(io.BytesIO(b64_to_png(animated.timelapse_b64))) as image:
+        assert image.format == ("WEBP" if features.check("webp") else "GIF")
+        assert image.info["loop"] == 0
+        durations = []
+        for index in range(image.n_frames):  # type: ignore[attr-defined]
+            image.seek(index)
+            image.load()
+            durations.append(image.info["duration"])
+    # A frame each step (12 iterations keep all), then the final picture held for a second.
+    assert durations == [FRAME_MS] * 12 + [HOLD_MS]
+    worker.send(_start(2, 3))
+    plain = list(worker.until(Finished))[-1]
+    assert isinstance(plain, Finished)
+    assert plain.timelapse_b64 is None
+    worker.send(CancelJob(3))
+    worker.send(_start(3, 50, timelapse=True))
+    cancelled = list(worker.until(Finished))[-1]
+    assert isinstance(cancelled, Finished)
+    assert (cancelled.steps, cancelled.cancelled) == (0, True)
+    assert cancelled.timelapse_b64 is not None  # what it has: the picture it stopped at
 
 
 def _pixels(png_b64: str) -> bytes:

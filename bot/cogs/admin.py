@@ -1,5 +1,5 @@
 """/drawconfig: a server's drawing limits, within the operator's hard limits, the channels it
-draws in, and whether members may give pictures.
+draws in, whether members may give pictures, and whether drawings get a time-lapse by default.
 
 Its limit options are `bot.limits.GuildLimits`' fields, with their ranges and help texts.
 """
@@ -47,6 +47,8 @@ class AdminCog(commands.Cog):
         disallow_channel="Stop allowing drawing in this channel",
         all_channels="True: allow drawing in every channel again",
         image_inputs="Let members draw from or towards a picture they give (on by default)",
+        timelapse="Give drawings a time-lapse on their final card unless the member says "
+        "otherwise (off by default)",
     )
     async def drawconfig(
         self,
@@ -64,6 +66,7 @@ class AdminCog(commands.Cog):
         disallow_channel: discord.TextChannel | None = None,
         all_channels: bool | None = None,
         image_inputs: bool | None = None,
+        timelapse: bool | None = None,
     ) -> None:
         """View this server's drawing limits, or change them (Manage Server)."""
         assert interaction.guild_id is not None
@@ -86,10 +89,11 @@ class AdminCog(commands.Cog):
             notices.append(tr(language, "The bot's operator has switched pictures off for every "
                               "server; this counts once they switch them on."))  # fmt: skip
         pictures = settings.image_inputs if image_inputs is None else image_inputs
+        animated = settings.timelapse if timelapse is None else timelapse
         try:
             updated = GuildSettings.model_validate(
                 {**settings.model_dump(), **changes, "allowed_channels": tuple(sorted(channels)),
-                 "image_inputs": pictures}
+                 "image_inputs": pictures, "timelapse": animated}
             )  # fmt: skip
         except ValidationError as error:
             problem = error.errors()[0]

@@ -49,6 +49,7 @@ class DrawCog(commands.Cog):
         f"{DEFAULT_IMAGE_USE})",
         strength=f"How firmly the drawing holds to the picture it starts from, 0 to 1 "
         f"(default {DEFAULT_INIT_STRENGTH:g})",
+        timelapse="Also show the picture taking shape, as an animation on the final card",
     )
     @app_commands.choices(image_as=USE_CHOICES)
     async def draw(
@@ -62,6 +63,7 @@ class DrawCog(commands.Cog):
         image: discord.Attachment | None = None,
         image_as: app_commands.Choice[str] | None = None,
         strength: app_commands.Range[float, 0, 1] | None = None,
+        timelapse: bool | None = None,
     ) -> None:
         """Draw a picture from your words. It joins the queue and the card shows its progress."""
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -76,7 +78,7 @@ class DrawCog(commands.Cog):
             guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
             user_id=interaction.user.id, prompt=prompt or "", iterations=iterations, seed=seed,
             size=size, negative=negative, language=language_of(str(interaction.locale)),
-            picture=picture,
+            picture=picture, timelapse=timelapse,
         )  # fmt: skip
         await interaction.edit_original_response(content=await self.desk.draw(request))
 

@@ -22,39 +22,25 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from generator import __version__
-from generator.cli.pictures import (
-    PictureArg,
-    add_encoder_option,
-    add_picture_options,
-    read_picture,
-)
+from generator.cli.parser import add_draw_options, add_text_encoder_options
+from generator.cli.pictures import PictureArg, add_encoder_option, read_picture
 from generator.contract.encoders import (
-    DEFAULT_MULTILINGUAL,
-    MULTILINGUAL_MODELS,
-    TEXT_ENCODER_CHOICES,
     choose_encoder,
 )
 from generator.contract.errors import GeneratorError, ModelLoadError, PromptError, SettingsError
 from generator.contract.images import MAX_IMAGE_PROMPTS
 from generator.contract.settings import (
-    DEFAULT_ITERATIONS,
-    DEFAULTS,
-    MAX_ITERATIONS,
+    AUTO_STOP_WINDOW,
     MAX_SEED,
-    MAX_SIDE,
-    MIN_SIDE,
-    PRECISION_CHOICES,
-    RELAXATIONS,
     DrawSettings,
     Job,
 )
 from generator.contract.threads import choose_threads
+from generator.contract.timelapse import frame_every
 from generator.contract.tokens import check_lengths
 from generator.worker.options import (
-    add_cuda_graphs_option,
     add_model_options,
     add_redis_worker_options,
-    add_threads_option,
     models_from_args,
 )
 
@@ -68,7 +54,6 @@ if TYPE_CHECKING:
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-TIMELAPSE_FRAMES = 60
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,30 +66,6 @@ class _Parser(argparse.ArgumentParser):
 def _fail(message: str, code: int) -> NoReturn:
     print(f"pseudo-dalle: error: {message}", file=sys.stderr)
     raise SystemExit(code)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)(?:x(\d+))?", text.strip().lower())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected SIDE or WIDTHxHEIGHT, got {text!r}")
-    width = int(match.group(1))
-    height = int(match.group(2) or width)
-    for side in (width, height):
-        if side % 8 or not MIN_SIDE <= side <= MAX_SIDE:
-            raise argparse.ArgumentTypeError(
-                f"sides must be multiples of 8 from {MIN_SIDE} to {MAX_SIDE}, got {text!r}"
-            )
-    return width, height
 
 
 CommandAdder = Callable[["argparse._SubParsersAction[Any]"], None]
@@ -125,135 +86,7 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
         description="Optimise a picture until CLIP agrees it matches the prompt. "
         "Ctrl-C stops early and still saves the picture so far.",
     )
-    draw.add_argument(
-        "prompt",
-        nargs="?",
-        default="",
-        help="what to draw; weight parts with 'text:weight' and separate them with '|', "
-        "e.g. 'a red sky:1 | blurry, watermark:-0.5'; may be left out with --image-prompt",
-    )
-    draw.add_argument(
-        "--iterations",
-        type=_positive,
-        default=DEFAULT_ITERATIONS,
-        help=f"optimisation steps, 1 to {MAX_ITERATIONS} (default {DEFAULT_ITERATIONS}; "
-        "the reference used 7000)",
-    )
-    draw.add_argument(
-        "--size",
-        type=_size,
-        default=(DEFAULTS.width, DEFAULTS.height),
-        metavar="SIDE|WxH",
-        help=f"picture size in pixels, multiples of 8 from {MIN_SIDE} to {MAX_SIDE} "
-        f"(default {DEFAULTS.width})",
-    )
-    draw.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help=f"random seed, 0 to {MAX_SEED}; the same seed and settings redraw the same picture "
-        "(default: a random one, printed at the end)",
-    )
-    draw.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        metavar="FILE.png",
-        help="where to save the picture (default: named after the prompt and seed)",
-    )
-    draw.add_argument(
-        "--cutouts",
-        type=_positive,
-        default=DEFAULTS.cutouts,
-        help=f"random crops CLIP looks at per step (default {DEFAULTS.cutouts})",
-    )
-    draw.add_argument(
-        "--lr", type=float, default=DEFAULTS.lr, help=f"Adam learning rate (default {DEFAULTS.lr})"
-    )
-    draw.add_argument(
-        "--temperature", type=float, default=DEFAULTS.temperature,
-        help=f"Gumbel-softmax temperature (default {DEFAULTS.temperature})",
-    )  # fmt: skip
-    draw.add_argument(
-        "--temperature-end",
-        type=float,
-        default=None,
-        help="anneal the temperature geometrically to this value by the last step",
-    )
-    draw.add_argument(
-        "--relaxation",
-        choices=RELAXATIONS,
-        default=DEFAULTS.relaxation,
-        help="what the Gumbel-softmax normalises over: codebook (the default; each position a soft "
-        "mix of codebook entries) or positions (each entry spread over the grid, as the "
-        "notebooks that introduced the method did)",
-    )
-    _add_text_encoder_options(draw)
-    add_picture_options(draw)
-    draw.add_argument(
-        "--rotation",
-        type=float,
-        default=DEFAULTS.rotation_degrees,
-        metavar="DEGREES",
-        help="rotate cutouts randomly by up to this many degrees (default 0)",
-    )
-    draw.add_argument("--flip", action="store_true", help="mirror half of the cutouts at random")
-    draw.add_argument(
-        "--noise",
-        type=float,
-        default=DEFAULTS.noise_std,
-        metavar="STD",
-        help="add Gaussian noise of this strength to the cutouts (default 0)",
-    )
-    add_model_options(draw)
-    add_threads_option(draw, reserve=0)
-    add_cuda_graphs_option(draw)
-    draw.add_argument(
-        "--precision",
-        choices=PRECISION_CHOICES,
-        default="auto",
-        help="auto (default): bf16 on GPUs and on CPUs with AVX512-BF16 or AMX, fp16 on GPUs "
-        "without bf16, else fp32; fp32 is the plain path, with near-identical results",
-    )
-    draw.add_argument(
-        "--checkpointing",
-        action="store_true",
-        help="recompute activations in the backward pass: much less memory, about a third "
-        "more compute (for big pictures on small GPUs)",
-    )
-    draw.add_argument(
-        "--compile",
-        action="store_true",
-        help="compile the networks with torch.compile: the first steps take tens of seconds "
-        "longer; see bench/RESULTS.md for where it pays",
-    )
-    draw.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="where to run: cuda if available with auto (default auto)",
-    )
-    draw.add_argument(
-        "--save-every",
-        type=_positive,
-        default=None,
-        metavar="N",
-        help="save a progress frame every N iterations (into --progress-dir)",
-    )
-    draw.add_argument(
-        "--progress-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="folder for progress frames (needs --save-every)",
-    )
-    draw.add_argument(
-        "--timelapse",
-        type=Path,
-        default=None,
-        metavar="FILE.gif",
-        help="also write an animated GIF of the progress frames",
-    )
+    add_draw_options(draw)
     draw.set_defaults(handler=_draw)
 
     fetch = commands.add_parser(
@@ -264,7 +97,7 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
         "Prints where each is.",
     )
     add_model_options(fetch)
-    _add_text_encoder_options(fetch)
+    add_text_encoder_options(fetch)
     fetch.add_argument(
         "--with-encoder", action="store_true",
         help="also fetch the dVAE encoder, which drawings that start from a picture need",
@@ -318,6 +151,8 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
         checkpointing=args.checkpointing,
         compile=args.compile,
         relaxation=args.relaxation,
+        lr_drop=args.lr_drop,
+        cut_schedule=args.cut_schedule,
     )
     seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
     if not args.prompt and not args.image_prompt:
@@ -327,7 +162,7 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
     init = read_picture(PictureArg(args.init_image)) if args.init_image else None
     job = Job(
         args.prompt, seed=seed, iterations=args.iterations, init_image=init,
-        init_strength=args.init_strength,
+        init_strength=args.init_strength, auto_stop=args.auto_stop,
         image_prompts=tuple(read_picture(arg) for arg in args.image_prompt),
     )  # fmt: skip
     encoder = choose_encoder(args.text_encoder, job.prompts)
@@ -362,7 +197,7 @@ def _draw(args: argparse.Namespace) -> int:
         frames_dir = args.progress_dir or Path(scratch)
         save_every = args.save_every
         if save_every is None and args.timelapse is not None:
-            save_every = max(1, job.iterations // TIMELAPSE_FRAMES)
+            save_every = frame_every(job.iterations)
         engine_graphs = None if args.cuda_graphs else False
         result, frames = _run_with_progress(
             models, settings, job, frames_dir, save_every, cuda_graphs=engine_graphs,
@@ -460,6 +295,11 @@ def _print_summary(result: DrawResult, out: Path) -> None:
         f"({timings.iterations_per_second:.2f} it/s, {result.settings.precision}, "
         f"{result.job.text_encoder} text encoder), {loss}, seed {result.seed}, saved {out}"
     )
+    if result.auto_stopped:
+        print(
+            f"auto-stopped at step {result.steps}: the loss, averaged over {AUTO_STOP_WINDOW} "
+            f"steps, did not beat its best for {result.job.auto_stop} windows in a row"
+        )
 
 
 def _redis_worker(args: argparse.Namespace) -> int:
@@ -469,24 +309,6 @@ def _redis_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     leave(serve(args))
     return 0  # not reached: `leave` ends the process
-
-
-def _add_text_encoder_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--text-encoder",
-        choices=TEXT_ENCODER_CHOICES,
-        default="clip",
-        help="what reads the prompt: clip (default; OpenAI's, English), multilingual (50+ "
-        "languages, an approximation of CLIP's text space; needs the multilingual extra) or "
-        "auto (clip for plain ASCII prompts, multilingual otherwise)",
-    )
-    parser.add_argument(
-        "--multilingual-model",
-        default=DEFAULT_MULTILINGUAL,
-        metavar="NAME_OR_DIR",
-        help=f"the multilingual encoder: {', '.join(MULTILINGUAL_MODELS)} (the first is the "
-        "default) or a folder saved by sentence-transformers or M-CLIP",
-    )
 
 
 def _fetch_weights(args: argparse.Namespace) -> int:

@@ -26,13 +26,14 @@ from generator.contract.images import (
 )
 from generator.contract.settings import DEFAULTS, MAX_CUTOUTS, PRECISION_CHOICES, RELAXATIONS
 from generator.contract.threads import AUTO, MAX_THREADS
+from generator.contract.timelapse import MAX_TIMELAPSE_BYTES
 from generator.contract.weights import (
     DEFAULT_CLIP_MODEL,
     DEFAULT_DECODER_URL,
     DEFAULT_ENCODER_URL,
 )
 
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 MAX_BATCH = 16
 
 
@@ -171,7 +172,8 @@ class StartJob(Message):
     """Bot -> worker: draw this. `init_state` is an earlier job's `continue_state` to go on
     from; `init_latent_file` a latent file written by versions before protocol 4 (read from
     the worker's disk); `init_image` a picture to start from, held by `init_strength`;
-    `image_prompts` pictures to steer towards."""
+    `image_prompts` pictures to steer towards; `timelapse` asks for an animation of the
+    drawing taking shape with `Finished`."""
 
     kind: ClassVar[str] = "start"
     job_id: int
@@ -189,6 +191,7 @@ class StartJob(Message):
     image_prompts: Annotated[list[PictureIn], Field(max_length=MAX_IMAGE_PROMPTS)] = field(
         default_factory=list
     )
+    timelapse: bool = False
 
 
 @dataclass(frozen=True)
@@ -256,7 +259,9 @@ class Progress(Message):
 @dataclass(frozen=True)
 class Finished(Message):
     """Worker -> bot: the final picture (also for a cancelled job, with `cancelled` set), and
-    what Continue needs to go on from it (`generator.method.latent.pack_state`, a few KB)."""
+    what Continue needs to go on from it (`generator.method.latent.pack_state`, a few KB).
+    For a job that asked for one, `timelapse_b64` is its time-lapse, an animated WebP (GIF
+    where the worker's Pillow has no WebP writer; `generator.media.animation`)."""
 
     kind: ClassVar[str] = "finished"
     job_id: int
@@ -265,6 +270,9 @@ class Finished(Message):
     cancelled: bool
     png_b64: str
     continue_state: str
+    timelapse_b64: Annotated[str | None, Field(max_length=(MAX_TIMELAPSE_BYTES + 2) // 3 * 4)] = (
+        None
+    )
 
 
 @dataclass(frozen=True)

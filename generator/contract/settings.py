@@ -31,6 +31,14 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)
 RELAXATIONS = ("codebook", "positions")
 # What turns a job's prompt into the target embedding (generator.models.text_encoders).
 TEXT_ENCODERS = ("clip", "multilingual")
+# How the cutouts' sizes change over a run: "coarse-to-fine" starts around the whole picture
+# (cut_size_max) and ends with small crops (cut_size_min); "fixed" keeps the mix around
+# cut_size_mean throughout.
+CUT_SCHEDULES = ("coarse-to-fine", "fixed")
+LR_DROP_FACTOR = 10.0  # the learning rate is divided by this at `lr_drop` of the run
+DEFAULT_LR_DROP = 0.75
+AUTO_STOP_WINDOW = 10  # steps whose mean loss auto-stop compares
+MAX_AUTO_STOP = 1000
 
 
 def _require(ok: bool, message: str) -> None:
@@ -67,6 +75,8 @@ class DrawSettings:
     temperature: float = 1.0
     temperature_end: float | None = None
     init_scale: float = 1.0
+    lr_drop: float | None = DEFAULT_LR_DROP  # None: the learning rate stays as it is
+    cut_schedule: str = CUT_SCHEDULES[0]
     precision: str = "fp32"
     checkpointing: bool = False
     compile: bool = False
@@ -91,7 +101,15 @@ class DrawSettings:
         )
         _require(0 <= self.noise_std <= 1, f"noise_std must be from 0 to 1, got {self.noise_std}")
         _require(
-            math.isfinite(self.lr) and 0 < self.lr <= 10, f"lr must be in (0, 10], got {self.lr}"
+            math.isfinite(self.lr) and 0 <= self.lr <= 10, f"lr must be in [0, 10], got {self.lr}"
+        )
+        _require(
+            self.lr_drop is None or 0 < self.lr_drop < 1,
+            f"lr_drop must be a fraction of the run between 0 and 1, got {self.lr_drop}",
+        )
+        _require(
+            self.cut_schedule in CUT_SCHEDULES,
+            f"cut_schedule must be one of {', '.join(CUT_SCHEDULES)}, got {self.cut_schedule!r}",
         )
         for name in ("temperature", "temperature_end"):
             value = getattr(self, name)
@@ -124,6 +142,20 @@ class DrawSettings:
         fraction = step / (total - 1)
         return float(self.temperature * (self.temperature_end / self.temperature) ** fraction)
 
+    def lr_at(self, step: int, total: int) -> float:
+        """Adam's learning rate for 0-based `step` of `total`: divided by `LR_DROP_FACTOR`
+        from `lr_drop` of the run on."""
+        if self.lr_drop is not None and step >= int(self.lr_drop * total):
+            return self.lr / LR_DROP_FACTOR
+        return self.lr
+
+    def cut_size_at(self, step: int, total: int) -> float:
+        """The cutouts' mean size (a fraction of the shorter side) at 0-based `step`."""
+        if self.cut_schedule == "fixed" or total <= 1:
+            return self.cut_size_mean
+        fraction = step / (total - 1)
+        return self.cut_size_max + (self.cut_size_min - self.cut_size_max) * fraction
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
@@ -137,6 +169,8 @@ class Job:
     `init_strength` says (0: the first steps may leave them, 1: they hold through the run);
     `image_prompts` steer towards pictures, each with its weight, next to the text's parts.
     The prompt may be empty when there is an image prompt: the pictures alone steer.
+    With `auto_stop` N, the loss is averaged over windows of `AUTO_STOP_WINDOW` steps and the
+    run ends when N windows in a row have not beaten the best window so far.
     """
 
     prompt: str
@@ -147,6 +181,7 @@ class Job:
     init_image: ImageInput | None = None
     init_strength: float = DEFAULT_INIT_STRENGTH
     image_prompts: tuple[ImageInput, ...] = ()
+    auto_stop: int | None = None  # stop when this many loss windows in a row beat no earlier one
     prompts: tuple[WeightedPrompt, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -163,6 +198,11 @@ class Job:
             f"text encoder must be one of {', '.join(TEXT_ENCODERS)}, got {self.text_encoder!r}",
         )
         check_strength(self.init_strength)
+        _require(
+            self.auto_stop is None
+            or (isinstance(self.auto_stop, int) and 1 <= self.auto_stop <= MAX_AUTO_STOP),
+            f"auto_stop must be from 1 to {MAX_AUTO_STOP} windows, got {self.auto_stop}",
+        )
         _require(
             len(self.image_prompts) <= MAX_IMAGE_PROMPTS,
             f"at most {MAX_IMAGE_PROMPTS} image prompts, got {len(self.image_prompts)}",

@@ -11,18 +11,23 @@ from generator.contract.settings import DrawSettings
 
 
 def cutout_transforms(
-    settings: DrawSettings, generator: torch.Generator, device: torch.device
+    settings: DrawSettings,
+    generator: torch.Generator,
+    device: torch.device,
+    mean: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Affine maps (N, 2, 3) from a cutout's coordinates to the image's, for one job.
 
-    Sizes follow the reference: a normal around `cut_size_mean` of the shorter side, clipped to
-    [cut_size_min, cut_size_max]; positions are uniform over the image; rotations and flips are
-    optional.
+    Sizes follow the reference: a normal around `mean` (default `cut_size_mean`; a 0-d tensor on
+    the device when a schedule moves it, so a captured step reads it at every replay) of the
+    shorter side, clipped to [cut_size_min, cut_size_max]; positions are uniform over the image;
+    rotations and flips are optional.
     """
     n = settings.cutouts
     width, height = settings.width, settings.height
+    centre = settings.cut_size_mean if mean is None else mean
     sizes = torch.randn(n, generator=generator, device=generator.device)
-    sizes = (sizes * settings.cut_size_std + settings.cut_size_mean).clamp(
+    sizes = (sizes * settings.cut_size_std + centre).clamp(
         settings.cut_size_min, settings.cut_size_max
     )
     side = sizes * min(width, height)  # crop side in pixels

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from generator.contract.errors import SettingsError
-from generator.contract.settings import DrawSettings, Job
+from generator.contract.settings import AUTO_STOP_WINDOW, DrawSettings, Job
 from generator.method import graphs
 from generator.method.cutouts import cutout_transforms, make_cutouts
 from generator.method.fast import Networks, build_networks
@@ -85,6 +85,7 @@ class DrawResult:
     cancelled: bool
     losses: list[float] = field(repr=False)
     timings: Timings
+    auto_stopped: bool = False  # ended by `Job.auto_stop`, not by its last iteration
 
     @property
     def seed(self) -> int:
@@ -105,6 +106,7 @@ class _Active:
     generator: torch.Generator
     logits: torch.nn.Parameter  # (1, h, w, V)
     temperature: torch.Tensor  # 0-d, on the device: a captured step reads it at every replay
+    cut_size: torch.Tensor  # 0-d, on the device: the cutouts' mean size this step
     optimizer: torch.optim.Adam
     text: torch.Tensor  # (P, D)
     weights: torch.Tensor  # (P,)
@@ -113,6 +115,8 @@ class _Active:
     setup_s: float
     anchor: torch.Tensor | None = None  # (1, h, w): the tokens of the picture it started from
     anchor_weight: float = 0.0
+    best_window: float = float("inf")  # auto-stop: the lowest mean loss of a window so far
+    stale_windows: int = 0  # auto-stop: windows in a row that have not beaten it
     step: int = 0
 
 
@@ -285,11 +289,9 @@ class Batch:
                 generator=generator,
                 logits=logits,
                 temperature=torch.full((), settings.temperature, device=device),
-                # A captured Adam step keeps its step count on the device.
-                optimizer=torch.optim.Adam(
-                    [logits],
-                    lr=settings.lr,
-                    capturable=engine.cuda_graphs and device.type == "cuda",
+                cut_size=torch.full((), settings.cut_size_at(0, job.iterations), device=device),
+                optimizer=_adam(
+                    logits, settings, job.iterations, engine.cuda_graphs and device.type == "cuda"
                 ),
                 text=text,
                 weights=torch.tensor(weights, device=device),
@@ -350,10 +352,8 @@ class Batch:
         for settings, entries in groups.items():
             chunks = [entries] if self.engine.fuse_jobs else [[e] for e in entries]
             for chunk in chunks:
-                if settings.temperature_end is not None:
-                    for entry in chunk:
-                        temperature = settings.temperature_at(entry.step, entry.job.iterations)
-                        entry.temperature.fill_(temperature)
+                for entry in chunk:
+                    _follow_schedules(entry, settings)
                 losses, images = self._run(chunk, settings)
                 for row, entry in enumerate(chunk):
                     entry.losses[entry.step] = losses[row].detach()
@@ -370,9 +370,10 @@ class Batch:
                             )
                         )
         finished = {}
-        for entry in [e for e in self._active if e.step >= e.job.iterations]:
-            self._active.remove(entry)
-            finished[entry.handle] = self._finish(entry, cancelled=False)
+        for entry in list(self._active):
+            if entry.step >= entry.job.iterations or _stalled(entry):
+                self._active.remove(entry)
+                finished[entry.handle] = self._finish(entry, cancelled=False)
         return finished
 
     def _run(self, chunk: list[_Active], settings: DrawSettings) -> graphs.StepOutputs:
@@ -435,7 +436,7 @@ class Batch:
         networks = engine.networks(settings)
         images = decode(networks.decode, soft)  # (B, 3, H, W) in fp32
         transforms = torch.stack(
-            [cutout_transforms(settings, e.generator, device) for e in chunk]
+            [cutout_transforms(settings, e.generator, device, e.cut_size) for e in chunk]
         )  # (B, N, 2, 3)
         cutouts = make_cutouts(images, transforms, engine.models.clip_resolution)
         if settings.noise_std:
@@ -465,7 +466,54 @@ class Batch:
             cancelled=cancelled,
             losses=entry.losses[: entry.step].cpu().tolist(),
             timings=Timings(setup_s=entry.setup_s, loop_s=loop_s, steps=entry.step),
+            auto_stopped=not cancelled and entry.step < entry.job.iterations,
         )
+
+
+def _adam(
+    logits: torch.nn.Parameter, settings: DrawSettings, iterations: int, capturable: bool
+) -> torch.optim.Adam:
+    """Adam for one job. A captured step keeps Adam's step count on the device, and its
+    learning rate too when a drop will change it between replays."""
+    lr: float | torch.Tensor = settings.lr_at(0, iterations)
+    if capturable and settings.lr_drop is not None:
+        lr = torch.tensor(lr, device=logits.device)
+    return torch.optim.Adam([logits], lr=lr, capturable=capturable)
+
+
+def _follow_schedules(entry: _Active, settings: DrawSettings) -> None:
+    """Set the job's temperature, cutout size and learning rate for its next step. Each is a
+    device tensor filled in place (or a float Adam reads), so nothing waits for the device."""
+    step, total = entry.step, entry.job.iterations
+    if settings.temperature_end is not None:
+        entry.temperature.fill_(settings.temperature_at(step, total))
+    if settings.cut_schedule != "fixed":
+        entry.cut_size.fill_(settings.cut_size_at(step, total))
+    if (
+        settings.lr_drop is not None
+        and step > 0
+        and settings.lr_at(step, total) != (settings.lr_at(step - 1, total))
+    ):
+        group = entry.optimizer.param_groups[0]
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(settings.lr_at(step, total))
+        else:
+            group["lr"] = settings.lr_at(step, total)
+
+
+def _stalled(entry: _Active) -> bool:
+    """Auto-stop: at the end of each window of `AUTO_STOP_WINDOW` steps (reading its mean loss
+    waits for the device, once a window), whether `Job.auto_stop` windows in a row have not
+    beaten the best."""
+    patience = entry.job.auto_stop
+    if patience is None or entry.step % AUTO_STOP_WINDOW:
+        return False
+    window = float(entry.losses[entry.step - AUTO_STOP_WINDOW : entry.step].mean())
+    if window < entry.best_window:
+        entry.best_window, entry.stale_windows = window, 0
+    else:
+        entry.stale_windows += 1
+    return entry.stale_windows >= patience
 
 
 def _anchor_term(entry: _Active) -> torch.Tensor:

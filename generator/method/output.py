@@ -1,4 +1,4 @@
-"""Writing pictures: PNGs that carry their prompt, seed and settings, and time-lapse GIFs."""
+"""Writing pictures: PNGs that carry their prompt, seed and settings, and time-lapses."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from generator import __version__
+from generator.media.animation import SUFFIXES, encode_animation
 from generator.method.engine import DrawResult
 
 
@@ -60,17 +61,14 @@ def save_result(result: DrawResult, path: Path) -> None:
     write_atomically(path, png_bytes(result.image, png_metadata(result)))
 
 
-def save_timelapse(frames: Sequence[Path], path: Path, frame_ms: int = 100) -> None:
-    """An animated GIF of the frames, holding the last one a little longer."""
-    if not frames:
-        raise ValueError("a time-lapse needs at least one frame")
-    images = [Image.open(frame).convert("RGB") for frame in frames]
-    durations = [frame_ms] * (len(images) - 1) + [frame_ms * 10]
-    buffer = io.BytesIO()
-    images[0].save(
-        buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0
-    )
-    write_atomically(path, buffer.getvalue())
+def save_timelapse(frames: Sequence[Path], path: Path) -> None:
+    """An animation of the frames, holding the last one a little longer: WebP or GIF, as
+    `path` ends (`generator.media.animation.SUFFIXES`)."""
+    images = []
+    for frame in frames:
+        with Image.open(frame) as image:
+            images.append(image.convert("RGB"))
+    write_atomically(path, encode_animation(images, SUFFIXES[path.suffix.lower()]))
 
 
 def read_png_text(path: Path) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """The worker's core, whatever its transport: it holds the models, admits jobs into one batch
 (up to `max_batch`), steps them, and reports progress, pictures and results on a `Channel`.
-Jobs and cancellations act at step boundaries. The transports beside it feed it jobs and carry
-its messages: `child` (the bot's child process, stdin/stdout) and `redis_streams`.
+Jobs and cancellations act at step boundaries. A job that asks for a time-lapse keeps up to
+`TIMELAPSE_FRAMES` small frames in memory and sends them as one animation with `Finished`.
+The transports beside it feed it jobs and carry its messages: `child` (the bot's child
+process, stdin/stdout) and `redis_streams`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Protocol, TextIO
 
 import torch
+from PIL import Image
 
 from generator.contract.errors import GeneratorError, PromptError
 from generator.contract.images import ImageInput
@@ -39,7 +42,9 @@ from generator.contract.protocol import (
     png_to_b64,
 )
 from generator.contract.settings import DrawSettings, Job
+from generator.contract.timelapse import MAX_TIMELAPSE_BYTES, TIMELAPSE_FRAMES, frame_every
 from generator.contract.weights import CLIP_WEIGHTS, default_cache_dir
+from generator.media.animation import best_format, encode_animation, fit_animation, scaled
 from generator.method.engine import DrawResult, Engine, StepInfo, to_pil
 from generator.method.fast import resolve_precision
 from generator.method.latent import as_latent, pack_state, unpack_state
@@ -61,12 +66,14 @@ class Channel(Protocol):
 
 @dataclass
 class _Running:
-    """A job in the batch: its request and its progress reporting state."""
+    """A job in the batch: its request, its progress reporting state and, when it asked for
+    a time-lapse, the frames kept so far (scaled down, at most `TIMELAPSE_FRAMES`)."""
 
     start: StartJob
     began: float
     last_sent: float
     first_step_done: float | None = None  # speeds count from here: compiling is not drawing
+    frames: list[Image.Image] = field(default_factory=list, repr=False)
 
 
 class Worker:
@@ -219,7 +226,8 @@ class Worker:
             self._done(handle, result)
 
     def _done(self, handle: int, result: DrawResult) -> None:
-        start = self.running.pop(handle).start
+        entry = self.running.pop(handle)
+        start = entry.start
         self._update_busy()
         self.cancelled.discard(start.job_id)
         ended = "cancelled" if result.cancelled else "finished"
@@ -232,6 +240,9 @@ class Worker:
                 cancelled=result.cancelled,
                 png_b64=png_to_b64(png_bytes(result.image, png_metadata(result))),
                 continue_state=base64.b64encode(pack_state(result.logits)).decode("ascii"),
+                timelapse_b64=_timelapse(start.job_id, entry.frames, result.image)
+                if start.timelapse
+                else None,
             )
         )
 
@@ -240,6 +251,11 @@ class Worker:
 
     def _on_step(self, info: StepInfo) -> None:
         entry = self.running[info.job_index]
+        picture = None
+        room = len(entry.frames) < TIMELAPSE_FRAMES
+        if entry.start.timelapse and room and info.step % frame_every(info.total) == 0:
+            picture = to_pil(info.image)
+            entry.frames.append(scaled(picture))
         now = time.monotonic()
         if entry.first_step_done is None:
             entry.first_step_done = now
@@ -257,9 +273,21 @@ class Worker:
                 total=info.total,
                 loss=float(info.loss.item()),
                 iterations_per_second=rate,
-                png_b64=png_to_b64(png_bytes(to_pil(info.image))),
+                png_b64=png_to_b64(png_bytes(to_pil(info.image) if picture is None else picture)),
             )
         )
+
+
+def _timelapse(job_id: int, frames: list[Image.Image], final: Image.Image) -> str | None:
+    """The frames and the final picture as one animation, in base64; what does not fit the
+    protocol's bound is thinned out. None, with a log line, when it cannot be made."""
+    try:
+        data = encode_animation([*frames, scaled(final)], best_format())
+        fitted = fit_animation(data, MAX_TIMELAPSE_BYTES)
+    except Exception:
+        log.exception("job %s's time-lapse could not be made", job_id)
+        return None
+    return None if fitted is None else base64.b64encode(fitted).decode("ascii")
 
 
 def _picture(picture: PictureIn | None) -> ImageInput | None:

@@ -1,0 +1,249 @@
+"""`pseudo-dalle draw`'s options and the argument types they share with the other commands."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from generator.cli.pictures import add_picture_options
+from generator.contract.encoders import (
+    DEFAULT_MULTILINGUAL,
+    MULTILINGUAL_MODELS,
+    TEXT_ENCODER_CHOICES,
+)
+from generator.contract.settings import (
+    AUTO_STOP_WINDOW,
+    CUT_SCHEDULES,
+    DEFAULT_ITERATIONS,
+    DEFAULTS,
+    LR_DROP_FACTOR,
+    MAX_ITERATIONS,
+    MAX_SEED,
+    MAX_SIDE,
+    MIN_SIDE,
+    PRECISION_CHOICES,
+    RELAXATIONS,
+)
+from generator.worker.options import (
+    add_cuda_graphs_option,
+    add_model_options,
+    add_threads_option,
+)
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def lr_drop(text: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction or 'off', got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (or 'off'), got {text!r}")
+    return value
+
+
+def size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)(?:x(\d+))?", text.strip().lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected SIDE or WIDTHxHEIGHT, got {text!r}")
+    width = int(match.group(1))
+    height = int(match.group(2) or width)
+    for side in (width, height):
+        if side % 8 or not MIN_SIDE <= side <= MAX_SIDE:
+            raise argparse.ArgumentTypeError(
+                f"sides must be multiples of 8 from {MIN_SIDE} to {MAX_SIDE}, got {text!r}"
+            )
+    return width, height
+
+
+def timelapse_file(text: str) -> Path:
+    """A --timelapse file whose suffix names a format this Pillow writes."""
+    from generator.media.animation import SUFFIXES, WEBP, can_write
+
+    path = Path(text)
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise argparse.ArgumentTypeError(f"expected a file ending .webp or .gif, got {text!r}")
+    if not can_write(fmt):
+        webp = " (this Pillow was built without WebP: use .gif)" if fmt == WEBP else ""
+        raise argparse.ArgumentTypeError(f"cannot write {fmt} animations{webp}, got {text!r}")
+    return path
+
+
+def add_draw_options(draw: argparse.ArgumentParser) -> None:
+    """Every option of `pseudo-dalle draw`."""
+    draw.add_argument(
+        "prompt",
+        nargs="?",
+        default="",
+        help="what to draw; weight parts with 'text:weight' and separate them with '|', "
+        "e.g. 'a red sky:1 | blurry, watermark:-0.5'; may be left out with --image-prompt",
+    )
+    draw.add_argument(
+        "--iterations",
+        type=positive,
+        default=DEFAULT_ITERATIONS,
+        help=f"optimisation steps, 1 to {MAX_ITERATIONS} (default {DEFAULT_ITERATIONS}; "
+        "the reference used 7000)",
+    )
+    draw.add_argument(
+        "--size",
+        type=size,
+        default=(DEFAULTS.width, DEFAULTS.height),
+        metavar="SIDE|WxH",
+        help=f"picture size in pixels, multiples of 8 from {MIN_SIDE} to {MAX_SIDE} "
+        f"(default {DEFAULTS.width})",
+    )
+    draw.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"random seed, 0 to {MAX_SEED}; the same seed and settings redraw the same picture "
+        "(default: a random one, printed at the end)",
+    )
+    draw.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE.png",
+        help="where to save the picture (default: named after the prompt and seed)",
+    )
+    draw.add_argument(
+        "--cutouts",
+        type=positive,
+        default=DEFAULTS.cutouts,
+        help=f"random crops CLIP looks at per step (default {DEFAULTS.cutouts})",
+    )
+    draw.add_argument(
+        "--lr", type=float, default=DEFAULTS.lr, help=f"Adam learning rate (default {DEFAULTS.lr})"
+    )
+    draw.add_argument(
+        "--temperature", type=float, default=DEFAULTS.temperature,
+        help=f"Gumbel-softmax temperature (default {DEFAULTS.temperature})",
+    )  # fmt: skip
+    draw.add_argument(
+        "--lr-drop", type=lr_drop, default=DEFAULTS.lr_drop, metavar="FRACTION|off",
+        help=f"divide the learning rate by {LR_DROP_FACTOR:g} from this fraction of the run on "
+        f"(default {DEFAULTS.lr_drop}); off keeps it constant",
+    )  # fmt: skip
+    draw.add_argument(
+        "--auto-stop", type=positive, default=None, metavar="N",
+        help=f"stop early when the loss, averaged over windows of {AUTO_STOP_WINDOW} steps, has "
+        "not beaten its best window for N windows in a row (default: run every iteration)",
+    )  # fmt: skip
+    draw.add_argument(
+        "--cut-schedule", choices=CUT_SCHEDULES, default=DEFAULTS.cut_schedule,
+        help="coarse-to-fine (default): cutouts around the whole picture early, small crops "
+        "late; fixed: the same mix of sizes throughout",
+    )  # fmt: skip
+    draw.add_argument(
+        "--temperature-end",
+        type=float,
+        default=None,
+        help="anneal the temperature geometrically to this value by the last step",
+    )
+    draw.add_argument(
+        "--relaxation",
+        choices=RELAXATIONS,
+        default=DEFAULTS.relaxation,
+        help="what the Gumbel-softmax normalises over: codebook (the default; each position a soft "
+        "mix of codebook entries) or positions (each entry spread over the grid, as the "
+        "notebooks that introduced the method did)",
+    )
+    add_text_encoder_options(draw)
+    add_picture_options(draw)
+    draw.add_argument(
+        "--rotation",
+        type=float,
+        default=DEFAULTS.rotation_degrees,
+        metavar="DEGREES",
+        help="rotate cutouts randomly by up to this many degrees (default 0)",
+    )
+    draw.add_argument("--flip", action="store_true", help="mirror half of the cutouts at random")
+    draw.add_argument(
+        "--noise",
+        type=float,
+        default=DEFAULTS.noise_std,
+        metavar="STD",
+        help="add Gaussian noise of this strength to the cutouts (default 0)",
+    )
+    add_model_options(draw)
+    add_threads_option(draw, reserve=0)
+    add_cuda_graphs_option(draw)
+    draw.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default="auto",
+        help="auto (default): bf16 on GPUs and on CPUs with AVX512-BF16 or AMX, fp16 on GPUs "
+        "without bf16, else fp32; fp32 is the plain path, with near-identical results",
+    )
+    draw.add_argument(
+        "--checkpointing",
+        action="store_true",
+        help="recompute activations in the backward pass: much less memory, about a third "
+        "more compute (for big pictures on small GPUs)",
+    )
+    draw.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the networks with torch.compile: the first steps take tens of seconds "
+        "longer; see bench/RESULTS.md for where it pays",
+    )
+    draw.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to run: cuda if available with auto (default auto)",
+    )
+    draw.add_argument(
+        "--save-every",
+        type=positive,
+        default=None,
+        metavar="N",
+        help="save a progress frame every N iterations (into --progress-dir)",
+    )
+    draw.add_argument(
+        "--progress-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder for progress frames (needs --save-every)",
+    )
+    draw.add_argument(
+        "--timelapse",
+        type=timelapse_file,
+        default=None,
+        metavar="FILE.webp",
+        help="also write an animation of the progress frames: an animated WebP or GIF, as "
+        "FILE ends",
+    )
+
+
+def add_text_encoder_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--text-encoder",
+        choices=TEXT_ENCODER_CHOICES,
+        default="clip",
+        help="what reads the prompt: clip (default; OpenAI's, English), multilingual (50+ "
+        "languages, an approximation of CLIP's text space; needs the multilingual extra) or "
+        "auto (clip for plain ASCII prompts, multilingual otherwise)",
+    )
+    parser.add_argument(
+        "--multilingual-model",
+        default=DEFAULT_MULTILINGUAL,
+        metavar="NAME_OR_DIR",
+        help=f"the multilingual encoder: {', '.join(MULTILINGUAL_MODELS)} (the first is the "
+        "default) or a folder saved by sentence-transformers or M-CLIP",
+    )
