@@ -33,8 +33,9 @@ from generator.contract.threads import choose_threads
 from generator.intake.images import from_file, from_upload
 from generator.method.cutouts import cutout_transforms, make_cutouts
 from generator.method.engine import Engine, StepInfo
+from generator.method.fast import ImageEncoder
 from generator.method.objective import embed_cutouts, embed_prompts
-from generator.method.pictures import fitted_pixels, picture_embedding, picture_tokens
+from generator.method.pictures import fitted_pixels, picture_embeddings, picture_tokens
 from generator.method.runtime import configure_torch
 from generator.models.loaders import Models, load_encoder, load_models
 from generator.models.synthetic import write_clip, write_decoder, write_encoder
@@ -56,10 +57,8 @@ def _similarity(models: Models, png: bytes, prompt: str, settings: DrawSettings)
     """CLIP's cosine similarity of the picture's mean crop embedding to the prompt."""
     pixels = fitted_pixels(png, settings.width, settings.height, models.device)
     generator = torch.Generator(device=models.device).manual_seed(0)
-    image = picture_embedding(
-        models.clip.visual, pixels, settings, resolution=models.clip_resolution,
-        generator=generator,
-    )  # fmt: skip
+    encoder = ImageEncoder(models.clip.visual, models.clip_resolution)
+    (image,) = picture_embeddings([encoder], pixels, settings, generator=generator)
     text = embed_prompts(models.clip, parse_prompts(prompt))[0]
     return float(image @ text)
 

@@ -31,6 +31,7 @@ configure_torch(1)
 class ModelFiles:
     clip_state_dict: Path
     clip_torchscript: Path
+    clip_48_torchscript: Path  # another tiny CLIP: 48x48 crops, 24-wide embeddings
     decoder_pickle: Path
     decoder_state_dict: Path
     decoder_safetensors: Path
@@ -43,6 +44,7 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
     return ModelFiles(
         clip_state_dict=write_clip(folder / "clip-state-dict.pt", fmt="state_dict"),
         clip_torchscript=write_clip(folder / "clip-torchscript.pt", fmt="torchscript"),
+        clip_48_torchscript=write_clip(folder / "clip-48.pt", "tiny-48", fmt="torchscript", seed=1),
         decoder_pickle=write_decoder(folder / "decoder.pkl", fmt="pickle"),
         decoder_state_dict=write_decoder(folder / "decoder-state-dict.pt", fmt="state_dict"),
         decoder_safetensors=write_decoder(folder / "decoder.safetensors", fmt="safetensors"),
@@ -68,6 +70,13 @@ def tiny_models(model_files: ModelFiles) -> Models:
     return load_models(
         str(model_files.clip_torchscript), str(model_files.decoder_pickle), device="cpu"
     )
+
+
+@pytest.fixture(scope="session")
+def two_clip_models(model_files: ModelFiles) -> Models:
+    """The tiny CLIP (32x32 crops) and the tiny-48 one (48x48) judging together."""
+    clips = [str(model_files.clip_torchscript), str(model_files.clip_48_torchscript)]
+    return load_models(clips, str(model_files.decoder_pickle), device="cpu")
 
 
 @pytest.fixture

@@ -235,6 +235,37 @@ def test_malicious_decoder_is_refused(tmp_path: Path, model_files: ModelFiles) -
     assert not marker.exists()
 
 
+SEVERAL_LOSSES = re.compile(
+    r"loss (-?[\d.]+) -> (-?[\d.]+) \(clip-torchscript\.pt (-?[\d.]+) -> (-?[\d.]+), "
+    r"clip-48\.pt (-?[\d.]+) -> (-?[\d.]+)\), seed 4, "
+)
+
+
+def test_several_clip_models_each_report_their_loss(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    second = ["--clip-model", str(model_files.clip_48_torchscript)]
+    out = tmp_path / "both.png"
+    result = _draw(model_files, out, "--iterations", "5", "--seed", "4", *second)
+    assert result.returncode == 0, result.stderr
+    losses = SEVERAL_LOSSES.search(result.stdout)
+    assert losses, result.stdout
+    first, last, small_first, small_last, large_first, large_last = map(float, losses.groups())
+    assert first == pytest.approx(small_first + large_first, abs=2e-4)
+    assert last == pytest.approx(small_last + large_last, abs=2e-4)
+    assert "clip-48.pt=" in result.stderr  # the progress bar shows each model's share
+    recorded = json.loads(read_png_text(out)["clip_models"])
+    assert [entry["model"] for entry in recorded] == ["clip-torchscript.pt", "clip-48.pt"]
+    assert recorded[1]["final_loss"] == pytest.approx(large_last, abs=1e-4)
+
+    refused = _draw(
+        model_files, tmp_path / "no.png", "--iterations", "1", "--text-encoder", "multilingual",
+        *second,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "the multilingual text encoder works with one CLIP model" in refused.stderr
+
+
 def test_ctrl_c_saves_the_picture_so_far(model_files: ModelFiles, tmp_path: Path) -> None:
     out, frames = tmp_path / "stopped.png", tmp_path / "frames"
     process = subprocess.Popen(
@@ -300,6 +331,11 @@ def test_fetch_weights_downloads_into_the_cache(
     assert cached.read_bytes() == model_files.decoder_pickle.read_bytes()
     assert _cli(*args, "--offline").returncode == 0
     assert file_server.hits["/decoder.pkl"] == 1
+    both = _cli(*args, "--clip-model", str(model_files.clip_48_torchscript), "--offline")
+    assert both.returncode == 0, both.stderr
+    assert f"CLIP: {model_files.clip_state_dict}\nCLIP: {model_files.clip_48_torchscript}\n" in (
+        both.stdout
+    )
     assert "encoder:" not in result.stdout
     file_server.files["/encoder.pkl"] = model_files.encoder_pickle.read_bytes()
     encoder_args = [*args, "--with-encoder", "--encoder", file_server.url("/encoder.pkl")]

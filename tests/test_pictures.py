@@ -13,9 +13,10 @@ from generator.contract.errors import ModelLoadError, PromptError, SettingsError
 from generator.contract.images import ImageInput
 from generator.contract.settings import DrawSettings, Job
 from generator.method.engine import Engine, StepInfo
+from generator.method.fast import ImageEncoder
 from generator.method.latent import decode, hard_one_hot
 from generator.method.output import png_metadata
-from generator.method.pictures import fitted_pixels, picture_embedding, picture_tokens
+from generator.method.pictures import fitted_pixels, picture_embeddings, picture_tokens
 from generator.models.loaders import Models, encoder_from_file, load_encoder
 
 from .conftest import FileServer, ModelFiles
@@ -72,18 +73,18 @@ def test_the_strength_sets_how_firmly_the_start_holds(engine: Engine) -> None:
 
 def test_an_image_prompt_steers_towards_its_picture(engine: Engine, tiny_models: Models) -> None:
     target = picture(7)
-    embedding = picture_embedding(
-        tiny_models.clip.visual, fitted_pixels(target.png, 64, 64, engine.device), SETTINGS,
-        resolution=tiny_models.clip_resolution, generator=torch.Generator().manual_seed(0),
+    clip_encoder = [ImageEncoder(tiny_models.clip.visual, tiny_models.clip_resolution)]
+    (embedding,) = picture_embeddings(
+        clip_encoder, fitted_pixels(target.png, 64, 64, engine.device), SETTINGS,
+        generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
 
     def similarity(job: Job) -> float:
         result = engine.draw(job)
         buffer = io.BytesIO()
         result.image.save(buffer, format="PNG")
-        drawn = picture_embedding(
-            tiny_models.clip.visual, fitted_pixels(buffer.getvalue(), 64, 64, engine.device),
-            SETTINGS, resolution=tiny_models.clip_resolution,
+        (drawn,) = picture_embeddings(
+            clip_encoder, fitted_pixels(buffer.getvalue(), 64, 64, engine.device), SETTINGS,
             generator=torch.Generator().manual_seed(1),
         )  # fmt: skip
         return float(drawn @ embedding)

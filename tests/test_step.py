@@ -40,9 +40,8 @@ def _ops_of_steps(engine: Engine, settings: DrawSettings, steps: int) -> list[Co
     counts = []
     for _ in range(steps):
         networks = engine.networks(settings)
-        modules = [engine.models.clip, engine.models.decoder, networks.decoder]
-        if isinstance(networks.encode, torch.nn.Module):
-            modules.append(networks.encode)
+        modules = [*engine.models.clips, engine.models.decoder, networks.decoder]
+        modules += [e.encode for e in networks.encoders if isinstance(e.encode, torch.nn.Module)]
         weights = {p.data_ptr() for module in modules for p in module.parameters()}
         with _OpCounter(weights) as counter:
             batch.step()
@@ -65,6 +64,20 @@ def test_a_step_does_no_host_work(
     # CUDA with graphs Adam is capturable and keeps it on the device); nothing else.
     assert second["aten._local_scalar_dense.default"] == 1
     # Autocast cast every weight of CLIP on every call; now weights are cast once, up front.
+    assert second["weight casts"] == 0
+
+
+def test_a_step_with_two_models_does_no_host_work(
+    two_clip_models: Models, small_settings: DrawSettings
+) -> None:
+    """Two CLIPs taking different sides (the crops scaled for one of them): still nothing read
+    back but Adam's step count, nothing made from Python data, no weight cast."""
+    settings = dataclasses.replace(small_settings, precision="bf16")
+    _, second, third = _ops_of_steps(Engine(two_clip_models, settings), settings, 3)
+    assert second == third
+    assert second["aten.upsample_bilinear2d.default"] == 1
+    assert second["aten.lift_fresh.default"] == 0
+    assert second["aten._local_scalar_dense.default"] == 1
     assert second["weight casts"] == 0
 
 

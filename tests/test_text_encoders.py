@@ -101,9 +101,10 @@ def test_the_engine_draws_a_japanese_prompt_with_the_multilingual_encoder(
     job = Job("夕焼けの海：1｜猫：-0.5", seed=3, iterations=3, text_encoder="multilingual")
     result = engine.draw(job)
     assert result.steps == 3
-    assert torch.allclose(engine.embed_prompts(job), encoder.encode(job.prompts))
-    clip_job = Job(job.prompt, seed=3, iterations=3)
-    assert not torch.allclose(engine.embed_prompts(clip_job), engine.embed_prompts(job))
+    (multilingual,) = engine.embed_prompts(job)
+    assert torch.allclose(multilingual, encoder.encode(job.prompts))
+    (clip,) = engine.embed_prompts(Job(job.prompt, seed=3, iterations=3))
+    assert not torch.allclose(clip, multilingual)
     without = Engine(tiny_models, settings)
     with pytest.raises(SettingsError, match="no multilingual text encoder is loaded"):
         without.draw(job)

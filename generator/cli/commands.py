@@ -38,9 +38,11 @@ from generator.contract.settings import (
 from generator.contract.threads import choose_threads
 from generator.contract.timelapse import frame_every
 from generator.contract.tokens import check_lengths
+from generator.contract.weights import clip_label
 from generator.worker.options import (
     add_model_options,
     add_redis_worker_options,
+    clip_models,
     models_from_args,
 )
 
@@ -92,7 +94,8 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     fetch = commands.add_parser(
         "fetch-weights",
         help="download the model weights into the cache",
-        description="Download CLIP and the dVAE decoder (with --text-encoder multilingual or "
+        description="Download CLIP (each --clip-model named) and the dVAE decoder (with "
+        "--text-encoder multilingual or "
         "auto, the multilingual text encoder too) into the cache so later runs work offline. "
         "Prints where each is.",
     )
@@ -217,9 +220,11 @@ def _multilingual(args: argparse.Namespace, models: Models) -> MultilingualEncod
     from generator.contract.weights import CLIP_WEIGHTS, default_cache_dir
     from generator.models.text_encoders import load_multilingual
 
+    clip_dim = int(models.only_clip().text_projection.shape[1])
+    clip_name = models.clip_names[0]
     return load_multilingual(
-        args.multilingual_model, clip_dim=int(models.clip.text_projection.shape[1]),
-        clip_name=args.clip_model if args.clip_model in CLIP_WEIGHTS else None,
+        args.multilingual_model, clip_dim=clip_dim,
+        clip_name=clip_name if clip_name in CLIP_WEIGHTS else None,
         device=models.device, cache_dir=args.cache_dir or default_cache_dir(),
         offline=args.offline,
     )  # fmt: skip
@@ -256,11 +261,18 @@ def _run_with_progress(
     frames: list[Path] = []
     report_every = max(1, min(10, job.iterations // 100))
     bar = tqdm(total=job.iterations, unit="it", file=sys.stderr, dynamic_ncols=True)
+    labels = [clip_label(name) for name in models.clip_names]
 
     def on_step(info: StepInfo) -> None:
         bar.update(1)
         if info.step % report_every == 0 or info.step == info.total:
-            bar.set_postfix(loss=f"{info.loss.item():.4f}", refresh=False)
+            postfix = {"loss": f"{info.loss.item():.4f}"}
+            if len(labels) > 1:
+                shares = info.model_losses.tolist()
+                postfix |= {
+                    label: f"{share:.4f}" for label, share in zip(labels, shares, strict=True)
+                }
+            bar.set_postfix(postfix, refresh=False)
         if save_every is not None and info.step % save_every == 0:
             frames_dir.mkdir(parents=True, exist_ok=True)
             frame = frames_dir / f"step-{info.step:06d}.png"
@@ -289,6 +301,12 @@ def _print_summary(result: DrawResult, out: Path) -> None:
     status = "stopped" if result.cancelled else "done"
     losses = result.losses
     loss = f"loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "no steps run"
+    if losses and len(result.clip_models) > 1:
+        shares = [
+            f"{clip_label(name)} {history[0]:.4f} -> {history[-1]:.4f}"
+            for name, history in zip(result.clip_models, result.model_losses, strict=True)
+        ]
+        loss += f" ({', '.join(shares)})"
     timings = result.timings
     print(
         f"{status}: {result.steps}/{result.job.iterations} iterations in {timings.loop_s:.1f} s "
@@ -317,7 +335,8 @@ def _fetch_weights(args: argparse.Namespace) -> int:
     from generator.models.loaders import clip_path, decoder_path, encoder_path
 
     try:
-        print(f"CLIP: {clip_path(args.clip_model, args.cache_dir, offline=args.offline)}")
+        for name in clip_models(args):
+            print(f"CLIP: {clip_path(name, args.cache_dir, offline=args.offline)}")
         print(f"decoder: {decoder_path(args.decoder, args.cache_dir, offline=args.offline)}")
         if args.with_encoder:
             print(f"encoder: {encoder_path(args.encoder, args.cache_dir, offline=args.offline)}")

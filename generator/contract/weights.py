@@ -98,6 +98,12 @@ CLIP_WEIGHTS: dict[str, WeightSpec] = {
 }
 
 
+def clip_label(name_or_path: str) -> str:
+    """How outputs name a CLIP model: its known name, or its file's name (a PNG that travels
+    should not carry where its maker keeps files)."""
+    return name_or_path if name_or_path in CLIP_WEIGHTS else Path(name_or_path).name
+
+
 HUB_URL = "https://huggingface.co"
 
 

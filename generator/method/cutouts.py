@@ -1,4 +1,5 @@
-"""Random crops of the image for CLIP, all made in one differentiable `grid_sample` call."""
+"""Random crops of the image for CLIP, all made in one differentiable `grid_sample` call, and
+scaled for each CLIP model that takes a smaller side."""
 
 from __future__ import annotations
 
@@ -70,3 +71,13 @@ def make_cutouts(images: torch.Tensor, transforms: torch.Tensor, size: int) -> t
     )  # (B, 3, N*s, s)
     crops = crops.reshape(batch, 3, n, size, size).transpose(1, 2)  # (B, N, 3, s, s)
     return crops.reshape(batch * n, 3, size, size)
+
+
+def resized(cutouts: torch.Tensor, size: int) -> torch.Tensor:
+    """Cutouts (M, 3, s, s) scaled to (M, 3, size, size) for a CLIP that takes another side;
+    unchanged when it takes this one. Bilinear without antialiasing, as `grid_sample` cuts."""
+    if cutouts.shape[-1] == size:
+        return cutouts
+    return F.interpolate(
+        cutouts, size=(size, size), mode="bilinear", align_corners=False, antialias=False
+    )

@@ -1,9 +1,12 @@
 """The optimisation loop: steps a batch of independent jobs until each has its picture.
 
 Every job owns its random stream (initial tokens, Gumbel noise, cutouts) and its Adam state, so
-a job's result does not depend on which other jobs share its steps. The loop does no I/O: it
-hands what it already computed to an `on_step` callback and asks `should_stop` once per step
-and job, so a caller can report progress or cancel at any step boundary.
+a job's result does not depend on which other jobs share its steps. With several CLIP models,
+each judges the same cutouts (cut once, at the largest side any of them takes, and scaled down
+for the others) against the prompts embedded by its own text tower, and their losses count the
+same. The loop does no I/O: it hands what it already computed to an `on_step` callback and asks
+`should_stop` once per step and job, so a caller can report progress or cancel at any step
+boundary.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from PIL import Image
@@ -19,8 +23,8 @@ from PIL import Image
 from generator.contract.errors import SettingsError
 from generator.contract.settings import AUTO_STOP_WINDOW, DrawSettings, Job
 from generator.method import graphs
-from generator.method.cutouts import cutout_transforms, make_cutouts
-from generator.method.fast import Networks, build_networks
+from generator.method.cutouts import cutout_transforms, make_cutouts, resized
+from generator.method.fast import ImageEncoder, Networks, build_networks
 from generator.method.latent import (
     as_latent,
     decode,
@@ -34,7 +38,7 @@ from generator.method.pictures import (
     anchor_loss,
     anchor_weight,
     fitted_pixels,
-    picture_embedding,
+    picture_embeddings,
     picture_tokens,
     start_gap,
     start_logits,
@@ -54,6 +58,7 @@ class StepInfo:
     step: int  # completed steps, 1..total
     total: int
     loss: torch.Tensor  # 0-d: the loss of this step's forward pass
+    model_losses: torch.Tensor  # (M,): each CLIP model's share of `loss`, as in Models.clips
     image: torch.Tensor  # (3, H, W) in [0, 1]: this step's decoded image; valid until the next
     logits: torch.Tensor  # (1, h, w, V): the latent after this step's update; clone to keep
 
@@ -84,6 +89,10 @@ class DrawResult:
     steps: int
     cancelled: bool
     losses: list[float] = field(repr=False)
+    # One history per CLIP model (as in `clip_models`), each as long as `losses`: every step's
+    # loss is their sum (plus the pull towards a starting picture, if any).
+    model_losses: list[list[float]] = field(repr=False)
+    clip_models: tuple[str, ...]  # the CLIP models that judged it, as `Models.clip_names`
     timings: Timings
     auto_stopped: bool = False  # ended by `Job.auto_stop`, not by its last iteration
 
@@ -108,9 +117,10 @@ class _Active:
     temperature: torch.Tensor  # 0-d, on the device: a captured step reads it at every replay
     cut_size: torch.Tensor  # 0-d, on the device: the cutouts' mean size this step
     optimizer: torch.optim.Adam
-    text: torch.Tensor  # (P, D)
+    text: tuple[torch.Tensor, ...]  # per CLIP model, (P, D) in its text space
     weights: torch.Tensor  # (P,)
     losses: torch.Tensor  # (iterations,) on the device, filled without synchronising
+    model_losses: torch.Tensor  # (iterations, M) likewise, one column per CLIP model
     started: float
     setup_s: float
     anchor: torch.Tensor | None = None  # (1, h, w): the tokens of the picture it started from
@@ -121,7 +131,8 @@ class _Active:
 
 
 class Engine:
-    """Draws jobs with loaded `Models`; `settings` applies to jobs that bring none of their own.
+    """Draws jobs with loaded `Models` (every CLIP model in them judges every step); `settings`
+    applies to jobs that bring none of their own.
 
     Jobs stepped together that share settings go through the networks as one batch when
     `fuse_jobs` is on (the default on CUDA, where a bigger batch keeps the GPU busy). Off (the
@@ -166,7 +177,8 @@ class Engine:
         key = (settings.precision, settings.checkpointing, settings.compile)
         if key not in self._networks:
             self._networks[key] = build_networks(
-                self.models.decoder, self.models.clip, settings.precision,
+                self.models.decoder, [clip.visual for clip in self.models.clips],
+                settings.precision,
                 checkpointing=settings.checkpointing, compile_them=settings.compile,
             )  # fmt: skip
         return self._networks[key]
@@ -185,17 +197,20 @@ class Engine:
             self._loaded_encoder = self._picture_encoder()
         return self._loaded_encoder
 
-    def embed_prompts(self, job: Job) -> torch.Tensor:
-        """The job's prompts as unit vectors (N, D) in CLIP's text space, by its text encoder."""
+    def embed_prompts(self, job: Job) -> tuple[torch.Tensor, ...]:
+        """The job's prompts as unit vectors, (P, D) in each CLIP model's text space: by each
+        CLIP's own text tower, or by the multilingual encoder into the one CLIP's."""
+        clips = self.models.clips
         if not job.prompts:
-            return torch.zeros(0, self.models.clip.text_projection.shape[1], device=self.device)
+            return tuple(torch.zeros(0, _text_width(clip), device=self.device) for clip in clips)
         if job.text_encoder == "clip":
-            return embed_prompts(self.models.clip, job.prompts)
+            return tuple(embed_prompts(clip, job.prompts) for clip in clips)
+        self.models.only_clip()  # refuses several: it maps into one CLIP's text space
         if self.multilingual is None:
             raise SettingsError(
                 "no multilingual text encoder is loaded: load one, or draw with the CLIP one"
             )
-        return self.multilingual.encode(job.prompts).to(self.device)
+        return (self.multilingual.encode(job.prompts).to(self.device),)
 
     def batch(self) -> Batch:
         """An empty batch to add jobs to and step."""
@@ -277,7 +292,12 @@ class Batch:
         else:
             init = initial_logits(vocab, grid, settings.init_scale, generator)
         logits = torch.nn.Parameter(init)
-        text = torch.cat([engine.embed_prompts(job), self._picture_targets(job, settings)])
+        text = tuple(
+            torch.cat(targets)
+            for targets in zip(
+                engine.embed_prompts(job), self._picture_targets(job, settings), strict=True
+            )
+        )  # per CLIP model: (P + I, D)
         weights = [p.weight for p in job.prompts] + [p.weight for p in job.image_prompts]
         handle = self._next_handle
         self._next_handle += 1
@@ -296,6 +316,7 @@ class Batch:
                 text=text,
                 weights=torch.tensor(weights, device=device),
                 losses=torch.zeros(job.iterations, device=device),
+                model_losses=torch.zeros(job.iterations, len(text), device=device),
                 started=time.perf_counter(),
                 setup_s=time.perf_counter() - started,
                 anchor=anchor if anchor_at > 0 else None,
@@ -317,26 +338,26 @@ class Batch:
             )
         return tokens
 
-    def _picture_targets(self, job: Job, settings: DrawSettings) -> torch.Tensor:
-        """Unit embeddings (I, D) of the job's image prompts, each cut once like the output.
-        Their crops come from a stream of their own, so the job's own stays as without them."""
+    def _picture_targets(self, job: Job, settings: DrawSettings) -> tuple[torch.Tensor, ...]:
+        """Unit embeddings (I, D) of the job's image prompts, one tensor per CLIP model, each
+        picture cut once like the output. Their crops come from a stream of their own, so the
+        job's own stays as without them."""
         engine = self.engine
-        dimension = engine.models.clip.text_projection.shape[1]
+        clips = engine.models.clips
         if not job.image_prompts:
-            return torch.zeros(0, dimension, device=engine.device)
+            return tuple(torch.zeros(0, _text_width(clip), device=engine.device) for clip in clips)
         generator = torch.Generator(device=engine.device).manual_seed(job.seed)
-        targets = []
-        for picture in job.image_prompts:
-            pixels = fitted_pixels(picture.png, settings.width, settings.height, engine.device)
-            embedding = picture_embedding(
-                engine.models.clip.visual,
-                pixels,
+        encoders = [ImageEncoder(clip.visual, int(clip.visual.input_resolution)) for clip in clips]
+        pictures = [
+            picture_embeddings(
+                encoders,
+                fitted_pixels(picture.png, settings.width, settings.height, engine.device),
                 settings,
-                resolution=engine.models.clip_resolution,
                 generator=generator,
             )
-            targets.append(embedding)
-        return torch.stack(targets)
+            for picture in job.image_prompts
+        ]
+        return tuple(torch.stack(per_model) for per_model in zip(*pictures, strict=True))
 
     def stop(self, handle: int) -> DrawResult:
         """Take a job out before its last iteration; its result has `cancelled` set."""
@@ -354,9 +375,10 @@ class Batch:
             for chunk in chunks:
                 for entry in chunk:
                     _follow_schedules(entry, settings)
-                losses, images = self._run(chunk, settings)
+                losses, model_losses, images = self._run(chunk, settings)
                 for row, entry in enumerate(chunk):
                     entry.losses[entry.step] = losses[row].detach()
+                    entry.model_losses[entry.step] = model_losses[row].detach()
                     entry.step += 1
                     if on_step is not None:
                         on_step(
@@ -365,6 +387,7 @@ class Batch:
                                 entry.step,
                                 entry.job.iterations,
                                 entry.losses[entry.step - 1],
+                                entry.model_losses[entry.step - 1],
                                 images[row].detach(),
                                 entry.logits.detach(),
                             )
@@ -402,13 +425,19 @@ class Batch:
             self.engine.graphs_failed(error)
         return outputs
 
-    def _step(
-        self, chunk: list[_Active], settings: DrawSettings
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward, backward and update for jobs sharing `settings`; (losses, images)."""
+    def _step(self, chunk: list[_Active], settings: DrawSettings) -> graphs.StepOutputs:
+        """One forward, backward and update for jobs sharing `settings`; (losses, each CLIP
+        model's losses, images)."""
         embeds, images = self._forward(chunk, settings)
-        texts, weights = _padded_prompts(chunk)
-        losses = weighted_loss(embeds, texts, weights)  # (B,), in fp32 whatever the precision
+        weights = _padded_weights(chunk)  # (B, P)
+        model_losses = torch.stack(
+            [
+                weighted_loss(model_embeds, _padded_texts(chunk, model), weights)
+                for model, model_embeds in enumerate(embeds)
+            ],
+            dim=1,
+        )  # (B, M), in fp32 whatever the precision
+        losses = model_losses.sum(dim=1)  # (B,): every CLIP model counts the same
         if any(entry.anchor is not None for entry in chunk):
             losses = losses + torch.stack([_anchor_term(entry) for entry in chunk])
         for entry in chunk:
@@ -416,12 +445,13 @@ class Batch:
         losses.sum().backward()
         for entry in chunk:
             entry.optimizer.step()
-        return losses, images
+        return losses, model_losses, images
 
     def _forward(
         self, chunk: list[_Active], settings: DrawSettings
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cutout embeddings (B, N, D) and decoded images (B, 3, H, W) for the jobs of `chunk`.
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Cutout embeddings (B, N, D), one tensor per CLIP model, and decoded images
+        (B, 3, H, W) for the jobs of `chunk`.
 
         Temperatures live on the device and every random draw comes from a device generator, so
         nothing here waits for the device, and a captured step replays as it was recorded.
@@ -438,8 +468,8 @@ class Batch:
         transforms = torch.stack(
             [cutout_transforms(settings, e.generator, device, e.cut_size) for e in chunk]
         )  # (B, N, 2, 3)
-        cutouts = make_cutouts(images, transforms, engine.models.clip_resolution)
-        if settings.noise_std:
+        cutouts = make_cutouts(images, transforms, networks.cut_side)  # (B*N, 3, s, s)
+        if settings.noise_std:  # before scaling, so that every CLIP sees the same noisy crops
             jitter = torch.cat(
                 [
                     torch.randn(
@@ -449,8 +479,13 @@ class Batch:
                 ]
             )
             cutouts = cutouts + jitter * settings.noise_std
-        embeds = embed_cutouts(networks.encode, cutouts, networks.encode_dtype)  # (B*N, D)
-        return embeds.view(len(chunk), settings.cutouts, -1), images
+        embeds = [
+            embed_cutouts(
+                encoder.encode, resized(cutouts, encoder.resolution), networks.encode_dtype
+            ).view(len(chunk), settings.cutouts, -1)  # (B*N, 3, r, r) -> (B, N, D)
+            for encoder in networks.encoders
+        ]
+        return embeds, images
 
     def _finish(self, entry: _Active, *, cancelled: bool) -> DrawResult:
         image = self.engine.render(entry.logits.detach(), entry.settings)
@@ -465,6 +500,8 @@ class Batch:
             steps=entry.step,
             cancelled=cancelled,
             losses=entry.losses[: entry.step].cpu().tolist(),
+            model_losses=entry.model_losses[: entry.step].T.cpu().tolist(),
+            clip_models=self.engine.models.clip_names,
             timings=Timings(setup_s=entry.setup_s, loop_s=loop_s, steps=entry.step),
             auto_stopped=not cancelled and entry.step < entry.job.iterations,
         )
@@ -523,13 +560,25 @@ def _anchor_term(entry: _Active) -> torch.Tensor:
     return entry.anchor_weight * anchor_loss(entry.logits, entry.anchor)
 
 
-def _padded_prompts(chunk: list[_Active]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompt embeddings (B, P, D) and weights (B, P), zero-padded to the longest job."""
+def _text_width(clip: Any) -> int:
+    """The width D of a CLIP model's text (and image) embeddings."""
+    return int(clip.text_projection.shape[1])
+
+
+def _padded_weights(chunk: list[_Active]) -> torch.Tensor:
+    """Prompt weights (B, P), zero-padded to the longest job."""
     width = max(len(e.weights) for e in chunk)
-    texts = torch.stack(
-        [torch.nn.functional.pad(e.text, (0, 0, 0, width - len(e.text))) for e in chunk]
-    )
-    weights = torch.stack(
+    return torch.stack(
         [torch.nn.functional.pad(e.weights, (0, width - len(e.weights))) for e in chunk]
     )
-    return texts, weights
+
+
+def _padded_texts(chunk: list[_Active], model: int) -> torch.Tensor:
+    """Prompt embeddings (B, P, D) in CLIP model `model`'s space, zero-padded as the weights."""
+    width = max(len(e.weights) for e in chunk)
+    return torch.stack(
+        [
+            torch.nn.functional.pad(e.text[model], (0, 0, 0, width - len(e.text[model])))
+            for e in chunk
+        ]
+    )

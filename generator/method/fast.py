@@ -1,5 +1,6 @@
-"""The networks as the engine runs them: the decoder rebuilt once per precision, and CLIP's image
-encoder with optional activation checkpointing, both optionally compiled with `torch.compile`.
+"""The networks as the engine runs them: the decoder rebuilt once per precision, and each CLIP
+model's image encoder with optional activation checkpointing, all optionally compiled with
+`torch.compile`.
 
 `dall_e.Decoder` keeps fp32 weights and, on CUDA, casts them to fp16 inside every convolution
 call, on every step. `FastDecoder` holds the same weights as plain `nn.Conv2d` layers, cast once
@@ -22,7 +23,7 @@ default: bench/RESULTS.md records where it pays.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -176,31 +177,48 @@ def image_encoder(visual: Any, *, checkpointing: bool = False) -> Callable[..., 
 
 
 @dataclass(frozen=True)
+class ImageEncoder:
+    """One CLIP model's image encoder and the side of the square crops it takes."""
+
+    encode: Callable[..., torch.Tensor]
+    resolution: int
+
+
+@dataclass(frozen=True)
 class Networks:
     """The networks for one precision and choice of checkpointing and compiling."""
 
     decoder: FastDecoder  # uncompiled, for one-off decodes such as the final picture
     decode: Callable[..., torch.Tensor]  # the decoder as the steps call it
-    encode: Callable[..., torch.Tensor]  # CLIP's image encoder as the steps call it
-    encode_dtype: torch.dtype  # what `encode` takes and computes in
+    encoders: tuple[ImageEncoder, ...]  # each CLIP's image encoder as the steps call it
+    encode_dtype: torch.dtype  # what every encoder takes and computes in
+
+    @property
+    def cut_side(self) -> int:
+        """The side cutouts are made at: the largest any encoder takes, so that each smaller
+        one gets the same crops scaled down rather than crops cut again."""
+        return max(encoder.resolution for encoder in self.encoders)
 
 
 def build_networks(
     decoder: Any,
-    clip_model: Any,
+    visuals: Sequence[Any],
     precision: str,
     *,
     checkpointing: bool = False,
     compile_them: bool = False,
 ) -> Networks:
-    """The decoder and CLIP's image encoder with weights cast to `precision` once, compiled if
-    `compile_them`. Nothing is cast per call: no autocast."""
+    """The decoder and the image encoders of CLIP models (`visuals`, each a CLIP's `.visual`)
+    with weights cast to `precision` once, compiled if `compile_them`. Nothing is cast per
+    call: no autocast."""
     dtype = DTYPES[precision]
     fast = FastDecoder(decoder, dtype, channels_last=True, checkpointing=checkpointing)
-    encode = image_encoder(cast_visual(clip_model.visual, dtype), checkpointing=checkpointing)
-    if not compile_them:
-        return Networks(fast, fast, encode, dtype)
-    return Networks(fast, torch.compile(fast), torch.compile(encode), dtype)
+    encoders = []
+    for visual in visuals:
+        encode = image_encoder(cast_visual(visual, dtype), checkpointing=checkpointing)
+        resolution = int(visual.input_resolution)
+        encoders.append(ImageEncoder(torch.compile(encode) if compile_them else encode, resolution))
+    return Networks(fast, torch.compile(fast) if compile_them else fast, tuple(encoders), dtype)
 
 
 def auto_precision(device: torch.device) -> str:

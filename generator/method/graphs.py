@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-StepOutputs = tuple[torch.Tensor, torch.Tensor]  # losses (B,), images (B, 3, H, W)
+# losses (B,), each CLIP model's losses (B, M), images (B, 3, H, W)
+StepOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)

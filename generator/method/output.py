@@ -12,19 +12,28 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from generator import __version__
+from generator.contract.weights import clip_label
 from generator.media.animation import SUFFIXES, encode_animation
 from generator.method.engine import DrawResult
 
 
 def png_metadata(result: DrawResult) -> dict[str, str]:
     """What a PNG records about how it was made; nothing that varies between identical runs.
-    Pictures given as inputs are recorded by name and SHA-256, never their bytes."""
+    Pictures given as inputs are recorded by name and SHA-256, never their bytes; each CLIP
+    model by its name (a file by its file name) with its share of the final loss."""
     job = result.job
     metadata = {
         "prompt": job.prompt,
         "seed": str(job.seed),
         "iterations": str(result.steps),
         "settings": result.settings.to_json(),
+        "clip_models": json.dumps(
+            [
+                {"model": clip_label(name), "final_loss": losses[-1] if losses else None}
+                for name, losses in zip(result.clip_models, result.model_losses, strict=True)
+            ],
+            ensure_ascii=False,
+        ),
         "Software": f"pseudo-dalle {__version__}",
     }
     if job.init_image is not None:

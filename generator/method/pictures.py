@@ -14,15 +14,16 @@ start. How firmly it holds is the strength s in [0, 1], which sets two things:
   from bench/bench_pictures.py (bench/RESULTS.md).
 
 Steering: the picture is cut into the same kind of random crops the output gets, once, when the
-job starts (VQGAN-CLIP's way); the mean of their CLIP embeddings joins the text prompts' as one
-more weighted target. Cutting it again at every step (pixray's way) doubles CLIP's forward work
-per image prompt for crops that line up exactly; the README says why once is the default.
+job starts (VQGAN-CLIP's way); for each CLIP model, the mean of their embeddings joins the text
+prompts' as one more weighted target. Cutting it again at every step (pixray's way) doubles
+CLIP's forward work per image prompt for crops that line up exactly; the README says why once
+is the default.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,8 @@ from PIL import Image, ImageOps
 from generator.contract.errors import SettingsError
 from generator.contract.images import MAX_INPUT_SIDE
 from generator.contract.settings import DrawSettings
-from generator.method.cutouts import cutout_transforms, make_cutouts
+from generator.method.cutouts import cutout_transforms, make_cutouts, resized
+from generator.method.fast import ImageEncoder
 from generator.method.objective import embed_cutouts
 
 GAP_AT_FULL = 16.0
@@ -86,16 +88,23 @@ def anchor_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def picture_embedding(
-    encode: Callable[..., torch.Tensor],
+def picture_embeddings(
+    encoders: Sequence[ImageEncoder],
     pixels: torch.Tensor,
     settings: DrawSettings,
     *,
-    resolution: int,
     generator: torch.Generator,
     dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """The unit-length mean CLIP embedding (D,) of the picture's crops, cut as the output's are."""
+) -> tuple[torch.Tensor, ...]:
+    """For each CLIP's image encoder, the unit-length mean embedding (D,) of the picture's crops,
+    cut once as the output's are (at the largest side any encoder takes, scaled for the rest)."""
     transforms = cutout_transforms(settings, generator, pixels.device)[None]  # (1, N, 2, 3)
-    cutouts = make_cutouts(pixels, transforms, resolution)  # (N, 3, s, s)
-    return F.normalize(embed_cutouts(encode, cutouts, dtype).mean(dim=0), dim=0)
+    side = max(encoder.resolution for encoder in encoders)
+    cutouts = make_cutouts(pixels, transforms, side)  # (N, 3, s, s)
+    return tuple(
+        F.normalize(
+            embed_cutouts(encoder.encode, resized(cutouts, encoder.resolution), dtype).mean(dim=0),
+            dim=0,
+        )
+        for encoder in encoders
+    )

@@ -1,4 +1,5 @@
-"""Load CLIP and the DALL-E dVAE decoder from names, URLs or local files, safely and loudly.
+"""Load CLIP (one model or several) and the DALL-E dVAE decoder from names, URLs or local files,
+safely and loudly.
 
 Both loaders read weights through `generator.models.checkpoint` (no code from a model file ever
 runs) and infer the architecture from the weights' shapes, so the tiny models the tests build go
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -53,9 +55,11 @@ class DecoderShape:
 
 @dataclass(frozen=True)
 class Models:
-    """Frozen CLIP and decoder on one device, ready for the engine."""
+    """Frozen CLIP models (one or more, each loaded once) and the decoder on one device, ready
+    for the engine. Every CLIP judges each step; `clip` is the first, for what takes one."""
 
-    clip: Any
+    clips: tuple[Any, ...]
+    clip_names: tuple[str, ...]  # as given: a known name or a file, one per model in `clips`
     decoder: nn.Module
     decoder_shape: DecoderShape
     device: torch.device
@@ -65,8 +69,23 @@ class Models:
         return self.decoder_shape.vocab_size
 
     @property
+    def clip(self) -> Any:
+        return self.clips[0]
+
+    @property
     def clip_resolution(self) -> int:
         return int(self.clip.visual.input_resolution)
+
+    def only_clip(self) -> Any:
+        """The one CLIP, for an encoder trained into a single CLIP's text space (the
+        multilingual ones); SettingsError when there are several."""
+        if len(self.clips) > 1:
+            raise SettingsError(
+                f"the multilingual text encoder works with one CLIP model, and this run has "
+                f"{len(self.clips)} ({', '.join(self.clip_names)}): draw with one CLIP model, "
+                "or with the CLIP text encoder"
+            )
+        return self.clip
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -286,7 +305,7 @@ def load_encoder(
 
 
 def load_models(
-    clip_model: str = DEFAULT_CLIP_MODEL,
+    clip_models: str | Sequence[str] = DEFAULT_CLIP_MODEL,
     decoder: str = DEFAULT_DECODER_URL,
     *,
     device: torch.device | str = "auto",
@@ -294,15 +313,36 @@ def load_models(
     offline: bool = False,
     progress: bool = True,
 ) -> Models:
-    """Fetch (if needed) and load both models onto `device`."""
+    """Fetch (if needed) and load the CLIP models and the decoder onto `device`. A model named
+    twice (by the same name, or by two paths to one file) is loaded once."""
     target = device if isinstance(device, torch.device) else resolve_device(device)
-    resolve_clip = partial(clip_path, clip_model, cache_dir, offline=offline, progress=progress)
+    names = [clip_models] if isinstance(clip_models, str) else list(dict.fromkeys(clip_models))
+    if not names:
+        raise SettingsError("name at least one CLIP model")
+    resolve_clips = partial(_clip_files, names, cache_dir, offline=offline, progress=progress)
     resolve_decoder = partial(decoder_path, decoder, cache_dir, offline=offline, progress=progress)
-    # A mistyped local path fails before minutes are spent downloading the other model.
+    # A mistyped local path fails before minutes are spent downloading another model.
     if _is_url(decoder):
-        clip_file, decoder_file = resolve_clip(), resolve_decoder()
+        clip_files, decoder_file = resolve_clips(), resolve_decoder()
     else:
-        decoder_file, clip_file = resolve_decoder(), resolve_clip()
-    clip_net = clip_from_file(clip_file, target)
+        decoder_file, clip_files = resolve_decoder(), resolve_clips()
+    clips = tuple(clip_from_file(path, target) for path in clip_files.values())
     decoder_net, shape = decoder_from_file(decoder_file, target)
-    return Models(clip=clip_net, decoder=decoder_net, decoder_shape=shape, device=target)
+    return Models(
+        clips=clips, clip_names=tuple(clip_files), decoder=decoder_net, decoder_shape=shape,
+        device=target,
+    )  # fmt: skip
+
+
+def _clip_files(
+    names: list[str], cache_dir: Path | None, *, offline: bool, progress: bool
+) -> dict[str, Path]:
+    """Each distinct CLIP file, by the first name given for it. Local paths are checked before
+    anything is downloaded."""
+    paths: dict[str, Path] = {}
+    for name in sorted(names, key=lambda name: name in CLIP_WEIGHTS):
+        paths[name] = clip_path(name, cache_dir, offline=offline, progress=progress)
+    files: dict[Path, str] = {}
+    for name in names:
+        files.setdefault(paths[name].resolve(), name)
+    return {name: path for path, name in files.items()}

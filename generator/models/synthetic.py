@@ -21,6 +21,9 @@ with warnings.catch_warnings():
 import dall_e
 
 Size = Literal["tiny", "full"]
+# "tiny-48" is a second tiny CLIP, for runs with several models: it takes 48x48 crops where
+# "tiny" takes 32x32, and its embeddings are 24 wide where "tiny"'s are 32.
+ClipSize = Literal["tiny", "tiny-48", "full"]
 ClipFormat = Literal["state_dict", "torchscript"]
 DecoderFormat = Literal["pickle", "state_dict", "safetensors"]
 
@@ -28,10 +31,16 @@ DecoderFormat = Literal["pickle", "state_dict", "safetensors"]
 TINY_OUTPUT_GAIN = 40.0
 
 
-# CLIP's own constructor arguments; "full" is ViT-B/32.
-_CLIP_SIZES: dict[Size, dict[str, int]] = {
+# CLIP's own constructor arguments; "full" is ViT-B/32. `clip.model.build_model` infers the heads
+# as widths // 64, so the widths stay multiples of 64.
+_CLIP_SIZES: dict[ClipSize, dict[str, int]] = {
     "tiny": {
         "embed_dim": 32, "image_resolution": 32, "vision_layers": 1, "vision_width": 64,
+        "vision_patch_size": 16, "transformer_width": 64, "transformer_heads": 1,
+        "transformer_layers": 1,
+    },
+    "tiny-48": {
+        "embed_dim": 24, "image_resolution": 48, "vision_layers": 1, "vision_width": 64,
         "vision_patch_size": 16, "transformer_width": 64, "transformer_heads": 1,
         "transformer_layers": 1,
     },
@@ -43,8 +52,8 @@ _CLIP_SIZES: dict[Size, dict[str, int]] = {
 }  # fmt: skip
 
 
-def random_clip(size: Size = "tiny", seed: int = 0) -> Any:
-    """A CLIP with random weights; both sizes use the real tokenizer's vocabulary and context."""
+def random_clip(size: ClipSize = "tiny", seed: int = 0) -> Any:
+    """A CLIP with random weights; every size uses the real tokenizer's vocabulary and context."""
     torch.manual_seed(seed)
     model = clip.model.CLIP(context_length=77, vocab_size=49408, **_CLIP_SIZES[size])
     return model.eval()
@@ -74,9 +83,11 @@ def random_encoder(size: Size = "tiny", seed: int = 0) -> torch.nn.Module:
     return module
 
 
-def write_clip(path: Path, size: Size = "tiny", fmt: ClipFormat = "state_dict") -> Path:
+def write_clip(
+    path: Path, size: ClipSize = "tiny", fmt: ClipFormat = "state_dict", seed: int = 0
+) -> Path:
     """Save a random CLIP as a state dict or, like OpenAI's files, a traced TorchScript archive."""
-    model = random_clip(size)
+    model = random_clip(size, seed)
     if fmt == "state_dict":
         torch.save(model.state_dict(), path)
     else:

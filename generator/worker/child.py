@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache_dir = Path(choice.cache_dir) if choice.cache_dir else None
     try:
         models = load_models(
-            choice.clip, choice.decoder, device=choice.device, cache_dir=cache_dir,
+            [choice.clip], choice.decoder, device=choice.device, cache_dir=cache_dir,
             offline=choice.offline,
         )  # fmt: skip
         multilingual = text_encoder_for(choice, models, cache_dir)

@@ -310,7 +310,7 @@ def text_encoder_for(
     if choice.text_encoder == "clip":
         return None
     return load_multilingual(
-        choice.multilingual_model, clip_dim=int(models.clip.text_projection.shape[1]),
+        choice.multilingual_model, clip_dim=int(models.only_clip().text_projection.shape[1]),
         clip_name=choice.clip if choice.clip in CLIP_WEIGHTS else None, device=models.device,
         cache_dir=cache_dir or default_cache_dir(), offline=choice.offline,
     )  # fmt: skip

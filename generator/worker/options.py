@@ -19,13 +19,15 @@ if TYPE_CHECKING:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--clip-model, --decoder, --cache-dir and --offline; the worker process takes them too."""
+    """--clip-model (repeatable), --decoder, --cache-dir and --offline; the worker process takes
+    them too. `clip_models` reads the CLIP models back."""
     names = ", ".join(CLIP_WEIGHTS)
     parser.add_argument(
         "--clip-model",
-        default=DEFAULT_CLIP_MODEL,
+        action="append",
         metavar="NAME_OR_PATH",
-        help=f"CLIP model name ({names}) or checkpoint file (default {DEFAULT_CLIP_MODEL})",
+        help=f"CLIP model name ({names}) or checkpoint file (default {DEFAULT_CLIP_MODEL}); "
+        "repeat it to have several models judge each step, their losses counting the same",
     )
     parser.add_argument(
         "--decoder",
@@ -100,11 +102,18 @@ def add_redis_worker_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def clip_models(args: argparse.Namespace) -> list[str]:
+    """The CLIP models `add_model_options` read, in order: the default one when none was named.
+    (argparse's `append` would add to a default list rather than replace it.)"""
+    named: list[str] | None = args.clip_model
+    return named or [DEFAULT_CLIP_MODEL]
+
+
 def models_from_args(args: argparse.Namespace) -> Models:
     """Load the models that `add_model_options` and a --device option describe."""
     from generator.models.loaders import load_models
 
     return load_models(
-        args.clip_model, args.decoder, device=args.device, cache_dir=args.cache_dir,
+        clip_models(args), args.decoder, device=args.device, cache_dir=args.cache_dir,
         offline=args.offline,
     )  # fmt: skip

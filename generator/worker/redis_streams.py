@@ -413,7 +413,7 @@ def _serve(
     device, locks = chosen
     try:
         models = load_models(
-            choice.clip, choice.decoder, device=device, cache_dir=args.cache_dir,
+            [choice.clip], choice.decoder, device=device, cache_dir=args.cache_dir,
             offline=choice.offline,
         )  # fmt: skip
         multilingual = text_encoder_for(choice, models, args.cache_dir)
