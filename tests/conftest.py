@@ -21,6 +21,8 @@ from generator.models.synthetic import (
     write_multilingual,
 )
 
+from .redis_harness import RedisServer
+
 # One torch thread in the test process, as in the workers the tests start: the test machines
 # have two cores, and torch's threads stall each other when another process takes a core.
 # Configured like every process that draws (compile falls back to eager where it cannot).
@@ -77,6 +79,14 @@ def two_clip_models(model_files: ModelFiles) -> Models:
     """The tiny CLIP (32x32 crops) and the tiny-48 one (48x48) judging together."""
     clips = [str(model_files.clip_torchscript), str(model_files.clip_48_torchscript)]
     return load_models(clips, str(model_files.decoder_pickle), device="cpu")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
 
 
 @pytest.fixture

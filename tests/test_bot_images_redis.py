@@ -4,7 +4,6 @@ with it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from .redis_harness import RedisServer, WorkerProcess
 from .test_bot_images import ROOMY, given_file, picture, shows_thumbnail, until
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
 
 
 def test_a_redis_worker_draws_a_picture_job(

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -35,14 +35,6 @@ from .fake_discord import ALICE, BOB, CAROL, FakeDiscord
 from .redis_harness import RedisServer, WorkerProcess, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
 
 
 @contextlib.asynccontextmanager
