@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check: the engine against the reference loop on an NVIDIA GPU, in under 8 minutes,
-# with random full-size models (CLIP ViT-B/32, the 8192-token decoder and its encoder), so
-# nothing is downloaded. Prints Markdown tables (256x256 without compiling, 512x512 with
-# everything, then what the init strength does) to paste into bench/RESULTS.md with the
-# device, date and versions printed above them.
+# The GPU check: the engine against the reference loop on an NVIDIA GPU, in under 11 minutes,
+# with random full-size models (CLIP ViT-B/32, ViT-B/16 and RN50, the 8192-token decoder and
+# its encoder), so nothing is downloaded. Prints Markdown tables (256x256 without compiling,
+# 512x512 with everything, what the init strength does, then each quality preset at its own
+# size) to paste into bench/RESULTS.md with the device, date and versions printed above them.
 #
 #   bench/gpu_check.sh                # the project's packages are installed already
 #   bench/gpu_check.sh WHEELS_DIR     # a machine without network that has torch only
@@ -51,3 +51,4 @@ timeout 100 "$python" bench/bench_engine.py --device cuda --sizes 256 --cutouts 
 timeout 180 "$python" bench/bench_engine.py --device cuda --sizes 512 --cutouts 32 \
     --iterations 20 --jobs 1 --precisions fp32,bf16 --graphs --compile
 timeout 150 "$python" bench/bench_pictures.py --device cuda --size 256 --cutouts 32
+timeout 200 "$python" bench/bench_quality.py --device cuda --steps 5 --warmup 2

@@ -25,6 +25,7 @@ from bot.events import (
 )
 from bot.i18n import N_, render_notice, tr
 from bot.store import JobRow, JobStatus
+from generator.contract.quality import DEFAULT_QUALITY
 from generator.media.animation import suffix_of
 
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -46,6 +47,7 @@ WORKER_REASONS = (
        "short words); shorten it"),
     N_("prompt '{part}' is too long for the multilingual text encoder, which reads at most "
        "{most} tokens; shorten it"),
+    N_("This drawing needs the CLIP model {model}, which its worker does not hold."),
 )  # fmt: skip
 COLOURS = {
     "queued": discord.Colour.light_grey(),
@@ -60,6 +62,10 @@ PICTURE_USES = {
     "steer": N_("Steers towards it"),
     "both": N_("Starts from it (strength {strength:g}) and steers towards it"),
 }
+# The qualities as members see them (/draw's choices, the card, /drawconfig).
+QUALITY_NAMES = {
+    "draft": N_("draft"), "normal": N_("normal"), "better": N_("better"), "best": N_("best"),
+}  # fmt: skip
 TITLES = {
     "queued": N_("Waiting in the queue · job {job}"),
     "running": N_("Drawing · job {job}"),
@@ -123,6 +129,10 @@ def card(
     embed.add_field(name=tr(language, "Requested by"), value=f"<@{job.user_id}>")
     embed.add_field(name=tr(language, "Seed"), value=str(job.seed))
     embed.add_field(name=tr(language, "Size"), value=f"{job.size}x{job.size}")
+    if job.quality != DEFAULT_QUALITY:
+        embed.add_field(
+            name=tr(language, "Quality"), value=tr(language, QUALITY_NAMES[job.quality])
+        )
     if job.text_encoder != "clip":
         embed.add_field(name=tr(language, "Read by"), value=tr(language, "multilingual encoder"))
     if job.image_use is not None:
@@ -161,7 +171,13 @@ def running_lines(language: str, step: int, total: int, rate: float) -> list[str
 
 def finished_lines(language: str, job: JobRow) -> list[str]:
     took = duration(language, job.seconds or 0)
-    return [tr(language, "{steps} iterations in {time}", steps=job.steps, time=took)]
+    lines = [tr(language, "{steps} iterations in {time}", steps=job.steps, time=took)]
+    if job.status == JobStatus.DONE and job.steps < job.iterations:  # auto-stop ended it
+        lines.append(
+            tr(language, "Stopped early at iteration {steps} of {total}: the picture had stopped "
+               "improving.", steps=job.steps, total=job.iterations)
+        )  # fmt: skip
+    return lines
 
 
 def sharing_lines(language: str, sharing: tuple[int, ...]) -> list[str]:

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import ErrorDetails
 
 from bot.limits import STRICT, GuildLimits, HardLimits, bounds
+from generator.contract.metrics import parse_bind
 from generator.contract.protocol import Configure, ModelChoice, SharedSettings, WorkerOptions
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
@@ -41,6 +42,16 @@ class DiscordConfig(BaseModel):
     sync_commands: bool = True
 
 
+def _bind(value: str) -> str:
+    if value:
+        parse_bind(value)
+    return value
+
+
+# Where a process serves Prometheus metrics: HOST:PORT, or empty for nothing listening.
+Bind = Annotated[str, AfterValidator(_bind)]
+
+
 class WorkerConfig(WorkerOptions):
     """The worker's options plus how the bot looks after it."""
 
@@ -49,6 +60,9 @@ class WorkerConfig(WorkerOptions):
     )
     max_requeues: Annotated[int, Field(ge=0, le=10)] = Field(
         2, description="times a job goes back to the queue before it is marked failed"
+    )
+    metrics_bind: Bind = Field(
+        "", description="where the local worker serves its metrics, e.g. 127.0.0.1:9465"
     )
 
     def options(self) -> WorkerOptions:
@@ -127,6 +141,15 @@ class ImagesConfig(BaseModel):
     )
 
 
+class MetricsConfig(BaseModel):
+    """The bot's Prometheus metrics at http://`bind`/metrics. Empty: nothing listens; no
+    address but the one written here is ever listened on."""
+
+    model_config = STRICT
+
+    bind: Bind = Field("", description="e.g. 127.0.0.1:9464")
+
+
 class LoggingConfig(BaseModel):
     model_config = STRICT
 
@@ -145,6 +168,7 @@ class Config(BaseModel):
     health: HealthConfig = HealthConfig()
     redis: RedisConfig = RedisConfig()
     images: ImagesConfig = ImagesConfig()
+    metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     path: Path = Field(Path("config.toml"), exclude=True)
 

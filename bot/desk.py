@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import discord
 
+from bot.cards import QUALITY_NAMES
 from bot.checks import may_manage_job
 from bot.i18n import N_, SOURCE_LANGUAGE, language_of, tr
 from bot.limits import HardLimits
 from bot.pictures import PictureAsk, PictureIntake, Upload
-from bot.scheduler import Cancelled, Scheduler
+from bot.scheduler import NO_WORKER_HOLDS, Cancelled, Scheduler
 from bot.store import ACTIVE, GivenPicture, GuildSettings, JobRow, Store
 from bot.views import Action
 from generator.contract.encoders import PromptLimit, choose_encoder
@@ -30,8 +32,10 @@ from generator.contract.images import (
     steers_towards,
 )
 from generator.contract.prompts import clean_text, parse_prompts
-from generator.contract.settings import MAX_SEED, SIDE_MULTIPLE
+from generator.contract.quality import DEFAULT_QUALITY, QUALITIES, cheaper, preset
+from generator.contract.settings import AUTO_STOP_WINDOW, MAX_SEED, SIDE_MULTIPLE
 from generator.contract.tokens import check_lengths
+from generator.contract.weights import clip_label
 
 log = logging.getLogger("pseudo_dalle.desk")
 NEGATIVE_WEIGHT = -0.5
@@ -60,6 +64,7 @@ class Request:
     picture: PictureAsk | None = None  # a picture to fetch and draw with
     given: GivenPicture | None = None  # one already kept (Reroll, Continue)
     timelapse: bool | None = None  # None: as the server's default
+    quality: str | None = None  # None: normal, with the server's default iterations
 
 
 class FrontDesk:
@@ -76,6 +81,8 @@ class FrontDesk:
         self.text_encoder = text_encoder  # clip, multilingual or auto ([models] text_encoder)
         # The multilingual encoder's tokenizer, when this host has it; else the worker checks.
         self.multilingual_limit = multilingual_limit
+        # Told of each picture refused (the metrics count them, when they are on).
+        self.picture_refused: Callable[[ImageInputError], None] = lambda error: None
 
     # -- requests -----------------------------------------------------------------------
     def settings(self, guild_id: int) -> GuildSettings:
@@ -109,14 +116,17 @@ class FrontDesk:
             use = request.given.use
         prompt, encoder = self._prompt(request.prompt, request.negative, language, use)
         notices: list[str] = []
-        iterations = request.iterations or settings.default_iterations
+        quality = self._quality(request, settings, encoder, notices)
+        chosen = preset(quality)
+        default = settings.default_iterations if request.quality is None else chosen.iterations
+        iterations = request.iterations or default
         if iterations > settings.max_iterations:
             notices.append(
                 tr(language, "Iterations lowered from {asked} to this server's maximum, "
                    "{most}.", asked=iterations, most=settings.max_iterations)
             )  # fmt: skip
             iterations = settings.max_iterations
-        size = request.size or min(512, settings.max_size)
+        size = request.size or min(chosen.size, settings.max_size)
         if size > settings.max_size:
             notices.append(
                 tr(language, "Size lowered from {asked} to this server's maximum, {most}.",
@@ -130,6 +140,7 @@ class FrontDesk:
             try:
                 given = await self.intake.take(request.picture)
             except ImageInputError as error:
+                self.picture_refused(error)
                 raise _refused(language, error) from None
             self._check_room(request, settings, language)  # others may have asked meanwhile
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
@@ -138,8 +149,38 @@ class FrontDesk:
             prompt=prompt, seed=seed, iterations=iterations, size=size, parent=request.parent,
             text_encoder=encoder, picture=given,
             timelapse=settings.timelapse if request.timelapse is None else request.timelapse,
+            quality=quality,
         )  # fmt: skip
         return job, notices
+
+    def _quality(
+        self, request: Request, settings: GuildSettings, encoder: str, notices: list[str]
+    ) -> str:
+        """The quality to draw at: the one asked for, lowered to the most this server and the
+        operator allow (with a notice); UserError when no worker holds its models or its
+        prompt needs the multilingual encoder, which works with one model only."""
+        language = request.language
+        asked = request.quality or DEFAULT_QUALITY
+        most = cheaper(settings.max_quality, self.limits.max_quality)
+        quality = cheaper(asked, most)
+        if quality != asked:
+            notices.append(
+                tr(language, "Quality lowered from {asked} to this server's maximum, {most}.",
+                   asked=tr(language, QUALITY_NAMES[asked]),
+                   most=tr(language, QUALITY_NAMES[quality]))
+            )  # fmt: skip
+        if encoder != "clip" and len(preset(quality).clip_models) > 1:
+            raise UserError(tr(
+                language, "Prompts in languages other than English can be drawn at {qualities} "
+                "quality.", qualities=", ".join(
+                    tr(language, QUALITY_NAMES[q]) for q in QUALITIES
+                    if len(preset(q).clip_models) == 1
+                ),
+            ))  # fmt: skip
+        missing = self.scheduler.missing_models(quality)
+        if missing:
+            raise UserError(tr(language, NO_WORKER_HOLDS, model=clip_label(missing[0])))
+        return quality
 
     def check_picture(self, guild_id: int, upload: Upload | None, language: str) -> None:
         """UserError when pictures are off here, or when what `upload` declares is refused."""
@@ -151,6 +192,7 @@ class FrontDesk:
             try:
                 upload.check()
             except ImageInputError as error:
+                self.picture_refused(error)
                 raise _refused(language, error) from None
 
     def _check_room(self, request: Request, settings: GuildSettings, language: str) -> None:
@@ -269,6 +311,7 @@ class FrontDesk:
             prompt=job.prompt, size=job.size, iterations=None if again else job.iterations,
             seed=job.seed if again else None, parent=job if again else None, language=language,
             given=given, timelapse=job.timelapse,
+            quality=None if job.quality == DEFAULT_QUALITY else job.quality,
         )  # fmt: skip
         try:
             new, notices = await self.submit(request)
@@ -284,6 +327,12 @@ class FrontDesk:
             tr(language, "Iterations: {default} by default, at most {most}",
                default=settings.default_iterations, most=settings.max_iterations),
             tr(language, "Largest size: {side}x{side}", side=settings.max_size),
+            tr(language, "Highest quality: {quality}", quality=tr(language, QUALITY_NAMES[
+                cheaper(settings.max_quality, self.limits.max_quality)])),
+            tr(language, "Early stop: after {count} windows of {steps} iterations without "
+               "improvement", count=settings.auto_stop, steps=AUTO_STOP_WINDOW)
+            if settings.auto_stop
+            else tr(language, "Early stop: off"),
             tr(language, "Drawings waiting or running per member: {count}",
                count=settings.max_queued_per_user),
             tr(language, "Progress updates: every {seconds:g} s",

@@ -34,6 +34,7 @@ from bot.desk import FrontDesk
 from bot.events import JobEvents
 from bot.health import HeartbeatWriter
 from bot.local_worker import LocalWorker
+from bot.metrics import BotMetrics, WatchedWorkers
 from bot.pictures import PictureIntake
 from bot.presenter import CardPresenter
 from bot.redis_workers import RedisWorkers
@@ -91,6 +92,7 @@ class App:
     retention: Retention
     heartbeat: HeartbeatWriter | None
     intake: PictureIntake
+    metrics: BotMetrics | None = None
 
     async def start(self, token: str) -> asyncio.Task[None]:
         """Log in, start the parts, and connect to the gateway (the returned task)."""
@@ -100,6 +102,8 @@ class App:
         self.retention.start()
         if self.heartbeat is not None:
             self.heartbeat.start()
+        if self.metrics is not None:
+            await self.metrics.start()
         return asyncio.create_task(self.bot.connect(), name="discord")
 
     async def stop(self) -> None:
@@ -113,6 +117,8 @@ class App:
         await self.presenter.stop(CARDS_FLUSH_S)
         await self.bot.close()
         await self.intake.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
 
 def transport_for(config: Config) -> WorkerTransport:
@@ -120,8 +126,9 @@ def transport_for(config: Config) -> WorkerTransport:
     if config.redis.url:
         return RedisWorkers(config.redis.url, config.shared_settings(), prefix=config.redis.prefix)
     return LocalWorker(
-        config.worker_configuration(LOCAL_WORKER_ID), restart_delay_s=config.worker.restart_delay_s
-    )
+        config.worker_configuration(LOCAL_WORKER_ID), restart_delay_s=config.worker.restart_delay_s,
+        metrics_bind=config.worker.metrics_bind,
+    )  # fmt: skip
 
 
 def multilingual_limit(config: Config) -> PromptLimit | None:
@@ -143,8 +150,10 @@ def multilingual_limit(config: Config) -> PromptLimit | None:
 def assemble(config: Config, store: Store) -> App:
     events = JobEvents()
     workers = transport_for(config)
+    watched = WatchedWorkers(workers) if config.metrics.bind else None
     scheduler = Scheduler(
-        store, workers, events, min_progress_interval_s=config.limits.min_progress_interval_s,
+        store, watched or workers, events,
+        min_progress_interval_s=config.limits.min_progress_interval_s,
         max_requeues=config.worker.max_requeues,
     )  # fmt: skip
     images = config.images
@@ -173,7 +182,12 @@ def assemble(config: Config, store: Store) -> App:
             config.resolve(config.health.heartbeat_file), config.health.interval_s,
             gateway=bot.gateway_connected, worker=lambda: bool(scheduler.workers()),
         )  # fmt: skip
-    return App(bot, scheduler, presenter, retention, heartbeat, intake)
+    metrics = None
+    if watched is not None:
+        metrics = BotMetrics(config.metrics.bind, bot, scheduler, watched)
+        events.subscribe(metrics.on_event)
+        desk.picture_refused = metrics.picture_refused
+    return App(bot, scheduler, presenter, retention, heartbeat, intake, metrics)
 
 
 async def run_bot(config: Config) -> None:

@@ -13,9 +13,17 @@ from __future__ import annotations
 from typing import Annotated, NamedTuple
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from generator.contract.settings import MAX_ITERATIONS, MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
+from generator.contract.quality import MAX_PRESET_ITERATIONS, QUALITIES, preset
+from generator.contract.settings import (
+    AUTO_STOP_WINDOW,
+    MAX_AUTO_STOP,
+    MAX_ITERATIONS,
+    MAX_SIDE,
+    MIN_SIDE,
+    SIDE_MULTIPLE,
+)
 
 
 class Span(NamedTuple):
@@ -28,6 +36,7 @@ SIDE = Span(MIN_SIDE, MAX_SIDE)
 QUEUED_PER_MEMBER = Span(1, 1000)
 QUEUED_TOTAL = Span(1, 100_000)
 PROGRESS_INTERVAL_S = Span(2, 3600)
+AUTO_STOP = Span(0, MAX_AUTO_STOP)
 
 Iterations = Annotated[int, Field(ge=ITERATIONS.low, le=ITERATIONS.high)]
 Side = Annotated[int, Field(ge=SIDE.low, le=SIDE.high, multiple_of=SIDE_MULTIPLE)]
@@ -36,6 +45,15 @@ QueuedTotal = Annotated[int, Field(ge=QUEUED_TOTAL.low, le=QUEUED_TOTAL.high)]
 Interval = Annotated[
     float, Field(ge=PROGRESS_INTERVAL_S.low, le=PROGRESS_INTERVAL_S.high, allow_inf_nan=False)
 ]
+AutoStop = Annotated[int, Field(ge=AUTO_STOP.low, le=AUTO_STOP.high)]
+
+
+def _quality(value: str) -> str:
+    preset(value)  # ValueError naming the choices
+    return value
+
+
+Quality = Annotated[str, AfterValidator(_quality)]
 
 STRICT = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -48,7 +66,9 @@ class GuildLimits(BaseModel):
     default_iterations: Iterations = Field(
         1000, description="Iterations when a member does not say"
     )
-    max_iterations: Iterations = Field(2000, description="Most iterations a member may ask for")
+    max_iterations: Iterations = Field(
+        MAX_PRESET_ITERATIONS, description="Most iterations a member may ask for"
+    )
     max_queued_per_user: QueuedPerMember = Field(
         2, description="Drawings one member may have waiting or running"
     )
@@ -56,6 +76,12 @@ class GuildLimits(BaseModel):
         10.0, description="Seconds between progress updates on a card"
     )
     max_size: Side = Field(512, description="Largest picture side in pixels")
+    max_quality: Quality = Field(QUALITIES[-1], description="Highest quality members may ask for")
+    auto_stop: AutoStop = Field(
+        0,
+        description=f"End drawings whose loss has not improved for this many {AUTO_STOP_WINDOW}-"
+        "iteration windows (0: never)",
+    )
 
 
 class HardLimits(BaseModel):
@@ -75,6 +101,7 @@ class HardLimits(BaseModel):
     min_progress_interval_s: Interval = Field(
         2.0, description="Shortest time between two progress pictures of a card"
     )
+    max_quality: Quality = Field(QUALITIES[-1], description="Highest quality any server may allow")
 
 
 def bounds(model: type[BaseModel], name: str) -> tuple[float, float] | None:

@@ -37,9 +37,14 @@ class WorkerStartError(Exception):
 class LocalWorker:
     """A `WorkerTransport` with one child process, restarted whenever it stops."""
 
-    def __init__(self, configure: Configure, *, restart_delay_s: float) -> None:
+    def __init__(
+        self, configure: Configure, *, restart_delay_s: float, metrics_bind: str = ""
+    ) -> None:
         self.configure = configure
         self.restart_delay_s = restart_delay_s
+        # On the worker's command line, as `pseudo-dalle worker` takes it, not in `Configure`:
+        # where a process listens is not how it draws, and the protocol stays as it is.
+        self._arguments = ("--metrics-bind", metrics_bind) if metrics_bind else ()
         self._events: asyncio.Queue[WorkerEvent] = asyncio.Queue()
         self._process: asyncio.subprocess.Process | None = None
         self._ready: WorkerInfo | None = None
@@ -111,7 +116,7 @@ class LocalWorker:
     async def _launch(self) -> asyncio.subprocess.Process:
         """Start the worker, configure it and wait until its models are loaded."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "generator.worker",
+            sys.executable, "-m", "generator.worker", *self._arguments,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=LINE_LIMIT,
         )  # fmt: skip
         self._process = process
@@ -119,7 +124,7 @@ class LocalWorker:
         ready = await asyncio.wait_for(self._first_word(process), READY_TIMEOUT_S)
         self._ready = WorkerInfo(
             id=ready.worker_id, device=ready.device, places=ready.places, host=ready.host,
-            pid=ready.pid,
+            pid=ready.pid, clip_models=tuple(ready.clip_models),
         )  # fmt: skip
         log.info("worker %s (pid %s) ready on %s", ready.worker_id, process.pid, ready.device)
         await self._events.put(WorkerJoined(self._ready))

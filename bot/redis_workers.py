@@ -275,5 +275,5 @@ class RedisWorkers:
             return None
         return WorkerInfo(
             id=presence.id, device=presence.device, places=presence.places, host=presence.host,
-            pid=presence.pid,
+            pid=presence.pid, clip_models=tuple(presence.clip_models),
         )  # fmt: skip

@@ -28,7 +28,7 @@ from bot.events import (
     QueueChanged,
     Waiting,
 )
-from bot.i18n import notice
+from bot.i18n import N_, notice
 from bot.store import GivenPicture, JobRow, JobStatus, Store
 from bot.transport import (
     FromWorker,
@@ -49,8 +49,14 @@ from generator.contract.protocol import (
     Taken,
     b64_to_png,
 )
+from generator.contract.quality import DEFAULT_QUALITY, job_cost, preset
+from generator.contract.weights import DEFAULT_CLIP_MODEL, clip_label
 
 log = logging.getLogger("pseudo_dalle.scheduler")
+NO_WORKER_HOLDS = N_(
+    "This quality needs the CLIP model {model}, which no drawing worker holds: draw at a lower "
+    "quality, or ask the bot's operator to add it."
+)
 # A worker stops at its next step once told to; a step that takes longer than this (a big
 # picture on a CPU) is cut short, since the job starts again after the restart anyway.
 WORKER_STOP_GRACE_S = 3.0
@@ -101,15 +107,24 @@ class Scheduler:
         """How many jobs the ready workers draw together."""
         return sum(worker.places for worker in self.transport.workers())
 
+    def missing_models(self, quality: str) -> tuple[str, ...]:
+        """The CLIP models a drawing of `quality` needs that the ready workers lack: empty when
+        one of them holds them all, or when no worker is ready yet to say."""
+        shortfalls = [_missing(quality, worker) for worker in self.transport.workers()]
+        if not shortfalls or not all(shortfalls):
+            return ()
+        return min(shortfalls, key=len)
+
     def enqueue(
         self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
         iterations: int, size: int, parent: JobRow | None = None, text_encoder: str = "clip",
         picture: GivenPicture | None = None, timelapse: bool = False,
+        quality: str = DEFAULT_QUALITY,
     ) -> JobRow:  # fmt: skip
         job = self.store.add_job(
             guild_id=guild_id, channel_id=channel_id, user_id=user_id, prompt=prompt,
             seed=seed, iterations=iterations, size=size, parent=parent, text_encoder=text_encoder,
-            picture=picture, timelapse=timelapse,
+            picture=picture, timelapse=timelapse, quality=quality,
         )  # fmt: skip
         self._queue_changed(added=job.id)
         self._wakeup.set()
@@ -183,9 +198,22 @@ class Scheduler:
                 await self._recover()
 
     async def _fill(self) -> None:
-        """Dispatch the next jobs in fair order while the workers have free places."""
+        """Dispatch the next jobs in fair order while the workers have free places; a job whose
+        CLIP models no ready worker holds fails, saying which."""
         while self.free_places() > 0 and (order := self.store.queue_order()):
-            await self._begin(order[0])
+            missing = self.missing_models(order[0].quality)
+            if missing:
+                self._refuse(order[0], missing[0])
+            else:
+                await self._begin(order[0])
+
+    def _refuse(self, job: JobRow, model: str) -> None:
+        if self.store.start(job.id) is None:
+            return
+        failed = self.store.fail(job.id, notice(NO_WORKER_HOLDS, model=clip_label(model)))
+        if failed is not None:
+            self.events.publish(JobEnded(failed, None))
+        self._queue_changed()
 
     async def _next_event(self) -> WorkerEvent | None:
         """What a worker said or did next, or None when woken for a new job."""
@@ -220,6 +248,7 @@ class Scheduler:
         entry = Running(started, None)
         self.running[job.id] = entry
         start, steer, strength = _sent(self.store.picture(job) if job.image_use else None)
+        holder = next(w for w in self.transport.workers() if not _missing(job.quality, w))
         entry.worker = await self.transport.dispatch(
             StartJob(
                 job_id=job.id, prompt=job.prompt, seed=job.seed, iterations=job.iterations,
@@ -227,7 +256,9 @@ class Scheduler:
                 init_state=job.init_state, init_latent_file=job.init_latent,
                 text_encoder=job.text_encoder,
                 init_image=start, init_strength=strength, image_prompts=steer,
-                timelapse=job.timelapse,
+                timelapse=job.timelapse, cutouts=preset(job.quality).cutouts,
+                clip_models=list(_needed(job.quality, holder)),
+                auto_stop=settings.auto_stop or None,
             )
         )  # fmt: skip
         if entry.worker is not None:
@@ -382,24 +413,49 @@ class Scheduler:
         """Seconds until each queued job of `order` starts (None where a speed is unknown).
 
         Simulates the workers' places: each frees when its job ends, and the next job in fair
-        order takes the place that frees first.
+        order takes the place that frees first. A place's speed is counted in work per second
+        (`cost`: a step's work by its size, cutouts and models), so that a `best` job waiting
+        takes as much longer than a `draft` one as its steps cost more.
         """
         frees: list[float] = [0.0] * max(self.places() - len(self.running), 0)
         for entry in self.running.values():
             if not entry.rate:
                 return [None] * len(order)
             frees.append((entry.row.iterations - entry.step) / entry.rate)
-        rates = [e.rate for e in self.running.values() if e.rate]
+        speeds = [e.rate * cost(e.row) for e in self.running.values() if e.rate]
+        speed = sum(speeds) / len(speeds) if speeds else self._recent_speed()
         estimates: list[float | None] = []
         for job in order:
-            rate = sum(rates) / len(rates) if rates else self.store.recent_speed(job.size)
-            if rate is None or not frees:
+            if speed is None or not frees:
                 return estimates + [None] * (len(order) - len(estimates))
             frees.sort()
             begins = frees.pop(0)
             estimates.append(begins)
-            frees.append(begins + job.iterations / rate)
+            frees.append(begins + job.iterations * cost(job) / speed)
         return estimates
+
+    def _recent_speed(self) -> float | None:
+        """Work per second of the last finished jobs, when none is running to say."""
+        done = self.store.recently_done()
+        seconds = sum(job.seconds or 0 for job in done)
+        return sum(job.steps * cost(job) for job in done) / seconds if seconds else None
+
+
+def cost(job: JobRow) -> float:
+    """What one step of `job` costs (forward GFLOPs), by its size and its quality's cutouts
+    and models."""
+    chosen = preset(job.quality)
+    return job_cost(job.size, chosen.cutouts, chosen.clip_models)
+
+
+def _needed(quality: str, worker: WorkerInfo) -> tuple[str, ...]:
+    """The CLIP models a drawing of `quality` needs on `worker`: its preset's, with the
+    worker's main CLIP first."""
+    return preset(quality).models((*worker.clip_models, DEFAULT_CLIP_MODEL)[0])
+
+
+def _missing(quality: str, worker: WorkerInfo) -> tuple[str, ...]:
+    return tuple(m for m in _needed(quality, worker) if m not in worker.clip_models)
 
 
 def _sent(picture: GivenPicture | None) -> tuple[PictureIn | None, list[PictureIn], float]:

@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from bot.i18n import notice
 from bot.limits import STRICT, GuildLimits
 from generator.contract.images import ImageInput
+from generator.contract.quality import DEFAULT_QUALITY, QUALITIES
 
 log = logging.getLogger("pseudo_dalle.store")
 
@@ -99,6 +100,10 @@ MIGRATIONS = (
     """,
     """
     ALTER TABLE jobs ADD COLUMN timelapse INTEGER NOT NULL DEFAULT 0 CHECK (timelapse IN (0, 1));
+    """,
+    f"""
+    ALTER TABLE jobs ADD COLUMN quality TEXT NOT NULL DEFAULT '{DEFAULT_QUALITY}'
+        CHECK (quality IN ({", ".join(f"'{q}'" for q in QUALITIES)}));
     """,
 )
 
@@ -162,6 +167,7 @@ class JobRow:
     image_use: str | None  # how it uses the picture it was given (IMAGE_USES), if any
     init_strength: float | None  # how firmly it holds to a picture it starts from
     timelapse: bool  # its final card shows the drawing taking shape
+    quality: str  # its preset (generator.contract.quality): cutouts and CLIP models
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", JobStatus(self.status))
@@ -223,6 +229,7 @@ class Store:
         self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
         iterations: int, size: int, parent: JobRow | None = None, text_encoder: str = "clip",
         picture: GivenPicture | None = None, timelapse: bool = False,
+        quality: str = DEFAULT_QUALITY,
     ) -> JobRow:  # fmt: skip
         """Queue a job, with the `picture` it was given; continuing `parent`, it carries what
         the parent left to go on from."""
@@ -231,12 +238,13 @@ class Store:
             cursor = self.db.execute(
                 "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, seed, iterations, "
                 "size, parent_id, init_state, init_latent, created_at, text_encoder, image_use, "
-                "init_strength, timelapse) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "init_strength, timelapse, quality) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (guild_id, channel_id, user_id, prompt, seed, iterations, size,
                  parent.id if parent else None, parent.continue_state if parent else None,
                  parent.latent if parent and not parent.continue_state else None, time.time(),
                  text_encoder, picture.use if picture else None,
-                 picture.strength if picture else None, timelapse),
+                 picture.strength if picture else None, timelapse, quality),
             )  # fmt: skip
             job_id = int(cursor.lastrowid or 0)
             if picture is not None:
@@ -446,14 +454,14 @@ class Store:
         ]
         return [job for job in requeued if job is not None]
 
-    def recent_speed(self, size: int) -> float | None:
-        """Iterations per second of the last finished jobs at `size`, for ETAs."""
-        row = self.db.execute(
-            "SELECT SUM(steps), SUM(seconds) FROM (SELECT steps, seconds FROM jobs "
-            "WHERE size = ? AND status = ? AND seconds > 0 ORDER BY id DESC LIMIT 5)",
-            (size, JobStatus.DONE),
-        ).fetchone()
-        return float(row[0]) / float(row[1]) if row and row[0] and row[1] else None
+    def recently_done(self, count: int = 5) -> list[JobRow]:
+        """The last `count` jobs that finished and took time, newest first, for ETAs."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE status = ? AND seconds > 0 AND steps > 0 "
+            "ORDER BY id DESC LIMIT ?",
+            (JobStatus.DONE, count),
+        ).fetchall()
+        return [JobRow(*row) for row in rows]
 
     def forget_continue_states(self, ended_before: float) -> list[str]:
         """Drop what Continue needs for jobs that ended before `ended_before`; returns the

@@ -23,6 +23,7 @@ class WorkerInfo:
     places: int  # jobs it draws together
     host: str
     pid: int
+    clip_models: tuple[str, ...] = ()  # the CLIP models it holds, the main one first
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from generator.contract.settings import DrawSettings
+from generator.contract.weights import CLIP_WEIGHTS
 from generator.method.runtime import configure_torch
 from generator.models.loaders import Models, load_models
 from generator.models.synthetic import (
+    ClipSize,
     write_clip,
     write_decoder,
     write_encoder,
@@ -59,6 +61,21 @@ def tiny_multilingual(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random multilingual encoder into the tiny CLIP's 32-wide space, as saved by
     sentence-transformers."""
     return write_multilingual(tmp_path_factory.mktemp("multilingual"), dimension=32)
+
+
+@pytest.fixture(scope="session")
+def named_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights cache holding tiny CLIPs under the files of the presets' models (ViT-B/32,
+    ViT-B/16 with 48x48 crops, RN50), so that they load by name, offline."""
+    cache = tmp_path_factory.mktemp("named-clips")
+    stand_ins: tuple[tuple[str, ClipSize], ...] = (
+        ("ViT-B/32", "tiny"), ("ViT-B/16", "tiny-48"), ("RN50", "tiny")
+    )  # fmt: skip
+    for seed, (name, size) in enumerate(stand_ins):
+        path = cache / CLIP_WEIGHTS[name].filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_clip(path, size, fmt="state_dict", seed=seed)
+    return cache
 
 
 @pytest.fixture(scope="session")

@@ -70,14 +70,14 @@ class RedisServer:
 class WorkerProcess:
     """`pseudo-dalle worker` against a Redis, logging to a file the test can read."""
 
-    def __init__(self, url: str, name: str, log: Path) -> None:
+    def __init__(self, url: str, name: str, log: Path, *args: str) -> None:
         self.name = name
         self.log_path = log
         self._log = log.open("wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "generator.worker.redis_streams", "--redis", url,
-             "--name", name],
+             "--name", name, *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
 

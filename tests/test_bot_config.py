@@ -79,14 +79,16 @@ def test_worker_settings_reach_the_worker_in_its_configure_message(tmp_path: Pat
         '[models]\ncache_dir = "weights"\noffline = true\n'
         '[worker]\nprecision = "fp16"\ncheckpointing = true\ncompile = true\nmax_batch = 3\n'
         'threads = 2\nrelaxation = "positions"\ncuda_graphs = false\nmax_requeues = 4\n'
+        "memory_limit_gb = 12.5\n"
     )
     config = load_config(_write(tmp_path, text), environ={"DISCORD_TOKEN": "t"})
     sent = decode(encode(config.worker_configuration("w1")))
     assert isinstance(sent, Configure)
     assert sent.worker_id == "w1"
     assert sent.options.model_dump() == {
-        "cutouts": 32, "precision": "fp16", "checkpointing": True, "compile": True,
+        "cutouts": 48, "precision": "fp16", "checkpointing": True, "compile": True,
         "max_batch": 3, "relaxation": "positions", "cuda_graphs": False, "threads": 2,
+        "memory_limit_gb": 12.5,
     }  # fmt: skip
     assert (sent.models.cache_dir, sent.models.offline) == (str(tmp_path / "weights"), True)
 

@@ -15,6 +15,7 @@ import pytest
 from bot.limits import GuildLimits, bounds, describe
 from bot.store import Store
 from generator.contract.prompts import MAX_PROMPT_CHARS
+from generator.contract.quality import QUALITIES
 
 from .bot_harness import (
     TOKEN,
@@ -420,6 +421,9 @@ def test_command_options_come_from_the_limit_declarations(
             for name in GuildLimits.model_fields:
                 option = options["progress_interval" if name == "progress_interval_s" else name]
                 assert option["description"] == describe(GuildLimits, name)
+                if name == "max_quality":  # a choice, not a range
+                    assert [c["value"] for c in option["choices"]] == list(QUALITIES)
+                    continue
                 assert (option["min_value"], option["max_value"]) == bounds(GuildLimits, name)
             draw = {o["name"]: o for o in commands["draw"]["options"]}
             assert (draw["iterations"]["min_value"], draw["iterations"]["max_value"]) == bounds(

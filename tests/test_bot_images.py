@@ -42,7 +42,7 @@ from .bot_harness import (
     write_config,
 )
 from .conftest import ModelFiles
-from .fake_discord import ADMIN, ALICE, BOB, GUILD_ID, SIGNATURE, YUKI, Event
+from .fake_discord import ADMIN, ALICE, BOB, GUILD_ID, SIGNATURE, YUKI, Event, FakeDiscord
 
 pytestmark = pytest.mark.e2e
 
@@ -321,6 +321,26 @@ REFUSALS: list[tuple[str, bytes, str, int | None, int | None, int, float, bool, 
 ]  # fmt: skip
 
 
+async def refuse_each(fake: FakeDiscord) -> list[tuple[dict[str, Any], bool]]:
+    """/draw with each picture of `REFUSALS`, then with one that is not on Discord's servers;
+    each answer is its refusal. The first attachments, each with whether the bot fetches it."""
+    sent = []
+    for name, data, kind, size, side, status, delay, fetched, said in REFUSALS:
+        attachment = fake.attachment(
+            name, data, kind, size=size, width=side, height=side, status=status, delay_s=delay
+        )
+        asked = await fake.command(ALICE, "draw", prompt="a cat", image=attachment)
+        assert await fake.reply_to(asked) == said, name
+        sent.append((attachment, fetched))
+    elsewhere = fake.attachment(
+        "far.png", picture(), "image/png",
+        url=f"{fake.base_url.replace('127.0.0.1', 'localhost')}/attachments/1/2/far.png",
+    )  # fmt: skip
+    asked = await fake.command(ALICE, "draw", prompt="a cat", image=elsewhere)
+    assert await fake.reply_to(asked) == "The picture is not on Discord's servers."
+    return sent
+
+
 def test_every_refusal_is_a_short_message_and_queues_nothing(
     model_files: ModelFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -332,20 +352,8 @@ def test_every_refusal_is_a_short_message_and_queues_nothing(
             running,
             _,
         ):
-            for name, data, kind, size, side, status, delay, fetched, said in REFUSALS:
-                attachment = fake.attachment(
-                    name, data, kind, size=size, width=side, height=side, status=status,
-                    delay_s=delay,
-                )  # fmt: skip
-                asked = await fake.command(ALICE, "draw", prompt="a cat", image=attachment)
-                assert await fake.reply_to(asked) == said, name
-                assert fake.hits(attachment) == int(fetched), name
-            elsewhere = fake.attachment(
-                "far.png", picture(), "image/png",
-                url=f"{fake.base_url.replace('127.0.0.1', 'localhost')}/attachments/1/2/far.png",
-            )  # fmt: skip
-            asked = await fake.command(ALICE, "draw", prompt="a cat", image=elsewhere)
-            assert await fake.reply_to(asked) == "The picture is not on Discord's servers."
+            for attachment, fetched in await refuse_each(fake):
+                assert fake.hits(attachment) == int(fetched), attachment["filename"]
             bmp = fake.attachment("old.bmp", picture("BMP"), "image/bmp")
             japanese = await fake.reply_to(await fake.command(YUKI, "draw", prompt="猫", image=bmp))
             assert (

@@ -11,9 +11,9 @@ from generator.contract.images import (
     MAX_INPUT_BYTES,
     MAX_INPUT_PIXELS,
 )
+from generator.contract.quality import DEFAULT_QUALITY, PRESETS, QUALITIES
 from generator.contract.settings import (
     AUTO_STOP_WINDOW,
-    DEFAULT_ITERATIONS,
     DEFAULTS,
     LR_DROP_FACTOR,
     MAX_ITERATIONS,
@@ -34,10 +34,16 @@ def _row(option: str) -> str:
 
 
 def test_the_command_line_table_states_the_declared_defaults() -> None:
+    normal, bar = PRESETS[DEFAULT_QUALITY], "\\|"  # a | inside a Markdown table cell
     expected = {
-        "--iterations": f"1 to {MAX_ITERATIONS:,} ({DEFAULT_ITERATIONS})",
-        "--size": f"multiples of {SIDE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE} ({DEFAULTS.width})",
-        "--cutouts": f"crops per step ({DEFAULTS.cutouts}), Adam learning rate ({DEFAULTS.lr})",
+        "--quality": f"`--quality {bar.join(QUALITIES)}` | a preset of size, cutouts, "
+        f"iterations and CLIP models; the options below win over it ({DEFAULT_QUALITY};",
+        "--iterations": f"1 to {MAX_ITERATIONS:,} (the quality's: {normal.iterations} at "
+        f"{DEFAULT_QUALITY})",
+        "--size": f"multiples of {SIDE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE} (the quality's: "
+        f"{normal.size} at {DEFAULT_QUALITY})",
+        "--cutouts": f"crops per step (the quality's: {normal.cutouts} at {DEFAULT_QUALITY}), "
+        f"Adam learning rate ({DEFAULTS.lr})",
         "--temperature": f"temperature ({DEFAULTS.temperature})",
         "--relaxation": f"({DEFAULTS.relaxation}; see",
         "--init-strength": f"0 to 1 ({DEFAULT_INIT_STRENGTH})",
@@ -61,3 +67,18 @@ def test_the_pictures_section_states_the_declared_limits() -> None:
         f"animation), at most {MAX_INPUT_PIXELS / 1e6:g} million pixels"
     )
     assert limits in section
+
+
+def test_the_quality_table_states_the_declared_presets() -> None:
+    """Size, cutouts, iterations and models of each preset, in order, as declared."""
+    text = README.read_text()
+    section = text[text.index("## Quality") : text.index("## Pictures in")]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert [row.split("|")[1].strip(" `") for row in rows] == list(QUALITIES)
+    for row, quality in zip(rows, QUALITIES, strict=True):
+        preset = PRESETS[quality]
+        cells = [cell.strip() for cell in row.split("|")[2:6]]
+        assert cells == [
+            str(preset.size), str(preset.cutouts), str(preset.iterations),
+            " + ".join(preset.clip_models),
+        ], quality  # fmt: skip

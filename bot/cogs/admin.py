@@ -11,10 +11,13 @@ from discord import app_commands
 from discord.ext import commands
 from pydantic import ValidationError
 
+from bot.cards import QUALITY_NAMES
 from bot.checks import admin_only
+from bot.cogs.draw import QUALITY_CHOICES
 from bot.desk import FrontDesk
 from bot.i18n import language_of, tr
 from bot.limits import (
+    AUTO_STOP,
     ITERATIONS,
     PROGRESS_INTERVAL_S,
     QUEUED_PER_MEMBER,
@@ -25,6 +28,7 @@ from bot.limits import (
     describe,
 )
 from bot.store import GuildSettings, Store
+from generator.contract.quality import within
 from generator.contract.settings import SIDE_MULTIPLE
 
 LIMIT_NAMES = tuple(GuildLimits.model_fields)
@@ -50,6 +54,7 @@ class AdminCog(commands.Cog):
         timelapse="Give drawings a time-lapse on their final card unless the member says "
         "otherwise (off by default)",
     )
+    @app_commands.choices(max_quality=QUALITY_CHOICES)
     async def drawconfig(
         self,
         interaction: discord.Interaction,
@@ -67,6 +72,8 @@ class AdminCog(commands.Cog):
         all_channels: bool | None = None,
         image_inputs: bool | None = None,
         timelapse: bool | None = None,
+        max_quality: app_commands.Choice[str] | None = None,
+        auto_stop: app_commands.Range[int, AUTO_STOP.low, AUTO_STOP.high] | None = None,
     ) -> None:
         """View this server's drawing limits, or change them (Manage Server)."""
         assert interaction.guild_id is not None
@@ -75,9 +82,17 @@ class AdminCog(commands.Cog):
         asked: dict[str, float | None] = {
             "max_iterations": max_iterations, "default_iterations": default_iterations,
             "max_queued_per_user": max_queued_per_user, "progress_interval_s": progress_interval_s,
-            "max_size": max_size,
+            "max_size": max_size, "auto_stop": auto_stop,
         }  # fmt: skip
         changes, notices = self._within_limits(settings, asked, language)
+        quality = settings.max_quality if max_quality is None else max_quality.value
+        if not within(quality, self.limits.max_quality):
+            notices.append(
+                tr(language, "max_quality lowered from {asked} to the bot's limit, {most}.",
+                   asked=tr(language, QUALITY_NAMES[quality]),
+                   most=tr(language, QUALITY_NAMES[self.limits.max_quality]))
+            )  # fmt: skip
+            quality = self.limits.max_quality
         channels = set(settings.allowed_channels)
         if all_channels:
             channels.clear()
@@ -93,7 +108,7 @@ class AdminCog(commands.Cog):
         try:
             updated = GuildSettings.model_validate(
                 {**settings.model_dump(), **changes, "allowed_channels": tuple(sorted(channels)),
-                 "image_inputs": pictures, "timelapse": animated}
+                 "image_inputs": pictures, "timelapse": animated, "max_quality": quality}
             )  # fmt: skip
         except ValidationError as error:
             problem = error.errors()[0]

@@ -6,6 +6,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cards import QUALITY_NAMES
 from bot.desk import FrontDesk, Request
 from bot.i18n import N_, language_of
 from bot.limits import ITERATIONS, SIDE
@@ -17,6 +18,7 @@ from generator.contract.images import (
     MAX_INPUT_BYTES,
 )
 from generator.contract.prompts import MAX_PROMPT_CHARS
+from generator.contract.quality import DEFAULT_QUALITY, QUALITIES
 from generator.contract.settings import MAX_SEED
 
 # How a picture can be used, as members choose it (in /draw and in "Draw from this image").
@@ -28,6 +30,10 @@ USE_NAMES = {
 USE_CHOICES = [
     app_commands.Choice(name=app_commands.locale_str(USE_NAMES[use]), value=use)
     for use in IMAGE_USES
+]
+QUALITY_CHOICES = [
+    app_commands.Choice(name=app_commands.locale_str(QUALITY_NAMES[quality]), value=quality)
+    for quality in QUALITIES
 ]
 
 
@@ -50,8 +56,9 @@ class DrawCog(commands.Cog):
         strength=f"How firmly the drawing holds to the picture it starts from, 0 to 1 "
         f"(default {DEFAULT_INIT_STRENGTH:g})",
         timelapse="Also show the picture taking shape, as an animation on the final card",
+        quality=f"Higher takes longer and looks better (default: {DEFAULT_QUALITY})",
     )
-    @app_commands.choices(image_as=USE_CHOICES)
+    @app_commands.choices(image_as=USE_CHOICES, quality=QUALITY_CHOICES)
     async def draw(
         self,
         interaction: discord.Interaction,
@@ -64,6 +71,7 @@ class DrawCog(commands.Cog):
         image_as: app_commands.Choice[str] | None = None,
         strength: app_commands.Range[float, 0, 1] | None = None,
         timelapse: bool | None = None,
+        quality: app_commands.Choice[str] | None = None,
     ) -> None:
         """Draw a picture from your words. It joins the queue and the card shows its progress."""
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -78,7 +86,7 @@ class DrawCog(commands.Cog):
             guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
             user_id=interaction.user.id, prompt=prompt or "", iterations=iterations, seed=seed,
             size=size, negative=negative, language=language_of(str(interaction.locale)),
-            picture=picture, timelapse=timelapse,
+            picture=picture, timelapse=timelapse, quality=quality.value if quality else None,
         )  # fmt: skip
         await interaction.edit_original_response(content=await self.desk.draw(request))
 

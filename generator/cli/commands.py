@@ -29,6 +29,7 @@ from generator.contract.encoders import (
 )
 from generator.contract.errors import GeneratorError, ModelLoadError, PromptError, SettingsError
 from generator.contract.images import MAX_IMAGE_PROMPTS
+from generator.contract.quality import preset
 from generator.contract.settings import (
     AUTO_STOP_WINDOW,
     MAX_SEED,
@@ -41,6 +42,7 @@ from generator.contract.tokens import check_lengths
 from generator.contract.weights import clip_label
 from generator.worker.options import (
     add_model_options,
+    add_quality_option,
     add_redis_worker_options,
     clip_models,
     models_from_args,
@@ -94,12 +96,14 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     fetch = commands.add_parser(
         "fetch-weights",
         help="download the model weights into the cache",
-        description="Download CLIP (each --clip-model named) and the dVAE decoder (with "
+        description="Download CLIP (each --clip-model named, else the --quality's models) and "
+        "the dVAE decoder (with "
         "--text-encoder multilingual or "
         "auto, the multilingual text encoder too) into the cache so later runs work offline. "
         "Prints where each is.",
     )
     add_model_options(fetch)
+    add_quality_option(fetch, "fetch the CLIP models of this quality")
     add_text_encoder_options(fetch)
     fetch.add_argument(
         "--with-encoder", action="store_true",
@@ -140,11 +144,14 @@ class _Interrupt:
 
 
 def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
-    width, height = args.size
+    """The run the options describe: the --quality preset's size, cutouts and iterations
+    where they are not given."""
+    chosen = preset(args.quality)
+    width, height = args.size or (chosen.size, chosen.size)
     settings = DrawSettings(
         width=width,
         height=height,
-        cutouts=args.cutouts,
+        cutouts=args.cutouts or chosen.cutouts,
         lr=args.lr,
         temperature=args.temperature,
         temperature_end=args.temperature_end,
@@ -164,7 +171,7 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
         raise SettingsError(f"at most {MAX_IMAGE_PROMPTS} --image-prompt pictures")
     init = read_picture(PictureArg(args.init_image)) if args.init_image else None
     job = Job(
-        args.prompt, seed=seed, iterations=args.iterations, init_image=init,
+        args.prompt, seed=seed, iterations=args.iterations or chosen.iterations, init_image=init,
         init_strength=args.init_strength, auto_stop=args.auto_stop,
         image_prompts=tuple(read_picture(arg) for arg in args.image_prompt),
     )  # fmt: skip

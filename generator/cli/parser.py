@@ -12,10 +12,10 @@ from generator.contract.encoders import (
     MULTILINGUAL_MODELS,
     TEXT_ENCODER_CHOICES,
 )
+from generator.contract.quality import DEFAULT_QUALITY, PRESETS
 from generator.contract.settings import (
     AUTO_STOP_WINDOW,
     CUT_SCHEDULES,
-    DEFAULT_ITERATIONS,
     DEFAULTS,
     LR_DROP_FACTOR,
     MAX_ITERATIONS,
@@ -28,6 +28,7 @@ from generator.contract.settings import (
 from generator.worker.options import (
     add_cuda_graphs_option,
     add_model_options,
+    add_quality_option,
     add_threads_option,
 )
 
@@ -84,6 +85,7 @@ def timelapse_file(text: str) -> Path:
 
 def add_draw_options(draw: argparse.ArgumentParser) -> None:
     """Every option of `pseudo-dalle draw`."""
+    normal = PRESETS[DEFAULT_QUALITY]
     draw.add_argument(
         "prompt",
         nargs="?",
@@ -91,20 +93,23 @@ def add_draw_options(draw: argparse.ArgumentParser) -> None:
         help="what to draw; weight parts with 'text:weight' and separate them with '|', "
         "e.g. 'a red sky:1 | blurry, watermark:-0.5'; may be left out with --image-prompt",
     )
+    add_quality_option(
+        draw, "the size, cutouts, iterations and CLIP models; the options below win over it"
+    )
     draw.add_argument(
         "--iterations",
         type=positive,
-        default=DEFAULT_ITERATIONS,
-        help=f"optimisation steps, 1 to {MAX_ITERATIONS} (default {DEFAULT_ITERATIONS}; "
-        "the reference used 7000)",
+        default=None,
+        help=f"optimisation steps, 1 to {MAX_ITERATIONS} (default: the quality's, "
+        f"{normal.iterations} at {DEFAULT_QUALITY}; the reference used 7000)",
     )
     draw.add_argument(
         "--size",
         type=size,
-        default=(DEFAULTS.width, DEFAULTS.height),
+        default=None,
         metavar="SIDE|WxH",
         help=f"picture size in pixels, multiples of 8 from {MIN_SIDE} to {MAX_SIDE} "
-        f"(default {DEFAULTS.width})",
+        f"(default: the quality's, {normal.size} at {DEFAULT_QUALITY})",
     )
     draw.add_argument(
         "--seed",
@@ -123,8 +128,9 @@ def add_draw_options(draw: argparse.ArgumentParser) -> None:
     draw.add_argument(
         "--cutouts",
         type=positive,
-        default=DEFAULTS.cutouts,
-        help=f"random crops CLIP looks at per step (default {DEFAULTS.cutouts})",
+        default=None,
+        help="random crops CLIP looks at per step (default: the quality's, "
+        f"{normal.cutouts} at {DEFAULT_QUALITY})",
     )
     draw.add_argument(
         "--lr", type=float, default=DEFAULTS.lr, help=f"Adam learning rate (default {DEFAULTS.lr})"

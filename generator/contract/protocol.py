@@ -24,7 +24,14 @@ from generator.contract.images import (
     MAX_STORED_PNG_BYTES,
     ImageInput,
 )
-from generator.contract.settings import DEFAULTS, MAX_CUTOUTS, PRECISION_CHOICES, RELAXATIONS
+from generator.contract.quality import MAX_PRESET_CUTOUTS
+from generator.contract.settings import (
+    DEFAULTS,
+    MAX_AUTO_STOP,
+    MAX_CUTOUTS,
+    PRECISION_CHOICES,
+    RELAXATIONS,
+)
 from generator.contract.threads import AUTO, MAX_THREADS
 from generator.contract.timelapse import MAX_TIMELAPSE_BYTES
 from generator.contract.weights import (
@@ -33,8 +40,10 @@ from generator.contract.weights import (
     DEFAULT_ENCODER_URL,
 )
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 MAX_BATCH = 16
+MAX_JOB_CLIPS = 8
+MAX_MEMORY_GB = 100_000
 
 
 class ProtocolError(ValueError):
@@ -55,7 +64,13 @@ class ModelChoice(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    clip: str = Field(DEFAULT_CLIP_MODEL, description="CLIP model name or checkpoint file")
+    clip: str = Field(
+        DEFAULT_CLIP_MODEL, description="the main CLIP: a model name or checkpoint file"
+    )
+    extra_clips: list[str] = Field(
+        default_factory=list,
+        description="more CLIP models to hold for the qualities that use several",
+    )
     decoder: str = Field(DEFAULT_DECODER_URL, description="dVAE decoder URL or file")
     encoder: str = Field(
         DEFAULT_ENCODER_URL, description="dVAE encoder URL or file, loaded for the first job "
@@ -72,6 +87,10 @@ class ModelChoice(BaseModel):
         description="multilingual encoder name, or a sentence-transformers or M-CLIP folder",
     )
 
+    def clip_models(self) -> list[str]:
+        """Every CLIP model to load, the main one first, each once."""
+        return list(dict.fromkeys((self.clip, *self.extra_clips)))
+
 
 class WorkerOptions(BaseModel):
     """How the worker draws; every job it takes shares these."""
@@ -79,7 +98,7 @@ class WorkerOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     cutouts: Annotated[int, Field(ge=1, le=MAX_CUTOUTS)] = Field(
-        DEFAULTS.cutouts, description="crops CLIP sees per step"
+        MAX_PRESET_CUTOUTS, description="most crops CLIP sees per step of one job"
     )
     precision: Annotated[str, _one_of(PRECISION_CHOICES)] = Field(
         "auto", description="fp32, bf16, fp16 or auto"
@@ -96,6 +115,10 @@ class WorkerOptions(BaseModel):
     threads: Annotated[int, Field(ge=AUTO, le=MAX_THREADS)] = Field(
         AUTO, description="torch CPU threads; 0: every available core but one"
     )
+    memory_limit_gb: Annotated[float, Field(ge=0, le=MAX_MEMORY_GB, allow_inf_nan=False)] = Field(
+        0.0, description="GiB for the models and the jobs drawn together; 0: the GPU's memory "
+        "(no limit on a CPU)",
+    )  # fmt: skip
 
 
 class PictureIn(BaseModel):
@@ -149,6 +172,7 @@ class WorkerPresence(BaseModel):
     host: str
     pid: int
     busy: list[int]
+    clip_models: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -173,7 +197,10 @@ class StartJob(Message):
     from; `init_latent_file` a latent file written by versions before protocol 4 (read from
     the worker's disk); `init_image` a picture to start from, held by `init_strength`;
     `image_prompts` pictures to steer towards; `timelapse` asks for an animation of the
-    drawing taking shape with `Finished`."""
+    drawing taking shape with `Finished`. `cutouts` and `clip_models` come from the job's
+    quality (`generator.contract.quality`): the worker uses at most its own `cutouts` option,
+    and the models by the names it holds them (empty: its main one). With `auto_stop` N the
+    job ends when N windows of its loss in a row beat no earlier one."""
 
     kind: ClassVar[str] = "start"
     job_id: int
@@ -192,6 +219,9 @@ class StartJob(Message):
         default_factory=list
     )
     timelapse: bool = False
+    cutouts: Annotated[int, Field(ge=1, le=MAX_CUTOUTS)] = DEFAULTS.cutouts
+    clip_models: Annotated[list[str], Field(max_length=MAX_JOB_CLIPS)] = field(default_factory=list)
+    auto_stop: Annotated[int | None, Field(ge=1, le=MAX_AUTO_STOP)] = None
 
 
 @dataclass(frozen=True)
@@ -204,7 +234,8 @@ class CancelJob(Message):
 
 @dataclass(frozen=True)
 class Ready(Message):
-    """Worker -> bot: models are loaded; up to `places` jobs can come."""
+    """Worker -> bot: models are loaded; up to `places` jobs can come. `clip_models`: the CLIP
+    models it holds, the main one first, by the names it was configured with."""
 
     kind: ClassVar[str] = "ready"
     worker_id: str
@@ -212,6 +243,7 @@ class Ready(Message):
     places: int
     host: str
     pid: int
+    clip_models: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ from generator.contract.images import (
     check_strength,
 )
 from generator.contract.prompts import WeightedPrompt, parse_prompts
+from generator.contract.weights import clip_label
 
 MIN_SIDE = 64
 MAX_SIDE = 1024
 SIDE_MULTIPLE = 8  # the decoder upsamples each token 8x
 MAX_SEED = 2**32 - 1
 MAX_ITERATIONS = 100_000
-DEFAULT_ITERATIONS = 1000  # the CLI\'s; servers set their own ([defaults] in the bot\'s config)
 MAX_CUTOUTS = 256
 # fp32 is the plain path; bf16 and fp16 run the forward passes in that dtype (the loss and the
 # Adam update stay fp32). "auto" is a choice for users, resolved per device before drawing.
@@ -81,6 +81,9 @@ class DrawSettings:
     checkpointing: bool = False
     compile: bool = False
     relaxation: str = RELAXATIONS[0]
+    # The loaded CLIP models that judge, by the name or file they were loaded by; empty: every
+    # loaded model. A worker holding several draws each job with the ones its quality names.
+    clip_models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_side("width", self.width)
@@ -126,6 +129,11 @@ class DrawSettings:
             f"relaxation must be one of {', '.join(RELAXATIONS)}, got {self.relaxation!r}",
         )
         _require(
+            all(isinstance(name, str) and name for name in self.clip_models)
+            and len(set(self.clip_models)) == len(self.clip_models),
+            f"clip_models must name distinct models, got {self.clip_models!r}",
+        )
+        _require(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
         )
@@ -157,7 +165,10 @@ class DrawSettings:
         return self.cut_size_max + (self.cut_size_min - self.cut_size_max) * fraction
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """The settings as JSON, each CLIP model by its label (a file by its file's name)."""
+        fields = asdict(self)
+        fields["clip_models"] = [clip_label(name) for name in self.clip_models]
+        return json.dumps(fields, sort_keys=True)
 
 
 @dataclass(frozen=True)

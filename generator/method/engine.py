@@ -22,6 +22,7 @@ from PIL import Image
 
 from generator.contract.errors import SettingsError
 from generator.contract.settings import AUTO_STOP_WINDOW, DrawSettings, Job
+from generator.contract.weights import clip_label
 from generator.method import graphs
 from generator.method.cutouts import cutout_transforms, make_cutouts, resized
 from generator.method.fast import ImageEncoder, Networks, build_networks
@@ -163,7 +164,7 @@ class Engine:
         cuda = self.device.type == "cuda"
         self.fuse_jobs = cuda if fuse_jobs is None else fuse_jobs
         self.cuda_graphs = cuda if cuda_graphs is None else cuda_graphs
-        self._networks: dict[tuple[str, bool, bool], Networks] = {}
+        self._networks: dict[tuple[str, bool, bool, tuple[int, ...]], Networks] = {}
 
     def graphs_failed(self, error: BaseException) -> None:
         """A capture failed: run eagerly from now on."""
@@ -174,10 +175,11 @@ class Engine:
     def networks(self, settings: DrawSettings) -> Networks:
         """The networks for `settings`' precision, checkpointing and compiling, built on first
         use."""
-        key = (settings.precision, settings.checkpointing, settings.compile)
+        chosen = self.clip_indices(settings)
+        key = (settings.precision, settings.checkpointing, settings.compile, chosen)
         if key not in self._networks:
             self._networks[key] = build_networks(
-                self.models.decoder, [clip.visual for clip in self.models.clips],
+                self.models.decoder, [self.models.clips[i].visual for i in chosen],
                 settings.precision,
                 checkpointing=settings.checkpointing, compile_them=settings.compile,
             )  # fmt: skip
@@ -197,15 +199,48 @@ class Engine:
             self._loaded_encoder = self._picture_encoder()
         return self._loaded_encoder
 
-    def embed_prompts(self, job: Job) -> tuple[torch.Tensor, ...]:
-        """The job's prompts as unit vectors, (P, D) in each CLIP model's text space: by each
-        CLIP's own text tower, or by the multilingual encoder into the one CLIP's."""
-        clips = self.models.clips
+    def clip_indices(self, settings: DrawSettings) -> tuple[int, ...]:
+        """Which of the loaded CLIP models judge under `settings` (all when it names none);
+        SettingsError naming a model that is not loaded."""
+        names = self.models.clip_names
+        if not settings.clip_models:
+            return tuple(range(len(names)))
+        missing = [name for name in settings.clip_models if name not in names]
+        if missing:
+            raise SettingsError(
+                f"CLIP model {clip_label(missing[0])} is not loaded here (loaded: "
+                f"{', '.join(clip_label(name) for name in names)})"
+            )
+        return tuple(names.index(name) for name in settings.clip_models)
+
+    def clips(self, settings: DrawSettings) -> list[Any]:
+        """The CLIP models that judge under `settings`, in its order."""
+        return [self.models.clips[i] for i in self.clip_indices(settings)]
+
+    def embed_prompts(
+        self, job: Job, settings: DrawSettings | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """The job's prompts as unit vectors, (P, D) in the text space of each CLIP model that
+        judges under `settings`: by each CLIP's own text tower, or by the multilingual encoder
+        into the main CLIP's."""
+        settings = settings or self.settings
+        clips = self.clips(settings)
         if not job.prompts:
             return tuple(torch.zeros(0, _text_width(clip), device=self.device) for clip in clips)
         if job.text_encoder == "clip":
             return tuple(embed_prompts(clip, job.prompts) for clip in clips)
-        self.models.only_clip()  # refuses several: it maps into one CLIP's text space
+        chosen = [self.models.clip_names[i] for i in self.clip_indices(settings)]
+        if len(chosen) > 1:  # it maps into one CLIP's text space: the main one
+            raise SettingsError(
+                f"the multilingual text encoder works with one CLIP model, and this run has "
+                f"{len(chosen)} ({', '.join(clip_label(name) for name in chosen)}): draw with "
+                "one CLIP model, or with the CLIP text encoder"
+            )
+        if chosen[0] != self.models.clip_names[0]:
+            raise SettingsError(
+                "the multilingual text encoder works with the main CLIP model "
+                f"({clip_label(self.models.clip_names[0])}), not {clip_label(chosen[0])}"
+            )
         if self.multilingual is None:
             raise SettingsError(
                 "no multilingual text encoder is loaded: load one, or draw with the CLIP one"
@@ -295,7 +330,9 @@ class Batch:
         text = tuple(
             torch.cat(targets)
             for targets in zip(
-                engine.embed_prompts(job), self._picture_targets(job, settings), strict=True
+                engine.embed_prompts(job, settings),
+                self._picture_targets(job, settings),
+                strict=True,
             )
         )  # per CLIP model: (P + I, D)
         weights = [p.weight for p in job.prompts] + [p.weight for p in job.image_prompts]
@@ -343,7 +380,7 @@ class Batch:
         picture cut once like the output. Their crops come from a stream of their own, so the
         job's own stays as without them."""
         engine = self.engine
-        clips = engine.models.clips
+        clips = engine.clips(settings)
         if not job.image_prompts:
             return tuple(torch.zeros(0, _text_width(clip), device=engine.device) for clip in clips)
         generator = torch.Generator(device=engine.device).manual_seed(job.seed)
@@ -501,7 +538,9 @@ class Batch:
             cancelled=cancelled,
             losses=entry.losses[: entry.step].cpu().tolist(),
             model_losses=entry.model_losses[: entry.step].T.cpu().tolist(),
-            clip_models=self.engine.models.clip_names,
+            clip_models=tuple(
+                self.engine.models.clip_names[i] for i in self.engine.clip_indices(entry.settings)
+            ),
             timings=Timings(setup_s=entry.setup_s, loop_s=loop_s, steps=entry.step),
             auto_stopped=not cancelled and entry.step < entry.job.iterations,
         )

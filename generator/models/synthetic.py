@@ -23,7 +23,7 @@ import dall_e
 Size = Literal["tiny", "full"]
 # "tiny-48" is a second tiny CLIP, for runs with several models: it takes 48x48 crops where
 # "tiny" takes 32x32, and its embeddings are 24 wide where "tiny"'s are 32.
-ClipSize = Literal["tiny", "tiny-48", "full"]
+ClipSize = Literal["tiny", "tiny-48", "full", "full-B16", "full-RN50", "full-L14"]
 ClipFormat = Literal["state_dict", "torchscript"]
 DecoderFormat = Literal["pickle", "state_dict", "safetensors"]
 
@@ -31,9 +31,10 @@ DecoderFormat = Literal["pickle", "state_dict", "safetensors"]
 TINY_OUTPUT_GAIN = 40.0
 
 
-# CLIP's own constructor arguments; "full" is ViT-B/32. `clip.model.build_model` infers the heads
-# as widths // 64, so the widths stay multiples of 64.
-_CLIP_SIZES: dict[ClipSize, dict[str, int]] = {
+# CLIP's own constructor arguments; "full" is ViT-B/32, "full-B16" ViT-B/16, "full-RN50" RN50 and
+# "full-L14" ViT-L/14 (for benchmarks and memory figures of the quality presets).
+# `clip.model.build_model` infers the heads as widths // 64, so the widths stay multiples of 64.
+_CLIP_SIZES: dict[ClipSize, dict[str, Any]] = {
     "tiny": {
         "embed_dim": 32, "image_resolution": 32, "vision_layers": 1, "vision_width": 64,
         "vision_patch_size": 16, "transformer_width": 64, "transformer_heads": 1,
@@ -47,6 +48,21 @@ _CLIP_SIZES: dict[ClipSize, dict[str, int]] = {
     "full": {
         "embed_dim": 512, "image_resolution": 224, "vision_layers": 12, "vision_width": 768,
         "vision_patch_size": 32, "transformer_width": 512, "transformer_heads": 8,
+        "transformer_layers": 12,
+    },
+    "full-B16": {
+        "embed_dim": 512, "image_resolution": 224, "vision_layers": 12, "vision_width": 768,
+        "vision_patch_size": 16, "transformer_width": 512, "transformer_heads": 8,
+        "transformer_layers": 12,
+    },
+    "full-RN50": {
+        "embed_dim": 1024, "image_resolution": 224, "vision_layers": (3, 4, 6, 3),
+        "vision_width": 64, "vision_patch_size": None, "transformer_width": 512,
+        "transformer_heads": 8, "transformer_layers": 12,
+    },
+    "full-L14": {
+        "embed_dim": 768, "image_resolution": 224, "vision_layers": 24, "vision_width": 1024,
+        "vision_patch_size": 14, "transformer_width": 768, "transformer_heads": 12,
         "transformer_layers": 12,
     },
 }  # fmt: skip

@@ -6,7 +6,8 @@ load and how to draw; it answers `Ready` once the models are loaded. A reader th
 jobs and cancellations while jobs run (both act at the next step boundary), and a heartbeat
 thread keeps telling the bot the worker is alive. End of stdin, or a closed stdout, means the
 bot is gone (it stopped, or it died and the pipes closed with it): the worker exits at the next
-step boundary, whatever it is drawing.
+step boundary, whatever it is drawing. With `--metrics-bind HOST:PORT` (the bot passes its
+`[worker] metrics_bind`) it serves its Prometheus metrics there (`generator.worker.metrics`).
 
     python -m generator.worker   (then a Configure line on stdin; the bot sends it)
 """
@@ -29,6 +30,8 @@ from generator.contract.threads import WORKER_RESERVED_CORES, choose_threads
 from generator.method.runtime import configure_torch
 from generator.models.loaders import load_models
 from generator.worker.core import Worker, picture_encoder_for, text_encoder_for
+from generator.worker.metrics import WorkerMetrics
+from generator.worker.options import add_metrics_option
 
 log = logging.getLogger("pseudo_dalle.worker")
 
@@ -55,6 +58,7 @@ class _Channel:
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m generator.worker", description=__doc__)
+    add_metrics_option(parser, environ=False)  # the bot passes its [worker] metrics_bind
     return parser.parse_args(argv)
 
 
@@ -76,7 +80,7 @@ def _configuration(stream: TextIO) -> Configure | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _parse(argv)
+    args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     configure = _configuration(sys.stdin)
     if configure is None:
@@ -89,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache_dir = Path(choice.cache_dir) if choice.cache_dir else None
     try:
         models = load_models(
-            [choice.clip], choice.decoder, device=choice.device, cache_dir=cache_dir,
+            choice.clip_models(), choice.decoder, device=choice.device, cache_dir=cache_dir,
             offline=choice.offline,
         )  # fmt: skip
         multilingual = text_encoder_for(choice, models, cache_dir)
@@ -97,14 +101,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot load the models: %s", error)
         return 1
     encoder = picture_encoder_for(choice, models.device, cache_dir)
-    worker = Worker(models, channel, options, multilingual, encoder)
+    metrics = WorkerMetrics(models.device) if args.metrics_bind else None
+    worker = Worker(models, channel, options, multilingual, encoder, metrics=metrics)
+    server = metrics.serve(args.metrics_bind) if metrics is not None else None
     threading.Thread(target=worker.read_commands, args=(sys.stdin,), daemon=True).start()
     threading.Thread(target=worker.beat, args=(configure.worker_id,), daemon=True).start()
     channel.send(
         Ready(
-            worker_id=configure.worker_id, device=str(models.device), places=options.max_batch,
-            host=socket.gethostname(), pid=os.getpid(),
+            worker_id=configure.worker_id, device=str(models.device), places=worker.max_batch,
+            host=socket.gethostname(), pid=os.getpid(), clip_models=list(models.clip_names),
         )
     )  # fmt: skip
-    worker.serve()
+    try:
+        worker.serve()
+    finally:
+        if server is not None:
+            server.close()
     return 0

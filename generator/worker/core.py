@@ -43,7 +43,7 @@ from generator.contract.protocol import (
 )
 from generator.contract.settings import DrawSettings, Job
 from generator.contract.timelapse import MAX_TIMELAPSE_BYTES, TIMELAPSE_FRAMES, frame_every
-from generator.contract.weights import CLIP_WEIGHTS, default_cache_dir
+from generator.contract.weights import CLIP_WEIGHTS, clip_label, default_cache_dir
 from generator.media.animation import best_format, encode_animation, fit_animation, scaled
 from generator.method.engine import DrawResult, Engine, StepInfo, to_pil
 from generator.method.fast import resolve_precision
@@ -51,9 +51,12 @@ from generator.method.latent import as_latent, pack_state, unpack_state
 from generator.method.output import png_bytes, png_metadata
 from generator.models.loaders import Models, load_encoder
 from generator.models.text_encoders import MultilingualEncoder, load_multilingual
+from generator.worker.admission import places
+from generator.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("pseudo_dalle.worker")
 HEARTBEAT_S = 1.0
+MISSING_MODEL = "This drawing needs the CLIP model {model}, which its worker does not hold."
 
 
 class Channel(Protocol):
@@ -77,13 +80,15 @@ class _Running:
 
 
 class Worker:
-    """Draws up to `max_batch` jobs at once in one `Batch`, admitting waiting jobs and acting on
-    cancellations at step boundaries."""
+    """Draws up to `max_batch` jobs at once in one `Batch` (fewer where the memory left after its
+    models allows fewer: `admission`), admitting waiting jobs and acting on cancellations at
+    step boundaries."""
 
     def __init__(
         self, models: Models, channel: Channel, options: WorkerOptions,
         multilingual: MultilingualEncoder | None = None,
-        picture_encoder: Callable[[], torch.nn.Module] | None = None,
+        picture_encoder: Callable[[], torch.nn.Module] | None = None, *,
+        metrics: WorkerMetrics | None = None,
     ) -> None:  # fmt: skip
         self.engine = Engine(
             models, cuda_graphs=None if options.cuda_graphs else False, multilingual=multilingual,
@@ -93,13 +98,14 @@ class Worker:
         self.precision = resolve_precision(options.precision, models.device)
         self.compiled_sizes: set[tuple[int, int]] = set()
         self.channel = channel
-        self.max_batch = options.max_batch
+        self.max_batch = places(models, options, self.precision)
         self.jobs: queue.Queue[StartJob | None] = queue.Queue()
         self.cancelled: set[int] = set()
         self.abandoned: set[int] = set()  # taken over by another worker: drop, say nothing
         self.batch = self.engine.batch()
         self.running: dict[int, _Running] = {}  # by batch handle
         self.busy: tuple[int, ...] = ()  # job ids, for the heartbeat thread
+        self.metrics = metrics  # told at progress reports and job ends, never at every step
 
     def read_commands(self, stream: TextIO) -> None:
         """Reader thread: queue jobs, note cancellations; end of input ends the worker."""
@@ -148,12 +154,20 @@ class Worker:
                 self._step()
 
     def _admit(self, start: StartJob) -> None:
+        held = self.engine.models.clip_names
+        missing = [name for name in start.clip_models if name not in held]
+        if missing:  # the bot gives jobs to workers holding their models; this one was stale
+            self.channel.send(
+                Failed(start.job_id, MISSING_MODEL, {"model": clip_label(missing[0])})
+            )
+            return
         try:
             options = self.options
             settings = DrawSettings(
-                width=start.width, height=start.height, cutouts=options.cutouts,
+                width=start.width, height=start.height, cutouts=min(start.cutouts, options.cutouts),
                 precision=self.precision, checkpointing=options.checkpointing,
                 compile=options.compile, relaxation=options.relaxation,
+                clip_models=tuple(start.clip_models or held[:1]),
             )  # fmt: skip
             init = self._initial_logits(start, settings)
             job = Job(
@@ -161,6 +175,7 @@ class Worker:
                 text_encoder=start.text_encoder, init_image=_picture(start.init_image),
                 init_strength=start.init_strength,
                 image_prompts=tuple(p.image() for p in start.image_prompts),
+                auto_stop=start.auto_stop,
             )  # fmt: skip
             if job.init_image is not None and not self.engine.picture_encoder_loaded:
                 self.channel.send(Preparing(start.job_id, "loading the picture encoder"))
@@ -218,6 +233,8 @@ class Worker:
                 self.channel.send(Failed(entry.start.job_id, reason))
             self.running.clear()
             self._update_busy()
+            if self.metrics is not None:
+                self.metrics.ended(self.running)
             self.batch = self.engine.batch()
             if self.engine.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -229,6 +246,8 @@ class Worker:
         entry = self.running.pop(handle)
         start = entry.start
         self._update_busy()
+        if self.metrics is not None:
+            self.metrics.ended(self.running)
         self.cancelled.discard(start.job_id)
         ended = "cancelled" if result.cancelled else "finished"
         log.info("job %s %s after %d steps", start.job_id, ended, result.steps)
@@ -266,6 +285,8 @@ class Worker:
             rate = (info.step - 1) / max(now - entry.first_step_done, 1e-9)
         else:
             rate = 1 / max(now - entry.began, 1e-9)
+        if self.metrics is not None:
+            self.metrics.reported(info.job_index, info.step, rate, self.running)
         self.channel.send(
             Progress(
                 job_id=entry.start.job_id,
@@ -310,7 +331,7 @@ def text_encoder_for(
     if choice.text_encoder == "clip":
         return None
     return load_multilingual(
-        choice.multilingual_model, clip_dim=int(models.only_clip().text_projection.shape[1]),
+        choice.multilingual_model, clip_dim=int(models.clip.text_projection.shape[1]),
         clip_name=choice.clip if choice.clip in CLIP_WEIGHTS else None, device=models.device,
         cache_dir=cache_dir or default_cache_dir(), offline=choice.offline,
     )  # fmt: skip

@@ -10,6 +10,8 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from generator.contract.metrics import METRICS_BIND_ENV, parse_bind
+from generator.contract.quality import DEFAULT_QUALITY, PRESETS, QUALITIES, preset
 from generator.contract.redis_keys import Keys
 from generator.contract.threads import AUTO, MAX_THREADS
 from generator.contract.weights import CLIP_WEIGHTS, DEFAULT_CLIP_MODEL, DEFAULT_DECODER_URL
@@ -26,8 +28,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--clip-model",
         action="append",
         metavar="NAME_OR_PATH",
-        help=f"CLIP model name ({names}) or checkpoint file (default {DEFAULT_CLIP_MODEL}); "
-        "repeat it to have several models judge each step, their losses counting the same",
+        help=f"CLIP model name ({names}) or checkpoint file (default: the --quality's models, "
+        f"{DEFAULT_CLIP_MODEL} at {DEFAULT_QUALITY}); repeat it to have several models judge "
+        "each step, their losses counting the same",
     )
     parser.add_argument(
         "--decoder",
@@ -100,13 +103,52 @@ def add_redis_worker_options(parser: argparse.ArgumentParser) -> None:
         help="where this host keeps downloaded weights (default $PSEUDO_DALLE_CACHE, "
         "else ~/.cache/pseudo-dalle)",
     )  # fmt: skip
+    add_metrics_option(parser, environ=True)
+
+
+def _bind(text: str) -> str:
+    if text:
+        try:
+            parse_bind(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def add_metrics_option(parser: argparse.ArgumentParser, *, environ: bool) -> None:
+    """--metrics-bind: where the worker serves its Prometheus metrics; the bot's worker process
+    takes it too. With `environ`, $PSEUDO_DALLE_METRICS_BIND is the default, so each container
+    of a scaled service can be given its own port."""
+    said = f"default ${METRICS_BIND_ENV}, else off" if environ else "default off"
+    parser.add_argument(
+        "--metrics-bind", type=_bind, metavar="HOST:PORT",
+        default=os.environ.get(METRICS_BIND_ENV, "") if environ else "",
+        help=f"serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9465 "
+        f"({said})",
+    )  # fmt: skip
+
+
+def add_quality_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--quality: a preset of `generator.contract.quality`; `what` says what it sets here."""
+    parser.add_argument(
+        "--quality", choices=QUALITIES, default=DEFAULT_QUALITY,
+        help=f"{what}: {_presets()} (default {DEFAULT_QUALITY})",
+    )  # fmt: skip
+
+
+def _presets() -> str:
+    return "; ".join(
+        f"{p.name} {p.size} px, {p.cutouts} cutouts, {p.iterations} iterations, "
+        f"{' + '.join(p.clip_models)}"
+        for p in PRESETS.values()
+    )
 
 
 def clip_models(args: argparse.Namespace) -> list[str]:
-    """The CLIP models `add_model_options` read, in order: the default one when none was named.
-    (argparse's `append` would add to a default list rather than replace it.)"""
+    """The CLIP models `add_model_options` read, in order: those of the --quality preset when
+    none was named. (argparse's `append` would add to a default list rather than replace it.)"""
     named: list[str] | None = args.clip_model
-    return named or [DEFAULT_CLIP_MODEL]
+    return named or list(preset(args.quality).models())
 
 
 def models_from_args(args: argparse.Namespace) -> Models:

@@ -403,6 +403,7 @@ def _serve(
     from generator.method.runtime import configure_torch
     from generator.models.loaders import load_models
     from generator.worker.core import Worker, picture_encoder_for, text_encoder_for
+    from generator.worker.metrics import WorkerMetrics
 
     options, choice = settings.options, settings.models
     threads = choose_threads(options.threads, reserve=WORKER_RESERVED_CORES)
@@ -413,7 +414,7 @@ def _serve(
     device, locks = chosen
     try:
         models = load_models(
-            [choice.clip], choice.decoder, device=device, cache_dir=args.cache_dir,
+            choice.clip_models(), choice.decoder, device=device, cache_dir=args.cache_dir,
             offline=choice.offline,
         )  # fmt: skip
         multilingual = text_encoder_for(choice, models, args.cache_dir)
@@ -422,10 +423,13 @@ def _serve(
         return 1
     channel = RedisChannel(client, keys, args.name, args.redis)
     encoder = picture_encoder_for(choice, models.device, args.cache_dir)
-    worker = Worker(models, channel, options, multilingual, encoder)
+    metrics = WorkerMetrics(models.device) if args.metrics_bind else None
+    worker = Worker(models, channel, options, multilingual, encoder, metrics=metrics)
+    server = metrics.serve(args.metrics_bind) if metrics is not None else None
     info = WorkerPresence(
-        id=args.name, device=str(models.device), places=options.max_batch,
+        id=args.name, device=str(models.device), places=worker.max_batch,
         host=socket.gethostname(), pid=os.getpid(), busy=[],
+        clip_models=list(models.clip_names),
     )  # fmt: skip
     fetcher = JobFetcher(channel, worker, info, locks)
     _ensure_group(client, keys)
@@ -433,8 +437,12 @@ def _serve(
     threading.Thread(target=fetcher.renew, daemon=True, name="renew").start()
     threading.Thread(target=fetcher.fetch, daemon=True, name="fetch").start()
     threading.Thread(target=_stop_when, args=(stop, channel, worker), daemon=True).start()
-    log.info("worker %s ready on %s with %d place(s)", args.name, models.device, options.max_batch)
-    worker.serve()
+    log.info("worker %s ready on %s with %d place(s)", args.name, models.device, worker.max_batch)
+    try:
+        worker.serve()
+    finally:
+        if server is not None:
+            server.close()
     if not channel.flush(FLUSH_S):
         log.warning("leaving with messages undelivered; their jobs go to another worker")
     try:
