@@ -57,6 +57,7 @@ class CardPresenter:
         self.store = store
         self.buttons = buttons
         self._wanted: dict[int, CardWish] = {}  # by job id, oldest wish first
+        self._showing: int | None = None  # the job whose card is being posted now
         self._changed = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -84,8 +85,9 @@ class CardPresenter:
 
     @property
     def behind(self) -> list[int]:
-        """Jobs whose cards wait to be shown."""
-        return list(self._wanted)
+        """Jobs whose cards wait to be shown, or are being shown now."""
+        showing = [] if self._showing is None or self._showing in self._wanted else [self._showing]
+        return showing + list(self._wanted)
 
     async def stop(self, timeout_s: float) -> None:
         """Show what waits, for at most `timeout_s`, then stop; log the cards left behind."""
@@ -93,10 +95,10 @@ class CardPresenter:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout_s)
-        if self._wanted:
+        if behind := self.behind:
             log.warning(
                 "stopping with the cards of job(s) %s out of date: Discord did not answer",
-                ", ".join(map(str, self._wanted)),
+                ", ".join(map(str, behind)),
             )
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -113,6 +115,7 @@ class CardPresenter:
                 continue
             job_id = next(iter(self._wanted))
             state = self._wanted.pop(job_id)
+            self._showing = job_id
             try:
                 state = await self._fitted(state)
                 async with asyncio.timeout(CALL_TIMEOUT_S):
@@ -131,6 +134,8 @@ class CardPresenter:
                 log.exception("could not show job %s's card", job_id)
             else:
                 delay = RETRY_FIRST_S
+            finally:
+                self._showing = None
 
     async def _retry_later(self, state: CardWish, error: BaseException, delay: float) -> float:
         """Keep `state` (unless a newer wish came meanwhile), wait, and return the next delay."""

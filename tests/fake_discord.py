@@ -109,6 +109,8 @@ class FakeDiscord:
         self.sequence = 0
         self.heartbeat_interval_ms = 250
         self.refuse_messages = False  # answer channel message writes with 403 Missing Permissions
+        self.hang_messages = False  # take channel message writes and never answer them
+        self.hung = 0  # message writes left unanswered
         self.upload_limit = DEFAULT_UPLOAD_LIMIT  # bytes a file may have
         self.too_large: list[dict[str, int]] = []  # the files of each message refused for size
         self.changed = asyncio.Condition()
@@ -293,9 +295,17 @@ class FakeDiscord:
         self.too_large.append({name: len(data) for name, data in files.items()})
         return _json({"code": 40005, "message": "Request entity too large"}, status=413)
 
+    async def _hang(self) -> None:
+        self.hung += 1
+        async with self.changed:
+            self.changed.notify_all()
+        await asyncio.Event().wait()
+
     async def _create(self, request: web.Request) -> web.Response:
         if self.refuse_messages:
             return _json({"code": 50013, "message": "Missing Permissions"}, status=403)
+        if self.hang_messages:
+            await self._hang()
         channel_id = int(request.match_info["channel"])
         payload, files = await self._read(request)
         if refused := self._oversized(files):
@@ -309,6 +319,8 @@ class FakeDiscord:
     async def _edit(self, request: web.Request) -> web.Response:
         if self.refuse_messages:
             return _json({"code": 50013, "message": "Missing Permissions"}, status=403)
+        if self.hang_messages:
+            await self._hang()
         channel_id, message_id = (
             int(request.match_info["channel"]),
             int(request.match_info["message"]),

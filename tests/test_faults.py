@@ -112,6 +112,29 @@ def test_sigterm_during_a_discord_outage_exits_promptly_and_requeues(
     run(scenario())
 
 
+def test_sigterm_while_discord_hangs_on_a_card_exits_promptly_and_says_so(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    # No progress report for a minute: the card the bot is posting when it stops is the one
+    # that says the job will resume, and Discord never answers it.
+    quiet = "progress_interval_s = 60"
+
+    async def scenario() -> None:
+        async with _bot_drawing_a_long_job(tmp_path, model_files, quiet) as (fake, bot, _):
+            fake.hang_messages = True
+            asked = time.monotonic()
+            bot.process.send_signal(signal.SIGTERM)
+            await fake.wait_for(lambda: fake.hung, timeout=10)
+            code = await bot.exited(timeout=30)
+            took = time.monotonic() - asked
+            log = "".join(bot.log)
+            assert code == 0, log
+            assert took < 10, log
+            assert "job(s) 1 out of date" in log
+
+    run(scenario())
+
+
 def test_worker_stops_when_its_bot_is_killed(model_files: ModelFiles, tmp_path: Path) -> None:
     # No progress report for a minute: the worker has nothing to write, so only the end of its
     # input can tell it that the bot is gone.
