@@ -85,6 +85,21 @@ async def _bot_drawing_a_long_job(
         await fake.stop()
 
 
+async def _stopped_promptly(bot: BotProcess, fake: FakeDiscord, *, hang: bool) -> str:
+    """SIGTERM the bot (waiting for a message write to hang when `hang`); it exits 0 within
+    10 s. Its log."""
+    asked = time.monotonic()
+    bot.process.send_signal(signal.SIGTERM)
+    if hang:
+        await fake.wait_for(lambda: fake.hung, timeout=10)
+    code = await bot.exited(timeout=30)
+    took = time.monotonic() - asked
+    log = "".join(bot.log)
+    assert code == 0, log
+    assert took < 10, log
+    return log
+
+
 def test_sigterm_during_a_discord_outage_exits_promptly_and_requeues(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
@@ -93,13 +108,7 @@ def test_sigterm_during_a_discord_outage_exits_promptly_and_requeues(
             await fake.go_offline()
             # Let discord.py lose the gateway and fall asleep before its next reconnect.
             await bot.wait_for_log("Attempting a reconnect")
-            asked = time.monotonic()
-            bot.process.send_signal(signal.SIGTERM)
-            code = await bot.exited(timeout=30)
-            took = time.monotonic() - asked
-            log = "".join(bot.log)
-            assert code == 0, log
-            assert took < 10, log
+            log = await _stopped_promptly(bot, fake, hang=False)
             assert "job(s) 1 out of date" in log
             assert TOKEN not in log
             await wait_until_gone(worker, timeout=1)
@@ -122,14 +131,7 @@ def test_sigterm_while_discord_hangs_on_a_card_exits_promptly_and_says_so(
     async def scenario() -> None:
         async with _bot_drawing_a_long_job(tmp_path, model_files, quiet) as (fake, bot, _):
             fake.hang_messages = True
-            asked = time.monotonic()
-            bot.process.send_signal(signal.SIGTERM)
-            await fake.wait_for(lambda: fake.hung, timeout=10)
-            code = await bot.exited(timeout=30)
-            took = time.monotonic() - asked
-            log = "".join(bot.log)
-            assert code == 0, log
-            assert took < 10, log
+            log = await _stopped_promptly(bot, fake, hang=True)
             assert "job(s) 1 out of date" in log
 
     run(scenario())
