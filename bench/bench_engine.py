@@ -52,10 +52,19 @@ class Timing:
 
 # Dense bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s (no sparsity).
 BF16_PEAK_TFLOPS = {
-    "H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 NVL": 835.0,
-    "H100 PCIe": 756.0, "H100": 756.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
-    "A10": 125.0, "RTX 4090": 165.0, "RTX 3090": 71.0,
-}  # fmt: skip
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 80GB HBM3": 989.0,
+    "H100 NVL": 835.0,
+    "H100 PCIe": 756.0,
+    "H100": 756.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10": 125.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+}
 
 
 def bf16_peak(device: torch.device) -> tuple[float, str]:
@@ -253,9 +262,11 @@ def main() -> None:
         "several jobs (default fp32 and the device's automatic precision)",
     )
     parser.add_argument(
-        "--jobs", type=_ints, default=[1, 2, 4],
+        "--jobs",
+        type=_ints,
+        default=[1, 2, 4],
         help="jobs per step for the throughput rows, at the first size (default 1,2,4)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
@@ -346,9 +357,14 @@ def main() -> None:
                         rows.append((f"engine {precisions[-1]} {label}".rstrip(), timing))
             for label, timing in rows:
                 _row(
-                    label, timing, side=side, cutouts=cutouts, gflop=gflop,
-                    peak_tflops=peak_tflops, reference=reference,
-                )  # fmt: skip
+                    label,
+                    timing,
+                    side=side,
+                    cutouts=cutouts,
+                    gflop=gflop,
+                    peak_tflops=peak_tflops,
+                    reference=reference,
+                )
 
 
 def _row(

@@ -69,10 +69,16 @@ def draw(models: Models, args: argparse.Namespace, *, metrics_on: bool, port: in
         scraper.start()
     worker.jobs.put(
         StartJob(
-            job_id=1, prompt=PROMPT, seed=0, iterations=args.iterations, width=args.size,
-            height=args.size, progress_every_s=args.progress_every, cutouts=args.cutouts,
+            job_id=1,
+            prompt=PROMPT,
+            seed=0,
+            iterations=args.iterations,
+            width=args.size,
+            height=args.size,
+            progress_every_s=args.progress_every,
+            cutouts=args.cutouts,
         )
-    )  # fmt: skip
+    )
     try:
         worker.serve()
     finally:
@@ -104,8 +110,9 @@ def main() -> None:
         models = load_models(
             str(write_clip(Path(scratch) / "clip.pt", args.arch)),
             str(write_decoder(Path(scratch) / "decoder.pt", args.arch, "state_dict")),
-            device=args.device, progress=False,
-        )  # fmt: skip
+            device=args.device,
+            progress=False,
+        )
     draw(models, args, metrics_on=False, port=args.port)  # warm-up: first-call set-up
     rates: dict[bool, list[float]] = {False: [], True: []}
     rows = []

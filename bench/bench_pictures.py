@@ -147,13 +147,16 @@ def main() -> None:
     parser.add_argument("--cutouts", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--strengths", type=lambda t: [float(p) for p in t.split(",")],
+        "--strengths",
+        type=lambda t: [float(p) for p in t.split(",")],
         default=[0.0, 0.25, 0.5, 0.75, 1.0],
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--marks", type=lambda t: [int(p) for p in t.split(",")], default=[50, 200, 500],
+        "--marks",
+        type=lambda t: [int(p) for p in t.split(",")],
+        default=[50, 200, 500],
         help="iterations after which agreement is read (the last is the run's length)",
-    )  # fmt: skip
+    )
     parser.add_argument("--timed-steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: auto)")
     args = parser.parse_args()
@@ -166,9 +169,11 @@ def main() -> None:
         models = load_models(clip_file, decoder_file, device=args.device, progress=False)
         settings = DrawSettings(width=args.size, height=args.size, cutouts=args.cutouts)
         engine = Engine(
-            models, settings, cuda_graphs=False,
+            models,
+            settings,
+            cuda_graphs=False,
             picture_encoder=lambda: load_encoder(encoder_file, device=models.device),
-        )  # fmt: skip
+        )
         picture = _picture(args.image)
         named = "OpenAI's" if args.clip else f"random {args.arch}"
         print(
@@ -178,8 +183,11 @@ def main() -> None:
             f"prompt {args.prompt!r}\n"
         )
         marks = sorted(args.marks)
-        print("| strength | " + " | ".join(f"held @{m}" for m in marks)
-              + " | CLIP sim. to prompt | s/it |")  # fmt: skip
+        print(
+            "| strength | "
+            + " | ".join(f"held @{m}" for m in marks)
+            + " | CLIP sim. to prompt | s/it |"
+        )
         print("|---" * (len(marks) + 3) + "|")
         for row in agreement_rows(engine, picture, args, settings):
             print(row, flush=True)

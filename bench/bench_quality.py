@@ -55,14 +55,20 @@ def _measure(args: argparse.Namespace) -> dict[str, float]:
     configure_torch(choose_threads(args.threads, reserve=0))
     chosen = PRESETS[args.one]
     models = load_models(
-        list(chosen.clip_models), args.decoder, device=args.device, cache_dir=args.cache_dir,
-        offline=True, progress=False,
-    )  # fmt: skip
+        list(chosen.clip_models),
+        args.decoder,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        offline=True,
+        progress=False,
+    )
     side = args.size or chosen.size
     settings = DrawSettings(
-        width=side, height=side, cutouts=chosen.cutouts,
+        width=side,
+        height=side,
+        cutouts=chosen.cutouts,
         precision=resolve_precision(args.precision, models.device),
-    )  # fmt: skip
+    )
     stamps: list[float] = []
 
     def on_step(info: StepInfo) -> None:
@@ -115,17 +121,31 @@ def main() -> None:
             f"after {args.warmup}"
         )
         print()
-        print("| quality | side (px) | cutouts | CLIP models | iterations | s/it | it/s | "
-              "per picture | peak memory |")  # fmt: skip
+        print(
+            "| quality | side (px) | cutouts | CLIP models | iterations | s/it | it/s | "
+            "per picture | peak memory |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for quality in args.qualities:
             passed = [
-                "--one", quality, "--steps", str(args.steps), "--warmup", str(args.warmup),
-                "--threads", str(args.threads), "--device", args.device,
-                "--precision", args.precision, "--cache-dir", str(args.cache_dir),
-                "--decoder", args.decoder,
+                "--one",
+                quality,
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--threads",
+                str(args.threads),
+                "--device",
+                args.device,
+                "--precision",
+                args.precision,
+                "--cache-dir",
+                str(args.cache_dir),
+                "--decoder",
+                args.decoder,
                 *(["--size", str(args.size)] if args.size else []),
-            ]  # fmt: skip
+            ]
             done = subprocess.run(
                 [sys.executable, __file__, *passed], capture_output=True, text=True, check=True
             )

@@ -32,9 +32,11 @@ class CatalogTranslator(app_commands.Translator):
     """Command names, option names and descriptions from the message catalogs."""
 
     async def translate(
-        self, string: app_commands.locale_str, locale: discord.Locale,
+        self,
+        string: app_commands.locale_str,
+        locale: discord.Locale,
         context: app_commands.TranslationContextTypes,
-    ) -> str | None:  # fmt: skip
+    ) -> str | None:
         language = language_of(locale.value)
         translated = catalog(language).gettext(string.message)
         return translated if translated != string.message else None
@@ -42,15 +44,21 @@ class CatalogTranslator(app_commands.Translator):
 
 class DrawBot(commands.Bot):
     def __init__(
-        self, cogs: Sequence[commands.Cog], buttons: type[JobButton], *, sync_commands: bool,
+        self,
+        cogs: Sequence[commands.Cog],
+        buttons: type[JobButton],
+        *,
+        sync_commands: bool,
         menus: Sequence[app_commands.ContextMenu] = (),
-    ) -> None:  # fmt: skip
+    ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
         super().__init__(
-            command_prefix=commands.when_mentioned, intents=intents, help_command=None,
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
             allowed_mentions=NO_MENTIONS,
-        )  # fmt: skip
+        )
         self.sync_commands = sync_commands
         self._cogs = list(cogs)
         self._menus = list(menus)

@@ -36,19 +36,25 @@ WORKER_REASONS = (
     N_("compiling the networks"),
     N_("loading the picture encoder"),
     N_("the GPU ran out of memory; try a smaller size"),
-    N_("the GPU ran out of memory; try a smaller size or ask the operator to lower [worker] "
-       "max_batch"),
+    N_(
+        "the GPU ran out of memory; try a smaller size or ask the operator to lower [worker] "
+        "max_batch"
+    ),
     N_("the worker hit an unexpected error"),
     N_("the drawing this continues is no longer saved"),
     N_("prompt is empty: describe what to draw"),
     N_("prompt has an empty part: remove the extra '|'"),
     N_("prompt needs at least one part with a positive weight"),
-    N_("prompt '{part}' is too long for CLIP, which reads at most {most} tokens (about {most} "
-       "short words); shorten it"),
-    N_("prompt '{part}' is too long for the multilingual text encoder, which reads at most "
-       "{most} tokens; shorten it"),
+    N_(
+        "prompt '{part}' is too long for CLIP, which reads at most {most} tokens (about {most} "
+        "short words); shorten it"
+    ),
+    N_(
+        "prompt '{part}' is too long for the multilingual text encoder, which reads at most "
+        "{most} tokens; shorten it"
+    ),
     N_("This drawing needs the CLIP model {model}, which its worker does not hold."),
-)  # fmt: skip
+)
 COLOURS = {
     "queued": discord.Colour.light_grey(),
     "running": discord.Colour.blurple(),
@@ -64,8 +70,11 @@ PICTURE_USES = {
 }
 # The qualities as members see them (/draw's choices, the card, /drawconfig).
 QUALITY_NAMES = {
-    "draft": N_("draft"), "normal": N_("normal"), "better": N_("better"), "best": N_("best"),
-}  # fmt: skip
+    "draft": N_("draft"),
+    "normal": N_("normal"),
+    "better": N_("better"),
+    "best": N_("best"),
+}
 TITLES = {
     "queued": N_("Waiting in the queue · job {job}"),
     "running": N_("Drawing · job {job}"),
@@ -116,9 +125,13 @@ def timelapse_file(job: JobRow, animation: bytes) -> discord.File:
 
 
 def card(
-    job: JobRow, lines: list[str], language: str, *, image: bool = False,
+    job: JobRow,
+    lines: list[str],
+    language: str,
+    *,
+    image: bool = False,
     thumbnail: bool = False,
-) -> discord.Embed:  # fmt: skip
+) -> discord.Embed:
     """The job card: prompt, requester and settings, plus the state's own lines; `thumbnail`
     shows the picture it was given."""
     embed = discord.Embed(
@@ -152,17 +165,29 @@ def card(
 
 def queued_lines(language: str, position: int, waiting: int, eta_s: float | None) -> list[str]:
     if eta_s is None:
-        return [tr(language, "Position {position} of {waiting} · start time not known yet",
-                   position=position, waiting=waiting)]  # fmt: skip
+        return [
+            tr(
+                language,
+                "Position {position} of {waiting} · start time not known yet",
+                position=position,
+                waiting=waiting,
+            )
+        ]
     return [
-        tr(language, "Position {position} of {waiting} · starts in about {eta}",
-           position=position, waiting=waiting, eta=duration(language, eta_s))
-    ]  # fmt: skip
+        tr(
+            language,
+            "Position {position} of {waiting} · starts in about {eta}",
+            position=position,
+            waiting=waiting,
+            eta=duration(language, eta_s),
+        )
+    ]
 
 
 def running_lines(language: str, step: int, total: int, rate: float) -> list[str]:
-    line = tr(language, "Iteration {step}/{total} · {rate:.1f} it/s", step=step, total=total,
-              rate=rate)  # fmt: skip
+    line = tr(
+        language, "Iteration {step}/{total} · {rate:.1f} it/s", step=step, total=total, rate=rate
+    )
     if rate > 0:
         left = duration(language, (total - step) / rate)
         line += tr(language, " · about {time} left", time=left)
@@ -174,9 +199,13 @@ def finished_lines(language: str, job: JobRow) -> list[str]:
     lines = [tr(language, "{steps} iterations in {time}", steps=job.steps, time=took)]
     if job.status == JobStatus.DONE and job.steps < job.iterations:  # auto-stop ended it
         lines.append(
-            tr(language, "Stopped early at iteration {steps} of {total}: the picture had stopped "
-               "improving.", steps=job.steps, total=job.iterations)
-        )  # fmt: skip
+            tr(
+                language,
+                "Stopped early at iteration {steps} of {total}: the picture had stopped improving.",
+                steps=job.steps,
+                total=job.iterations,
+            )
+        )
     return lines
 
 
@@ -225,10 +254,15 @@ def _wish(
         lines = [tr(language, "Starting…"), *sharing_lines(language, event.sharing)]
     elif isinstance(event, JobPreparing):
         lines = [
-            tr(language, "Preparing: {reason} for {size}x{size}; the first picture of each size "
-               "waits for it", reason=tr(language, event.reason), size=event.job.size),
+            tr(
+                language,
+                "Preparing: {reason} for {size}x{size}; the first picture of each size "
+                "waits for it",
+                reason=tr(language, event.reason),
+                size=event.job.size,
+            ),
             *sharing_lines(language, event.sharing),
-        ]  # fmt: skip
+        ]
     elif isinstance(event, JobProgress):
         lines = running_lines(language, event.step, event.total, event.iterations_per_second)
         lines += sharing_lines(language, event.sharing)
@@ -238,8 +272,13 @@ def _wish(
         lines, png, final = _ended_lines(language, job), event.png, job.status == JobStatus.DONE
         timelapse = event.timelapse
     elif isinstance(event, JobHandedOver):
-        lines = [tr(language, "Worker {worker} stopped; the next free worker starts this again",
-                    worker=event.worker)]  # fmt: skip
+        lines = [
+            tr(
+                language,
+                "Worker {worker} stopped; the next free worker starts this again",
+                worker=event.worker,
+            )
+        ]
     elif event.continues:
         lines = [tr(language, "Still drawing; this card catches up when the bot is back")]
     else:

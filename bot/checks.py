@@ -30,10 +30,12 @@ def may_manage_job(interaction: discord.Interaction, owner_id: int) -> bool:
 def admin_only() -> Callable[[T], T]:
     def predicate(interaction: discord.Interaction) -> bool:
         if not is_admin(interaction):
-            raise NotAdmin(tr(
-                language_of(str(interaction.locale)),
-                "You need the Manage Server permission to change drawing settings.",
-            ))  # fmt: skip
+            raise NotAdmin(
+                tr(
+                    language_of(str(interaction.locale)),
+                    "You need the Manage Server permission to change drawing settings.",
+                )
+            )
         return True
 
     return app_commands.check(predicate)

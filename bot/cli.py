@@ -22,9 +22,12 @@ def _add_bot(commands: argparse._SubParsersAction[Any]) -> None:
         "file; config.example.toml documents every setting.",
     )
     bot.add_argument(
-        "--config", type=Path, default=Path("config.toml"), metavar="FILE",
+        "--config",
+        type=Path,
+        default=Path("config.toml"),
+        metavar="FILE",
         help="the bot's TOML configuration (default ./config.toml)",
-    )  # fmt: skip
+    )
     bot.set_defaults(handler=_run_bot)
     health = commands.add_parser(
         "healthcheck",
@@ -34,9 +37,12 @@ def _add_bot(commands: argparse._SubParsersAction[Any]) -> None:
     )
     health.add_argument("--file", type=Path, required=True, help="the heartbeat file")
     health.add_argument(
-        "--max-age", type=float, default=90.0, metavar="SECONDS",
+        "--max-age",
+        type=float,
+        default=90.0,
+        metavar="SECONDS",
         help="oldest acceptable heartbeat (default 90)",
-    )  # fmt: skip
+    )
     health.set_defaults(handler=_healthcheck)
     doctor = commands.add_parser(
         "doctor",
@@ -46,9 +52,12 @@ def _add_bot(commands: argparse._SubParsersAction[Any]) -> None:
         "set (never the token itself).",
     )
     doctor.add_argument(
-        "--config", type=Path, default=None, metavar="FILE",
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
         help="the bot's configuration (default: report on the built-in defaults)",
-    )  # fmt: skip
+    )
     doctor.set_defaults(handler=_doctor)
 
 

@@ -263,8 +263,9 @@ def _check_consistency(path: Path, defaults: GuildLimits, limits: HardLimits) ->
     if defaults.default_iterations > defaults.max_iterations:
         raise ConfigError(f"{path}: [defaults] default_iterations is above max_iterations")
     above = [
-        name for name in ("max_iterations", "max_size", "max_queued_per_user")
+        name
+        for name in ("max_iterations", "max_size", "max_queued_per_user")
         if getattr(defaults, name) > getattr(limits, name)
-    ]  # fmt: skip
+    ]
     if above:
         raise ConfigError(f"{path}: [defaults] {above[0]} must stay within [limits]")

@@ -40,9 +40,12 @@ from generator.contract.weights import clip_label
 log = logging.getLogger("pseudo_dalle.desk")
 NEGATIVE_WEIGHT = -0.5
 STATUS_NAMES = {
-    "queued": N_("waiting"), "running": N_("drawing"), "done": N_("done"),
-    "failed": N_("failed"), "cancelled": N_("cancelled"),
-}  # fmt: skip
+    "queued": N_("waiting"),
+    "running": N_("drawing"),
+    "done": N_("done"),
+    "failed": N_("failed"),
+    "cancelled": N_("cancelled"),
+}
 
 
 class UserError(Exception):
@@ -69,10 +72,16 @@ class Request:
 
 class FrontDesk:
     def __init__(
-        self, store: Store, scheduler: Scheduler, limits: HardLimits, intake: PictureIntake, *,
-        keep_days: float, text_encoder: str = "clip",
+        self,
+        store: Store,
+        scheduler: Scheduler,
+        limits: HardLimits,
+        intake: PictureIntake,
+        *,
+        keep_days: float,
+        text_encoder: str = "clip",
         multilingual_limit: PromptLimit | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.store = store
         self.scheduler = scheduler
         self.limits = limits
@@ -94,8 +103,9 @@ class FrontDesk:
             job, notices = await self.submit(request)
         except UserError as error:
             return str(error)
-        queued = tr(request.language, "Queued as job {job}; its card is in this channel.",
-                    job=job.id)  # fmt: skip
+        queued = tr(
+            request.language, "Queued as job {job}; its card is in this channel.", job=job.id
+        )
         return " ".join([queued, *notices])
 
     async def submit(self, request: Request) -> tuple[JobRow, list[str]]:
@@ -104,9 +114,8 @@ class FrontDesk:
         if settings.allowed_channels and request.channel_id not in settings.allowed_channels:
             places = ", ".join(f"<#{c}>" for c in settings.allowed_channels)
             raise UserError(
-                tr(language, "Drawing is not enabled in this channel. Try {places}.",
-                   places=places)
-            )  # fmt: skip
+                tr(language, "Drawing is not enabled in this channel. Try {places}.", places=places)
+            )
         use = None
         if request.picture is not None:
             self.check_picture(request.guild_id, request.picture.upload, language)
@@ -122,16 +131,24 @@ class FrontDesk:
         iterations = request.iterations or default
         if iterations > settings.max_iterations:
             notices.append(
-                tr(language, "Iterations lowered from {asked} to this server's maximum, "
-                   "{most}.", asked=iterations, most=settings.max_iterations)
-            )  # fmt: skip
+                tr(
+                    language,
+                    "Iterations lowered from {asked} to this server's maximum, {most}.",
+                    asked=iterations,
+                    most=settings.max_iterations,
+                )
+            )
             iterations = settings.max_iterations
         size = request.size or min(chosen.size, settings.max_size)
         if size > settings.max_size:
             notices.append(
-                tr(language, "Size lowered from {asked} to this server's maximum, {most}.",
-                   asked=size, most=settings.max_size)
-            )  # fmt: skip
+                tr(
+                    language,
+                    "Size lowered from {asked} to this server's maximum, {most}.",
+                    asked=size,
+                    most=settings.max_size,
+                )
+            )
             size = settings.max_size
         size -= size % SIDE_MULTIPLE
         self._check_room(request, settings, language)
@@ -145,12 +162,19 @@ class FrontDesk:
             self._check_room(request, settings, language)  # others may have asked meanwhile
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
         job = self.scheduler.enqueue(
-            guild_id=request.guild_id, channel_id=request.channel_id, user_id=request.user_id,
-            prompt=prompt, seed=seed, iterations=iterations, size=size, parent=request.parent,
-            text_encoder=encoder, picture=given,
+            guild_id=request.guild_id,
+            channel_id=request.channel_id,
+            user_id=request.user_id,
+            prompt=prompt,
+            seed=seed,
+            iterations=iterations,
+            size=size,
+            parent=request.parent,
+            text_encoder=encoder,
+            picture=given,
             timelapse=settings.timelapse if request.timelapse is None else request.timelapse,
             quality=quality,
-        )  # fmt: skip
+        )
         return job, notices
 
     def _quality(
@@ -165,18 +189,25 @@ class FrontDesk:
         quality = cheaper(asked, most)
         if quality != asked:
             notices.append(
-                tr(language, "Quality lowered from {asked} to this server's maximum, {most}.",
-                   asked=tr(language, QUALITY_NAMES[asked]),
-                   most=tr(language, QUALITY_NAMES[quality]))
-            )  # fmt: skip
+                tr(
+                    language,
+                    "Quality lowered from {asked} to this server's maximum, {most}.",
+                    asked=tr(language, QUALITY_NAMES[asked]),
+                    most=tr(language, QUALITY_NAMES[quality]),
+                )
+            )
         if encoder != "clip" and len(preset(quality).clip_models) > 1:
-            raise UserError(tr(
-                language, "Prompts in languages other than English can be drawn at {qualities} "
-                "quality.", qualities=", ".join(
-                    tr(language, QUALITY_NAMES[q]) for q in QUALITIES
-                    if len(preset(q).clip_models) == 1
-                ),
-            ))  # fmt: skip
+            raise UserError(
+                tr(
+                    language,
+                    "Prompts in languages other than English can be drawn at {qualities} quality.",
+                    qualities=", ".join(
+                        tr(language, QUALITY_NAMES[q])
+                        for q in QUALITIES
+                        if len(preset(q).clip_models) == 1
+                    ),
+                )
+            )
         missing = self.scheduler.missing_models(quality)
         if missing:
             raise UserError(tr(language, NO_WORKER_HOLDS, model=clip_label(missing[0])))
@@ -199,10 +230,14 @@ class FrontDesk:
         mine = self.store.active_count(user_id=request.user_id, guild_id=request.guild_id)
         if mine >= settings.max_queued_per_user:
             raise UserError(
-                tr(language, "You already have {mine} drawing(s) waiting or running; this "
-                   "server allows {most}. Wait for one to finish or use /cancel.",
-                   mine=mine, most=settings.max_queued_per_user)
-            )  # fmt: skip
+                tr(
+                    language,
+                    "You already have {mine} drawing(s) waiting or running; this "
+                    "server allows {most}. Wait for one to finish or use /cancel.",
+                    mine=mine,
+                    most=settings.max_queued_per_user,
+                )
+            )
         if self.store.active_count() >= self.limits.max_queued_total:
             raise UserError(tr(language, "The queue is full right now. Please try again later."))
 
@@ -216,10 +251,13 @@ class FrontDesk:
         if not prompt and not (negative and clean_text(negative)) and use is not None:
             if steers_towards(use):
                 return "", "clip"
-            raise UserError(tr(
-                language, "A picture to start from needs a prompt too: say what to draw, or let "
-                "the picture steer (steer or both).",
-            ))  # fmt: skip
+            raise UserError(
+                tr(
+                    language,
+                    "A picture to start from needs a prompt too: say what to draw, or let "
+                    "the picture steer (steer or both).",
+                )
+            )
         if negative and clean_text(negative):
             prompt = f"{prompt} | {clean_text(negative)}:{NEGATIVE_WEIGHT}"
         try:
@@ -238,9 +276,10 @@ class FrontDesk:
         language = language_of(str(interaction.locale))
         if job_id is None:
             own = [
-                j for j in self.store.jobs_with_status(*ACTIVE)
+                j
+                for j in self.store.jobs_with_status(*ACTIVE)
                 if j.user_id == interaction.user.id and j.guild_id == interaction.guild_id
-            ]  # fmt: skip
+            ]
             if not own:
                 return tr(language, "You have no drawing waiting or running.")
             job_id = own[-1].id
@@ -253,8 +292,12 @@ class FrontDesk:
                 "Only the member who asked for this drawing or a server admin can cancel it.",
             )
         if job.status not in ACTIVE:
-            return tr(language, "Job {job} has already ended ({status}).", job=job.id,
-                      status=tr(language, STATUS_NAMES[job.status]))  # fmt: skip
+            return tr(
+                language,
+                "Job {job} has already ended ({status}).",
+                job=job.id,
+                status=tr(language, STATUS_NAMES[job.status]),
+            )
         if await self.scheduler.cancel(job, interaction.user.id) == Cancelled.AFTER_STEP:
             return tr(language, "Stopping job {job} after the current step.", job=job.id)
         return tr(language, "Cancelled job {job}.", job=job.id)
@@ -295,24 +338,35 @@ class FrontDesk:
         again, language = action == Action.CONTINUE, language_of(str(interaction.locale))
         if again and not (job.continue_state or job.latent):
             return tr(
-                language, "This drawing can no longer be continued: what it needs is kept "
-                "{days:g} days. Reroll it instead.", days=self.keep_days,
-            )  # fmt: skip
+                language,
+                "This drawing can no longer be continued: what it needs is kept "
+                "{days:g} days. Reroll it instead.",
+                days=self.keep_days,
+            )
         given = self.store.picture(job) if job.image_use is not None else None
         if job.image_use is not None and given is None:
             return tr(
-                language, "The picture this drawing was given is kept {days:g} days and is "
-                "gone: give it again with /draw.", days=self.keep_days,
-            )  # fmt: skip
+                language,
+                "The picture this drawing was given is kept {days:g} days and is "
+                "gone: give it again with /draw.",
+                days=self.keep_days,
+            )
         if again and given is not None:
             given = replace(given, use="steer") if steers_towards(given.use) else None
         request = Request(
-            guild_id=job.guild_id, channel_id=job.channel_id, user_id=interaction.user.id,
-            prompt=job.prompt, size=job.size, iterations=None if again else job.iterations,
-            seed=job.seed if again else None, parent=job if again else None, language=language,
-            given=given, timelapse=job.timelapse,
+            guild_id=job.guild_id,
+            channel_id=job.channel_id,
+            user_id=interaction.user.id,
+            prompt=job.prompt,
+            size=job.size,
+            iterations=None if again else job.iterations,
+            seed=job.seed if again else None,
+            parent=job if again else None,
+            language=language,
+            given=given,
+            timelapse=job.timelapse,
             quality=None if job.quality == DEFAULT_QUALITY else job.quality,
-        )  # fmt: skip
+        )
         try:
             new, notices = await self.submit(request)
         except UserError as error:
@@ -324,25 +378,44 @@ class FrontDesk:
         settings = self.settings(guild_id)
         channels = ", ".join(f"<#{c}>" for c in settings.allowed_channels)
         return [
-            tr(language, "Iterations: {default} by default, at most {most}",
-               default=settings.default_iterations, most=settings.max_iterations),
+            tr(
+                language,
+                "Iterations: {default} by default, at most {most}",
+                default=settings.default_iterations,
+                most=settings.max_iterations,
+            ),
             tr(language, "Largest size: {side}x{side}", side=settings.max_size),
-            tr(language, "Highest quality: {quality}", quality=tr(language, QUALITY_NAMES[
-                cheaper(settings.max_quality, self.limits.max_quality)])),
-            tr(language, "Early stop: after {count} windows of {steps} iterations without "
-               "improvement", count=settings.auto_stop, steps=AUTO_STOP_WINDOW)
+            tr(
+                language,
+                "Highest quality: {quality}",
+                quality=tr(
+                    language, QUALITY_NAMES[cheaper(settings.max_quality, self.limits.max_quality)]
+                ),
+            ),
+            tr(
+                language,
+                "Early stop: after {count} windows of {steps} iterations without improvement",
+                count=settings.auto_stop,
+                steps=AUTO_STOP_WINDOW,
+            )
             if settings.auto_stop
             else tr(language, "Early stop: off"),
-            tr(language, "Drawings waiting or running per member: {count}",
-               count=settings.max_queued_per_user),
-            tr(language, "Progress updates: every {seconds:g} s",
-               seconds=settings.progress_interval_s),
+            tr(
+                language,
+                "Drawings waiting or running per member: {count}",
+                count=settings.max_queued_per_user,
+            ),
+            tr(
+                language,
+                "Progress updates: every {seconds:g} s",
+                seconds=settings.progress_interval_s,
+            ),
             tr(language, "Where: {channels}", channels=channels or tr(language, "any channel")),
             self._pictures_line(settings, language),
             tr(language, "Time-lapse on the final card: on unless a member says otherwise")
             if settings.timelapse
             else tr(language, "Time-lapse on the final card: when a member asks for it"),
-        ]  # fmt: skip
+        ]
 
     def _pictures_line(self, settings: GuildSettings, language: str) -> str:
         if not self.intake.enabled:
@@ -350,10 +423,12 @@ class FrontDesk:
         if not settings.image_inputs:
             return tr(language, "Pictures: switched off on this server")
         return tr(
-            language, "Pictures: on · PNG, JPEG, WebP or GIF, at most {mib} MiB and {pixels:g} "
-            "million pixels", mib=MAX_INPUT_BYTES // 2**20,
+            language,
+            "Pictures: on · PNG, JPEG, WebP or GIF, at most {mib} MiB and {pixels:g} "
+            "million pixels",
+            mib=MAX_INPUT_BYTES // 2**20,
             pixels=MAX_INPUT_PIXELS / 1e6,
-        )  # fmt: skip
+        )
 
 
 def _refused(language: str, error: MemberError) -> UserError:

@@ -58,9 +58,12 @@ class HeartbeatWriter:
     """An owned task that writes the heartbeat file until stopped."""
 
     def __init__(
-        self, path: Path, interval_s: float, gateway: Callable[[], bool],
+        self,
+        path: Path,
+        interval_s: float,
+        gateway: Callable[[], bool],
         worker: Callable[[], bool],
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.path = path
         self.interval_s = interval_s
         self.gateway = gateway

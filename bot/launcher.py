@@ -126,9 +126,10 @@ def transport_for(config: Config) -> WorkerTransport:
     if config.redis.url:
         return RedisWorkers(config.redis.url, config.shared_settings(), prefix=config.redis.prefix)
     return LocalWorker(
-        config.worker_configuration(LOCAL_WORKER_ID), restart_delay_s=config.worker.restart_delay_s,
+        config.worker_configuration(LOCAL_WORKER_ID),
+        restart_delay_s=config.worker.restart_delay_s,
         metrics_bind=config.worker.metrics_bind,
-    )  # fmt: skip
+    )
 
 
 def multilingual_limit(config: Config) -> PromptLimit | None:
@@ -142,8 +143,9 @@ def multilingual_limit(config: Config) -> PromptLimit | None:
     try:
         return prompt_limit(models.multilingual_model, cache, offline=models.offline)
     except ModelLoadError as error:
-        log.warning("prompt lengths for the multilingual encoder are checked by the worker "
-                    "only: %s", error)  # fmt: skip
+        log.warning(
+            "prompt lengths for the multilingual encoder are checked by the worker only: %s", error
+        )
         return None
 
 
@@ -152,23 +154,32 @@ def assemble(config: Config, store: Store) -> App:
     workers = transport_for(config)
     watched = WatchedWorkers(workers) if config.metrics.bind else None
     scheduler = Scheduler(
-        store, watched or workers, events,
+        store,
+        watched or workers,
+        events,
         min_progress_interval_s=config.limits.min_progress_interval_s,
         max_requeues=config.worker.max_requeues,
-    )  # fmt: skip
+    )
     images = config.images
     intake = PictureIntake(
         enabled=images.enabled, origins=images.cdn_origins, timeout_s=images.fetch_timeout_s
     )
     desk = FrontDesk(
-        store, scheduler, config.limits, intake, keep_days=config.storage.keep_days,
-        text_encoder=config.models.text_encoder, multilingual_limit=multilingual_limit(config),
-    )  # fmt: skip
+        store,
+        scheduler,
+        config.limits,
+        intake,
+        keep_days=config.storage.keep_days,
+        text_encoder=config.models.text_encoder,
+        multilingual_limit=multilingual_limit(config),
+    )
     buttons = job_buttons(desk.on_button)
     cogs = [
-        DrawCog(desk), QueueCog(store, scheduler), AdminCog(store, config.limits, desk),
+        DrawCog(desk),
+        QueueCog(store, scheduler),
+        AdminCog(store, config.limits, desk),
         HelpCog(desk, scheduler),
-    ]  # fmt: skip
+    ]
     menus = [DrawFromImageMenu(desk).command]
     bot = DrawBot(cogs, buttons, menus=menus, sync_commands=config.discord.sync_commands)
     presenter = CardPresenter(bot, store, buttons)
@@ -179,9 +190,11 @@ def assemble(config: Config, store: Store) -> App:
     heartbeat = None
     if config.health.heartbeat_file:
         heartbeat = HeartbeatWriter(
-            config.resolve(config.health.heartbeat_file), config.health.interval_s,
-            gateway=bot.gateway_connected, worker=lambda: bool(scheduler.workers()),
-        )  # fmt: skip
+            config.resolve(config.health.heartbeat_file),
+            config.health.interval_s,
+            gateway=bot.gateway_connected,
+            worker=lambda: bool(scheduler.workers()),
+        )
     metrics = None
     if watched is not None:
         metrics = BotMetrics(config.metrics.bind, bot, scheduler, watched)

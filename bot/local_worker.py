@@ -116,16 +116,25 @@ class LocalWorker:
     async def _launch(self) -> asyncio.subprocess.Process:
         """Start the worker, configure it and wait until its models are loaded."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "generator.worker", *self._arguments,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=LINE_LIMIT,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "generator.worker",
+            *self._arguments,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=LINE_LIMIT,
+        )
         self._process = process
         await self._write(process, self.configure)
         ready = await asyncio.wait_for(self._first_word(process), READY_TIMEOUT_S)
         self._ready = WorkerInfo(
-            id=ready.worker_id, device=ready.device, places=ready.places, host=ready.host,
-            pid=ready.pid, clip_models=tuple(ready.clip_models),
-        )  # fmt: skip
+            id=ready.worker_id,
+            device=ready.device,
+            places=ready.places,
+            host=ready.host,
+            pid=ready.pid,
+            clip_models=tuple(ready.clip_models),
+        )
         log.info("worker %s (pid %s) ready on %s", ready.worker_id, process.pid, ready.device)
         await self._events.put(WorkerJoined(self._ready))
         return process

@@ -133,31 +133,43 @@ class BotMetrics(Collector):
         self.watched = workers
         self.registry = CollectorRegistry()
         self.wait = Histogram(
-            "pseudo_dalle_job_wait_seconds", "Seconds a job waited in the queue before it was "
-            "dispatched to a worker", buckets=WAIT_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "pseudo_dalle_job_wait_seconds",
+            "Seconds a job waited in the queue before it was dispatched to a worker",
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
         self.run = Histogram(
-            "pseudo_dalle_job_run_seconds", "Seconds a worker spent drawing a job that "
-            "finished", ["size", "quality"], buckets=RUN_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "pseudo_dalle_job_run_seconds",
+            "Seconds a worker spent drawing a job that finished",
+            ["size", "quality"],
+            buckets=RUN_BUCKETS,
+            registry=self.registry,
+        )
         self.outcomes = Counter(
-            "pseudo_dalle_jobs", "Jobs that ended (succeeded, failed, cancelled) or went back "
-            "to the queue (requeued)", ["outcome"], registry=self.registry,
-        )  # fmt: skip
+            "pseudo_dalle_jobs",
+            "Jobs that ended (succeeded, failed, cancelled) or went back to the queue (requeued)",
+            ["outcome"],
+            registry=self.registry,
+        )
         for outcome in (*OUTCOMES.values(), REQUEUED):
             self.outcomes.labels(outcome)
         self.iterations = Counter(
-            "pseudo_dalle_iterations", "Iterations the workers reported drawing",
+            "pseudo_dalle_iterations",
+            "Iterations the workers reported drawing",
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.commands = Counter(
-            "pseudo_dalle_commands", "Uses of the bot's slash commands and context menus",
-            ["command"], registry=self.registry,
-        )  # fmt: skip
+            "pseudo_dalle_commands",
+            "Uses of the bot's slash commands and context menus",
+            ["command"],
+            registry=self.registry,
+        )
         self.pictures_refused = Counter(
-            "pseudo_dalle_image_inputs_rejected", "Pictures members gave with a drawing that "
-            "were refused, by reason", ["reason"], registry=self.registry,
-        )  # fmt: skip
+            "pseudo_dalle_image_inputs_rejected",
+            "Pictures members gave with a drawing that were refused, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         for reason in (*REFUSALS.values(), OTHER_REFUSAL):
             self.pictures_refused.labels(reason)
         ProcessCollector(registry=self.registry)
@@ -251,9 +263,10 @@ class BotMetrics(Collector):
     # -- what is read at each scrape ---------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
         queue = GaugeMetricFamily(
-            "pseudo_dalle_queue_jobs", "Jobs waiting in the queue and being drawn",
+            "pseudo_dalle_queue_jobs",
+            "Jobs waiting in the queue and being drawn",
             labels=["state"],
-        )  # fmt: skip
+        )
         queue.add_metric(["queued"], len(self._waiting))
         queue.add_metric(["running"], len(self.scheduler.running))
         yield queue
@@ -272,15 +285,17 @@ class BotMetrics(Collector):
                 value=latency,
             )
         yield GaugeMetricFamily(
-            "discord_connected", "1 while the gateway connection is up and ready, else 0",
+            "discord_connected",
+            "1 while the gateway connection is up and ready, else 0",
             value=1.0 if self.bot.gateway_connected() else 0.0,
-        )  # fmt: skip
+        )
 
     def _workers(self) -> GaugeMetricFamily:
         workers = GaugeMetricFamily(
-            "pseudo_dalle_workers", "Workers ready and idle, ready and drawing, or gone and "
-            "not yet replaced", labels=["state"],
-        )  # fmt: skip
+            "pseudo_dalle_workers",
+            "Workers ready and idle, ready and drawing, or gone and not yet replaced",
+            labels=["state"],
+        )
         ready = self.scheduler.workers()
         busy = sum(1 for worker in ready if self.scheduler.busy(worker.id))
         # A worker back under its name may be ready a moment before the scheduler hears it.

@@ -65,9 +65,13 @@ class Upload:
     @classmethod
     def of(cls, attachment: discord.Attachment) -> Upload:
         return cls(
-            attachment.url, attachment.filename, attachment.size, attachment.content_type,
-            attachment.width, attachment.height,
-        )  # fmt: skip
+            attachment.url,
+            attachment.filename,
+            attachment.size,
+            attachment.content_type,
+            attachment.width,
+            attachment.height,
+        )
 
     def check(self) -> None:
         """ImageInputError when what it declares is out of the limits."""

@@ -41,8 +41,11 @@ log = logging.getLogger("pseudo_dalle.cards")
 
 # Discord (or the way to it) failing for a while: worth trying the same call again later.
 UNREACHABLE: tuple[type[BaseException], ...] = (
-    aiohttp.ClientError, OSError, TimeoutError, discord.DiscordServerError,
-)  # fmt: skip
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+    discord.DiscordServerError,
+)
 CALL_TIMEOUT_S = 15.0  # one post or edit; discord.py itself waits up to 5 minutes
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 10.0
@@ -124,8 +127,9 @@ class CardPresenter:
                 delay = await self._retry_later(state, error, delay)
             except discord.HTTPException as error:
                 if _too_large(error) and state.timelapse is not None:
-                    log.info("Discord found job %s's time-lapse too large; making it smaller",
-                             job_id)  # fmt: skip
+                    log.info(
+                        "Discord found job %s's time-lapse too large; making it smaller", job_id
+                    )
                     smaller = replace(state, timelapse_limit=len(state.timelapse) // 2)
                     self._wanted.setdefault(job_id, smaller)
                     continue
@@ -144,8 +148,10 @@ class CardPresenter:
         reason = str(error) or type(error).__name__
         log.warning(
             "cannot reach Discord to update job %s's card (%s); trying again in %.0f s",
-            state.job.id, reason, delay,
-        )  # fmt: skip
+            state.job.id,
+            reason,
+            delay,
+        )
         await asyncio.sleep(delay)
         return min(delay * 2, RETRY_MAX_S)
 
@@ -184,9 +190,10 @@ class CardPresenter:
         if current is None:
             return
         job = replace(
-            state.job, card_message_id=current.card_message_id,
+            state.job,
+            card_message_id=current.card_message_id,
             card_posted_at=current.card_posted_at,
-        )  # fmt: skip
+        )
         png = state.png
         # Sent with every post and edit: an edit keeps only the files it carries.
         given = self.store.thumbnail(job.id) if job.image_use is not None else None
@@ -231,10 +238,13 @@ class CardPresenter:
         if job.card_message_id is not None:
             with contextlib.suppress(discord.HTTPException, *UNREACHABLE):
                 await channel.get_partial_message(job.card_message_id).edit(
-                    content=tr(language, "Job {job} continues in a newer message below.",
-                               job=job.id),
-                    embed=None, attachments=[], view=None,
-                )  # fmt: skip
+                    content=tr(
+                        language, "Job {job} continues in a newer message below.", job=job.id
+                    ),
+                    embed=None,
+                    attachments=[],
+                    view=None,
+                )
 
 
 def _too_large(error: discord.HTTPException) -> bool:

@@ -79,10 +79,12 @@ class RedisWorkers:
 
     def start(self) -> None:
         loops: dict[str, Callable[[], Awaitable[None]]] = {
-            "redis-setup": self._setup, "redis-outbox": self._send_outbox,
-            "redis-events": self._read_events, "redis-progress": self._read_progress,
+            "redis-setup": self._setup,
+            "redis-outbox": self._send_outbox,
+            "redis-events": self._read_events,
+            "redis-progress": self._read_progress,
             "redis-presence": self._poll_presence,
-        }  # fmt: skip
+        }
         for name, loop in loops.items():
             self._tasks.append(asyncio.create_task(self._retrying(name, loop), name=name))
 
@@ -145,8 +147,11 @@ class RedisWorkers:
                 self._connected.clear()
                 log.warning(
                     "%s: cannot reach Redis at %s (%s); trying again in %.0f s",
-                    name, safe_url(self.url), error, delay,
-                )  # fmt: skip
+                    name,
+                    safe_url(self.url),
+                    error,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 if name != "redis-setup":
@@ -193,9 +198,12 @@ class RedisWorkers:
         backlog = True
         while True:
             reply = await self.client.xreadgroup(
-                BOT_GROUP, BOT_CONSUMER, {self.keys.events: "0" if backlog else ">"},
-                count=100, block=None if backlog else READ_BLOCK_MS,
-            )  # fmt: skip
+                BOT_GROUP,
+                BOT_CONSUMER,
+                {self.keys.events: "0" if backlog else ">"},
+                count=100,
+                block=None if backlog else READ_BLOCK_MS,
+            )
             entries = reply[0][1] if reply else []
             if backlog and not entries:
                 backlog = False
@@ -242,8 +250,12 @@ class RedisWorkers:
             for worker in present.values():
                 self._missing.pop(worker.id, None)
                 if worker.id not in self._workers:
-                    log.info("worker %s joined (%s, %d place(s))", worker.id, worker.device,
-                             worker.places)  # fmt: skip
+                    log.info(
+                        "worker %s joined (%s, %d place(s))",
+                        worker.id,
+                        worker.device,
+                        worker.places,
+                    )
                     await self._events.put(WorkerJoined(worker))
                 self._workers[worker.id] = worker
             for worker_id in [w for w in self._workers if w not in present]:
@@ -274,6 +286,10 @@ class RedisWorkers:
             log.error("ignoring a worker's unreadable presence key: %s", error)
             return None
         return WorkerInfo(
-            id=presence.id, device=presence.device, places=presence.places, host=presence.host,
-            pid=presence.pid, clip_models=tuple(presence.clip_models),
-        )  # fmt: skip
+            id=presence.id,
+            device=presence.device,
+            places=presence.places,
+            host=presence.host,
+            pid=presence.pid,
+            clip_models=tuple(presence.clip_models),
+        )

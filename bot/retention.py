@@ -52,13 +52,15 @@ class Retention:
         files = {Path(name) for name in self.store.forget_continue_states(cutoff)}
         pictures = self.store.forget_pictures(cutoff)
         if pictures:
-            log.info("removed %d picture(s) given to jobs older than the retention period",
-                     pictures)  # fmt: skip
+            log.info(
+                "removed %d picture(s) given to jobs older than the retention period", pictures
+            )
         if self.latents_dir.is_dir():
             files |= {
-                path for path in self.latents_dir.iterdir()
+                path
+                for path in self.latents_dir.iterdir()
                 if path.suffix in (".pt", ".tmp") and path.stat().st_mtime < cutoff
-            }  # fmt: skip
+            }
         deleted = 0
         for path in files:
             # Only files in the latents folder: a path in the database never points elsewhere.

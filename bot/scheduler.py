@@ -79,9 +79,14 @@ class Running:
 
 class Scheduler:
     def __init__(
-        self, store: Store, workers: WorkerTransport, events: JobEvents, *,
-        min_progress_interval_s: float, max_requeues: int,
-    ) -> None:  # fmt: skip
+        self,
+        store: Store,
+        workers: WorkerTransport,
+        events: JobEvents,
+        *,
+        min_progress_interval_s: float,
+        max_requeues: int,
+    ) -> None:
         self.store = store
         self.transport = workers
         self.events = events
@@ -116,16 +121,35 @@ class Scheduler:
         return min(shortfalls, key=len)
 
     def enqueue(
-        self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
-        iterations: int, size: int, parent: JobRow | None = None, text_encoder: str = "clip",
-        picture: GivenPicture | None = None, timelapse: bool = False,
+        self,
+        *,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        prompt: str,
+        seed: int,
+        iterations: int,
+        size: int,
+        parent: JobRow | None = None,
+        text_encoder: str = "clip",
+        picture: GivenPicture | None = None,
+        timelapse: bool = False,
         quality: str = DEFAULT_QUALITY,
-    ) -> JobRow:  # fmt: skip
+    ) -> JobRow:
         job = self.store.add_job(
-            guild_id=guild_id, channel_id=channel_id, user_id=user_id, prompt=prompt,
-            seed=seed, iterations=iterations, size=size, parent=parent, text_encoder=text_encoder,
-            picture=picture, timelapse=timelapse, quality=quality,
-        )  # fmt: skip
+            guild_id=guild_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            prompt=prompt,
+            seed=seed,
+            iterations=iterations,
+            size=size,
+            parent=parent,
+            text_encoder=text_encoder,
+            picture=picture,
+            timelapse=timelapse,
+            quality=quality,
+        )
         self._queue_changed(added=job.id)
         self._wakeup.set()
         return job
@@ -251,16 +275,25 @@ class Scheduler:
         holder = next(w for w in self.transport.workers() if not _missing(job.quality, w))
         entry.worker = await self.transport.dispatch(
             StartJob(
-                job_id=job.id, prompt=job.prompt, seed=job.seed, iterations=job.iterations,
-                width=job.size, height=job.size, progress_every_s=interval,
-                init_state=job.init_state, init_latent_file=job.init_latent,
+                job_id=job.id,
+                prompt=job.prompt,
+                seed=job.seed,
+                iterations=job.iterations,
+                width=job.size,
+                height=job.size,
+                progress_every_s=interval,
+                init_state=job.init_state,
+                init_latent_file=job.init_latent,
                 text_encoder=job.text_encoder,
-                init_image=start, init_strength=strength, image_prompts=steer,
-                timelapse=job.timelapse, cutouts=preset(job.quality).cutouts,
+                init_image=start,
+                init_strength=strength,
+                image_prompts=steer,
+                timelapse=job.timelapse,
+                cutouts=preset(job.quality).cutouts,
                 clip_models=list(_needed(job.quality, holder)),
                 auto_stop=settings.auto_stop or None,
             )
-        )  # fmt: skip
+        )
         if entry.worker is not None:
             entry.row = self.store.assign(job.id, entry.worker) or entry.row
         self.events.publish(JobStarting(entry.row, entry.worker, self._sharing(job.id)))
@@ -296,8 +329,10 @@ class Scheduler:
             if job_id is not None:
                 log.warning(
                     "ignoring %s about job %s from worker %s, which does not draw it",
-                    message.kind, job_id, event.worker_id,
-                )  # fmt: skip
+                    message.kind,
+                    job_id,
+                    event.worker_id,
+                )
             return
         if isinstance(message, Preparing):
             self.events.publish(
@@ -310,17 +345,24 @@ class Scheduler:
                 return
             self.events.publish(
                 JobProgress(
-                    current, message.step, message.total, message.iterations_per_second,
-                    b64_to_png(message.png_b64), self._sharing(entry.row.id),
+                    current,
+                    message.step,
+                    message.total,
+                    message.iterations_per_second,
+                    b64_to_png(message.png_b64),
+                    self._sharing(entry.row.id),
                 )
-            )  # fmt: skip
+            )
         elif isinstance(message, Finished):
             del self.running[entry.row.id]
             ended = self.store.stopped if message.cancelled else self.store.finish
             done = ended(
-                entry.row.id, worker=event.worker_id, steps=message.steps,
-                seconds=message.seconds, continue_state=message.continue_state,
-            )  # fmt: skip
+                entry.row.id,
+                worker=event.worker_id,
+                steps=message.steps,
+                seconds=message.seconds,
+                continue_state=message.continue_state,
+            )
             if done is not None:
                 self.events.publish(
                     JobEnded(done, b64_to_png(message.png_b64), _timelapse(message))
@@ -342,10 +384,11 @@ class Scheduler:
             del self.running[job_id]
             failed = self.store.fail(
                 job_id,
-                notice("The drawing worker stopped {count} times while drawing this.",
-                       count=restarts),
+                notice(
+                    "The drawing worker stopped {count} times while drawing this.", count=restarts
+                ),
                 requeues=restarts,
-            )  # fmt: skip
+            )
             await self.transport.cancel(job_id, message.worker_id)
             if failed is not None:
                 self.events.publish(JobEnded(failed, None))
@@ -383,19 +426,22 @@ class Scheduler:
             if requeues > self.max_requeues:
                 failed = self.store.fail(
                     job.id,
-                    notice("The drawing worker stopped {count} times while drawing this.",
-                           count=requeues),
+                    notice(
+                        "The drawing worker stopped {count} times while drawing this.",
+                        count=requeues,
+                    ),
                     requeues=requeues,
-                )  # fmt: skip
+                )
                 if failed is not None:
                     self.events.publish(JobEnded(failed, None))
             else:
                 self.store.requeue(
                     job.id,
-                    notice("The drawing worker stopped unexpectedly; this job went back to the "
-                           "queue."),
+                    notice(
+                        "The drawing worker stopped unexpectedly; this job went back to the queue."
+                    ),
                     requeues=requeues,
-                )  # fmt: skip
+                )
         self._queue_changed()
 
     # -- the queue's estimates -------------------------------------------------------------

@@ -226,11 +226,21 @@ class Store:
         )
 
     def add_job(
-        self, *, guild_id: int, channel_id: int, user_id: int, prompt: str, seed: int,
-        iterations: int, size: int, parent: JobRow | None = None, text_encoder: str = "clip",
-        picture: GivenPicture | None = None, timelapse: bool = False,
+        self,
+        *,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        prompt: str,
+        seed: int,
+        iterations: int,
+        size: int,
+        parent: JobRow | None = None,
+        text_encoder: str = "clip",
+        picture: GivenPicture | None = None,
+        timelapse: bool = False,
         quality: str = DEFAULT_QUALITY,
-    ) -> JobRow:  # fmt: skip
+    ) -> JobRow:
         """Queue a job, with the `picture` it was given; continuing `parent`, it carries what
         the parent left to go on from."""
         self.db.execute("BEGIN")
@@ -240,21 +250,33 @@ class Store:
                 "size, parent_id, init_state, init_latent, created_at, text_encoder, image_use, "
                 "init_strength, timelapse, quality) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (guild_id, channel_id, user_id, prompt, seed, iterations, size,
-                 parent.id if parent else None, parent.continue_state if parent else None,
-                 parent.latent if parent and not parent.continue_state else None, time.time(),
-                 text_encoder, picture.use if picture else None,
-                 picture.strength if picture else None, timelapse, quality),
-            )  # fmt: skip
+                (
+                    guild_id,
+                    channel_id,
+                    user_id,
+                    prompt,
+                    seed,
+                    iterations,
+                    size,
+                    parent.id if parent else None,
+                    parent.continue_state if parent else None,
+                    parent.latent if parent and not parent.continue_state else None,
+                    time.time(),
+                    text_encoder,
+                    picture.use if picture else None,
+                    picture.strength if picture else None,
+                    timelapse,
+                    quality,
+                ),
+            )
             job_id = int(cursor.lastrowid or 0)
             if picture is not None:
                 image = picture.image
                 self.db.execute(
                     "INSERT INTO job_pictures (job_id, png, name, sha256, weight, thumbnail) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    (job_id, image.png, image.name, image.sha256, image.weight,
-                     picture.thumbnail),
-                )  # fmt: skip
+                    (job_id, image.png, image.name, image.sha256, image.weight, picture.thumbnail),
+                )
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -303,19 +325,22 @@ class Store:
         self.refused[move] += 1
         current = self.job(job_id)
         log.warning(
-            "job %s: %s refused: it is %s%s", job_id, move,
+            "job %s: %s refused: it is %s%s",
+            job_id,
+            move,
             current.status if current else "unknown",
             f" with worker {current.worker}" if current and worker is not None else "",
-        )  # fmt: skip
+        )
         return None
 
     # -- the job's moves (their start states: MOVES) ---------------------------------------
     def start(self, job_id: int) -> JobRow | None:
         """Dispatched: to a worker or, through Redis, to the shared queue (see `assign`)."""
         return self._move(
-            "start", job_id,
+            "start",
+            job_id,
             {"status": JobStatus.RUNNING, "started_at": time.time(), "steps": 0, "worker": None},
-        )  # fmt: skip
+        )
 
     def assign(self, job_id: int, worker: str) -> JobRow | None:
         """The transport handed the job to `worker`."""
@@ -323,7 +348,7 @@ class Store:
 
     def taken(
         self, job_id: int, worker: str, *, requeues: int, notice: str | None
-    ) -> JobRow | None:  # fmt: skip
+    ) -> JobRow | None:
         """A worker took the job from the shared queue; after another worker stopped while
         drawing it, `requeues` counts the restarts and `notice` says so."""
         values: dict[str, object] = {"worker": worker, "requeues": requeues, "steps": 0}
@@ -337,35 +362,45 @@ class Store:
     # A job that ended no longer needs what it started from: `init_state` is cleared.
     def finish(
         self, job_id: int, *, worker: str, steps: int, seconds: float, continue_state: str
-    ) -> JobRow | None:  # fmt: skip
+    ) -> JobRow | None:
         values: dict[str, object] = {
-            "status": JobStatus.DONE, "steps": steps, "seconds": seconds,
-            "continue_state": continue_state, "finished_at": time.time(), "notice": None,
+            "status": JobStatus.DONE,
+            "steps": steps,
+            "seconds": seconds,
+            "continue_state": continue_state,
+            "finished_at": time.time(),
+            "notice": None,
             "init_state": None,
-        }  # fmt: skip
+        }
         return self._move("finish", job_id, values, worker=worker)
 
     def cancel(self, job_id: int, *, notice: str) -> JobRow | None:
         """Cancelled while it waited."""
         values: dict[str, object] = {
-            "status": JobStatus.CANCELLED, "finished_at": time.time(), "init_state": None,
+            "status": JobStatus.CANCELLED,
+            "finished_at": time.time(),
+            "init_state": None,
             "notice": notice,
-        }  # fmt: skip
+        }
         return self._move("cancel", job_id, values)
 
     def stopped(
         self, job_id: int, *, worker: str, steps: int, seconds: float, continue_state: str
-    ) -> JobRow | None:  # fmt: skip
+    ) -> JobRow | None:
         """Cancelled while drawing: its worker stopped it and says what it drew."""
         values: dict[str, object] = {
-            "status": JobStatus.CANCELLED, "finished_at": time.time(), "init_state": None,
-            "steps": steps, "seconds": seconds, "continue_state": continue_state,
-        }  # fmt: skip
+            "status": JobStatus.CANCELLED,
+            "finished_at": time.time(),
+            "init_state": None,
+            "steps": steps,
+            "seconds": seconds,
+            "continue_state": continue_state,
+        }
         return self._move("stopped", job_id, values, worker=worker)
 
     def fail(
         self, job_id: int, error: str, *, requeues: int | None = None, worker: str | None = None
-    ) -> JobRow | None:  # fmt: skip
+    ) -> JobRow | None:
         """Failed: as its `worker` reports, or decided by the bot (no worker given)."""
         values: dict[str, object] = {
             "status": JobStatus.FAILED,
@@ -379,7 +414,7 @@ class Store:
 
     def requeue(
         self, job_id: int, notice: str | None, *, requeues: int | None = None
-    ) -> JobRow | None:  # fmt: skip
+    ) -> JobRow | None:
         """Back to the queue from the start: its drawing was interrupted."""
         values: dict[str, object] = {
             "status": JobStatus.QUEUED,
@@ -473,11 +508,12 @@ class Store:
             "AND (continue_state IS NOT NULL OR latent IS NOT NULL)"
         )
         files = [
-            row[0] for row in self.db.execute(
+            row[0]
+            for row in self.db.execute(
                 f"SELECT latent FROM jobs WHERE {where} AND latent IS NOT NULL",
                 (*ended, ended_before),
             )
-        ]  # fmt: skip
+        ]
         self.db.execute(
             f"UPDATE jobs SET continue_state = NULL, latent = NULL WHERE {where}",
             (*ended, ended_before),

@@ -111,10 +111,12 @@ def cards_of(fake: FakeDiscord, job_id: int, since: int = 0) -> list[Event]:
     """Creates and edits of job `job_id`'s card, in order, from event number `since` on."""
     marker = f"· job {job_id}"
     return [
-        e for e in fake.events[since:]
-        if e.kind in ("create", "edit") and e.channel_id == CHANNEL_ID
+        e
+        for e in fake.events[since:]
+        if e.kind in ("create", "edit")
+        and e.channel_id == CHANNEL_ID
         and any(marker in (embed.get("title") or "") for embed in e.payload.get("embeds", []))
-    ]  # fmt: skip
+    ]
 
 
 def title(event: Event) -> str:

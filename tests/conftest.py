@@ -69,8 +69,10 @@ def named_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ViT-B/16 with 48x48 crops, RN50), so that they load by name, offline."""
     cache = tmp_path_factory.mktemp("named-clips")
     stand_ins: tuple[tuple[str, ClipSize], ...] = (
-        ("ViT-B/32", "tiny"), ("ViT-B/16", "tiny-48"), ("RN50", "tiny")
-    )  # fmt: skip
+        ("ViT-B/32", "tiny"),
+        ("ViT-B/16", "tiny-48"),
+        ("RN50", "tiny"),
+    )
     for seed, (name, size) in enumerate(stand_ins):
         path = cache / CLIP_WEIGHTS[name].filename
         path.parent.mkdir(parents=True, exist_ok=True)

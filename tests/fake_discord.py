@@ -42,9 +42,13 @@ def _now() -> str:
 
 def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict[str, Any]:
     return {
-        "id": str(user_id), "username": name, "discriminator": "0", "global_name": name,
-        "avatar": None, "bot": bot,
-    }  # fmt: skip
+        "id": str(user_id),
+        "username": name,
+        "discriminator": "0",
+        "global_name": name,
+        "avatar": None,
+        "bot": bot,
+    }
 
 
 @dataclass
@@ -57,9 +61,14 @@ class Member:
     def payload(self) -> dict[str, Any]:
         permissions = ADMIN_PERMISSIONS if self.admin else MEMBER_PERMISSIONS
         return {
-            "user": user_payload(self.id, self.name), "roles": [], "joined_at": _now(),
-            "deaf": False, "mute": False, "flags": 0, "permissions": str(permissions),
-        }  # fmt: skip
+            "user": user_payload(self.id, self.name),
+            "roles": [],
+            "joined_at": _now(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "permissions": str(permissions),
+        }
 
 
 # The members the tests use.
@@ -200,10 +209,18 @@ class FakeDiscord:
         return web.Response(body=served.data, content_type="application/octet-stream")
 
     def attachment(
-        self, name: str, data: bytes, content_type: str | None, *, size: int | None = None,
-        width: int | None = None, height: int | None = None, status: int = 200,
-        delay_s: float = 0.0, url: str | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+        self,
+        name: str,
+        data: bytes,
+        content_type: str | None,
+        *,
+        size: int | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        status: int = 200,
+        delay_s: float = 0.0,
+        url: str | None = None,
+    ) -> dict[str, Any]:
         """Put `data` on the CDN; the attachment as Discord describes it, declaring `size`
         (by default the real one), `content_type` and the picture's width and height."""
         attachment_id = next(self.ids)
@@ -211,9 +228,12 @@ class FakeDiscord:
         self.cdn[path] = CdnFile(data, status, delay_s)
         link = url or f"{self.base_url}{path}?{SIGNATURE}"
         payload: dict[str, Any] = {
-            "id": str(attachment_id), "filename": name, "size": len(data) if size is None else size,
-            "url": link, "proxy_url": link,
-        }  # fmt: skip
+            "id": str(attachment_id),
+            "filename": name,
+            "size": len(data) if size is None else size,
+            "url": link,
+            "proxy_url": link,
+        }
         if content_type is not None:
             payload["content_type"] = content_type
         if width is not None and height is not None:
@@ -225,26 +245,39 @@ class FakeDiscord:
         return self.cdn_hits[attachment["url"].split("?")[0].removeprefix(self.base_url)]
 
     async def post(
-        self, member: Member, content: str, attachments: list[dict[str, Any]],
+        self,
+        member: Member,
+        content: str,
+        attachments: list[dict[str, Any]],
         channel_id: int = CHANNEL_ID,
-    ) -> int:  # fmt: skip
+    ) -> int:
         """A member posts a message (with `attachments`) in a channel; returns its id."""
         message_id = next(self.ids)
         self.messages[message_id] = {
             **self._message(message_id, channel_id, {"content": content}, {}),
-            "author": user_payload(member.id, member.name), "attachments": attachments,
-        }  # fmt: skip
+            "author": user_payload(member.id, member.name),
+            "attachments": attachments,
+        }
         return message_id
 
     async def _me(self, request: web.Request) -> web.Response:
         return _json(user_payload(BOT_ID, "pseudo-dalle", bot=True))
 
     async def _application(self, request: web.Request) -> web.Response:
-        return _json({
-            "id": str(APP_ID), "name": "pseudo-dalle", "icon": None, "description": "",
-            "bot_public": True, "bot_require_code_grant": False, "verify_key": "0" * 64,
-            "owner": user_payload(1, "owner"), "team": None, "flags": 0,
-        })  # fmt: skip
+        return _json(
+            {
+                "id": str(APP_ID),
+                "name": "pseudo-dalle",
+                "icon": None,
+                "description": "",
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "verify_key": "0" * 64,
+                "owner": user_payload(1, "owner"),
+                "team": None,
+                "flags": 0,
+            }
+        )
 
     async def _sync(self, request: web.Request) -> web.Response:
         commands = await request.json()
@@ -270,23 +303,42 @@ class FakeDiscord:
         return payload, files
 
     def _message(
-        self, message_id: int, channel_id: int, payload: dict[str, Any], files: dict[str, bytes],
+        self,
+        message_id: int,
+        channel_id: int,
+        payload: dict[str, Any],
+        files: dict[str, bytes],
         author_id: int = BOT_ID,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         attachments = [
-            {"id": str(next(self.ids)), "filename": name, "size": len(data),
-             "url": f"{self.base_url}/files/{name}", "proxy_url": f"{self.base_url}/files/{name}"}
+            {
+                "id": str(next(self.ids)),
+                "filename": name,
+                "size": len(data),
+                "url": f"{self.base_url}/files/{name}",
+                "proxy_url": f"{self.base_url}/files/{name}",
+            }
             for name, data in files.items()
-        ]  # fmt: skip
+        ]
         return {
-            "id": str(message_id), "channel_id": str(channel_id), "guild_id": str(GUILD_ID),
+            "id": str(message_id),
+            "channel_id": str(channel_id),
+            "guild_id": str(GUILD_ID),
             "author": user_payload(author_id, "pseudo-dalle", bot=True),
-            "content": payload.get("content") or "", "timestamp": _now(),
-            "edited_timestamp": None, "tts": False, "mention_everyone": False, "mentions": [],
-            "mention_roles": [], "attachments": attachments, "embeds": payload.get("embeds", []),
-            "pinned": False, "type": 0, "flags": payload.get("flags", 0),
+            "content": payload.get("content") or "",
+            "timestamp": _now(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": attachments,
+            "embeds": payload.get("embeds", []),
+            "pinned": False,
+            "type": 0,
+            "flags": payload.get("flags", 0),
             "components": payload.get("components", []),
-        }  # fmt: skip
+        }
 
     def _oversized(self, files: dict[str, bytes]) -> web.Response | None:
         """Discord's answer to a message with a file over the upload limit, if it has one."""
@@ -353,12 +405,13 @@ class FakeDiscord:
         data = payload.get("data") or {}
         body: dict[str, Any] = {
             "interaction": {
-                "id": str(interaction_id), "type": 2,
+                "id": str(interaction_id),
+                "type": 2,
                 "response_message_loading": kind == 5,
                 "response_message_ephemeral": bool(data.get("flags", 0) & 64),
             },
             "resource": {"type": kind},
-        }  # fmt: skip
+        }
         if kind in (4, 7):
             body["resource"]["message"] = self._message(next(self.ids), CHANNEL_ID, data, files)
         return _json(body)
@@ -385,12 +438,19 @@ class FakeDiscord:
                 self.heartbeats.append(time.monotonic())
                 await socket.send_json({"op": 11})
             elif message["op"] == 2:
-                await self._dispatch(socket, "READY", {
-                    "v": 10, "user": user_payload(BOT_ID, "pseudo-dalle", bot=True),
-                    "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
-                    "session_id": "fake-session", "resume_gateway_url": self.gateway_url,
-                    "application": {"id": str(APP_ID), "flags": 0}, "private_channels": [],
-                })  # fmt: skip
+                await self._dispatch(
+                    socket,
+                    "READY",
+                    {
+                        "v": 10,
+                        "user": user_payload(BOT_ID, "pseudo-dalle", bot=True),
+                        "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+                        "session_id": "fake-session",
+                        "resume_gateway_url": self.gateway_url,
+                        "application": {"id": str(APP_ID), "flags": 0},
+                        "private_channels": [],
+                    },
+                )
                 await self._dispatch(socket, "GUILD_CREATE", self._guild())
                 self.identified.set()
         self.sockets.remove(socket)
@@ -399,27 +459,61 @@ class FakeDiscord:
     @staticmethod
     def _channel(channel_id: int) -> dict[str, Any]:
         return {
-            "id": str(channel_id), "type": 0, "position": 0, "permission_overwrites": [],
-            "name": "art" if channel_id == CHANNEL_ID else "chat", "guild_id": str(GUILD_ID),
-            "nsfw": False, "parent_id": None, "permissions": str(ADMIN_PERMISSIONS),
-        }  # fmt: skip
+            "id": str(channel_id),
+            "type": 0,
+            "position": 0,
+            "permission_overwrites": [],
+            "name": "art" if channel_id == CHANNEL_ID else "chat",
+            "guild_id": str(GUILD_ID),
+            "nsfw": False,
+            "parent_id": None,
+            "permissions": str(ADMIN_PERMISSIONS),
+        }
 
     def _guild(self) -> dict[str, Any]:
         channels = [self._channel(CHANNEL_ID), self._channel(OTHER_CHANNEL_ID)]
         return {
-            "id": str(GUILD_ID), "name": "Test Guild", "icon": None, "owner_id": "1",
-            "roles": [{"id": str(EVERYONE), "name": "@everyone",
-                       "permissions": str(MEMBER_PERMISSIONS),
-                       "position": 0, "color": 0, "hoist": False, "managed": False,
-                       "mentionable": False, "flags": 0}],
-            "channels": channels, "threads": [], "members": [], "member_count": 3,
-            "emojis": [], "stickers": [], "features": [], "large": False, "unavailable": False,
-            "joined_at": _now(), "voice_states": [], "presences": [], "stage_instances": [],
-            "guild_scheduled_events": [], "verification_level": 0,
-            "default_message_notifications": 0, "explicit_content_filter": 0, "mfa_level": 0,
-            "premium_tier": 0, "preferred_locale": self.guild_locale, "nsfw_level": 0,
-            "system_channel_flags": 0, "afk_timeout": 300,
-        }  # fmt: skip
+            "id": str(GUILD_ID),
+            "name": "Test Guild",
+            "icon": None,
+            "owner_id": "1",
+            "roles": [
+                {
+                    "id": str(EVERYONE),
+                    "name": "@everyone",
+                    "permissions": str(MEMBER_PERMISSIONS),
+                    "position": 0,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": False,
+                    "flags": 0,
+                }
+            ],
+            "channels": channels,
+            "threads": [],
+            "members": [],
+            "member_count": 3,
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "large": False,
+            "unavailable": False,
+            "joined_at": _now(),
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "premium_tier": 0,
+            "preferred_locale": self.guild_locale,
+            "nsfw_level": 0,
+            "system_channel_flags": 0,
+            "afk_timeout": 300,
+        }
 
     async def _dispatch(
         self, socket: web.WebSocketResponse, name: str, data: dict[str, Any]
@@ -428,34 +522,50 @@ class FakeDiscord:
         await socket.send_json({"op": 0, "t": name, "s": self.sequence, "d": data})
 
     async def _interaction(
-        self, member: Member, kind: int, data: dict[str, Any], channel_id: int,
+        self,
+        member: Member,
+        kind: int,
+        data: dict[str, Any],
+        channel_id: int,
         message: dict[str, Any] | None = None,
-    ) -> int:  # fmt: skip
+    ) -> int:
         interaction_id = next(self.ids)
         payload: dict[str, Any] = {
-            "id": str(interaction_id), "application_id": str(APP_ID), "type": kind,
-            "token": f"token-{interaction_id}", "version": 1, "guild_id": str(GUILD_ID),
+            "id": str(interaction_id),
+            "application_id": str(APP_ID),
+            "type": kind,
+            "token": f"token-{interaction_id}",
+            "version": 1,
+            "guild_id": str(GUILD_ID),
             "channel_id": str(channel_id),
             "channel": self._channel(channel_id),
-            "member": member.payload(), "app_permissions": str(ADMIN_PERMISSIONS),
-            "locale": member.locale, "guild_locale": self.guild_locale, "entitlements": [],
+            "member": member.payload(),
+            "app_permissions": str(ADMIN_PERMISSIONS),
+            "locale": member.locale,
+            "guild_locale": self.guild_locale,
+            "entitlements": [],
             "attachment_size_limit": self.upload_limit,
-            "authorizing_integration_owners": {"0": str(GUILD_ID)}, "context": 0, "data": data,
-        }  # fmt: skip
+            "authorizing_integration_owners": {"0": str(GUILD_ID)},
+            "context": 0,
+            "data": data,
+        }
         if message is not None:
             payload["message"] = message
         await self._dispatch(self.sockets[-1], "INTERACTION_CREATE", payload)
         return interaction_id
 
-    async def command(self, member: Member, name: str, channel_id: int = CHANNEL_ID,
-                      **options: Any) -> int:  # fmt: skip
+    async def command(
+        self, member: Member, name: str, channel_id: int = CHANNEL_ID, **options: Any
+    ) -> int:
         """A member runs a slash command; returns the interaction id."""
         known = next(c for c in self.commands if c["name"] == name)
         types = {o["name"]: o["type"] for o in known.get("options", [])}
         data: dict[str, Any] = {
-            "id": known["id"], "name": name, "type": 1,
+            "id": known["id"],
+            "name": name,
+            "type": 1,
             "options": [{"name": k, "type": types[k], "value": v} for k, v in options.items()],
-        }  # fmt: skip
+        }
         channels = {str(v): self._channel(int(v)) for k, v in options.items() if types[k] == 7}
         if channels:
             data["resolved"] = {"channels": channels}
@@ -472,9 +582,12 @@ class FakeDiscord:
         known = next(c for c in self.commands if c["name"] == name and c.get("type") == 3)
         message = self.messages[message_id]
         data = {
-            "id": known["id"], "name": name, "type": 3, "target_id": str(message_id),
+            "id": known["id"],
+            "name": name,
+            "type": 3,
+            "target_id": str(message_id),
             "resolved": {"messages": {str(message_id): message}},
-        }  # fmt: skip
+        }
         return await self._interaction(member, 2, data, int(message["channel_id"]))
 
     async def modal(self, interaction_id: int) -> dict[str, Any]:
@@ -495,9 +608,11 @@ class FakeDiscord:
             inner = row.get("component") or row["components"][0]
             custom_id = inner["custom_id"]
             if inner["type"] == 3:
-                chosen = [values[custom_id]] if custom_id in values else [
-                    o["value"] for o in inner["options"] if o.get("default")
-                ]  # fmt: skip
+                chosen = (
+                    [values[custom_id]]
+                    if custom_id in values
+                    else [o["value"] for o in inner["options"] if o.get("default")]
+                )
                 answer: dict[str, Any] = {"type": 3, "custom_id": custom_id, "values": chosen}
             else:
                 text = values.get(custom_id, inner.get("value") or "")
@@ -522,9 +637,10 @@ class FakeDiscord:
                     if event.payload.get("type") in (4, 7):
                         return _text(data)
                     later = [
-                        e for e in self.events[position + 1 :]
+                        e
+                        for e in self.events[position + 1 :]
                         if e.kind in ("original", "followup") and e.message_id == interaction_id
-                    ]  # fmt: skip
+                    ]
                     if event.payload.get("type") == 5 and later:
                         return _text(later[0].payload)
                     if event.payload.get("type") == 6:

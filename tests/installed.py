@@ -80,9 +80,7 @@ class Installed:
 
 
 def _run(args: list[str], cwd: Path) -> str:
-    result = subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True, timeout=300, check=False
-    )  # fmt: skip
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -114,10 +112,20 @@ def build_and_install(source: Path, work: Path) -> Installed:
     venv = work / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], work)
     _run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "--quiet",
-         "--no-deps", "--no-index", str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin/python"),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
         work,
-    )  # fmt: skip
+    )
     purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
     site = Path(_run([str(venv / "bin/python"), "-c", purelib], work).strip())
     (site / "_pseudo_dalle_audit.py").write_text(_AUDIT)

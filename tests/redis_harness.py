@@ -40,12 +40,25 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
-                "--save", "", "--protected-mode", "no",
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
             ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -76,10 +89,20 @@ class WorkerProcess:
         self._log = log.open("wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "generator.worker.redis_streams", "--redis", url,
-             "--name", name, *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "generator.worker.redis_streams",
+                "--redis",
+                url,
+                "--name",
+                name,
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

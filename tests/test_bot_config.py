@@ -86,10 +86,16 @@ def test_worker_settings_reach_the_worker_in_its_configure_message(tmp_path: Pat
     assert isinstance(sent, Configure)
     assert sent.worker_id == "w1"
     assert sent.options.model_dump() == {
-        "cutouts": 48, "precision": "fp16", "checkpointing": True, "compile": True,
-        "max_batch": 3, "relaxation": "positions", "cuda_graphs": False, "threads": 2,
+        "cutouts": 48,
+        "precision": "fp16",
+        "checkpointing": True,
+        "compile": True,
+        "max_batch": 3,
+        "relaxation": "positions",
+        "cuda_graphs": False,
+        "threads": 2,
         "memory_limit_gb": 12.5,
-    }  # fmt: skip
+    }
     assert (sent.models.cache_dir, sent.models.offline) == (str(tmp_path / "weights"), True)
 
 
@@ -117,8 +123,12 @@ def test_missing_token(tmp_path: Path) -> None:
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())", *args],
-        capture_output=True, text=True, timeout=60, check=False, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
 
 
 def test_bot_command_explains_itself_and_bad_configs(tmp_path: Path) -> None:

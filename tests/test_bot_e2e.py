@@ -261,11 +261,13 @@ def test_card_older_than_50_minutes_is_replaced(model_files: ModelFiles, tmp_pat
             assert title(fresh[-1]).startswith("Drawing")
             await fake.wait_for(
                 lambda: [
-                    e for e in fake.events
-                    if e.kind == "edit" and e.message_id == old_card
+                    e
+                    for e in fake.events
+                    if e.kind == "edit"
+                    and e.message_id == old_card
                     and "continues in a newer message below" in (e.payload.get("content") or "")
                 ]
-            )  # fmt: skip
+            )
             await fake.reply_to(await fake.command(ALICE, "cancel"))
             await wait_for_card(fake, 1, "Cancelled")
 
@@ -337,8 +339,11 @@ def test_bot_process_reports_health_and_stops_cleanly_on_sigterm(
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())", *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_jobs_share_the_worker_up_to_max_batch(model_files: ModelFiles, tmp_path: Path) -> None:

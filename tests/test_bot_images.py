@@ -128,9 +128,12 @@ async def until(check: Callable[[], Any], timeout: float = 60) -> Any:
 
 def test_every_reason_generator_intake_gives_is_translated() -> None:
     reasons = {
-        intake.TOO_BIG, intake.NOT_LISTED, intake.NOT_AN_IMAGE, intake.TOO_MANY_PIXELS,
+        intake.TOO_BIG,
+        intake.NOT_LISTED,
+        intake.NOT_AN_IMAGE,
+        intake.TOO_MANY_PIXELS,
         intake.DAMAGED,
-    }  # fmt: skip
+    }
     assert reasons <= set(all_messages())
 
 
@@ -148,25 +151,34 @@ def test_draw_with_each_use_keeps_the_copy_shows_it_and_survives_a_restart(
                 fake.attachment("blue.png", blue, "image/png"),
             ]
             answers = [
-                await fake.reply_to(await fake.command(
-                    ALICE, "draw", prompt="a red lamp", image=files[0], size=64
-                )),
-                await fake.reply_to(await fake.command(
-                    ALICE, "draw", image=files[1], image_as="steer", size=64
-                )),
-                await fake.reply_to(await fake.command(
-                    ALICE, "draw", prompt="a boat", image=files[2], image_as="both",
-                    strength=0.8, size=64,
-                )),
-            ]  # fmt: skip
+                await fake.reply_to(
+                    await fake.command(ALICE, "draw", prompt="a red lamp", image=files[0], size=64)
+                ),
+                await fake.reply_to(
+                    await fake.command(ALICE, "draw", image=files[1], image_as="steer", size=64)
+                ),
+                await fake.reply_to(
+                    await fake.command(
+                        ALICE,
+                        "draw",
+                        prompt="a boat",
+                        image=files[2],
+                        image_as="both",
+                        strength=0.8,
+                        size=64,
+                    )
+                ),
+            ]
             assert answers == [
                 f"Queued as job {n}; its card is in this channel." for n in (1, 2, 3)
             ]
             assert [fake.hits(f) for f in files] == [1, 1, 1]
             jobs = [running.store.job(n) for n in (1, 2, 3)]
             assert [(j.image_use, j.init_strength, j.prompt) for j in jobs if j] == [
-                ("start", 0.5, "a red lamp"), ("steer", 0.5, ""), ("both", 0.8, "a boat")
-            ]  # fmt: skip
+                ("start", 0.5, "a red lamp"),
+                ("steer", 0.5, ""),
+                ("both", 0.8, "a boat"),
+            ]
             assert side_of(reencode(green)) == 300  # the JPEG is kept as a PNG
             names = ("red.png", "green.jpg", "blue.png")
             for job, data, name in zip(jobs, (red, green, blue), names, strict=True):
@@ -248,8 +260,10 @@ def test_draw_from_this_image_opens_a_form_and_queues_like_draw(
             assert labels == ["What to draw", "Use the picture to", "Strength, 0 to 1"]
             use = form["components"][1]["component"]
             assert [(o["value"], o.get("default", False)) for o in use["options"]] == [
-                ("start", True), ("steer", False), ("both", False)
-            ]  # fmt: skip
+                ("start", True),
+                ("steer", False),
+                ("both", False),
+            ]
             assert form["components"][2]["component"]["value"] == "0.5"
             assert fake.hits(attachment) == 0  # fetched only when the form is sent
 
@@ -298,27 +312,117 @@ def test_draw_from_this_image_opens_a_form_and_queues_like_draw(
 # What a member gives, and what they are told: (name, data, content type, declared size,
 # declared width and height, served status, served after seconds, fetched?, answer).
 REFUSALS: list[tuple[str, bytes, str, int | None, int | None, int, float, bool, str]] = [
-    ("bomb.png", png_bomb(), "image/png", None, None, 200, 0.0, True,
-     "The picture has too many pixels (at most 16.8 million)."),
-    ("bomb-said.png", png_bomb(), "image/png", None, 20_000, 200, 0.0, False,
-     "The picture has too many pixels (at most 16.8 million)."),
-    ("old.bmp", picture("BMP"), "image/bmp", None, None, 200, 0.0, False,
-     "The picture is of type image/bmp: send a PNG, JPEG, WebP or GIF."),
-    ("bmp.png", picture("BMP"), "image/png", None, None, 200, 0.0, True,
-     "The file is not a PNG, JPEG, WebP or GIF picture."),
-    ("words.png", b"not a picture at all\n" * 20, "image/png", None, None, 200, 0.0, True,
-     "The file is not a PNG, JPEG, WebP or GIF picture."),
-    ("cut.jpg", truncated_jpeg(), "image/jpeg", None, None, 200, 0.0, True,
-     "The picture is damaged or cut short."),
-    ("huge.png", picture(), "image/png", 9 * 2**20, None, 200, 0.0, False,
-     "The picture is too big (9 MiB; at most 8 MiB)."),
-    ("liar.png", b"\0" * (MAX_INPUT_BYTES + 2**20), "image/png", 1000, None, 200, 0.0, True,
-     "The picture is too big (more than 8 MiB)."),
-    ("gone.png", picture(), "image/png", None, None, 404, 0.0, True,
-     "The picture could not be fetched from Discord; try again."),
-    ("slow.png", picture(), "image/png", None, None, 200, 3.0, True,
-     "The picture took too long to arrive; try again."),
-]  # fmt: skip
+    (
+        "bomb.png",
+        png_bomb(),
+        "image/png",
+        None,
+        None,
+        200,
+        0.0,
+        True,
+        "The picture has too many pixels (at most 16.8 million).",
+    ),
+    (
+        "bomb-said.png",
+        png_bomb(),
+        "image/png",
+        None,
+        20_000,
+        200,
+        0.0,
+        False,
+        "The picture has too many pixels (at most 16.8 million).",
+    ),
+    (
+        "old.bmp",
+        picture("BMP"),
+        "image/bmp",
+        None,
+        None,
+        200,
+        0.0,
+        False,
+        "The picture is of type image/bmp: send a PNG, JPEG, WebP or GIF.",
+    ),
+    (
+        "bmp.png",
+        picture("BMP"),
+        "image/png",
+        None,
+        None,
+        200,
+        0.0,
+        True,
+        "The file is not a PNG, JPEG, WebP or GIF picture.",
+    ),
+    (
+        "words.png",
+        b"not a picture at all\n" * 20,
+        "image/png",
+        None,
+        None,
+        200,
+        0.0,
+        True,
+        "The file is not a PNG, JPEG, WebP or GIF picture.",
+    ),
+    (
+        "cut.jpg",
+        truncated_jpeg(),
+        "image/jpeg",
+        None,
+        None,
+        200,
+        0.0,
+        True,
+        "The picture is damaged or cut short.",
+    ),
+    (
+        "huge.png",
+        picture(),
+        "image/png",
+        9 * 2**20,
+        None,
+        200,
+        0.0,
+        False,
+        "The picture is too big (9 MiB; at most 8 MiB).",
+    ),
+    (
+        "liar.png",
+        b"\0" * (MAX_INPUT_BYTES + 2**20),
+        "image/png",
+        1000,
+        None,
+        200,
+        0.0,
+        True,
+        "The picture is too big (more than 8 MiB).",
+    ),
+    (
+        "gone.png",
+        picture(),
+        "image/png",
+        None,
+        None,
+        404,
+        0.0,
+        True,
+        "The picture could not be fetched from Discord; try again.",
+    ),
+    (
+        "slow.png",
+        picture(),
+        "image/png",
+        None,
+        None,
+        200,
+        3.0,
+        True,
+        "The picture took too long to arrive; try again.",
+    ),
+]
 
 
 async def refuse_each(fake: FakeDiscord) -> list[tuple[dict[str, Any], bool]]:
@@ -333,9 +437,11 @@ async def refuse_each(fake: FakeDiscord) -> list[tuple[dict[str, Any], bool]]:
         assert await fake.reply_to(asked) == said, name
         sent.append((attachment, fetched))
     elsewhere = fake.attachment(
-        "far.png", picture(), "image/png",
+        "far.png",
+        picture(),
+        "image/png",
         url=f"{fake.base_url.replace('127.0.0.1', 'localhost')}/attachments/1/2/far.png",
-    )  # fmt: skip
+    )
     asked = await fake.command(ALICE, "draw", prompt="a cat", image=elsewhere)
     assert await fake.reply_to(asked) == "The picture is not on Discord's servers."
     return sent
@@ -422,9 +528,15 @@ def test_a_picture_job_is_drawn_and_continue_and_reroll_keep_its_picture(
         async with running_bot(tmp_path, model_files, defaults=ROOMY) as (fake, running, _):
             attachment = fake.attachment("lamp.png", lamp, "image/png")
             asked = await fake.command(
-                ALICE, "draw", prompt="a lamp", image=attachment, image_as="both", strength=0.7,
-                iterations=6, size=64,
-            )  # fmt: skip
+                ALICE,
+                "draw",
+                prompt="a lamp",
+                image=attachment,
+                image_as="both",
+                strength=0.7,
+                iterations=6,
+                size=64,
+            )
             assert "Queued as job 1" in await fake.reply_to(asked)
             final = await wait_for_card(fake, 1, "Finished")
             cards = cards_of(fake, 1)

@@ -24,9 +24,11 @@ pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_a_redis_worker_draws_a_picture_job(
-    model_files: ModelFiles, tmp_path: Path, redis_server: RedisServer,
+    model_files: ModelFiles,
+    tmp_path: Path,
+    redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     sent: list[StartJob] = []
     dispatch = RedisWorkers.dispatch
 
@@ -46,9 +48,15 @@ def test_a_redis_worker_draws_a_picture_job(
         async with running_bot(tmp_path, model_files, redis=url, defaults=ROOMY) as (fake, _, _):
             attachment = fake.attachment("lamp.png", lamp, "image/png")
             asked = await fake.command(
-                ALICE, "draw", prompt="a lamp", image=attachment, image_as="both", strength=0.6,
-                iterations=60, size=64,
-            )  # fmt: skip
+                ALICE,
+                "draw",
+                prompt="a lamp",
+                image=attachment,
+                image_as="both",
+                strength=0.6,
+                iterations=60,
+                size=64,
+            )
             assert "Queued as job 1" in await fake.reply_to(asked)
             worker = WorkerProcess(redis_server.url, "gpu-a", tmp_path / "gpu-a.log")
             try:

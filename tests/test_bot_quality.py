@@ -132,8 +132,9 @@ def test_a_redis_worker_holds_the_models_the_bot_publishes_and_draws_best(
 ) -> None:
     async def scenario() -> None:
         sections = {
-            "redis": f'url = "{redis_server.url}"', "models": _models(model_files, named_clips)
-        }  # fmt: skip
+            "redis": f'url = "{redis_server.url}"',
+            "models": _models(model_files, named_clips),
+        }
         async with running_bot(tmp_path, model_files, **sections) as (fake, running, _):
             worker = WorkerProcess(
                 redis_server.url, "gpu-a", tmp_path / "gpu-a.log", "--cache-dir", str(named_clips)

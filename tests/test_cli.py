@@ -92,9 +92,15 @@ def test_draw_is_reproducible_and_the_loss_falls(model_files: ModelFiles, tmp_pa
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "c.png").read_bytes()
     spread = _draw(
-        model_files, tmp_path / "d.png", "--iterations", "40", "--seed", "42",
-        "--relaxation", "positions",
-    )  # fmt: skip
+        model_files,
+        tmp_path / "d.png",
+        "--iterations",
+        "40",
+        "--seed",
+        "42",
+        "--relaxation",
+        "positions",
+    )
     assert spread.returncode == 0, spread.stderr
     assert '"relaxation": "positions"' in read_png_text(tmp_path / "d.png")["settings"]
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "d.png").read_bytes()
@@ -259,9 +265,14 @@ def test_several_clip_models_each_report_their_loss(
     assert recorded[1]["final_loss"] == pytest.approx(large_last, abs=1e-4)
 
     refused = _draw(
-        model_files, tmp_path / "no.png", "--iterations", "1", "--text-encoder", "multilingual",
+        model_files,
+        tmp_path / "no.png",
+        "--iterations",
+        "1",
+        "--text-encoder",
+        "multilingual",
         *second,
-    )  # fmt: skip
+    )
     assert refused.returncode == 2
     assert "the multilingual text encoder works with one CLIP model" in refused.stderr
 
@@ -359,11 +370,29 @@ def test_pictures_from_files_start_and_steer_and_are_recorded(
     Image.effect_noise((70, 70), 60).convert("RGB").save(steer)
     out = tmp_path / "out.png"
     result = _cli(
-        "draw", "--init-image", str(start), "--init-strength", "0.75", "--image-prompt",
-        f"{steer}:2", "--encoder", str(model_files.encoder_pickle), "--iterations", "3",
-        "--size", "64", "--cutouts", "4", "--device", "cpu", "--threads", "1", "--out", str(out),
+        "draw",
+        "--init-image",
+        str(start),
+        "--init-strength",
+        "0.75",
+        "--image-prompt",
+        f"{steer}:2",
+        "--encoder",
+        str(model_files.encoder_pickle),
+        "--iterations",
+        "3",
+        "--size",
+        "64",
+        "--cutouts",
+        "4",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
         *_model_args(model_files),
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     text = read_png_text(out)
     digest = hashlib.sha256(start.read_bytes()).hexdigest()
@@ -373,9 +402,12 @@ def test_pictures_from_files_start_and_steer_and_are_recorded(
         "strength": 0.75,
     }
     assert json.loads(text["image_prompts"]) == [
-        {"name": "steer.png", "sha256": hashlib.sha256(steer.read_bytes()).hexdigest(),
-         "weight": 2.0}
-    ]  # fmt: skip
+        {
+            "name": "steer.png",
+            "sha256": hashlib.sha256(steer.read_bytes()).hexdigest(),
+            "weight": 2.0,
+        }
+    ]
     assert text["prompt"] == ""
 
 
@@ -404,9 +436,19 @@ def test_lr_0_with_auto_stop_ends_early_and_says_so(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
     result = _draw(
-        model_files, tmp_path / "still.png", "--iterations", "300", "--lr", "0",
-        "--auto-stop", "2", "--lr-drop", "off", "--cut-schedule", "fixed",
-    )  # fmt: skip
+        model_files,
+        tmp_path / "still.png",
+        "--iterations",
+        "300",
+        "--lr",
+        "0",
+        "--auto-stop",
+        "2",
+        "--lr-drop",
+        "off",
+        "--cut-schedule",
+        "fixed",
+    )
     assert result.returncode == 0, result.stderr
     summary = SUMMARY.search(result.stdout)
     assert summary, result.stdout

@@ -19,16 +19,20 @@ def _normalise(name: str) -> str:
 
 
 def _names(requirements: list[str]) -> set[str]:
-    return {_normalise(re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0])
-            for requirement in requirements}  # fmt: skip
+    return {
+        _normalise(re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0])
+        for requirement in requirements
+    }
 
 
 def declared(pyproject: Path) -> set[str]:
     """The distributions `[project]` asks for, in its dependencies or an extra other than dev."""
     project = tomllib.loads(pyproject.read_text())["project"]
     extras = project.get("optional-dependencies", {})
-    wanted = [*project["dependencies"], *(r for name, rs in extras.items() if name != "dev"
-                                         for r in rs)]  # fmt: skip
+    wanted = [
+        *project["dependencies"],
+        *(r for name, rs in extras.items() if name != "dev" for r in rs),
+    ]
     return _names(wanted) - {"pseudo-dalle"}
 
 
@@ -64,8 +68,10 @@ def undeclared(modules: dict[str, str], wanted: set[str]) -> list[str]:
         if not owners:
             problems.append(f"{module} (imported by {where}) is not installed")
         elif not owners & wanted:
-            problems.append(f"{module} (imported by {where}) comes from {sorted(owners)}, "
-                            "which pyproject.toml does not declare")  # fmt: skip
+            problems.append(
+                f"{module} (imported by {where}) comes from {sorted(owners)}, "
+                "which pyproject.toml does not declare"
+            )
     return problems
 
 
@@ -85,7 +91,11 @@ def test_a_module_that_arrives_only_through_another_package_is_reported(tmp_path
     )
     wanted = declared(pyproject)
     assert wanted == {"aiohttp", "pillow", "sentence-transformers"}
-    modules = {"aiohttp": "bot/app.py", "yarl": "bot/launcher.py", "PIL": "generator/output.py",
-               "sentence_transformers": "generator/text_encoders.py"}  # fmt: skip
+    modules = {
+        "aiohttp": "bot/app.py",
+        "yarl": "bot/launcher.py",
+        "PIL": "generator/output.py",
+        "sentence_transformers": "generator/text_encoders.py",
+    }
     (problem,) = undeclared(modules, wanted)
     assert problem.startswith("yarl (imported by bot/launcher.py) comes from ['yarl']")

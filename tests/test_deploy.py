@@ -68,9 +68,14 @@ def test_image_commands_exist_in_the_installed_package() -> None:
     for command in ("bot", "healthcheck", "doctor", "worker"):
         result = _run("sh", entrypoint, "pseudo-dalle", command, "--help")
         assert result.returncode == 0, result.stderr
-    default = _run("sh", entrypoint, env={
-        "PSEUDO_DALLE_CONFIG": str(ROOT / "docker/config.toml"), "DISCORD_TOKEN": "",
-    })  # fmt: skip
+    default = _run(
+        "sh",
+        entrypoint,
+        env={
+            "PSEUDO_DALLE_CONFIG": str(ROOT / "docker/config.toml"),
+            "DISCORD_TOKEN": "",
+        },
+    )
     assert default.returncode == 2
     assert "no bot token: set DISCORD_TOKEN" in default.stderr
 
@@ -98,8 +103,13 @@ def test_doctor_reports_without_showing_the_token(model_files: ModelFiles, tmp_p
     )
     store.add_job(guild_id=1, channel_id=2, user_id=3, prompt="a", seed=0, iterations=1, size=64)
     store.close()
-    result = _run("pseudo-dalle", "doctor", "--config", str(config),
-                  env={"DISCORD_TOKEN": "very-secret-token"})  # fmt: skip
+    result = _run(
+        "pseudo-dalle",
+        "doctor",
+        "--config",
+        str(config),
+        env={"DISCORD_TOKEN": "very-secret-token"},
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "very-secret-token" not in out + result.stderr

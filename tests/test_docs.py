@@ -79,6 +79,8 @@ def test_the_quality_table_states_the_declared_presets() -> None:
         preset = PRESETS[quality]
         cells = [cell.strip() for cell in row.split("|")[2:6]]
         assert cells == [
-            str(preset.size), str(preset.cutouts), str(preset.iterations),
+            str(preset.size),
+            str(preset.cutouts),
+            str(preset.iterations),
             " + ".join(preset.clip_models),
-        ], quality  # fmt: skip
+        ], quality

@@ -50,8 +50,12 @@ def test_translated_command_names_are_names_discord_takes(language: str) -> None
 
 def test_languages_notices_and_fallbacks() -> None:
     assert [language_of(x) for x in ("ja", "en-US", "en-GB", "fr", None)] == [
-        "ja", "en", "en", "en", "en",
-    ]  # fmt: skip
+        "ja",
+        "en",
+        "en",
+        "en",
+        "en",
+    ]
     stored = notice("Cancelled by <@{member}>.", member=42)
     assert render_notice("en", stored) == "Cancelled by <@42>."
     assert render_notice("ja", stored) == "<@42> がキャンセルしました。"
@@ -66,9 +70,10 @@ ALEX = Member(100000000000000012, "alex", locale="en-US")
 
 def _cards(fake: FakeDiscord) -> list[Event]:
     return [
-        e for e in fake.events
+        e
+        for e in fake.events
         if e.kind in ("create", "edit") and e.channel_id == CHANNEL_ID and e.payload.get("embeds")
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.e2e
@@ -107,8 +112,9 @@ def test_a_japanese_member_sees_japanese_and_an_english_one_english(
             card = text_of(finished[-1])
             assert "依頼者" in card
             assert "4 回の反復" in card
-            buttons = [c["label"] for row in finished[-1].payload["components"]
-                       for c in row["components"]]  # fmt: skip
+            buttons = [
+                c["label"] for row in finished[-1].payload["components"] for c in row["components"]
+            ]
             assert buttons == ["描き直す", "続きを描く", "削除"]
 
     run(scenario())

@@ -57,9 +57,14 @@ def _run(
     installed: Installed, cwd: Path, *args: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(installed.bin / "pseudo-dalle"), *args], cwd=cwd, env=installed.env(**env),
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [str(installed.bin / "pseudo-dalle"), *args],
+        cwd=cwd,
+        env=installed.env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def _assert_ran_from(installed: Installed, pids: set[int]) -> None:
@@ -93,19 +98,42 @@ def test_installed_commands_run_outside_the_checkout(
     )
     doctor = _run(installed, outside, "doctor", "--config", str(config))
     assert doctor.returncode == 0, doctor.stderr
-    assert re.search(rf"^pseudo-dalle [\d.]+ \({re.escape(str(installed.venv))}/", doctor.stdout,
-                     re.MULTILINE), doctor.stdout  # fmt: skip
-    assert re.search(r"^Pillow image formats: WebP (yes|NO).*, AVIF (yes|NO)", doctor.stdout,
-                     re.MULTILINE), doctor.stdout  # fmt: skip
+    assert re.search(
+        rf"^pseudo-dalle [\d.]+ \({re.escape(str(installed.venv))}/", doctor.stdout, re.MULTILINE
+    ), doctor.stdout
+    assert re.search(
+        r"^Pillow image formats: WebP (yes|NO).*, AVIF (yes|NO)", doctor.stdout, re.MULTILINE
+    ), doctor.stdout
     out, start = outside / "music.png", outside / "start.webp"
     Image.effect_mandelbrot((90, 60), (-2.0, -1.2, 1.0, 1.2), 30).convert("RGB").save(start)
     draw = _run(
-        installed, outside, "draw", "an image of the music", "--size", "64", "--cutouts", "4",
-        "--iterations", "2", "--device", "cpu", "--threads", "1", "--out", str(out),
-        "--clip-model", str(model_files.clip_torchscript),
-        "--decoder", str(model_files.decoder_pickle), "--init-image", str(start),
-        "--image-prompt", f"{start}:0.5", "--encoder", str(model_files.encoder_pickle),
-    )  # fmt: skip
+        installed,
+        outside,
+        "draw",
+        "an image of the music",
+        "--size",
+        "64",
+        "--cutouts",
+        "4",
+        "--iterations",
+        "2",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--clip-model",
+        str(model_files.clip_torchscript),
+        "--decoder",
+        str(model_files.decoder_pickle),
+        "--init-image",
+        str(start),
+        "--image-prompt",
+        f"{start}:0.5",
+        "--encoder",
+        str(model_files.encoder_pickle),
+    )
     assert draw.returncode == 0, draw.stderr
     assert Image.open(out).size == (64, 64)
     assert "done: 2/2 iterations" in draw.stdout
@@ -126,8 +154,16 @@ def test_a_first_run_without_the_weights_says_what_to_do(
     mirror = f"http://127.0.0.1:{_closed_port()}/weights"
     cache = outside / "cache"
     began = time.monotonic()
-    draw = _run(installed, outside, "draw", "an image of the music", "--device", "cpu",
-                PSEUDO_DALLE_CACHE=str(cache), PSEUDO_DALLE_MIRROR=mirror)  # fmt: skip
+    draw = _run(
+        installed,
+        outside,
+        "draw",
+        "an image of the music",
+        "--device",
+        "cpu",
+        PSEUDO_DALLE_CACHE=str(cache),
+        PSEUDO_DALLE_MIRROR=mirror,
+    )
     took = time.monotonic() - began
     assert took < 60
     assert draw.returncode not in (0, None)
@@ -144,10 +180,12 @@ def test_a_first_run_without_the_weights_says_what_to_do(
 
 def _japanese_cards(fake: FakeDiscord, job_id: int) -> list[Event]:
     return [
-        e for e in fake.events
-        if e.kind in ("create", "edit") and e.channel_id == CHANNEL_ID
+        e
+        for e in fake.events
+        if e.kind in ("create", "edit")
+        and e.channel_id == CHANNEL_ID
         and f"完成 · ジョブ {job_id}" in message_text(e)
-    ]  # fmt: skip
+    ]
 
 
 async def _two_languages(fake: FakeDiscord, bot: BotProcess) -> None:
@@ -206,9 +244,11 @@ def test_the_installed_bot_answers_members_in_their_language(
             f'database = "{outside / "bot.sqlite3"}"\nlatents_dir = "{outside / "latents"}"\n'
         )
         bot = await start_bot_process(
-            config, (str(installed.bin / "pseudo-dalle"), "bot"), cwd=outside,
+            config,
+            (str(installed.bin / "pseudo-dalle"), "bot"),
+            cwd=outside,
             env=installed.env(),
-        )  # fmt: skip
+        )
         await _serve(bot, fake, installed)
 
     asyncio.run(scenario())
@@ -296,9 +336,10 @@ def test_the_image_installs_the_torch_the_tests_run(image: ImageFiles, tmp_path:
     """The image's base brings no other torch, and its pip install resolves, from the image's
     files alone, to the versions constraints.txt pins (no machine-wide pip settings)."""
     pins = dict(
-        line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+        line.split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
-    )  # fmt: skip
+    )
     assert torch.__version__.split("+")[0] == pins["torch"]
     base = image.dockerfile.baseimage
     assert not base.startswith("pytorch/pytorch:") or base.split(":")[1].startswith(pins["torch"])
@@ -306,11 +347,25 @@ def test_the_image_installs_the_torch_the_tests_run(image: ImageFiles, tmp_path:
     report = tmp_path / "report.json"
     words = [w for w in _pip_install_words(image) if w != "--no-cache-dir"]
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-         "--report", str(report), *words],
-        cwd=image.path(workdir), capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            *words,
+        ],
+        cwd=image.path(workdir),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
         env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     chosen = {
         item["metadata"]["name"].lower(): item["metadata"]["version"]
@@ -343,17 +398,25 @@ def test_the_image_files_run_the_bot_and_its_healthcheck(
             _merge(baked, f"{_bot_settings(fake, model_files)}[health]\ninterval_s = 1\n")
         )
         bot = await start_bot_process(
-            None, ("sh", str(script)), cwd=outside,
+            None,
+            ("sh", str(script)),
+            cwd=outside,
             env=image_install.env(PSEUDO_DALLE_CONFIG=str(config), DISCORD_TOKEN=TOKEN),
-        )  # fmt: skip
+        )
         try:
             await _two_languages(fake, bot)
             # discord.py calls itself ready 2 s after the last guild arrives; Docker retries too.
             for _ in range(20):
                 healthy = await asyncio.to_thread(
-                    subprocess.run, check, cwd=outside, env=image_install.env(),
-                    capture_output=True, text=True, timeout=60, check=False,
-                )  # fmt: skip
+                    subprocess.run,
+                    check,
+                    cwd=outside,
+                    env=image_install.env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
                 if healthy.returncode == 0:
                     break
                 await asyncio.sleep(0.5)

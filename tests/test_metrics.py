@@ -74,9 +74,11 @@ def value(families: Families, name: str, **labels: str) -> float:
 
 
 async def poll(
-    url: str, check: Callable[[Families], bool], timeout: float = 90,
+    url: str,
+    check: Callable[[Families], bool],
+    timeout: float = 90,
     seen: list[Families] | None = None,
-) -> Families:  # fmt: skip
+) -> Families:
     """Scrape `url` until `check` holds (a server not yet listening is tried again); every
     scrape is added to `seen`."""
     deadline = time.monotonic() + timeout
@@ -217,8 +219,11 @@ def test_prometheus_config_scrapes_the_bot_and_the_workers() -> None:
 def test_prometheus_config_passes_promtool() -> None:
     checked = subprocess.run(
         ["promtool", "check", "config", "--syntax-only", str(PROMETHEUS)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
@@ -302,16 +307,25 @@ def test_refused_pictures_are_counted_by_reason(model_files: ModelFiles, tmp_pat
     its reason; no job is drawn."""
     (port,) = free_ports(1)
     reasons = {
-        "bomb.png": "too_many_pixels", "bomb-said.png": "too_many_pixels", "old.bmp": "format",
-        "bmp.png": "format", "words.png": "format", "cut.jpg": "damaged", "huge.png": "too_big",
-        "liar.png": "too_big", "gone.png": "not_fetched", "slow.png": "timed_out",
-    }  # fmt: skip
+        "bomb.png": "too_many_pixels",
+        "bomb-said.png": "too_many_pixels",
+        "old.bmp": "format",
+        "bmp.png": "format",
+        "words.png": "format",
+        "cut.jpg": "damaged",
+        "huge.png": "too_big",
+        "liar.png": "too_big",
+        "gone.png": "not_fetched",
+        "slow.png": "timed_out",
+    }
 
     async def scenario() -> None:
         async with idle_bot(
-            tmp_path, model_files, images="fetch_timeout_s = 1",
+            tmp_path,
+            model_files,
+            images="fetch_timeout_s = 1",
             metrics=f'bind = "127.0.0.1:{port}"',
-        ) as (fake, _, _):  # fmt: skip
+        ) as (fake, _, _):
             await refuse_each(fake)
             counted = await scrape(f"http://127.0.0.1:{port}/metrics")
             expected = {**Counter(reasons.values()), "not_from_discord": 1, "other": 0}
@@ -335,7 +349,7 @@ def test_bot_and_worker_metrics_follow_the_jobs(model_files: ModelFiles, tmp_pat
     async def scenario() -> None:
         async with running_bot(
             tmp_path, model_files, worker=worker, metrics=metrics, **ENDLESS
-        ) as (fake, running, _):  # fmt: skip
+        ) as (fake, running, _):
             store = running.store
             pid = await running.worker_pid()
             assert ("tcp", bot_port) in listening(os.getpid())
@@ -418,9 +432,12 @@ def test_a_killed_worker_is_gone_until_replaced_and_its_job_requeued_then_failed
 
     async def scenario() -> None:
         async with running_bot(
-            tmp_path, model_files, worker=worker, metrics=f'bind = "127.0.0.1:{bot_port}"',
+            tmp_path,
+            model_files,
+            worker=worker,
+            metrics=f'bind = "127.0.0.1:{bot_port}"',
             **ENDLESS,
-        ) as (fake, running, _):  # fmt: skip
+        ) as (fake, running, _):
             store = running.store
             await fake.reply_to(
                 await fake.command(ALICE, "draw", prompt="doomed", iterations=100000, size=64)
@@ -431,9 +448,7 @@ def test_a_killed_worker_is_gone_until_replaced_and_its_job_requeued_then_failed
             os.kill(first, signal.SIGKILL)
             seen: list[Families] = []
             await poll(bot_url, lambda m: workers(m)["gone"] == 1, seen=seen)
-            back = await poll(
-                bot_url, lambda m: workers(m)["busy"] == 1, timeout=120, seen=seen
-            )  # fmt: skip
+            back = await poll(bot_url, lambda m: workers(m)["busy"] == 1, timeout=120, seen=seen)
             assert workers(back) == {"idle": 0, "busy": 1, "gone": 0}
             gap = [workers(m) for m in seen if workers(m)["busy"] + workers(m)["idle"] == 0]
             assert gap
@@ -460,9 +475,11 @@ def test_a_killed_worker_is_gone_until_replaced_and_its_job_requeued_then_failed
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_a_redis_worker_serves_its_own_metrics_and_is_gone_until_replaced(
-    model_files: ModelFiles, tmp_path: Path, redis_server: RedisServer,
+    model_files: ModelFiles,
+    tmp_path: Path,
+    redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     bot_port, port_a, port_b = free_ports(3)
     bot_url = f"http://127.0.0.1:{bot_port}/metrics"
 
@@ -472,9 +489,12 @@ def test_a_redis_worker_serves_its_own_metrics_and_is_gone_until_replaced(
 
     async def scenario() -> None:
         async with running_bot(
-            tmp_path, model_files, redis=f'url = "{redis_server.url}"',
-            metrics=f'bind = "127.0.0.1:{bot_port}"', **ENDLESS,
-        ) as (fake, running, _):  # fmt: skip
+            tmp_path,
+            model_files,
+            redis=f'url = "{redis_server.url}"',
+            metrics=f'bind = "127.0.0.1:{bot_port}"',
+            **ENDLESS,
+        ) as (fake, running, _):
             store = running.store
             started: list[WorkerProcess] = [worker("gpu-a", port_a)]
             try:
@@ -498,9 +518,10 @@ def test_a_redis_worker_serves_its_own_metrics_and_is_gone_until_replaced(
                 assert outcomes(gone)["requeued"] == 1  # handed to the next worker
                 started.append(worker("gpu-b", port_b))
                 taken = await poll(
-                    f"http://127.0.0.1:{port_b}/metrics", lambda m: value(m, JOBS_IN_BATCH) == 1,
+                    f"http://127.0.0.1:{port_b}/metrics",
+                    lambda m: value(m, JOBS_IN_BATCH) == 1,
                     timeout=120,
-                )  # fmt: skip
+                )
                 assert value(taken, JOBS_IN_BATCH) == 1
                 back = await poll(bot_url, lambda m: workers(m)["busy"] == 1)
                 assert workers(back) == {"idle": 0, "busy": 1, "gone": 0}

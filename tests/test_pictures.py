@@ -75,18 +75,22 @@ def test_an_image_prompt_steers_towards_its_picture(engine: Engine, tiny_models:
     target = picture(7)
     clip_encoder = [ImageEncoder(tiny_models.clip.visual, tiny_models.clip_resolution)]
     (embedding,) = picture_embeddings(
-        clip_encoder, fitted_pixels(target.png, 64, 64, engine.device), SETTINGS,
+        clip_encoder,
+        fitted_pixels(target.png, 64, 64, engine.device),
+        SETTINGS,
         generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    )
 
     def similarity(job: Job) -> float:
         result = engine.draw(job)
         buffer = io.BytesIO()
         result.image.save(buffer, format="PNG")
         (drawn,) = picture_embeddings(
-            clip_encoder, fitted_pixels(buffer.getvalue(), 64, 64, engine.device), SETTINGS,
+            clip_encoder,
+            fitted_pixels(buffer.getvalue(), 64, 64, engine.device),
+            SETTINGS,
             generator=torch.Generator().manual_seed(1),
-        )  # fmt: skip
+        )
         return float(drawn @ embedding)
 
     steered = similarity(Job("a cat", 2, 40, image_prompts=(target,)))

@@ -76,8 +76,15 @@ def _picture(**changes: object) -> dict[str, object]:
 
 
 def _start(**changes: object) -> str:
-    fields = {"job_id": 1, "prompt": "a cat", "seed": 1, "iterations": 2, "width": 64,
-              "height": 64, "progress_every_s": 1.0}  # fmt: skip
+    fields = {
+        "job_id": 1,
+        "prompt": "a cat",
+        "seed": 1,
+        "iterations": 2,
+        "width": 64,
+        "height": 64,
+        "progress_every_s": 1.0,
+    }
     return _line(type="start", **fields, **changes)
 
 

@@ -47,19 +47,43 @@ from generator.worker.admission import dearest_job, model_bytes, places
 from .conftest import ModelFiles
 
 FULL: dict[str, ClipSize] = {
-    "ViT-B/32": "full", "ViT-B/16": "full-B16", "RN50": "full-RN50", "ViT-L/14": "full-L14"
-}  # fmt: skip
+    "ViT-B/32": "full",
+    "ViT-B/16": "full-B16",
+    "RN50": "full-RN50",
+    "ViT-L/14": "full-L14",
+}
 
 
 def _cli_draw(
     files: ModelFiles, named_clips: Path, out: Path, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "generator", "draw", "a lighthouse", "--seed", "3",
-         "--device", "cpu", "--threads", "1", "--offline", "--cache-dir", str(named_clips),
-         "--decoder", str(files.decoder_pickle), "--out", str(out), *extra],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "generator",
+            "draw",
+            "a lighthouse",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--offline",
+            "--cache-dir",
+            str(named_clips),
+            "--decoder",
+            str(files.decoder_pickle),
+            "--out",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.mark.slow
@@ -94,9 +118,20 @@ def test_a_presets_own_size_and_named_models_replacing_its_list(
     assert draft.returncode == 0, draft.stderr
     assert Image.open(tmp_path / "d.png").size == (PRESETS["draft"].size,) * 2
     named = _cli_draw(
-        model_files, named_clips, tmp_path / "b.png", "--quality", "best", "--iterations", "1",
-        "--size", "64", "--cutouts", "3", "--clip-model", "ViT-B/16",
-    )  # fmt: skip
+        model_files,
+        named_clips,
+        tmp_path / "b.png",
+        "--quality",
+        "best",
+        "--iterations",
+        "1",
+        "--size",
+        "64",
+        "--cutouts",
+        "3",
+        "--clip-model",
+        "ViT-B/16",
+    )
     assert named.returncode == 0, named.stderr
     text = read_png_text(tmp_path / "b.png")
     assert [m["model"] for m in json.loads(text["clip_models"])] == ["ViT-B/16"]
@@ -142,18 +177,27 @@ class _Workers:
 
 def _job(store: Store, quality: str, iterations: int, size: int = 512) -> JobRow:
     return store.add_job(
-        guild_id=1, channel_id=2, user_id=3, prompt="a fox", seed=1, iterations=iterations,
-        size=size, quality=quality,
-    )  # fmt: skip
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        prompt="a fox",
+        seed=1,
+        iterations=iterations,
+        size=size,
+        quality=quality,
+    )
 
 
 def test_the_queue_estimate_counts_what_a_jobs_steps_cost(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite3", GuildLimits())
     worker = WorkerInfo("w", "cpu", 1, "host", 1, ("ViT-B/32", "ViT-B/16", "RN50"))
     scheduler = Scheduler(
-        store, _Workers(worker), None,  # type: ignore[arg-type]
-        min_progress_interval_s=2, max_requeues=1,
-    )  # fmt: skip
+        store,
+        _Workers(worker),
+        None,  # type: ignore[arg-type]
+        min_progress_interval_s=2,
+        max_requeues=1,
+    )
     running = _job(store, "draft", 300, size=256)
     scheduler.running[running.id] = Running(running, "w", step=100, rate=10.0)
     best, draft = _job(store, "best", 1000), _job(store, "draft", 300, size=256)
@@ -173,9 +217,12 @@ def test_a_quality_whose_models_no_worker_holds(tmp_path: Path) -> None:
     plain = WorkerInfo("a", "cpu", 1, "host", 1, ("/models/my-clip.pt",))
     two = WorkerInfo("b", "cpu", 1, "host", 2, ("/models/my-clip.pt", "ViT-B/16"))
     scheduler = Scheduler(
-        store, _Workers(plain), None,  # type: ignore[arg-type]
-        min_progress_interval_s=2, max_requeues=1,
-    )  # fmt: skip
+        store,
+        _Workers(plain),
+        None,  # type: ignore[arg-type]
+        min_progress_interval_s=2,
+        max_requeues=1,
+    )
     assert scheduler.missing_models("normal") == ()  # the main CLIP stands for ViT-B/32
     assert scheduler.missing_models("better") == ("ViT-B/16",)
     assert scheduler.missing_models("best") == ("ViT-B/16", "RN50")
@@ -240,13 +287,19 @@ def test_a_worker_takes_as_many_jobs_as_its_memory_holds_with_every_model(
     model_files: ModelFiles, named_clips: Path
 ) -> None:
     three = load_models(
-        ["ViT-B/32", "ViT-B/16", "RN50"], str(model_files.decoder_pickle), device="cpu",
-        cache_dir=named_clips, offline=True,
-    )  # fmt: skip
-    one = load_models(
-        ["ViT-B/32"], str(model_files.decoder_pickle), device="cpu", cache_dir=named_clips,
+        ["ViT-B/32", "ViT-B/16", "RN50"],
+        str(model_files.decoder_pickle),
+        device="cpu",
+        cache_dir=named_clips,
         offline=True,
-    )  # fmt: skip
+    )
+    one = load_models(
+        ["ViT-B/32"],
+        str(model_files.decoder_pickle),
+        device="cpu",
+        cache_dir=named_clips,
+        offline=True,
+    )
     # best at 512 px, 48 cutouts, in fp32: 768 MiB of latent, 5740 of decoder and
     # 48 x (33.4 + 161.5 + 141.6) of CLIPs; normal: 768 + 5740 + 32 x 33.4.
     best_mib, normal_mib = 768 + 5740 + 48 * (33.4 + 161.5 + 141.6), 768 + 5740 + 32 * 33.4

@@ -65,9 +65,14 @@ async def until(check: Callable[[], bool], timeout: float = 90) -> None:
 async def doctor(config: Path) -> str:
     """What `pseudo-dalle doctor` prints for this config."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())",
-        "doctor", "--config", str(config), stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-c",
+        "import sys; from bot.cli import main; sys.exit(main())",
+        "doctor",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+    )
     out, _ = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0
     return out.decode()
@@ -110,9 +115,10 @@ def test_two_workers_share_three_members_jobs_in_fair_turns(
         assert all(job.requeues == 0 for job in done)
         for job in done:
             finals = [
-                e for e in fake.events
+                e
+                for e in fake.events
                 if e.kind in ("create", "edit") and f"Finished · job {job.id}" in text_of(e)
-            ]  # fmt: skip
+            ]
             assert finals, f"job {job.id} has no final card"
         assert f"workers: 2 connected to {redis_server.url}" in report
         assert "  gpu-a: cpu, " in report
@@ -173,9 +179,13 @@ def test_a_worker_that_wakes_after_losing_its_job_changes_nothing(
 
     async def scenario() -> None:
         async with bot_with_workers(
-            tmp_path, model_files, redis_server, ["gpu-a", "gpu-b"],
-            defaults=long, limits="max_iterations = 100000",
-        ) as (fake, running, workers):  # fmt: skip
+            tmp_path,
+            model_files,
+            redis_server,
+            ["gpu-a", "gpu-b"],
+            defaults=long,
+            limits="max_iterations = 100000",
+        ) as (fake, running, workers):
             store = running.store
             await until(lambda: len(running.app.scheduler.workers()) == 2)
             await fake.reply_to(
@@ -200,8 +210,10 @@ def test_a_worker_that_wakes_after_losing_its_job_changes_nothing(
             now = store.job(1)
             assert now is not None
             assert (now.status, now.worker, now.requeues) == (
-                JobStatus.RUNNING, other.name, 1,
-            )  # fmt: skip
+                JobStatus.RUNNING,
+                other.name,
+                1,
+            )
             assert not any(title(e).startswith("Finished") for e in cards_of(fake, 1))
             await fake.reply_to(await fake.command(ALICE, "cancel", job=1))
             ended = await wait_for_job(store, 1, lambda job: job.status != JobStatus.RUNNING)
@@ -289,9 +301,11 @@ def test_the_bot_restarted_finds_its_jobs_still_drawing_or_done(
 
     async def scenario() -> None:
         async with running_bot(
-            tmp_path, model_files, redis=f'url = "{redis_server.url}"',
+            tmp_path,
+            model_files,
+            redis=f'url = "{redis_server.url}"',
             worker="cutouts = 4\nthreads = 1\nmax_batch = 2",
-        ) as (fake, running, config):  # fmt: skip
+        ) as (fake, running, config):
             worker = WorkerProcess(redis_server.url, "gpu-a", tmp_path / "gpu-a.log")
             try:
                 await until(lambda: len(running.app.scheduler.workers()) == 1)

@@ -37,8 +37,9 @@ def test_the_learning_rate_drops_tenfold_at_the_fraction_given(tiny_models: Mode
     # moves[i] is the update of 0-based step i + 1; the drop starts at step int(0.5 * 12) = 6.
     assert [move < 0.02 for move in moves] == [False] * 5 + [True] * 6, moves
     assert min(moves[:5]) > 0.05
-    steady = _largest_moves(Engine(tiny_models, dataclasses.replace(SETTINGS, lr_drop=None)),
-                            Job("a cat", 1, 12))  # fmt: skip
+    steady = _largest_moves(
+        Engine(tiny_models, dataclasses.replace(SETTINGS, lr_drop=None)), Job("a cat", 1, 12)
+    )
     assert min(steady) > 0.05
 
 

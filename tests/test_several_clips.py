@@ -34,8 +34,9 @@ def test_a_model_named_twice_is_loaded_once(model_files: ModelFiles, tmp_path: P
     alias.symlink_to(clip)
     models = load_models(
         [str(clip), str(clip), str(alias), str(model_files.clip_48_torchscript), str(clip)],
-        str(model_files.decoder_pickle), device="cpu",
-    )  # fmt: skip
+        str(model_files.decoder_pickle),
+        device="cpu",
+    )
     assert models.clip_names == (str(clip), str(model_files.clip_48_torchscript))
     assert [c.visual.input_resolution for c in models.clips] == [32, 48]
     assert models.clip is models.clips[0]

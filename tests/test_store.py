@@ -70,9 +70,13 @@ def test_guild_settings_round_trip(tmp_path: Path) -> None:
     store = _store(tmp_path)
     assert store.guild_settings(1) == store.defaults
     changed = store.defaults.__class__(
-        default_iterations=5, max_iterations=50, max_queued_per_user=1, progress_interval_s=3.0,
-        max_size=256, allowed_channels=(9, 10),
-    )  # fmt: skip
+        default_iterations=5,
+        max_iterations=50,
+        max_queued_per_user=1,
+        progress_interval_s=3.0,
+        max_size=256,
+        allowed_channels=(9, 10),
+    )
     store.save_guild_settings(1, changed)
     assert store.guild_settings(1) == changed
     assert store.guild_settings(2) == store.defaults
@@ -90,16 +94,23 @@ def test_each_move_of_a_job(tmp_path: Path) -> None:
     stopped = store.stopped(job, worker="w", steps=5, seconds=1.5, continue_state="c3RhdGU=")
     assert stopped is not None
     assert (
-        stopped.status, stopped.steps, stopped.seconds, stopped.continue_state, stopped.notice
-    ) == (JobStatus.CANCELLED, 5, 1.5, "c3RhdGU=", "Cancelled by <@1>.")  # fmt: skip
+        stopped.status,
+        stopped.steps,
+        stopped.seconds,
+        stopped.continue_state,
+        stopped.notice,
+    ) == (JobStatus.CANCELLED, 5, 1.5, "c3RhdGU=", "Cancelled by <@1>.")
     other = _add(store, 2)
     _running(store, other)
     store.progress(other, 9, worker="w")
     requeued = store.requeue(other, "again", requeues=1)
     assert requeued is not None
     assert (requeued.status, requeued.started_at, requeued.steps, requeued.notice) == (
-        JobStatus.QUEUED, None, 0, "again",
-    )  # fmt: skip
+        JobStatus.QUEUED,
+        None,
+        0,
+        "again",
+    )
     assert requeued.requeues == 1
     _running(store, other)
     failed = store.fail(other, "boom", requeues=3)
@@ -216,9 +227,15 @@ def test_jobs_of_earlier_versions_keep_their_latent_files(tmp_path: Path) -> Non
     assert (queued.init_latent, queued.init_state) == (str(latent), None)
     # Continuing the old job again still points the new job at the old file.
     again = store.add_job(
-        guild_id=1, channel_id=2, user_id=3, prompt="old", seed=5, iterations=10, size=64,
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        prompt="old",
+        seed=5,
+        iterations=10,
+        size=64,
         parent=old,
-    )  # fmt: skip
+    )
     assert (again.init_latent, again.init_state) == (str(latent), None)
 
 
@@ -226,9 +243,15 @@ def test_a_continued_job_carries_its_parents_state_until_it_ends(tmp_path: Path)
     store = _store(tmp_path)
     parent = _finished(store, _add(store, 1), "UERDMQ==")
     child = store.add_job(
-        guild_id=1, channel_id=2, user_id=1, prompt="a cat", seed=0, iterations=10, size=64,
+        guild_id=1,
+        channel_id=2,
+        user_id=1,
+        prompt="a cat",
+        seed=0,
+        iterations=10,
+        size=64,
         parent=parent,
-    )  # fmt: skip
+    )
     assert (child.parent_id, child.init_state, child.init_latent) == (parent.id, "UERDMQ==", None)
     ended = _finished(store, child.id, "bmV3")
     assert (ended.init_state, ended.continue_state) == (None, "bmV3")
@@ -293,9 +316,15 @@ def test_a_picture_is_kept_with_its_job_and_forgotten_with_what_continue_needs(
     store = _store(tmp_path)
     given = _picture()
     job = store.add_job(
-        guild_id=1, channel_id=2, user_id=1, prompt="", seed=0, iterations=10, size=64,
+        guild_id=1,
+        channel_id=2,
+        user_id=1,
+        prompt="",
+        seed=0,
+        iterations=10,
+        size=64,
         picture=given,
-    )  # fmt: skip
+    )
     plain = store.job(_add(store, 2))
     assert plain is not None
     assert (job.image_use, job.init_strength) == ("both", 0.7)
@@ -305,9 +334,15 @@ def test_a_picture_is_kept_with_its_job_and_forgotten_with_what_continue_needs(
     assert store.picture(job) == given
     assert store.thumbnail(job.id) == b"small"
     still = store.add_job(
-        guild_id=1, channel_id=2, user_id=3, prompt="a cat", seed=0, iterations=10, size=64,
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        prompt="a cat",
+        seed=0,
+        iterations=10,
+        size=64,
         picture=_picture("start", 0.2),
-    )  # fmt: skip
+    )
     ended = _finished(store, job.id, "c3RhdGU=")
     assert Retention(store, keep_days=1, latents_dir=tmp_path).sweep(time.time()) == 0
     assert store.picture(ended) == given
@@ -316,8 +351,10 @@ def test_a_picture_is_kept_with_its_job_and_forgotten_with_what_continue_needs(
     assert forgotten is not None
     # The card can still say how the job used its picture; the picture itself is gone.
     assert (forgotten.image_use, store.picture(forgotten), store.thumbnail(job.id)) == (
-        "both", None, None,
-    )  # fmt: skip
+        "both",
+        None,
+        None,
+    )
     assert store.picture(still) == _picture("start", 0.2)  # still queued: kept
     assert store.forget_pictures(time.time() + 10 * DAY_S) == 0
 
@@ -342,19 +379,30 @@ def test_a_database_of_version_4_gains_pictures_and_servers_keep_their_settings(
     old = store.job(1)
     assert old is not None
     assert (old.prompt, old.image_use, old.init_strength, old.timelapse) == (
-        "old", None, None, False,
-    )  # fmt: skip
+        "old",
+        None,
+        None,
+        False,
+    )
     assert store.picture(old) is None
     animated = store.add_job(
-        guild_id=1, channel_id=2, user_id=3, prompt="new", seed=1, iterations=5, size=64,
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        prompt="new",
+        seed=1,
+        iterations=5,
+        size=64,
         timelapse=True,
-    )  # fmt: skip
+    )
     assert store.job(animated.id).timelapse is True  # type: ignore[union-attr]
     settings = store.guild_settings(1)
     assert not settings.timelapse
     assert (settings.max_iterations, settings.allowed_channels, settings.image_inputs) == (
-        7, (2,), True,
-    )  # fmt: skip
+        7,
+        (2,),
+        True,
+    )
     store.save_guild_settings(1, settings.model_copy(update={"image_inputs": False}))
     assert not store.guild_settings(1).image_inputs
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)

@@ -43,8 +43,12 @@ CPU = torch.device("cpu")
 
 def _load(path: Path | str, tmp_path: Path, **changes: object) -> MultilingualEncoder:
     arguments: dict[str, object] = {
-        "clip_dim": 32, "clip_name": None, "device": CPU, "cache_dir": tmp_path, "offline": True,
-    }  # fmt: skip
+        "clip_dim": 32,
+        "clip_name": None,
+        "device": CPU,
+        "cache_dir": tmp_path,
+        "offline": True,
+    }
     arguments.update(changes)
     return load_multilingual(str(path), **arguments)  # type: ignore[arg-type]
 
@@ -115,13 +119,37 @@ def _draw(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            sys.executable, "-m", "generator", "draw", prompt, "--text-encoder", "auto",
-            "--multilingual-model", str(encoder), "--clip-model", str(files.clip_torchscript),
-            "--decoder", str(files.decoder_pickle), "--device", "cpu", "--threads", "1",
-            "--iterations", "3", "--size", "64", "--cutouts", "4", "--out", str(out),
+            sys.executable,
+            "-m",
+            "generator",
+            "draw",
+            prompt,
+            "--text-encoder",
+            "auto",
+            "--multilingual-model",
+            str(encoder),
+            "--clip-model",
+            str(files.clip_torchscript),
+            "--decoder",
+            str(files.decoder_pickle),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--iterations",
+            "3",
+            "--size",
+            "64",
+            "--cutouts",
+            "4",
+            "--out",
+            str(out),
         ],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.mark.slow
@@ -276,13 +304,25 @@ def test_fetch_weights_checks_the_pinned_encoder_against_its_sha256(
         file_server.files[f"/{file.repo}/resolve/{file.revision}/{file.path}"] = b"{}"
     result = subprocess.run(
         [
-            sys.executable, "-m", "generator", "fetch-weights", "--text-encoder", "auto",
-            "--clip-model", str(model_files.clip_torchscript), "--decoder",
-            str(model_files.decoder_pickle), "--cache-dir", str(tmp_path),
+            sys.executable,
+            "-m",
+            "generator",
+            "fetch-weights",
+            "--text-encoder",
+            "auto",
+            "--clip-model",
+            str(model_files.clip_torchscript),
+            "--decoder",
+            str(model_files.decoder_pickle),
+            "--cache-dir",
+            str(tmp_path),
         ],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env={**os.environ, "HF_ENDPOINT": file_server.base_url},
-    )  # fmt: skip
+    )
     assert result.returncode == 1
     pinned = (
         "/sentence-transformers/clip-ViT-B-32-multilingual-v1/resolve/"
@@ -305,8 +345,10 @@ def test_the_bot_refuses_a_prompt_too_long_for_the_encoder_in_the_members_langua
 
     async def scenario() -> None:
         async with running_bot(tmp_path, model_files, guild_locale="ja", models=models) as (
-            fake, running, _,
-        ):  # fmt: skip
+            fake,
+            running,
+            _,
+        ):
             long = "海" * 80
             refused = await fake.reply_to(await fake.command(YUKI, "draw", prompt=long))
             assert refused == (

@@ -50,9 +50,12 @@ def _opened(data: bytes) -> tuple[str, int, tuple[int, int], list[int], int]:
             image.load()  # WebP reads a frame's duration with its pixels
             durations.append(int(image.info["duration"]))
         return (
-            str(image.format), image.n_frames, image.size, durations,  # type: ignore[attr-defined]
+            str(image.format),
+            image.n_frames,
+            image.size,
+            durations,  # type: ignore[attr-defined]
             int(image.info.get("loop", -1)),
-        )  # fmt: skip
+        )
 
 
 @pytest.mark.parametrize("fmt", [WEBP, GIF])
@@ -118,9 +121,12 @@ def test_what_is_not_a_time_lapse_is_refused_before_decoding() -> None:
     ],
 )
 def test_timelapse_files_other_than_webp_or_gif_are_usage_errors(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str,
-    webp: bool, message: str,
-) -> None:  # fmt: skip
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    webp: bool,
+    message: str,
+) -> None:
     monkeypatch.setattr(features, "check", lambda feature: webp)
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["draw", "a cat", "--timelapse", name])
@@ -134,25 +140,51 @@ def test_timelapse_files_other_than_webp_or_gif_are_usage_errors(
 def test_the_cli_writes_webp_or_gif_by_the_suffix_and_refuses_others(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
-    models = ["--clip-model", str(model_files.clip_torchscript),
-              "--decoder", str(model_files.decoder_pickle)]  # fmt: skip
-    draw = [sys.executable, "-m", "generator", "draw", "a cat", "--size", "64", "--cutouts", "4",
-            "--device", "cpu", "--threads", "1", "--iterations", "8", *models]  # fmt: skip
+    models = [
+        "--clip-model",
+        str(model_files.clip_torchscript),
+        "--decoder",
+        str(model_files.decoder_pickle),
+    ]
+    draw = [
+        sys.executable,
+        "-m",
+        "generator",
+        "draw",
+        "a cat",
+        "--size",
+        "64",
+        "--cutouts",
+        "4",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--iterations",
+        "8",
+        *models,
+    ]
     wanted = {".gif": GIF} | ({".webp": WEBP} if features.check("webp") else {})
     for suffix, fmt in wanted.items():
         out = tmp_path / f"t{suffix}"
         result = subprocess.run(
             [*draw, "--out", str(tmp_path / "p.png"), "--timelapse", str(out)],
-            capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert result.returncode == 0, result.stderr
         kind, count, _, durations, loop = _opened(out.read_bytes())
         assert (kind, count, loop) == (fmt, 9, 0)  # a frame a step, then the final picture
         assert durations[-1] == HOLD_MS
     refused = subprocess.run(
-        [*draw, "--timelapse", str(tmp_path / "t.mp4")], capture_output=True, text=True,
-        timeout=120, check=False,
-    )  # fmt: skip
+        [*draw, "--timelapse", str(tmp_path / "t.mp4")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert refused.returncode == 2
     assert "expected a file ending .webp or .gif" in refused.stderr
     assert "Traceback" not in refused.stderr

@@ -48,12 +48,18 @@ class WorkerProcess:
     def __init__(self, files: ModelFiles, **options: object) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "generator.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         models = ModelChoice(
-            clip=str(files.clip_torchscript), decoder=str(files.decoder_pickle),
-            encoder=str(files.encoder_pickle), device="cpu", offline=True,
-        )  # fmt: skip
+            clip=str(files.clip_torchscript),
+            decoder=str(files.decoder_pickle),
+            encoder=str(files.encoder_pickle),
+            device="cpu",
+            offline=True,
+        )
         settings = WorkerOptions.model_validate({"cutouts": 4, "threads": 1, **options})
         self.send(Configure(worker_id="test-worker", models=models, options=settings))
 
@@ -88,9 +94,14 @@ def worker(model_files: ModelFiles) -> Iterator[WorkerProcess]:
 
 def _start(job_id: int, iterations: int, **changes: object) -> StartJob:
     values: dict[str, object] = {
-        "job_id": job_id, "prompt": "a cat", "seed": 1, "iterations": iterations, "width": 64,
-        "height": 64, "progress_every_s": 0.0,
-    }  # fmt: skip
+        "job_id": job_id,
+        "prompt": "a cat",
+        "seed": 1,
+        "iterations": iterations,
+        "width": 64,
+        "height": 64,
+        "progress_every_s": 0.0,
+    }
     values.update(changes)
     return StartJob(**values)  # type: ignore[arg-type]
 
@@ -352,8 +363,9 @@ def test_an_image_job_loads_the_encoder_once_and_records_its_pictures(
         # The next image job finds the encoder loaded; a continued one starts from its state.
         process.send(_start(2, 1, prompt="a cat", init_image=start))
         second = list(process.until(Finished))
-        process.send(_start(3, 1, prompt="", init_state=finished.continue_state,
-                            image_prompts=[steer]))  # fmt: skip
+        process.send(
+            _start(3, 1, prompt="", init_state=finished.continue_state, image_prompts=[steer])
+        )
         third = list(process.until(Finished))
         assert not any(isinstance(m, Preparing | Failed) for m in second + third)
         assert [m.job_id for m in second + third if isinstance(m, Finished)] == [2, 3]

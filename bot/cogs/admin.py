@@ -80,18 +80,24 @@ class AdminCog(commands.Cog):
         language = language_of(str(interaction.locale))
         settings = self.store.guild_settings(interaction.guild_id)
         asked: dict[str, float | None] = {
-            "max_iterations": max_iterations, "default_iterations": default_iterations,
-            "max_queued_per_user": max_queued_per_user, "progress_interval_s": progress_interval_s,
-            "max_size": max_size, "auto_stop": auto_stop,
-        }  # fmt: skip
+            "max_iterations": max_iterations,
+            "default_iterations": default_iterations,
+            "max_queued_per_user": max_queued_per_user,
+            "progress_interval_s": progress_interval_s,
+            "max_size": max_size,
+            "auto_stop": auto_stop,
+        }
         changes, notices = self._within_limits(settings, asked, language)
         quality = settings.max_quality if max_quality is None else max_quality.value
         if not within(quality, self.limits.max_quality):
             notices.append(
-                tr(language, "max_quality lowered from {asked} to the bot's limit, {most}.",
-                   asked=tr(language, QUALITY_NAMES[quality]),
-                   most=tr(language, QUALITY_NAMES[self.limits.max_quality]))
-            )  # fmt: skip
+                tr(
+                    language,
+                    "max_quality lowered from {asked} to the bot's limit, {most}.",
+                    asked=tr(language, QUALITY_NAMES[quality]),
+                    most=tr(language, QUALITY_NAMES[self.limits.max_quality]),
+                )
+            )
             quality = self.limits.max_quality
         channels = set(settings.allowed_channels)
         if all_channels:
@@ -101,21 +107,40 @@ class AdminCog(commands.Cog):
         if disallow_channel is not None:
             channels.discard(disallow_channel.id)
         if image_inputs and not self.desk.intake.enabled:
-            notices.append(tr(language, "The bot's operator has switched pictures off for every "
-                              "server; this counts once they switch them on."))  # fmt: skip
+            notices.append(
+                tr(
+                    language,
+                    "The bot's operator has switched pictures off for every "
+                    "server; this counts once they switch them on.",
+                )
+            )
         pictures = settings.image_inputs if image_inputs is None else image_inputs
         animated = settings.timelapse if timelapse is None else timelapse
         try:
             updated = GuildSettings.model_validate(
-                {**settings.model_dump(), **changes, "allowed_channels": tuple(sorted(channels)),
-                 "image_inputs": pictures, "timelapse": animated, "max_quality": quality}
-            )  # fmt: skip
+                {
+                    **settings.model_dump(),
+                    **changes,
+                    "allowed_channels": tuple(sorted(channels)),
+                    "image_inputs": pictures,
+                    "timelapse": animated,
+                    "max_quality": quality,
+                }
+            )
         except ValidationError as error:
             problem = error.errors()[0]
             name, span = str(problem["loc"][0]), bounds(GuildSettings, str(problem["loc"][0]))
-            said = tr(language, "Nothing changed: {name} must be from {low:g} to {high:g}.",
-                      name=name, low=span[0], high=span[1]) if span else tr(
-                language, "Nothing changed: {name} is not valid.", name=name)  # fmt: skip
+            said = (
+                tr(
+                    language,
+                    "Nothing changed: {name} must be from {low:g} to {high:g}.",
+                    name=name,
+                    low=span[0],
+                    high=span[1],
+                )
+                if span
+                else tr(language, "Nothing changed: {name} is not valid.", name=name)
+            )
             await interaction.response.send_message(said, ephemeral=True)
             return
         if updated != settings:
@@ -139,9 +164,14 @@ class AdminCog(commands.Cog):
             ceiling = getattr(self.limits, name, None) if name in HardLimits.model_fields else None
             if ceiling is not None and value > ceiling:
                 notices.append(
-                    tr(language, "{name} lowered from {asked:g} to the bot's limit, {most:g}.",
-                       name=name, asked=value, most=ceiling)
-                )  # fmt: skip
+                    tr(
+                        language,
+                        "{name} lowered from {asked:g} to the bot's limit, {most:g}.",
+                        name=name,
+                        asked=value,
+                        most=ceiling,
+                    )
+                )
             changes[name] = value if ceiling is None else min(value, ceiling)
         if "max_size" in changes:
             changes["max_size"] -= changes["max_size"] % SIDE_MULTIPLE
@@ -153,7 +183,12 @@ class AdminCog(commands.Cog):
         if default > ceiling:
             changes["default_iterations"] = ceiling
             notices.append(
-                tr(language, "default_iterations lowered from {asked:g} to {most:g} to stay "
-                   "within max_iterations.", asked=default, most=ceiling)
-            )  # fmt: skip
+                tr(
+                    language,
+                    "default_iterations lowered from {asked:g} to {most:g} to stay "
+                    "within max_iterations.",
+                    asked=default,
+                    most=ceiling,
+                )
+            )
         return changes, notices

@@ -79,15 +79,24 @@ class DrawCog(commands.Cog):
         picture = None
         if image is not None:
             picture = PictureAsk(
-                Upload.of(image), image_as.value if image_as else DEFAULT_IMAGE_USE,
+                Upload.of(image),
+                image_as.value if image_as else DEFAULT_IMAGE_USE,
                 DEFAULT_INIT_STRENGTH if strength is None else strength,
-            )  # fmt: skip
+            )
         request = Request(
-            guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
-            user_id=interaction.user.id, prompt=prompt or "", iterations=iterations, seed=seed,
-            size=size, negative=negative, language=language_of(str(interaction.locale)),
-            picture=picture, timelapse=timelapse, quality=quality.value if quality else None,
-        )  # fmt: skip
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id or 0,
+            user_id=interaction.user.id,
+            prompt=prompt or "",
+            iterations=iterations,
+            seed=seed,
+            size=size,
+            negative=negative,
+            language=language_of(str(interaction.locale)),
+            picture=picture,
+            timelapse=timelapse,
+            quality=quality.value if quality else None,
+        )
         await interaction.edit_original_response(content=await self.desk.draw(request))
 
     @app_commands.command(name="cancel")

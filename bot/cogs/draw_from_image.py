@@ -35,11 +35,14 @@ class DrawFromImageForm(discord.ui.Modal):
         self.desk = desk
         self.upload = upload
         self.prompt: discord.ui.TextInput[DrawFromImageForm] = discord.ui.TextInput(
-            custom_id="prompt", style=discord.TextStyle.paragraph, required=False,
+            custom_id="prompt",
+            style=discord.TextStyle.paragraph,
+            required=False,
             max_length=MAX_PROMPT_CHARS,
-            placeholder=tr(language, "e.g. a lighthouse at dusk; may stay empty to let the "
-                           "picture steer"),
-        )  # fmt: skip
+            placeholder=tr(
+                language, "e.g. a lighthouse at dusk; may stay empty to let the picture steer"
+            ),
+        )
         self.use: discord.ui.Select[DrawFromImageForm] = discord.ui.Select(
             custom_id="use",
             options=[
@@ -50,18 +53,22 @@ class DrawFromImageForm(discord.ui.Modal):
             ],
         )
         self.strength: discord.ui.TextInput[DrawFromImageForm] = discord.ui.TextInput(
-            custom_id="strength", required=False, max_length=10,
+            custom_id="strength",
+            required=False,
+            max_length=10,
             default=f"{DEFAULT_INIT_STRENGTH:g}",
-        )  # fmt: skip
+        )
         self.add_item(discord.ui.Label(text=tr(language, "What to draw"), component=self.prompt))
         self.add_item(discord.ui.Label(text=tr(language, "Use the picture to"), component=self.use))
         self.add_item(
             discord.ui.Label(
-                text=tr(language, "Strength, 0 to 1"), component=self.strength,
-                description=tr(language, "How firmly the drawing holds to the picture it starts "
-                               "from"),
+                text=tr(language, "Strength, 0 to 1"),
+                component=self.strength,
+                description=tr(
+                    language, "How firmly the drawing holds to the picture it starts from"
+                ),
             )
-        )  # fmt: skip
+        )
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -74,10 +81,13 @@ class DrawFromImageForm(discord.ui.Modal):
             return
         use = self.use.values[0] if self.use.values else DEFAULT_IMAGE_USE
         request = Request(
-            guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
-            user_id=interaction.user.id, prompt=self.prompt.value, language=language,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id or 0,
+            user_id=interaction.user.id,
+            prompt=self.prompt.value,
+            language=language,
             picture=PictureAsk(self.upload, use, strength),
-        )  # fmt: skip
+        )
         await interaction.edit_original_response(content=await self.desk.draw(request))
 
 

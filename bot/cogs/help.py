@@ -42,19 +42,27 @@ class HelpCog(commands.Cog):
             )
         workers = self.scheduler.workers()
         if not workers:
-            embed.set_footer(text=tr(
-                language, "No drawing worker is connected right now: drawings wait in the queue."
-            ))  # fmt: skip
+            embed.set_footer(
+                text=tr(
+                    language,
+                    "No drawing worker is connected right now: drawings wait in the queue.",
+                )
+            )
         elif all(worker.device == "cpu" for worker in workers):
             embed.set_footer(
                 text=tr(language, "This bot draws on a CPU, which is slow: expect long waits.")
             )
         if len(workers) > 1:
             lines = [
-                tr(language, "{worker} · {device} · {free} of {places} place(s) free",
-                   worker=quote(w.id, 40), device=w.device,
-                   free=w.places - self.scheduler.busy(w.id), places=w.places)
+                tr(
+                    language,
+                    "{worker} · {device} · {free} of {places} place(s) free",
+                    worker=quote(w.id, 40),
+                    device=w.device,
+                    free=w.places - self.scheduler.busy(w.id),
+                    places=w.places,
+                )
                 for w in workers
-            ]  # fmt: skip
+            ]
             embed.add_field(name=tr(language, "Workers"), value="\n".join(lines), inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True)

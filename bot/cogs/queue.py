@@ -44,18 +44,27 @@ class QueueCog(commands.Cog):
                     else tr(language, " · waiting for a worker")
                 )
             lines.append(
-                tr(language, "**Drawing** · job {job} by <@{member}>", job=job.id,
-                   member=job.user_id)
+                tr(
+                    language,
+                    "**Drawing** · job {job} by <@{member}>",
+                    job=job.id,
+                    member=job.user_id,
+                )
                 + f"{where} · {job.steps}/{job.iterations} · {quote(job.prompt, 60)}"
-            )  # fmt: skip
+            )
         order = store.queue_order()
         for position, job in enumerate(order[:SHOWN], start=1):
             lines.append(
-                tr(language, "{position}. job {job} by <@{member}> · {iterations} it",
-                   position=position, job=job.id, member=job.user_id,
-                   iterations=job.iterations)
+                tr(
+                    language,
+                    "{position}. job {job} by <@{member}> · {iterations} it",
+                    position=position,
+                    job=job.id,
+                    member=job.user_id,
+                    iterations=job.iterations,
+                )
                 + f" · {quote(job.prompt, 60)}"
-            )  # fmt: skip
+            )
         if len(order) > SHOWN:
             lines.append(tr(language, "…and {count} more", count=len(order) - SHOWN))
         embed = discord.Embed(

@@ -106,9 +106,10 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     add_quality_option(fetch, "fetch the CLIP models of this quality")
     add_text_encoder_options(fetch)
     fetch.add_argument(
-        "--with-encoder", action="store_true",
+        "--with-encoder",
+        action="store_true",
         help="also fetch the dVAE encoder, which drawings that start from a picture need",
-    )  # fmt: skip
+    )
     add_encoder_option(fetch)
     fetch.set_defaults(handler=_fetch_weights)
 
@@ -171,10 +172,14 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
         raise SettingsError(f"at most {MAX_IMAGE_PROMPTS} --image-prompt pictures")
     init = read_picture(PictureArg(args.init_image)) if args.init_image else None
     job = Job(
-        args.prompt, seed=seed, iterations=args.iterations or chosen.iterations, init_image=init,
-        init_strength=args.init_strength, auto_stop=args.auto_stop,
+        args.prompt,
+        seed=seed,
+        iterations=args.iterations or chosen.iterations,
+        init_image=init,
+        init_strength=args.init_strength,
+        auto_stop=args.auto_stop,
         image_prompts=tuple(read_picture(arg) for arg in args.image_prompt),
-    )  # fmt: skip
+    )
     encoder = choose_encoder(args.text_encoder, job.prompts)
     return settings, dataclasses.replace(job, text_encoder=encoder)
 
@@ -210,9 +215,15 @@ def _draw(args: argparse.Namespace) -> int:
             save_every = frame_every(job.iterations)
         engine_graphs = None if args.cuda_graphs else False
         result, frames = _run_with_progress(
-            models, settings, job, frames_dir, save_every, cuda_graphs=engine_graphs,
-            multilingual=multilingual, picture_encoder=encoder,
-        )  # fmt: skip
+            models,
+            settings,
+            job,
+            frames_dir,
+            save_every,
+            cuda_graphs=engine_graphs,
+            multilingual=multilingual,
+            picture_encoder=encoder,
+        )
         try:
             save_result(result, out)
             if args.timelapse is not None:
@@ -230,11 +241,13 @@ def _multilingual(args: argparse.Namespace, models: Models) -> MultilingualEncod
     clip_dim = int(models.only_clip().text_projection.shape[1])
     clip_name = models.clip_names[0]
     return load_multilingual(
-        args.multilingual_model, clip_dim=clip_dim,
+        args.multilingual_model,
+        clip_dim=clip_dim,
         clip_name=clip_name if clip_name in CLIP_WEIGHTS else None,
-        device=models.device, cache_dir=args.cache_dir or default_cache_dir(),
+        device=models.device,
+        cache_dir=args.cache_dir or default_cache_dir(),
         offline=args.offline,
-    )  # fmt: skip
+    )
 
 
 def _picture_encoder(args: argparse.Namespace, models: Models) -> torch.nn.Module:
@@ -262,9 +275,12 @@ def _run_with_progress(
     from generator.method.engine import Engine, to_pil
 
     engine = Engine(
-        models, settings, cuda_graphs=cuda_graphs, multilingual=multilingual,
+        models,
+        settings,
+        cuda_graphs=cuda_graphs,
+        multilingual=multilingual,
         picture_encoder=None if picture_encoder is None else lambda: picture_encoder,
-    )  # fmt: skip
+    )
     frames: list[Path] = []
     report_every = max(1, min(10, job.iterations // 100))
     bar = tqdm(total=job.iterations, unit="it", file=sys.stderr, dynamic_ncols=True)
@@ -349,9 +365,10 @@ def _fetch_weights(args: argparse.Namespace) -> int:
             print(f"encoder: {encoder_path(args.encoder, args.cache_dir, offline=args.offline)}")
         if args.text_encoder != "clip":
             folder = encoder_folder(
-                args.multilingual_model, args.cache_dir or default_cache_dir(),
+                args.multilingual_model,
+                args.cache_dir or default_cache_dir(),
                 offline=args.offline,
-            )  # fmt: skip
+            )
             print(f"multilingual text encoder: {folder}")
     except GeneratorError as error:
         _fail(str(error), EXIT_FAILED)

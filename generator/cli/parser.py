@@ -136,24 +136,34 @@ def add_draw_options(draw: argparse.ArgumentParser) -> None:
         "--lr", type=float, default=DEFAULTS.lr, help=f"Adam learning rate (default {DEFAULTS.lr})"
     )
     draw.add_argument(
-        "--temperature", type=float, default=DEFAULTS.temperature,
+        "--temperature",
+        type=float,
+        default=DEFAULTS.temperature,
         help=f"Gumbel-softmax temperature (default {DEFAULTS.temperature})",
-    )  # fmt: skip
+    )
     draw.add_argument(
-        "--lr-drop", type=lr_drop, default=DEFAULTS.lr_drop, metavar="FRACTION|off",
+        "--lr-drop",
+        type=lr_drop,
+        default=DEFAULTS.lr_drop,
+        metavar="FRACTION|off",
         help=f"divide the learning rate by {LR_DROP_FACTOR:g} from this fraction of the run on "
         f"(default {DEFAULTS.lr_drop}); off keeps it constant",
-    )  # fmt: skip
+    )
     draw.add_argument(
-        "--auto-stop", type=positive, default=None, metavar="N",
+        "--auto-stop",
+        type=positive,
+        default=None,
+        metavar="N",
         help=f"stop early when the loss, averaged over windows of {AUTO_STOP_WINDOW} steps, has "
         "not beaten its best window for N windows in a row (default: run every iteration)",
-    )  # fmt: skip
+    )
     draw.add_argument(
-        "--cut-schedule", choices=CUT_SCHEDULES, default=DEFAULTS.cut_schedule,
+        "--cut-schedule",
+        choices=CUT_SCHEDULES,
+        default=DEFAULTS.cut_schedule,
         help="coarse-to-fine (default): cutouts around the whole picture early, small crops "
         "late; fixed: the same mix of sizes throughout",
-    )  # fmt: skip
+    )
     draw.add_argument(
         "--temperature-end",
         type=float,

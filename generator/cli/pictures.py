@@ -60,29 +60,40 @@ def add_picture_options(parser: argparse.ArgumentParser) -> None:
         f"{MAX_INPUT_PIXELS / 1e6:g} million pixels"
     )
     parser.add_argument(
-        "--init-image", type=Path, default=None, metavar="PATH",
+        "--init-image",
+        type=Path,
+        default=None,
+        metavar="PATH",
         help=f"start from this picture's tokens instead of random ones ({limits})",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--init-strength", type=_strength, default=DEFAULT_INIT_STRENGTH, metavar="S",
+        "--init-strength",
+        type=_strength,
+        default=DEFAULT_INIT_STRENGTH,
+        metavar="S",
         help="how firmly the start holds, 0 to 1: 0 lets the first steps move away freely, 1 "
         f"keeps the picture's tokens through the run (default {DEFAULT_INIT_STRENGTH})",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--image-prompt", type=_image_prompt, action="append", default=[],
+        "--image-prompt",
+        type=_image_prompt,
+        action="append",
+        default=[],
         metavar="PATH[:WEIGHT]",
         help="steer towards this picture as well as (or instead of) the words; repeat for up "
         f"to {MAX_IMAGE_PROMPTS}; a trailing ':WEIGHT' weights it (default "
         f"{DEFAULT_IMAGE_WEIGHT:g}; negative steers away)",
-    )  # fmt: skip
+    )
     add_encoder_option(parser)
 
 
 def add_encoder_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--encoder", default=DEFAULT_ENCODER_URL, metavar="URL_OR_PATH",
+        "--encoder",
+        default=DEFAULT_ENCODER_URL,
+        metavar="URL_OR_PATH",
         help=f"dVAE encoder URL or file, for --init-image (default {DEFAULT_ENCODER_URL})",
-    )  # fmt: skip
+    )
 
 
 def read_picture(arg: PictureArg) -> ImageInput:

@@ -63,19 +63,32 @@ def _sentence_transformers_files() -> tuple[HubFile, ...]:
         ),
     }
     paths = (
-        "modules.json", "config_sentence_transformers.json", "sentence_bert_config.json",
-        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-        "special_tokens_map.json", "vocab.txt", "1_Pooling/config.json", "2_Dense/config.json",
+        "modules.json",
+        "config_sentence_transformers.json",
+        "sentence_bert_config.json",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+        "1_Pooling/config.json",
+        "2_Dense/config.json",
         "2_Dense/model.safetensors",
-    )  # fmt: skip
+    )
     return tuple(HubFile(repo, commit, path, hashes.get(path)) for path in paths)
 
 
 def _m_clip_files(repo: str) -> tuple[HubFile, ...]:
     # M-CLIP's repositories and the base model's config, pinned by branch only: their commits
     # and hashes could not be read from here. The base model's config goes to base/config.json.
-    files = ("config.json", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json")  # fmt: skip
+    files = (
+        "config.json",
+        "pytorch_model.bin",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    )
     base = HubFile("FacebookAI/xlm-roberta-large", "main", "config.json", None, "base/config.json")
     return (*(HubFile(repo, "main", path) for path in files), base)
 
@@ -123,8 +136,9 @@ class PromptLimit:
                 raise PromptError(
                     "prompt '{part}' is too long for the multilingual text encoder, which reads "
                     "at most {most} tokens; shorten it",
-                    part=shorten(prompt.text), most=self.most,
-                )  # fmt: skip
+                    part=shorten(prompt.text),
+                    most=self.most,
+                )
 
 
 def read_prompt_limit(folder: Path) -> PromptLimit:
@@ -135,10 +149,12 @@ def read_prompt_limit(folder: Path) -> PromptLimit:
         raise ModelLoadError(EXTRA_NEEDED) from None
     limits = [
         read_json(folder / name).get(key)
-        for name, key in (("sentence_bert_config.json", "max_seq_length"),
-                          ("tokenizer_config.json", "model_max_length"))
+        for name, key in (
+            ("sentence_bert_config.json", "max_seq_length"),
+            ("tokenizer_config.json", "model_max_length"),
+        )
         if (folder / name).is_file()
-    ]  # fmt: skip
+    ]
     sane = [n for n in limits if isinstance(n, int) and 0 < n < 100_000]
     if not sane:
         raise ModelLoadError(f"{folder} gives no token limit (tokenizer_config.json)")
@@ -158,9 +174,13 @@ def prompt_limit(name_or_path: str, cache_dir: Path, *, offline: bool) -> Prompt
         return read_prompt_limit(_local_folder(name_or_path))
     needed = tuple(f for f in spec.files if f.path in _TOKENIZER_FILES)
     folder = ensure_hub_files(
-        f"{name_or_path} tokenizer", f"text/{name_or_path}", needed, cache_dir, offline=offline,
+        f"{name_or_path} tokenizer",
+        f"text/{name_or_path}",
+        needed,
+        cache_dir,
+        offline=offline,
         progress=False,
-    )  # fmt: skip
+    )
     return read_prompt_limit(folder)
 
 
@@ -179,12 +199,18 @@ def encoder_folder(
         return _local_folder(name_or_path)
     folder = cache_dir / f"text/{name_or_path}"
     if progress and not offline and not all((folder / f.stored).is_file() for f in spec.files):
-        print(f"fetching the multilingual text encoder {name_or_path} ({spec.size}) into {folder}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"fetching the multilingual text encoder {name_or_path} ({spec.size}) into {folder}",
+            file=sys.stderr,
+        )
     return ensure_hub_files(
-        name_or_path, f"text/{name_or_path}", spec.files, cache_dir, offline=offline,
+        name_or_path,
+        f"text/{name_or_path}",
+        spec.files,
+        cache_dir,
+        offline=offline,
         progress=progress,
-    )  # fmt: skip
+    )
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -73,9 +73,9 @@ class ModelChoice(BaseModel):
     )
     decoder: str = Field(DEFAULT_DECODER_URL, description="dVAE decoder URL or file")
     encoder: str = Field(
-        DEFAULT_ENCODER_URL, description="dVAE encoder URL or file, loaded for the first job "
-        "that starts from a picture",
-    )  # fmt: skip
+        DEFAULT_ENCODER_URL,
+        description="dVAE encoder URL or file, loaded for the first job that starts from a picture",
+    )
     cache_dir: str = Field("", description="where downloaded weights live; empty: the default")
     offline: bool = Field(False, description="never download; cached or local files only")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
@@ -116,9 +116,10 @@ class WorkerOptions(BaseModel):
         AUTO, description="torch CPU threads; 0: every available core but one"
     )
     memory_limit_gb: Annotated[float, Field(ge=0, le=MAX_MEMORY_GB, allow_inf_nan=False)] = Field(
-        0.0, description="GiB for the models and the jobs drawn together; 0: the GPU's memory "
+        0.0,
+        description="GiB for the models and the jobs drawn together; 0: the GPU's memory "
         "(no limit on a CPU)",
-    )  # fmt: skip
+    )
 
 
 class PictureIn(BaseModel):
@@ -138,9 +139,11 @@ class PictureIn(BaseModel):
     @classmethod
     def of(cls, image: ImageInput) -> PictureIn:
         return cls(
-            png_b64=png_to_b64(image.png), name=image.name, sha256=image.sha256,
+            png_b64=png_to_b64(image.png),
+            name=image.name,
+            sha256=image.sha256,
             weight=image.weight,
-        )  # fmt: skip
+        )
 
     def image(self) -> ImageInput:
         """The picture; ValueError when its base64 is not valid."""

@@ -44,8 +44,9 @@ def check_lengths(prompts: tuple[WeightedPrompt, ...]) -> None:
             raise PromptError(
                 "prompt '{part}' is too long for CLIP, which reads at most {most} tokens (about "
                 "{most} short words); shorten it",
-                part=shorten(prompt.text), most=CONTEXT_LENGTH - 2,
-            )  # fmt: skip
+                part=shorten(prompt.text),
+                most=CONTEXT_LENGTH - 2,
+            )
 
 
 def shorten(text: str, most: int = 40) -> str:

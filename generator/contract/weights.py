@@ -131,9 +131,14 @@ class HubFile:
 
 
 def ensure_hub_files(
-    name: str, folder: str, files: tuple[HubFile, ...], cache_dir: Path, *, offline: bool = False,
+    name: str,
+    folder: str,
+    files: tuple[HubFile, ...],
+    cache_dir: Path,
+    *,
+    offline: bool = False,
     progress: bool = True,
-) -> Path:  # fmt: skip
+) -> Path:
     """The folder `cache_dir/folder` holding every one of `files`, fetching those not there."""
     for file in files:
         spec = WeightSpec(f"{name} ({file.path})", f"{folder}/{file.stored}", file.sources())
@@ -204,16 +209,18 @@ class _LineProgress:
             print(
                 f"{self.label}: {tenths * 10}% ({self.done / 2**20:.0f} of "
                 f"{self.total / 2**20:.0f} MiB)",
-                file=sys.stderr, flush=True,
-            )  # fmt: skip
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _progress(total: int | None, label: str, enabled: bool) -> AbstractContextManager[Any]:
     if enabled and sys.stderr.isatty():
         from tqdm import tqdm
 
-        return tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr,
-                    leave=False)  # fmt: skip
+        return tqdm(
+            total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False
+        )
     # Without a known total (or with progress off) the line reporter stays silent.
     return nullcontext(_LineProgress(total if enabled else None, label))
 

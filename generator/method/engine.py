@@ -179,10 +179,12 @@ class Engine:
         key = (settings.precision, settings.checkpointing, settings.compile, chosen)
         if key not in self._networks:
             self._networks[key] = build_networks(
-                self.models.decoder, [self.models.clips[i].visual for i in chosen],
+                self.models.decoder,
+                [self.models.clips[i].visual for i in chosen],
                 settings.precision,
-                checkpointing=settings.checkpointing, compile_them=settings.compile,
-            )  # fmt: skip
+                checkpointing=settings.checkpointing,
+                compile_them=settings.compile,
+            )
         return self._networks[key]
 
     @property
@@ -495,10 +497,14 @@ class Batch:
         """
         engine, device = self.engine, self.engine.device
         parts = [
-            relax(e.logits, gumbel_noise(e.logits.shape, e.generator), e.temperature,
-                  settings.relaxation)
+            relax(
+                e.logits,
+                gumbel_noise(e.logits.shape, e.generator),
+                e.temperature,
+                settings.relaxation,
+            )
             for e in chunk
-        ]  # fmt: skip
+        ]
         soft = parts[0] if len(parts) == 1 else torch.cat(parts)  # (B, V, h, w), no copy for one
         networks = engine.networks(settings)
         images = decode(networks.decode, soft)  # (B, 3, H, W) in fp32

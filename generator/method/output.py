@@ -38,9 +38,13 @@ def png_metadata(result: DrawResult) -> dict[str, str]:
     }
     if job.init_image is not None:
         metadata["init_image"] = json.dumps(
-            {"name": job.init_image.name, "sha256": job.init_image.sha256,
-             "strength": job.init_strength}, ensure_ascii=False,
-        )  # fmt: skip
+            {
+                "name": job.init_image.name,
+                "sha256": job.init_image.sha256,
+                "strength": job.init_strength,
+            },
+            ensure_ascii=False,
+        )
     if job.image_prompts:
         metadata["image_prompts"] = json.dumps(
             [{"name": p.name, "sha256": p.sha256, "weight": p.weight} for p in job.image_prompts],

@@ -329,9 +329,12 @@ def load_models(
     clips = tuple(clip_from_file(path, target) for path in clip_files.values())
     decoder_net, shape = decoder_from_file(decoder_file, target)
     return Models(
-        clips=clips, clip_names=tuple(clip_files), decoder=decoder_net, decoder_shape=shape,
+        clips=clips,
+        clip_names=tuple(clip_files),
+        decoder=decoder_net,
+        decoder_shape=shape,
         device=target,
-    )  # fmt: skip
+    )
 
 
 def _clip_files(

@@ -36,36 +36,66 @@ TINY_OUTPUT_GAIN = 40.0
 # `clip.model.build_model` infers the heads as widths // 64, so the widths stay multiples of 64.
 _CLIP_SIZES: dict[ClipSize, dict[str, Any]] = {
     "tiny": {
-        "embed_dim": 32, "image_resolution": 32, "vision_layers": 1, "vision_width": 64,
-        "vision_patch_size": 16, "transformer_width": 64, "transformer_heads": 1,
+        "embed_dim": 32,
+        "image_resolution": 32,
+        "vision_layers": 1,
+        "vision_width": 64,
+        "vision_patch_size": 16,
+        "transformer_width": 64,
+        "transformer_heads": 1,
         "transformer_layers": 1,
     },
     "tiny-48": {
-        "embed_dim": 24, "image_resolution": 48, "vision_layers": 1, "vision_width": 64,
-        "vision_patch_size": 16, "transformer_width": 64, "transformer_heads": 1,
+        "embed_dim": 24,
+        "image_resolution": 48,
+        "vision_layers": 1,
+        "vision_width": 64,
+        "vision_patch_size": 16,
+        "transformer_width": 64,
+        "transformer_heads": 1,
         "transformer_layers": 1,
     },
     "full": {
-        "embed_dim": 512, "image_resolution": 224, "vision_layers": 12, "vision_width": 768,
-        "vision_patch_size": 32, "transformer_width": 512, "transformer_heads": 8,
+        "embed_dim": 512,
+        "image_resolution": 224,
+        "vision_layers": 12,
+        "vision_width": 768,
+        "vision_patch_size": 32,
+        "transformer_width": 512,
+        "transformer_heads": 8,
         "transformer_layers": 12,
     },
     "full-B16": {
-        "embed_dim": 512, "image_resolution": 224, "vision_layers": 12, "vision_width": 768,
-        "vision_patch_size": 16, "transformer_width": 512, "transformer_heads": 8,
+        "embed_dim": 512,
+        "image_resolution": 224,
+        "vision_layers": 12,
+        "vision_width": 768,
+        "vision_patch_size": 16,
+        "transformer_width": 512,
+        "transformer_heads": 8,
         "transformer_layers": 12,
     },
     "full-RN50": {
-        "embed_dim": 1024, "image_resolution": 224, "vision_layers": (3, 4, 6, 3),
-        "vision_width": 64, "vision_patch_size": None, "transformer_width": 512,
-        "transformer_heads": 8, "transformer_layers": 12,
-    },
-    "full-L14": {
-        "embed_dim": 768, "image_resolution": 224, "vision_layers": 24, "vision_width": 1024,
-        "vision_patch_size": 14, "transformer_width": 768, "transformer_heads": 12,
+        "embed_dim": 1024,
+        "image_resolution": 224,
+        "vision_layers": (3, 4, 6, 3),
+        "vision_width": 64,
+        "vision_patch_size": None,
+        "transformer_width": 512,
+        "transformer_heads": 8,
         "transformer_layers": 12,
     },
-}  # fmt: skip
+    "full-L14": {
+        "embed_dim": 768,
+        "image_resolution": 224,
+        "vision_layers": 24,
+        "vision_width": 1024,
+        "vision_patch_size": 14,
+        "transformer_width": 768,
+        "transformer_heads": 12,
+        "transformer_layers": 12,
+    },
+}
 
 
 def random_clip(size: ClipSize = "tiny", seed: int = 0) -> Any:
@@ -157,16 +187,22 @@ def write_multilingual(folder: Path, dimension: int = 32, seed: int = 0) -> Path
     (base / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     DistilBertTokenizerFast(str(base / "vocab.txt"), do_lower_case=False).save_pretrained(base)
     config = DistilBertConfig(
-        vocab_size=len(vocab), dim=32, n_layers=1, n_heads=2, hidden_dim=64,
+        vocab_size=len(vocab),
+        dim=32,
+        n_layers=1,
+        n_heads=2,
+        hidden_dim=64,
         max_position_embeddings=128,
-    )  # fmt: skip
+    )
     DistilBertModel(config).save_pretrained(base)
     transformer = Transformer(str(base), max_seq_length=128)
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     dense = Dense(
-        transformer.get_embedding_dimension(), dimension, bias=False,
+        transformer.get_embedding_dimension(),
+        dimension,
+        bias=False,
         activation_function=torch.nn.Identity(),
-    )  # fmt: skip
+    )
     target = folder / "encoder"
     SentenceTransformer(modules=[transformer, pooling, dense]).save(str(target))
     return target
@@ -188,16 +224,23 @@ def write_m_clip(folder: Path, dimension: int = 32, seed: int = 0) -> Path:
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", 0), ("</s>", 2)],
-    )  # fmt: skip
+    )
     fast = XLMRobertaTokenizer(tokenizer_object=tokenizer, model_max_length=64)
     fast.save_pretrained(folder)
     base = XLMRobertaConfig(
-        vocab_size=len(fast), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=66, pad_token_id=1, bos_token_id=0,
+        vocab_size=len(fast),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        pad_token_id=1,
+        bos_token_id=0,
         eos_token_id=2,
-    )  # fmt: skip
+    )
     (folder / "base").mkdir(exist_ok=True)
     base.to_json_file(str(folder / "base" / "config.json"))
     transformer = XLMRobertaModel(base)
@@ -206,8 +249,11 @@ def write_m_clip(folder: Path, dimension: int = 32, seed: int = 0) -> Path:
     state |= {f"LinearTransformation.{k}": v for k, v in head.state_dict().items()}
     torch.save(state, folder / "pytorch_model.bin")
     config = {
-        "model_type": "M-CLIP", "architectures": ["MultilingualCLIP"], "modelBase": "tiny",
-        "transformerDimensions": 32, "numDims": dimension,
-    }  # fmt: skip
+        "model_type": "M-CLIP",
+        "architectures": ["MultilingualCLIP"],
+        "modelBase": "tiny",
+        "transformerDimensions": 32,
+        "numDims": dimension,
+    }
     (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     return folder

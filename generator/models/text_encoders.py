@@ -92,9 +92,15 @@ class MClipEncoder(MultilingualEncoder):
     """An M-CLIP encoder: transformer, attention-masked mean of its token states, linear map."""
 
     def __init__(
-        self, transformer: Any, tokenizer: Any, head: torch.nn.Linear, *, name: str,
-        limit: PromptLimit, device: torch.device,
-    ) -> None:  # fmt: skip
+        self,
+        transformer: Any,
+        tokenizer: Any,
+        head: torch.nn.Linear,
+        *,
+        name: str,
+        limit: PromptLimit,
+        device: torch.device,
+    ) -> None:
         super().__init__(name, limit, device)
         self.transformer = transformer
         self.tokenizer = tokenizer
@@ -114,9 +120,14 @@ class MClipEncoder(MultilingualEncoder):
 
 
 def load_multilingual(
-    name_or_path: str, *, clip_dim: int, clip_name: str | None, device: torch.device,
-    cache_dir: Path, offline: bool,
-) -> MultilingualEncoder:  # fmt: skip
+    name_or_path: str,
+    *,
+    clip_dim: int,
+    clip_name: str | None,
+    device: torch.device,
+    cache_dir: Path,
+    offline: bool,
+) -> MultilingualEncoder:
     """Load a multilingual encoder and check that it speaks the loaded CLIP's text space."""
     spec = MULTILINGUAL_MODELS.get(name_or_path)
     if spec is not None and clip_name is not None and clip_name != spec.clip:
@@ -174,8 +185,10 @@ def _load_m_clip(folder: Path, name: str, device: torch.device) -> MultilingualE
             f"{folder} is not a complete M-CLIP model (config.json, tokenizer files, and the "
             f"base model's config in base/config.json): {error}"
         ) from None
-    weights = next((folder / f for f in ("model.safetensors", "pytorch_model.bin")
-                    if (folder / f).is_file()), None)  # fmt: skip
+    weights = next(
+        (folder / f for f in ("model.safetensors", "pytorch_model.bin") if (folder / f).is_file()),
+        None,
+    )
     if weights is None:
         raise ModelLoadError(f"{folder} has no model.safetensors or pytorch_model.bin")
     tensors = read_tensors(weights)

@@ -42,12 +42,14 @@ def dearest_job(models: Models, options: WorkerOptions, precision: str) -> tuple
     main, held = models.clip_names[0], set(models.clip_names)
     costs = {
         name: job_bytes(
-            preset.size, min(preset.cutouts, options.cutouts), preset.models(main),
+            preset.size,
+            min(preset.cutouts, options.cutouts),
+            preset.models(main),
             half=precision != "fp32",
         )
         for name, preset in PRESETS.items()
         if set(preset.models(main)) <= held
-    }  # fmt: skip
+    }
     dearest = max(costs, key=lambda name: costs[name])
     return dearest, costs[dearest]
 
@@ -70,8 +72,9 @@ def places(models: Models, options: WorkerOptions, precision: str) -> int:
         f"{budget / GIB:.1f} GiB in all"
     )
     if fit < 1:
-        log.warning("%s: even one job may not fit; lower [worker] cutouts or hold fewer "
-                    "models", said)  # fmt: skip
+        log.warning(
+            "%s: even one job may not fit; lower [worker] cutouts or hold fewer models", said
+        )
     elif chosen < options.max_batch:
         log.info("%d place(s) rather than max_batch %d: %s", chosen, options.max_batch, said)
     return chosen

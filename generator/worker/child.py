@@ -93,9 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache_dir = Path(choice.cache_dir) if choice.cache_dir else None
     try:
         models = load_models(
-            choice.clip_models(), choice.decoder, device=choice.device, cache_dir=cache_dir,
+            choice.clip_models(),
+            choice.decoder,
+            device=choice.device,
+            cache_dir=cache_dir,
             offline=choice.offline,
-        )  # fmt: skip
+        )
         multilingual = text_encoder_for(choice, models, cache_dir)
     except GeneratorError as error:
         log.error("cannot load the models: %s", error)
@@ -108,10 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     threading.Thread(target=worker.beat, args=(configure.worker_id,), daemon=True).start()
     channel.send(
         Ready(
-            worker_id=configure.worker_id, device=str(models.device), places=worker.max_batch,
-            host=socket.gethostname(), pid=os.getpid(), clip_models=list(models.clip_names),
+            worker_id=configure.worker_id,
+            device=str(models.device),
+            places=worker.max_batch,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            clip_models=list(models.clip_names),
         )
-    )  # fmt: skip
+    )
     try:
         worker.serve()
     finally:

@@ -85,15 +85,21 @@ class Worker:
     step boundaries."""
 
     def __init__(
-        self, models: Models, channel: Channel, options: WorkerOptions,
+        self,
+        models: Models,
+        channel: Channel,
+        options: WorkerOptions,
         multilingual: MultilingualEncoder | None = None,
-        picture_encoder: Callable[[], torch.nn.Module] | None = None, *,
+        picture_encoder: Callable[[], torch.nn.Module] | None = None,
+        *,
         metrics: WorkerMetrics | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.engine = Engine(
-            models, cuda_graphs=None if options.cuda_graphs else False, multilingual=multilingual,
+            models,
+            cuda_graphs=None if options.cuda_graphs else False,
+            multilingual=multilingual,
             picture_encoder=picture_encoder,
-        )  # fmt: skip
+        )
         self.options = options
         self.precision = resolve_precision(options.precision, models.device)
         self.compiled_sizes: set[tuple[int, int]] = set()
@@ -164,19 +170,27 @@ class Worker:
         try:
             options = self.options
             settings = DrawSettings(
-                width=start.width, height=start.height, cutouts=min(start.cutouts, options.cutouts),
-                precision=self.precision, checkpointing=options.checkpointing,
-                compile=options.compile, relaxation=options.relaxation,
+                width=start.width,
+                height=start.height,
+                cutouts=min(start.cutouts, options.cutouts),
+                precision=self.precision,
+                checkpointing=options.checkpointing,
+                compile=options.compile,
+                relaxation=options.relaxation,
                 clip_models=tuple(start.clip_models or held[:1]),
-            )  # fmt: skip
+            )
             init = self._initial_logits(start, settings)
             job = Job(
-                start.prompt, start.seed, start.iterations, init_logits=init,
-                text_encoder=start.text_encoder, init_image=_picture(start.init_image),
+                start.prompt,
+                start.seed,
+                start.iterations,
+                init_logits=init,
+                text_encoder=start.text_encoder,
+                init_image=_picture(start.init_image),
                 init_strength=start.init_strength,
                 image_prompts=tuple(p.image() for p in start.image_prompts),
                 auto_stop=start.auto_stop,
-            )  # fmt: skip
+            )
             if job.init_image is not None and not self.engine.picture_encoder_loaded:
                 self.channel.send(Preparing(start.job_id, "loading the picture encoder"))
             handle = self.batch.add(job, settings)
@@ -331,7 +345,10 @@ def text_encoder_for(
     if choice.text_encoder == "clip":
         return None
     return load_multilingual(
-        choice.multilingual_model, clip_dim=int(models.clip.text_projection.shape[1]),
-        clip_name=choice.clip if choice.clip in CLIP_WEIGHTS else None, device=models.device,
-        cache_dir=cache_dir or default_cache_dir(), offline=choice.offline,
-    )  # fmt: skip
+        choice.multilingual_model,
+        clip_dim=int(models.clip.text_projection.shape[1]),
+        clip_name=choice.clip if choice.clip in CLIP_WEIGHTS else None,
+        device=models.device,
+        cache_dir=cache_dir or default_cache_dir(),
+        offline=choice.offline,
+    )

@@ -50,9 +50,14 @@ GPU_TEMPERATURE = "pseudo_dalle_gpu_temperature_celsius"
 GPU_POWER = "pseudo_dalle_gpu_power_watts"
 # Published only by a worker on a GPU.
 GPU_METRICS = (
-    CUDA_ALLOCATED, CUDA_PEAK, GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL,
-    GPU_TEMPERATURE, GPU_POWER,
-)  # fmt: skip
+    CUDA_ALLOCATED,
+    CUDA_PEAK,
+    GPU_UTILIZATION,
+    GPU_MEMORY_USED,
+    GPU_MEMORY_TOTAL,
+    GPU_TEMPERATURE,
+    GPU_POWER,
+)
 # A tiny model on a CPU steps in milliseconds, a 512x512 picture on a slow one in seconds.
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -64,14 +69,18 @@ class WorkerMetrics:
     def __init__(self, device: torch.device) -> None:
         self.registry = CollectorRegistry()
         self.rate = Gauge(
-            ITERATIONS_PER_SECOND, "Iterations per second of all the jobs in the batch, as of "
-            "their latest progress reports", registry=self.registry,
-        )  # fmt: skip
+            ITERATIONS_PER_SECOND,
+            "Iterations per second of all the jobs in the batch, as of "
+            "their latest progress reports",
+            registry=self.registry,
+        )
         self.jobs = Gauge(JOBS_IN_BATCH, "Jobs drawn together in each step", registry=self.registry)
         self.step = Histogram(
-            STEP_SECONDS, "Seconds a step of the batch takes, averaged between two progress "
-            "reports of a job", buckets=STEP_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            STEP_SECONDS,
+            "Seconds a step of the batch takes, averaged between two progress reports of a job",
+            buckets=STEP_BUCKETS,
+            registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         if device.type == "cuda":
@@ -117,34 +126,52 @@ class GpuCollector(Collector):
             pynvml.nvmlInit()
             self._nvml = _nvml_handle(str(torch.cuda.get_device_properties(device).uuid))
         except pynvml.NVMLError as error:
-            log.warning("NVML cannot read %s (%s): only its CUDA memory is published", device,
-                        error)  # fmt: skip
+            log.warning(
+                "NVML cannot read %s (%s): only its CUDA memory is published", device, error
+            )
 
     def collect(self) -> Iterator[Metric]:
         yield self._gauge(
-            CUDA_ALLOCATED, "Bytes of GPU memory torch's tensors take now",
+            CUDA_ALLOCATED,
+            "Bytes of GPU memory torch's tensors take now",
             torch.cuda.memory_allocated(self.device),
-        )  # fmt: skip
+        )
         yield self._gauge(
-            CUDA_PEAK, "Most bytes of GPU memory torch's tensors took since the worker started",
+            CUDA_PEAK,
+            "Most bytes of GPU memory torch's tensors took since the worker started",
             torch.cuda.max_memory_allocated(self.device),
-        )  # fmt: skip
+        )
         if self._nvml is not None:
             yield from self._nvml_figures(self._nvml)
 
     def _nvml_figures(self, handle: object) -> Iterator[Metric]:
         readings = (
-            (GPU_UTILIZATION, "Share of the last sample period the GPU was busy, 0 to 1",
-             lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100),
-            (GPU_MEMORY_USED, "Bytes of GPU memory in use, by every process",
-             lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used),
-            (GPU_MEMORY_TOTAL, "Bytes of GPU memory in all",
-             lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).total),
-            (GPU_TEMPERATURE, "The GPU's temperature in degrees Celsius",
-             lambda: pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)),
-            (GPU_POWER, "Power the GPU draws, in watts",
-             lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1000),
-        )  # fmt: skip
+            (
+                GPU_UTILIZATION,
+                "Share of the last sample period the GPU was busy, 0 to 1",
+                lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100,
+            ),
+            (
+                GPU_MEMORY_USED,
+                "Bytes of GPU memory in use, by every process",
+                lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used,
+            ),
+            (
+                GPU_MEMORY_TOTAL,
+                "Bytes of GPU memory in all",
+                lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).total,
+            ),
+            (
+                GPU_TEMPERATURE,
+                "The GPU's temperature in degrees Celsius",
+                lambda: pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+            ),
+            (
+                GPU_POWER,
+                "Power the GPU draws, in watts",
+                lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1000,
+            ),
+        )
         for name, documentation, read in readings:
             try:
                 value = float(read())

@@ -88,21 +88,27 @@ def add_cuda_graphs_option(parser: argparse.ArgumentParser) -> None:
 def add_redis_worker_options(parser: argparse.ArgumentParser) -> None:
     """The options of `pseudo-dalle worker`; the rest comes from the bot through Redis."""
     parser.add_argument(
-        "--redis", default=os.environ.get("REDIS_URL", ""), metavar="URL",
+        "--redis",
+        default=os.environ.get("REDIS_URL", ""),
+        metavar="URL",
         help="the bot's Redis, e.g. redis://host:6379/0 (default $REDIS_URL)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--name", default=f"{socket.gethostname()}-{os.getpid()}",
+        "--name",
+        default=f"{socket.gethostname()}-{os.getpid()}",
         help="this worker's name in /queue, /help and doctor (default HOST-PID)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--prefix", default=Keys.prefix, help=f"Redis key prefix (default {Keys.prefix})"
     )
     parser.add_argument(
-        "--cache-dir", type=Path, default=None, metavar="DIR",
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="where this host keeps downloaded weights (default $PSEUDO_DALLE_CACHE, "
         "else ~/.cache/pseudo-dalle)",
-    )  # fmt: skip
+    )
     add_metrics_option(parser, environ=True)
 
 
@@ -121,19 +127,22 @@ def add_metrics_option(parser: argparse.ArgumentParser, *, environ: bool) -> Non
     of a scaled service can be given its own port."""
     said = f"default ${METRICS_BIND_ENV}, else off" if environ else "default off"
     parser.add_argument(
-        "--metrics-bind", type=_bind, metavar="HOST:PORT",
+        "--metrics-bind",
+        type=_bind,
+        metavar="HOST:PORT",
         default=os.environ.get(METRICS_BIND_ENV, "") if environ else "",
-        help=f"serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9465 "
-        f"({said})",
-    )  # fmt: skip
+        help=f"serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9465 ({said})",
+    )
 
 
 def add_quality_option(parser: argparse.ArgumentParser, what: str) -> None:
     """--quality: a preset of `generator.contract.quality`; `what` says what it sets here."""
     parser.add_argument(
-        "--quality", choices=QUALITIES, default=DEFAULT_QUALITY,
+        "--quality",
+        choices=QUALITIES,
+        default=DEFAULT_QUALITY,
         help=f"{what}: {_presets()} (default {DEFAULT_QUALITY})",
-    )  # fmt: skip
+    )
 
 
 def _presets() -> str:
@@ -156,6 +165,9 @@ def models_from_args(args: argparse.Namespace) -> Models:
     from generator.models.loaders import load_models
 
     return load_models(
-        clip_models(args), args.decoder, device=args.device, cache_dir=args.cache_dir,
+        clip_models(args),
+        args.decoder,
+        device=args.device,
+        cache_dir=args.cache_dir,
         offline=args.offline,
-    )  # fmt: skip
+    )

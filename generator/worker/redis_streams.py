@@ -111,9 +111,11 @@ class RedisChannel:
         if isinstance(message, Progress):
             try:
                 self.client.xadd(
-                    self.keys.progress, self._fields(message), maxlen=PROGRESS_KEPT,
+                    self.keys.progress,
+                    self._fields(message),
+                    maxlen=PROGRESS_KEPT,
                     approximate=True,
-                )  # fmt: skip
+                )
             except redis.RedisError as error:
                 log.debug("progress of job %s not sent: %s", message.job_id, error)
             return
@@ -197,8 +199,9 @@ class JobFetcher:
                 taken = self._claim_abandoned(me) or self._read_new(me)
                 backoff.reset()
             except redis.RedisError as error:
-                backoff.wait(f"cannot take jobs from Redis at {self.channel.url}", error,
-                             self.channel.gone)  # fmt: skip
+                backoff.wait(
+                    f"cannot take jobs from Redis at {self.channel.url}", error, self.channel.gone
+                )
                 continue
             if taken is not None:
                 self._start(*taken)
@@ -385,8 +388,11 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     keys = Keys(args.prefix)
     client = redis.Redis.from_url(
-        args.redis, decode_responses=True, socket_connect_timeout=5, socket_timeout=15,
-    )  # fmt: skip
+        args.redis,
+        decode_responses=True,
+        socket_connect_timeout=5,
+        socket_timeout=15,
+    )
     if not _wait_for_redis(client, args.redis, stop):
         return 0
     settings = _wait_for_settings(client, keys, stop)
@@ -396,9 +402,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(
-    client: redis.Redis, keys: Keys, settings: SharedSettings, args: argparse.Namespace,
+    client: redis.Redis,
+    keys: Keys,
+    settings: SharedSettings,
+    args: argparse.Namespace,
     stop: threading.Event,
-) -> int:  # fmt: skip
+) -> int:
     from generator.contract.threads import WORKER_RESERVED_CORES, choose_threads
     from generator.method.runtime import configure_torch
     from generator.models.loaders import load_models
@@ -414,9 +423,12 @@ def _serve(
     device, locks = chosen
     try:
         models = load_models(
-            choice.clip_models(), choice.decoder, device=device, cache_dir=args.cache_dir,
+            choice.clip_models(),
+            choice.decoder,
+            device=device,
+            cache_dir=args.cache_dir,
             offline=choice.offline,
-        )  # fmt: skip
+        )
         multilingual = text_encoder_for(choice, models, args.cache_dir)
     except GeneratorError as error:
         log.error("cannot load the models: %s", error)
@@ -427,10 +439,14 @@ def _serve(
     worker = Worker(models, channel, options, multilingual, encoder, metrics=metrics)
     server = metrics.serve(args.metrics_bind) if metrics is not None else None
     info = WorkerPresence(
-        id=args.name, device=str(models.device), places=worker.max_batch,
-        host=socket.gethostname(), pid=os.getpid(), busy=[],
+        id=args.name,
+        device=str(models.device),
+        places=worker.max_batch,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        busy=[],
         clip_models=list(models.clip_names),
-    )  # fmt: skip
+    )
     fetcher = JobFetcher(channel, worker, info, locks)
     _ensure_group(client, keys)
     threading.Thread(target=channel.deliver, daemon=True, name="deliver").start()
