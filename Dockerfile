@@ -15,6 +15,7 @@ WORKDIR /app
 COPY pyproject.toml README.md constraints.txt ./
 COPY generator ./generator
 COPY bot ./bot
+COPY pseudo_dalle ./pseudo_dalle
 RUN pip install --no-cache-dir --constraint constraints.txt . \
     && pseudo-dalle bot --help > /dev/null
 

@@ -40,4 +40,4 @@ bench: $(STAMP)
 
 # After changing a message the bot says: refresh the catalogs, then translate what is new.
 messages: $(STAMP)
-	$(BIN)/python -m bot.messages
+	$(BIN)/python -m bot.ops.messages

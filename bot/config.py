@@ -17,7 +17,14 @@ import yarl
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
-from bot.limits import STRICT, GuildLimits, HardLimits, bounds
+from bot.limits import (
+    STRICT,
+    GuildLimits,
+    HardLimits,
+    beyond_limits,
+    bounds,
+    default_beyond_maximum,
+)
 from generator.contract.metrics import parse_bind
 from generator.contract.protocol import Configure, ModelChoice, SharedSettings, WorkerOptions
 
@@ -27,6 +34,12 @@ DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
 DISCORD_CDN = ("https://cdn.discordapp.com", "https://media.discordapp.net")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+CONFIG_CEILINGS = ("max_iterations", "max_size", "max_queued_per_user")
+# Settings of earlier versions, and what to do about each.
+REMOVED = {
+    ("storage", "latents_dir"): "0.3 no longer reads the latent files of versions before 0.2: "
+    "remove the setting, and the folder it names",
+}
 
 
 class ConfigError(Exception):
@@ -75,15 +88,14 @@ class StorageConfig(BaseModel):
     model_config = STRICT
 
     database: str = "pseudo-dalle.sqlite3"
-    latents_dir: str = Field("latents", description="where versions before 0.2 saved latents")
     keep_days: Annotated[float, Field(ge=1, le=3650)] = Field(
         30.0, description="days a finished drawing can still be continued"
     )
 
 
 class HealthConfig(BaseModel):
-    """A file the bot rewrites every `interval_s` with its gateway and worker state, for
-    `pseudo-dalle healthcheck` (Docker's HEALTHCHECK). Empty: no file."""
+    """A file the bot rewrites with its gateway and worker state when either changes and every
+    `interval_s`, for `pseudo-dalle healthcheck` (Docker's HEALTHCHECK). Empty: no file."""
 
     model_config = STRICT
 
@@ -244,6 +256,9 @@ def load_config(
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     if "path" in raw:
         raise ConfigError(f"{path}: unknown section [path]")
+    for (section, key), why in REMOVED.items():
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raise ConfigError(f"{path}: [{section}] {key} is no longer used; {why}")
     try:
         config = Config.model_validate({**raw, "path": path})
     except ValidationError as error:
@@ -260,12 +275,9 @@ def load_config(
 
 
 def _check_consistency(path: Path, defaults: GuildLimits, limits: HardLimits) -> None:
-    if defaults.default_iterations > defaults.max_iterations:
+    """A new server's defaults must be within the operator's limits (the quality excepted: a
+    server's is lowered to the operator's where they differ)."""
+    if default_beyond_maximum(defaults) is not None:
         raise ConfigError(f"{path}: [defaults] default_iterations is above max_iterations")
-    above = [
-        name
-        for name in ("max_iterations", "max_size", "max_queued_per_user")
-        if getattr(defaults, name) > getattr(limits, name)
-    ]
-    if above:
-        raise ConfigError(f"{path}: [defaults] {above[0]} must stay within [limits]")
+    if beyond := beyond_limits(defaults, limits, CONFIG_CEILINGS):
+        raise ConfigError(f"{path}: [defaults] {beyond[0].name} must stay within [limits]")

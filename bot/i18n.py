@@ -8,7 +8,9 @@ Replies follow the member's Discord locale, job cards the server's; anything els
 English. Slash command names and descriptions go through `CatalogTranslator`.
 
 Notes stored with a job (who cancelled it, why it restarted) are kept as the English message
-and its values (`notice`), and put into words when a card shows them (`render_notice`).
+and its values (`notice`), and why a worker could not draw it as the reason's code and values
+(`reason_notice`, `generator.contract.reasons`); both are put into words when a card shows
+them (`render_notice`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+
+from generator.contract.reasons import REASONS, Reason
 
 DOMAIN = "pseudo_dalle"
 LOCALES = Path(__file__).resolve().parent / "locales"
@@ -63,12 +67,21 @@ def notice(message: str, **values: object) -> str:
     return json.dumps({"message": message, "values": values}, ensure_ascii=False)
 
 
+def reason_notice(reason: Reason | str, values: dict[str, str | int] | None = None) -> str:
+    """Why a job could not be drawn (a reason or its code), to store with it."""
+    code = reason.code if isinstance(reason, Reason) else reason
+    return json.dumps({"reason": code, "values": values or {}}, ensure_ascii=False)
+
+
 def render_notice(language: str, stored: str) -> str:
-    """A stored note in `language`. Plain text (a worker's reason, or a note of an earlier
-    version) is translated when the catalog knows it, else shown as it is."""
+    """A stored note in `language`. Plain text (a note of an earlier version) is translated
+    when the catalog knows it, else shown as it is."""
     try:
         data = json.loads(stored)
-        message, values = str(data["message"]), dict(data["values"])
+        values = dict(data["values"])
+        if "reason" in data:
+            return tr(language, REASONS[str(data["reason"])].template, **values)
+        message = str(data["message"])
     except (ValueError, TypeError, KeyError, AttributeError):
         return tr(language, stored)
     return tr(language, message, **values)

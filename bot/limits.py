@@ -1,21 +1,28 @@
-"""Every drawing limit, declared once: name, type, range, default and the help text users see.
+"""Every drawing limit, declared once: name, type, range, default and the help text users see;
+and the one rule that joins them: a server never goes past the operator's limits.
 
 `GuildLimits` is what a server's admins set with /drawconfig (its defaults are a new server's
-values, which the operator can change in `[defaults]`); `HardLimits` is the operator's
-`[limits]`, which no server can go past. The TOML config, /drawconfig and /draw's option ranges,
-the stored guild settings and their validation all come from these declarations. The outer
-ends of the ranges are the worker's own checks (`generator.contract.settings`), so nothing the bot
-accepts is refused by the worker.
+values, which the operator can change in `[defaults]`); `GuildSettings` adds the server's other
+choices; `HardLimits` is the operator's `[limits]`, which no server can go past. The TOML config,
+/drawconfig and /draw's option ranges, the stored guild settings and their validation all come
+from these declarations. The outer ends of the ranges are the worker's own checks
+(`generator.contract.settings`), so nothing the bot accepts is refused by the worker.
+
+`effective` gives what a server may really use (its settings within the operator's limits), and
+`clamp` lowers one asked-for value to a limit, saying so (`Lowered`): the desk, /drawconfig and
+the config's validation all go through them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, NamedTuple
+from dataclasses import dataclass
+from typing import Annotated, NamedTuple, TypeVar
 
 import annotated_types
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from generator.contract.quality import MAX_PRESET_ITERATIONS, QUALITIES, preset
+from bot.i18n import N_, tr
+from generator.contract.quality import MAX_PRESET_ITERATIONS, QUALITIES, cheaper, preset, within
 from generator.contract.settings import (
     AUTO_STOP_WINDOW,
     MAX_AUTO_STOP,
@@ -84,6 +91,18 @@ class GuildLimits(BaseModel):
     )
 
 
+class GuildSettings(GuildLimits):
+    """A server's limits, the channels it draws in (none listed: every channel), whether
+    members may give pictures with their drawings, and whether drawings get a time-lapse when
+    the member does not say."""
+
+    model_config = STRICT
+
+    allowed_channels: tuple[int, ...] = ()
+    image_inputs: bool = True
+    timelapse: bool = False
+
+
 class HardLimits(BaseModel):
     """The operator's ceilings: admins can lower a server's limits, never raise them past
     these."""
@@ -118,3 +137,118 @@ def bounds(model: type[BaseModel], name: str) -> tuple[float, float] | None:
 def describe(model: type[BaseModel], name: str) -> str:
     """A field's help text, as users see it."""
     return model.model_fields[name].description or name
+
+
+# The qualities as members see them (/draw's choices, the card, /drawconfig, notices).
+QUALITY_NAMES = {
+    "draft": N_("draft"),
+    "normal": N_("normal"),
+    "better": N_("better"),
+    "best": N_("best"),
+}
+# Which of a server's limits each of the operator's bounds, and how.
+CEILINGS = ("max_iterations", "max_size", "max_queued_per_user", "max_quality")
+FLOOR = ("progress_interval_s", "min_progress_interval_s")
+
+BY_SERVER = N_("{name} lowered from {asked} to this server's maximum, {most}.")
+BY_BOT = N_("{name} lowered from {asked} to the bot's limit, {most}.")
+WITHIN = N_("{name} lowered from {asked} to {most} to stay within {limit}.")
+
+
+@dataclass(frozen=True)
+class Effective:
+    """What a server may use now: its settings, within the operator's limits."""
+
+    default_iterations: int
+    max_iterations: int
+    max_size: int
+    max_quality: str
+    max_queued_per_user: int
+    progress_interval_s: float
+    auto_stop: int
+
+
+def effective(settings: GuildLimits, limits: HardLimits) -> Effective:
+    most_iterations = min(settings.max_iterations, limits.max_iterations)
+    return Effective(
+        default_iterations=min(settings.default_iterations, most_iterations),
+        max_iterations=most_iterations,
+        max_size=min(settings.max_size, limits.max_size),
+        max_quality=cheaper(settings.max_quality, limits.max_quality),
+        max_queued_per_user=min(settings.max_queued_per_user, limits.max_queued_per_user),
+        progress_interval_s=max(settings.progress_interval_s, limits.min_progress_interval_s),
+        auto_stop=settings.auto_stop,
+    )
+
+
+Value = TypeVar("Value", int, float, str)
+Settings = TypeVar("Settings", bound=GuildLimits)
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """A value asked for and the limit it was lowered to; `name` is what members call it (a
+    message) or the option's own name; a quality is given by its name."""
+
+    template: str  # BY_SERVER, BY_BOT or WITHIN
+    name: str
+    asked: int | float | str
+    most: int | float | str
+    limit: str = ""  # what WITHIN stays within
+
+    def say(self, language: str) -> str:
+        return tr(
+            language,
+            self.template,
+            name=tr(language, self.name),
+            asked=_shown(language, self.asked),
+            most=_shown(language, self.most),
+            limit=self.limit,
+        )
+
+
+def clamp(
+    asked: Value, most: Value, *, name: str, template: str = BY_SERVER, limit: str = ""
+) -> tuple[Value, Lowered | None]:
+    """`asked`, or `most` when it goes past it (a quality: when it is dearer), with the notice
+    that says so."""
+    if isinstance(asked, str) and isinstance(most, str):
+        over = not within(asked, most)
+    else:
+        over = asked > most
+    if not over:
+        return asked, None
+    return most, Lowered(template, name, asked, most, limit)
+
+
+def beyond_limits(
+    settings: GuildLimits, limits: HardLimits, names: tuple[str, ...] = CEILINGS
+) -> list[Lowered]:
+    """Which of a server's limits `names` go past the operator's, each lowered to it."""
+    found = (
+        clamp(getattr(settings, name), getattr(limits, name), name=name, template=BY_BOT)[1]
+        for name in names
+    )
+    return [lowered for lowered in found if lowered is not None]
+
+
+def default_beyond_maximum(settings: GuildLimits) -> Lowered | None:
+    """A server's default iterations lowered to its maximum, when it is above it."""
+    return clamp(
+        settings.default_iterations,
+        settings.max_iterations,
+        name="default_iterations",
+        template=WITHIN,
+        limit="max_iterations",
+    )[1]
+
+
+def applied(settings: Settings, lowered: list[Lowered]) -> Settings:
+    """`settings` with each value `lowered` says."""
+    return settings.model_copy(update={notice.name: notice.most for notice in lowered})
+
+
+def _shown(language: str, value: int | float | str) -> str:
+    if isinstance(value, str):
+        return tr(language, QUALITY_NAMES.get(value, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)

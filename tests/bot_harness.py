@@ -1,4 +1,5 @@
-"""Run the real bot against the fake Discord, with the real worker on tiny models."""
+"""Run the real bot against the fake Discord: with the real worker on tiny models, or with the
+workers' transport replaced by the test's puppets (`tests.fake_workers`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Config, load_config
-from bot.launcher import App, assemble, point_discord_at
-from bot.store import JobRow, Store
+from bot.jobs.store import JobRow, Store
+from bot.ops.launcher import App, assemble, point_discord_at
+from bot.workers.transport import WorkerTransport
 
 from .conftest import ModelFiles
 from .fake_discord import CHANNEL_ID, Event, FakeDiscord, message_text
@@ -37,7 +39,7 @@ def write_config(folder: Path, fake: FakeDiscord, files: ModelFiles, **sections:
         "worker": WORKER,
         "defaults": "default_iterations = 20\nmax_iterations = 2000\nmax_queued_per_user = 2\n"
         "progress_interval_s = 2\nmax_size = 512",
-        "storage": 'database = "bot.sqlite3"\nlatents_dir = "latents"',
+        "storage": 'database = "bot.sqlite3"',
         "images": f'cdn_origins = ["{fake.base_url}"]\n{images}',
         "logging": 'level = "INFO"',
     }
@@ -51,8 +53,11 @@ def write_config(folder: Path, fake: FakeDiscord, files: ModelFiles, **sections:
 class Running:
     app: App
     task: asyncio.Task[None]
-    store: Store
     stopped: bool = False
+
+    @property
+    def store(self) -> Store:
+        return self.app.store
 
     async def stop(self) -> None:
         """Stop the bot as the launcher does, and close its store; a second stop does nothing."""
@@ -74,12 +79,14 @@ class Running:
         return workers[0].pid
 
 
-async def start_bot(config: Config, fake: FakeDiscord) -> Running:
-    """The bot wired by the launcher's own `assemble`, logged in and ready."""
+async def start_bot(
+    config: Config, fake: FakeDiscord, transport: WorkerTransport | None = None
+) -> Running:
+    """The bot wired by the launcher's own `assemble`, logged in and ready; `transport` in place
+    of the one `config` names."""
     point_discord_at(config)
     fake.identified.clear()
-    store = Store(config.resolve(config.storage.database), config.defaults)
-    app = assemble(config, store)
+    app = assemble(config, transport)
     task = await app.start(config.discord.token)
     bot = app.bot
     ready = asyncio.create_task(bot.wait_until_ready())
@@ -89,17 +96,21 @@ async def start_bot(config: Config, fake: FakeDiscord) -> Running:
         task.result()
     if not ready.done():
         raise TimeoutError("the bot did not become ready")
-    return Running(app, task, store)
+    return Running(app, task)
 
 
 @contextlib.asynccontextmanager
 async def running_bot(
-    folder: Path, files: ModelFiles, guild_locale: str = "en-US", **sections: str
+    folder: Path,
+    files: ModelFiles,
+    guild_locale: str = "en-US",
+    transport: WorkerTransport | None = None,
+    **sections: str,
 ) -> AsyncIterator[tuple[FakeDiscord, Running, Config]]:
     fake = FakeDiscord(guild_locale)
     await fake.start()
     config = load_config(write_config(folder, fake, files, **sections), environ={})
-    running = await start_bot(config, fake)
+    running = await start_bot(config, fake, transport)
     try:
         yield fake, running, config
     finally:
@@ -196,7 +207,7 @@ class BotProcess:
 BOT_COMMAND = (
     sys.executable,
     "-c",
-    "import sys; from bot.cli import main; sys.exit(main())",
+    "import sys; from pseudo_dalle.cli import main; sys.exit(main())",
     "bot",
 )
 

@@ -122,7 +122,7 @@ def test_missing_token(tmp_path: Path) -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())", *args],
+        [sys.executable, "-c", "import sys; from pseudo_dalle.cli import main; sys.exit(main())", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.limits import GuildLimits, bounds, describe
-from bot.store import Store
+from bot.jobs.store import Store
 from generator.contract.prompts import MAX_PROMPT_CHARS
 from generator.contract.quality import QUALITIES
 
@@ -338,7 +338,7 @@ def test_bot_process_reports_health_and_stops_cleanly_on_sigterm(
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())", *args],
+        [sys.executable, "-c", "import sys; from pseudo_dalle.cli import main; sys.exit(main())", *args],
         capture_output=True,
         text=True,
         timeout=60,

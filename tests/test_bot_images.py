@@ -23,9 +23,9 @@ import pytest
 from PIL import Image
 
 from bot.config import load_config
-from bot.local_worker import LocalWorker
-from bot.messages import all_messages
-from bot.pictures import THUMBNAIL_SIDE
+from bot.workers.local import LocalWorker
+from bot.ops.messages import all_messages
+from bot.jobs.pictures import THUMBNAIL_SIDE
 from generator.contract.images import MAX_INPUT_BYTES
 from generator.contract.protocol import StartJob
 from generator.intake import images as intake

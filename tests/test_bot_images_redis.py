@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot.redis_workers import RedisWorkers
+from bot.workers.redis_streams import RedisWorkers
 from generator.contract.protocol import StartJob
 from generator.contract.redis_keys import Keys
 from generator.intake.images import reencode

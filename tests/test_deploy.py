@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from bot.config import load_config
-from bot.store import Store
+from bot.jobs.store import Store
 
 from .conftest import ModelFiles
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.limits import GuildLimits
-from bot.store import Store
+from bot.jobs.store import Store
 
 from .bot_harness import (
     TOKEN,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.i18n import LANGUAGES, SOURCE_LANGUAGE, catalog, language_of, notice, render_notice, tr
-from bot.messages import all_messages, command_messages
+from bot.ops.messages import all_messages, command_messages
 
 from .bot_harness import run, running_bot, text_of, wait_for_job
 from .conftest import ModelFiles

@@ -303,7 +303,7 @@ def test_with_metrics_off_nothing_listens(model_files: ModelFiles, tmp_path: Pat
 
 @pytest.mark.e2e
 def test_refused_pictures_are_counted_by_reason(model_files: ModelFiles, tmp_path: Path) -> None:
-    """Each refusal of bot.pictures and generator.intake, declared or found on fetching, under
+    """Each refusal of bot.jobs.pictures and generator.intake, declared or found on fetching, under
     its reason; no job is drawn."""
     (port,) = free_ports(1)
     reasons = {

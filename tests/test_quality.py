@@ -17,9 +17,9 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from bot.limits import GuildLimits
-from bot.scheduler import Running, Scheduler, cost
-from bot.store import JobRow, Store
-from bot.transport import WorkerInfo
+from bot.jobs.scheduler import Running, Scheduler, cost
+from bot.jobs.store import JobRow, Store
+from bot.workers.transport import WorkerInfo
 from generator.contract.errors import SettingsError
 from generator.contract.protocol import WorkerOptions
 from generator.contract.quality import (

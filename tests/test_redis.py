@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot.store import JobRow, JobStatus
+from bot.jobs.store import JobRow, JobStatus
 from generator.contract.redis_keys import Keys
 from generator.worker.devices import claim_device
 
@@ -67,7 +67,7 @@ async def doctor(config: Path) -> str:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import sys; from bot.cli import main; sys.exit(main())",
+        "import sys; from pseudo_dalle.cli import main; sys.exit(main())",
         "doctor",
         "--config",
         str(config),

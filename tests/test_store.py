@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from bot.limits import GuildLimits
-from bot.retention import DAY_S, Retention
-from bot.store import MIGRATIONS, MOVES, GivenPicture, JobRow, JobStatus, Store
+from bot.jobs.retention import DAY_S, Retention
+from bot.jobs.store import MIGRATIONS, MOVES, GivenPicture, JobRow, JobStatus, Store
 from generator.contract.images import ImageInput
 
 

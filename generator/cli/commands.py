@@ -30,6 +30,7 @@ from generator.contract.encoders import (
 from generator.contract.errors import GeneratorError, ModelLoadError, PromptError, SettingsError
 from generator.contract.images import MAX_IMAGE_PROMPTS
 from generator.contract.quality import preset
+from generator.contract.reasons import NOTHING_TO_DRAW
 from generator.contract.settings import (
     AUTO_STOP_WINDOW,
     MAX_SEED,
@@ -167,7 +168,7 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
     )
     seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
     if not args.prompt and not args.image_prompt:
-        raise PromptError("give a PROMPT, an --image-prompt, or both")
+        raise PromptError(NOTHING_TO_DRAW)
     if len(args.image_prompt) > MAX_IMAGE_PROMPTS:
         raise SettingsError(f"at most {MAX_IMAGE_PROMPTS} --image-prompt pictures")
     init = read_picture(PictureArg(args.init_image)) if args.init_image else None

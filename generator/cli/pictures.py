@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.contract.errors import ImageInputError, SettingsError
+from generator.contract.errors import GeneratorError, ImageInputError, SettingsError
 from generator.contract.images import (
     DEFAULT_IMAGE_WEIGHT,
     DEFAULT_INIT_STRENGTH,
@@ -97,12 +97,12 @@ def add_encoder_option(parser: argparse.ArgumentParser) -> None:
 
 
 def read_picture(arg: PictureArg) -> ImageInput:
-    """The picture's re-encoded copy; ImageInputError naming the file when it is refused."""
+    """The picture's re-encoded copy; GeneratorError naming the file when it is refused."""
     try:
         from generator.intake.images import from_file
 
         return from_file(arg.path, arg.weight)
     except ImageInputError as error:
-        raise ImageInputError(f"{arg.path}: {error}") from None
+        raise GeneratorError(f"{arg.path}: {error}") from None
     except OSError as error:
-        raise ImageInputError(f"cannot read {arg.path}: {error.strerror}") from None
+        raise GeneratorError(f"cannot read {arg.path}: {error.strerror}") from None

@@ -28,6 +28,7 @@ from typing import Any
 
 from generator.contract.errors import ModelLoadError, PromptError, SettingsError
 from generator.contract.prompts import WeightedPrompt
+from generator.contract.reasons import PROMPT_TOO_LONG_FOR_MULTILINGUAL
 from generator.contract.settings import TEXT_ENCODERS
 from generator.contract.tokens import shorten
 from generator.contract.weights import HubFile, ensure_hub_files
@@ -134,8 +135,7 @@ class PromptLimit:
         for prompt in prompts:
             if self.count(prompt.text) > self.most:
                 raise PromptError(
-                    "prompt '{part}' is too long for the multilingual text encoder, which reads "
-                    "at most {most} tokens; shorten it",
+                    PROMPT_TOO_LONG_FOR_MULTILINGUAL,
                     part=shorten(prompt.text),
                     most=self.most,
                 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from generator.contract.reasons import Reason, check_values
+
 
 class GeneratorError(Exception):
     """Base class: something the user or operator can fix, with a message saying how."""
@@ -12,15 +14,16 @@ class SettingsError(GeneratorError, ValueError):
 
 
 class MemberError(GeneratorError, ValueError):
-    """Something a member gave that cannot be used.
+    """Something a member gave that cannot be used, as a `Reason` and the values it names.
 
-    `template` and `values` keep the message apart from what it names, so the bot can put it
-    into each member's language; ``str(error)`` is the English message, filled in.
+    The bot puts the reason into each member's language; ``str(error)`` is the English
+    sentence, filled in.
     """
 
-    def __init__(self, template: str, **values: str | int) -> None:
-        super().__init__(template.format(**values) if values else template)
-        self.template = template
+    def __init__(self, reason: Reason, **values: str | int) -> None:
+        check_values(reason.code, values)
+        super().__init__(reason.say(**values))
+        self.reason = reason
         self.values = values
 
 

@@ -20,6 +20,14 @@ import unicodedata
 from dataclasses import dataclass
 
 from generator.contract.errors import PromptError
+from generator.contract.reasons import (
+    PROMPT_EMPTY,
+    PROMPT_EMPTY_PART,
+    PROMPT_NOTHING_POSITIVE,
+    PROMPT_TOO_MANY_CHARS,
+    PROMPT_WEIGHT_NOT_FINITE,
+    PROMPT_WEIGHT_WITHOUT_TEXT,
+)
 
 MAX_PROMPT_CHARS = 1000
 PART_SEPARATORS = ("|", "｜")
@@ -63,7 +71,7 @@ def _split_weight(part: str) -> tuple[str, float]:
     except ValueError:
         return part, 1.0
     if not math.isfinite(weight):
-        raise PromptError(f"prompt weight must be a finite number, got {tail.strip()!r}")
+        raise PromptError(PROMPT_WEIGHT_NOT_FINITE, weight=tail.strip())
     return text, weight
 
 
@@ -76,20 +84,18 @@ def _parts(spec: str) -> list[str]:
 def parse_prompts(spec: str) -> tuple[WeightedPrompt, ...]:
     """Parse a weighted prompt spec; raise PromptError with a short reason when it is unusable."""
     if len(spec) > MAX_PROMPT_CHARS:
-        raise PromptError(
-            f"prompt is too long ({len(spec)} characters, at most {MAX_PROMPT_CHARS})"
-        )
+        raise PromptError(PROMPT_TOO_MANY_CHARS, length=len(spec), most=MAX_PROMPT_CHARS)
     if not clean_text(spec):
-        raise PromptError("prompt is empty: describe what to draw")
+        raise PromptError(PROMPT_EMPTY)
     prompts = []
     for raw in _parts(spec):
         text, weight = _split_weight(raw)
         text = clean_text(text)
         if not text:
             if clean_text(raw):
-                raise PromptError(f"prompt part {clean_text(raw)!r} has a weight but no text")
-            raise PromptError("prompt has an empty part: remove the extra '|'")
+                raise PromptError(PROMPT_WEIGHT_WITHOUT_TEXT, part=clean_text(raw))
+            raise PromptError(PROMPT_EMPTY_PART)
         prompts.append(WeightedPrompt(text, weight))
     if not any(p.weight > 0 for p in prompts):
-        raise PromptError("prompt needs at least one part with a positive weight")
+        raise PromptError(PROMPT_NOTHING_POSITIVE)
     return tuple(prompts)

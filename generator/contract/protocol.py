@@ -16,22 +16,11 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from generator.contract.encoders import DEFAULT_MULTILINGUAL, TEXT_ENCODER_CHOICES
-from generator.contract.images import (
-    DEFAULT_IMAGE_WEIGHT,
-    DEFAULT_INIT_STRENGTH,
-    MAX_IMAGE_PROMPTS,
-    MAX_IMAGE_WEIGHT,
-    MAX_STORED_PNG_BYTES,
-    ImageInput,
-)
+from generator.contract.images import MAX_IMAGE_PROMPTS
+from generator.contract.jobs import JobSpec, PictureData
 from generator.contract.quality import MAX_PRESET_CUTOUTS
-from generator.contract.settings import (
-    DEFAULTS,
-    MAX_AUTO_STOP,
-    MAX_CUTOUTS,
-    PRECISION_CHOICES,
-    RELAXATIONS,
-)
+from generator.contract.reasons import check_values
+from generator.contract.settings import DEFAULTS, MAX_CUTOUTS, PRECISION_CHOICES, RELAXATIONS
 from generator.contract.threads import AUTO, MAX_THREADS
 from generator.contract.timelapse import MAX_TIMELAPSE_BYTES
 from generator.contract.weights import (
@@ -40,14 +29,18 @@ from generator.contract.weights import (
     DEFAULT_ENCODER_URL,
 )
 
-PROTOCOL_VERSION = 8
+PROTOCOL_VERSION = 9
 MAX_BATCH = 16
-MAX_JOB_CLIPS = 8
 MAX_MEMORY_GB = 100_000
 
 
 class ProtocolError(ValueError):
     """A line that is not a message of this protocol version."""
+
+
+def _reason_without_values(code: str) -> str:
+    check_values(code, {})
+    return code
 
 
 def _one_of(choices: tuple[str, ...]) -> AfterValidator:
@@ -122,38 +115,6 @@ class WorkerOptions(BaseModel):
     )
 
 
-class PictureIn(BaseModel):
-    """A picture a job was given: `generator.intake`'s re-encoded PNG, never the original."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-    png_b64: Annotated[
-        str, Field(min_length=1, max_length=(MAX_STORED_PNG_BYTES + 2) // 3 * 4, repr=False)
-    ]
-    name: Annotated[str, Field(max_length=200)]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    weight: Annotated[float, Field(ge=-MAX_IMAGE_WEIGHT, le=MAX_IMAGE_WEIGHT)] = (
-        DEFAULT_IMAGE_WEIGHT
-    )
-
-    @classmethod
-    def of(cls, image: ImageInput) -> PictureIn:
-        return cls(
-            png_b64=png_to_b64(image.png),
-            name=image.name,
-            sha256=image.sha256,
-            weight=image.weight,
-        )
-
-    def image(self) -> ImageInput:
-        """The picture; ValueError when its base64 is not valid."""
-        try:
-            png = b64_to_png(self.png_b64)
-        except ValueError:
-            raise ValueError(f"picture {self.name!r} is not valid base64") from None
-        return ImageInput(png=png, name=self.name, sha256=self.sha256, weight=self.weight)
-
-
 class SharedSettings(BaseModel):
     """What the bot publishes for workers that reach it through Redis: the models and options
     a `Configure` message carries, without a worker id (each such worker names itself)."""
@@ -196,35 +157,17 @@ class Configure(Message):
 
 @dataclass(frozen=True)
 class StartJob(Message):
-    """Bot -> worker: draw this. `init_state` is an earlier job's `continue_state` to go on
-    from; `init_latent_file` a latent file written by versions before protocol 4 (read from
-    the worker's disk); `init_image` a picture to start from, held by `init_strength`;
-    `image_prompts` pictures to steer towards; `timelapse` asks for an animation of the
-    drawing taking shape with `Finished`. `cutouts` and `clip_models` come from the job's
-    quality (`generator.contract.quality`): the worker uses at most its own `cutouts` option,
-    and the models by the names it holds them (empty: its main one). With `auto_stop` N the
-    job ends when N windows of its loss in a row beat no earlier one."""
+    """Bot -> worker: draw job `job_id` as `spec` says. `init_state` is the continue state of
+    the job it continues (`generator.method.latent.pack_state`, base64); `pictures` are the
+    bytes of the pictures the spec names."""
 
     kind: ClassVar[str] = "start"
     job_id: int
-    prompt: str
-    seed: int
-    iterations: int
-    width: int
-    height: int
-    progress_every_s: float
+    spec: JobSpec
     init_state: str | None = None
-    init_latent_file: str | None = None
-    text_encoder: str = "clip"  # "clip" or "multilingual", chosen by the bot
-    init_image: PictureIn | None = None
-    init_strength: Annotated[float, Field(ge=0, le=1)] = DEFAULT_INIT_STRENGTH
-    image_prompts: Annotated[list[PictureIn], Field(max_length=MAX_IMAGE_PROMPTS)] = field(
+    pictures: Annotated[list[PictureData], Field(max_length=MAX_IMAGE_PROMPTS + 1)] = field(
         default_factory=list
     )
-    timelapse: bool = False
-    cutouts: Annotated[int, Field(ge=1, le=MAX_CUTOUTS)] = DEFAULTS.cutouts
-    clip_models: Annotated[list[str], Field(max_length=MAX_JOB_CLIPS)] = field(default_factory=list)
-    auto_stop: Annotated[int | None, Field(ge=1, le=MAX_AUTO_STOP)] = None
 
 
 @dataclass(frozen=True)
@@ -271,11 +214,12 @@ class Taken(Message):
 
 @dataclass(frozen=True)
 class Preparing(Message):
-    """Worker -> bot: a job waits for one-off work before its first step; `reason` says what."""
+    """Worker -> bot: a job waits for one-off work before its first step; `reason` (a code of
+    `generator.contract.reasons`) says what."""
 
     kind: ClassVar[str] = "preparing"
     job_id: int
-    reason: str
+    reason: Annotated[str, AfterValidator(_reason_without_values)]
 
 
 @dataclass(frozen=True)
@@ -312,13 +256,16 @@ class Finished(Message):
 
 @dataclass(frozen=True)
 class Failed(Message):
-    """Worker -> bot: the job could not run; `reason` is safe to show to the requester. With
-    `values`, `reason` is a message whose ``{fields}`` they fill, so the bot can translate it."""
+    """Worker -> bot: the job could not run, for `reason`, a code of `generator.contract.reasons`
+    whose fields `values` fill; the bot says it in the requester's language."""
 
     kind: ClassVar[str] = "failed"
     job_id: int
     reason: str
     values: dict[str, str | int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_values(self.reason, self.values)
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {

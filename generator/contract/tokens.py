@@ -13,6 +13,7 @@ from typing import Any
 
 from generator.contract.errors import PromptError
 from generator.contract.prompts import WeightedPrompt
+from generator.contract.reasons import PROMPT_TOO_LONG_FOR_CLIP
 
 # Every OpenAI CLIP reads 77 tokens: a start token, 75 of text, an end token.
 CONTEXT_LENGTH = 77
@@ -42,8 +43,7 @@ def check_lengths(prompts: tuple[WeightedPrompt, ...]) -> None:
     for prompt in prompts:
         if token_count(prompt.text) > CONTEXT_LENGTH:
             raise PromptError(
-                "prompt '{part}' is too long for CLIP, which reads at most {most} tokens (about "
-                "{most} short words); shorten it",
+                PROMPT_TOO_LONG_FOR_CLIP,
                 part=shorten(prompt.text),
                 most=CONTEXT_LENGTH - 2,
             )

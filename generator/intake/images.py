@@ -24,16 +24,17 @@ from generator.contract.images import (
     MAX_INPUT_SIDE,
     ImageInput,
 )
+from generator.contract.reasons import (
+    NOT_A_PICTURE,
+    PICTURE_DAMAGED,
+    PICTURE_TOO_BIG,
+    PICTURE_TOO_MANY_PIXELS,
+    PICTURE_TYPE,
+)
 
 Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
 warnings.simplefilter("error", Image.DecompressionBombWarning)
 
-FORMAT_NAMES = "PNG, JPEG, WebP or GIF"
-TOO_BIG = "the picture is too big ({size} MiB; at most {limit} MiB)"
-NOT_LISTED = "the picture is of type {kind}: send a PNG, JPEG, WebP or GIF"
-NOT_AN_IMAGE = "the file is not a PNG, JPEG, WebP or GIF picture"
-TOO_MANY_PIXELS = "the picture has too many pixels (at most {limit} million)"
-DAMAGED = "the picture is damaged or cut short"
 
 
 def _mib(size: int) -> str:
@@ -42,7 +43,7 @@ def _mib(size: int) -> str:
 
 def check_size(size: int) -> None:
     if size > MAX_INPUT_BYTES:
-        raise ImageInputError(TOO_BIG, size=_mib(size), limit=_mib(MAX_INPUT_BYTES))
+        raise ImageInputError(PICTURE_TOO_BIG, size=_mib(size), limit=_mib(MAX_INPUT_BYTES))
 
 
 def check_pixels(width: int, height: int) -> None:
@@ -51,7 +52,7 @@ def check_pixels(width: int, height: int) -> None:
 
 
 def _too_many_pixels() -> NoReturn:
-    raise ImageInputError(TOO_MANY_PIXELS, limit=f"{MAX_INPUT_PIXELS / 1e6:g}")
+    raise ImageInputError(PICTURE_TOO_MANY_PIXELS, limit=f"{MAX_INPUT_PIXELS / 1e6:g}")
 
 
 def check_declared(
@@ -61,7 +62,7 @@ def check_declared(
     check_size(size)
     kind = (content_type or "").split(";")[0].strip().lower()
     if kind not in INPUT_FORMATS.values():
-        raise ImageInputError(NOT_LISTED, kind=kind or "unknown")
+        raise ImageInputError(PICTURE_TYPE, kind=kind or "unknown")
     if width is not None and height is not None:
         check_pixels(width, height)
 
@@ -82,9 +83,9 @@ def reencode(data: bytes) -> bytes:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         _too_many_pixels()
     except UnidentifiedImageError:
-        raise ImageInputError(NOT_AN_IMAGE) from None
+        raise ImageInputError(NOT_A_PICTURE) from None
     except (OSError, SyntaxError, ValueError, EOFError):
-        raise ImageInputError(DAMAGED) from None
+        raise ImageInputError(PICTURE_DAMAGED) from None
     rgb = upright.convert("RGB")
     rgb.thumbnail((MAX_INPUT_SIDE, MAX_INPUT_SIDE), Image.Resampling.LANCZOS)
     out = io.BytesIO()

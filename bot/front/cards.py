@@ -1,0 +1,270 @@
+"""How jobs look in Discord: the job card in its states, and small text helpers.
+
+Everything a member typed goes into embeds, and every message is sent with mentions disabled,
+so a prompt such as "@everyone look" pings nobody. Cards are public, so they speak the server's
+language (`language` below), not the requester's.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import discord
+
+from bot.i18n import N_, render_notice, tr
+from bot.jobs.events import (
+    JobEnded,
+    JobEvent,
+    JobHandedOver,
+    JobPaused,
+    JobPreparing,
+    JobProgress,
+    JobStarting,
+    QueueChanged,
+    WorkersChanged,
+)
+from bot.jobs.store import JobRow, JobStatus
+from bot.limits import QUALITY_NAMES
+from generator.contract.quality import DEFAULT_QUALITY
+from generator.contract.reasons import reason_of
+from generator.media.animation import suffix_of
+
+NO_MENTIONS = discord.AllowedMentions.none()
+BAR_WIDTH = 20
+REFRESHED_POSITIONS = 10  # waiting cards kept current; later ones update as they move up
+COLOURS = {
+    "queued": discord.Colour.light_grey(),
+    "running": discord.Colour.blurple(),
+    "done": discord.Colour.green(),
+    "failed": discord.Colour.red(),
+    "cancelled": discord.Colour.dark_grey(),
+}
+# How a job uses the picture it was given, as its card says it.
+PICTURE_USES = {
+    "start": N_("Starts from it (strength {strength:g})"),
+    "steer": N_("Steers towards it"),
+    "both": N_("Starts from it (strength {strength:g}) and steers towards it"),
+}
+TITLES = {
+    "queued": N_("Waiting in the queue · job {job}"),
+    "running": N_("Drawing · job {job}"),
+    "done": N_("Finished · job {job}"),
+    "failed": N_("Could not draw this · job {job}"),
+    "cancelled": N_("Cancelled · job {job}"),
+}
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def quote(text: str, limit: int = 1000) -> str:
+    """Member text made inert for Discord markdown."""
+    return discord.utils.escape_markdown(shorten(text, limit))
+
+
+def duration(language: str, seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return tr(language, "{hours} h {minutes:02d} min", hours=hours, minutes=minutes)
+    if minutes:
+        return tr(language, "{minutes} min {seconds:02d} s", minutes=minutes, seconds=secs)
+    return tr(language, "{seconds} s", seconds=secs)
+
+
+def progress_bar(step: int, total: int) -> str:
+    filled = round(BAR_WIDTH * step / total) if total else 0
+    return "▰" * filled + "▱" * (BAR_WIDTH - filled) + f" {100 * step / max(total, 1):.0f}%"
+
+
+def picture_file(job: JobRow, png: bytes) -> discord.File:
+    return discord.File(io.BytesIO(png), filename=f"pseudo-dalle-{job.id}.png")
+
+
+def thumbnail_file(job: JobRow, png: bytes) -> discord.File:
+    """The bot's small copy of the picture the job was given (never the member's upload)."""
+    return discord.File(io.BytesIO(png), filename=f"pseudo-dalle-{job.id}-given.png")
+
+
+def timelapse_file(job: JobRow, animation: bytes) -> discord.File:
+    """The drawing taking shape, beside the final picture: Discord plays it inline."""
+    name = f"pseudo-dalle-{job.id}-timelapse{suffix_of(animation)}"
+    return discord.File(io.BytesIO(animation), filename=name)
+
+
+def card(
+    job: JobRow,
+    lines: list[str],
+    language: str,
+    *,
+    image: bool = False,
+    thumbnail: bool = False,
+) -> discord.Embed:
+    """The job card: prompt, requester and settings, plus the state's own lines; `thumbnail`
+    shows the picture it was given."""
+    spec = job.spec
+    embed = discord.Embed(
+        title=tr(language, TITLES[job.status], job=job.id),
+        description=quote(spec.prompt),
+        colour=COLOURS[job.status],
+    )
+    embed.add_field(name=tr(language, "Requested by"), value=f"<@{job.user_id}>")
+    embed.add_field(name=tr(language, "Seed"), value=str(spec.seed))
+    embed.add_field(name=tr(language, "Size"), value=f"{spec.width}x{spec.height}")
+    if spec.quality != DEFAULT_QUALITY:
+        embed.add_field(
+            name=tr(language, "Quality"), value=tr(language, QUALITY_NAMES[spec.quality])
+        )
+    if spec.text_encoder != "clip":
+        embed.add_field(name=tr(language, "Read by"), value=tr(language, "multilingual encoder"))
+    if spec.image_use is not None:
+        use = tr(language, PICTURE_USES[spec.image_use], strength=spec.init_strength)
+        embed.add_field(name=tr(language, "Picture given"), value=use, inline=False)
+    if lines:
+        embed.add_field(name=tr(language, "Status"), value="\n".join(lines), inline=False)
+    if job.notice:
+        note = render_notice(language, job.notice)
+        embed.add_field(name=tr(language, "Note"), value=note, inline=False)
+    if image:
+        embed.set_image(url=f"attachment://pseudo-dalle-{job.id}.png")
+    if thumbnail:
+        embed.set_thumbnail(url=f"attachment://pseudo-dalle-{job.id}-given.png")
+    return embed
+
+
+def queued_lines(language: str, position: int, waiting: int, eta_s: float | None) -> list[str]:
+    if eta_s is None:
+        return [
+            tr(
+                language,
+                "Position {position} of {waiting} · start time not known yet",
+                position=position,
+                waiting=waiting,
+            )
+        ]
+    return [
+        tr(
+            language,
+            "Position {position} of {waiting} · starts in about {eta}",
+            position=position,
+            waiting=waiting,
+            eta=duration(language, eta_s),
+        )
+    ]
+
+
+def running_lines(language: str, step: int, total: int, rate: float) -> list[str]:
+    line = tr(
+        language, "Iteration {step}/{total} · {rate:.1f} it/s", step=step, total=total, rate=rate
+    )
+    if rate > 0:
+        left = duration(language, (total - step) / rate)
+        line += tr(language, " · about {time} left", time=left)
+    return [progress_bar(step, total), line]
+
+
+def finished_lines(language: str, job: JobRow) -> list[str]:
+    took = duration(language, job.seconds or 0)
+    lines = [tr(language, "{steps} iterations in {time}", steps=job.steps, time=took)]
+    total = job.spec.iterations
+    if job.status == JobStatus.DONE and job.steps < total:  # auto-stop ended it
+        lines.append(
+            tr(
+                language,
+                "Stopped early at iteration {steps} of {total}: the picture had stopped improving.",
+                steps=job.steps,
+                total=total,
+            )
+        )
+    return lines
+
+
+def sharing_lines(language: str, sharing: tuple[int, ...]) -> list[str]:
+    if not sharing:
+        return []
+    others = ", ".join(tr(language, "job {job}", job=other) for other in sharing)
+    return [tr(language, "Sharing the worker with {jobs}", jobs=others)]
+
+
+@dataclass(frozen=True)
+class CardWish:
+    """What a job's card should show now: the job as it was, text lines, maybe a picture;
+    `final` cards get the Reroll, Continue and Delete buttons, and the time-lapse when the job
+    asked for one. `timelapse_limit` is set once Discord refused a time-lapse as too large."""
+
+    job: JobRow
+    lines: tuple[str, ...]
+    png: bytes | None = None
+    final: bool = False
+    timelapse: bytes | None = None
+    timelapse_limit: int | None = None
+
+
+def wishes(event: JobEvent, language_of: Callable[[JobRow], str]) -> list[CardWish]:
+    """The cards a job event changes, and what they should show, each in its server's language
+    (`language_of`)."""
+    if isinstance(event, WorkersChanged):
+        return []
+    if isinstance(event, QueueChanged):
+        total = len(event.waiting)
+        return [
+            CardWish(
+                w.job, tuple(queued_lines(language_of(w.job), w.position, total, w.starts_in_s))
+            )
+            for w in event.waiting
+            if w.position <= REFRESHED_POSITIONS or w.job.id == event.added
+        ]
+    return [_wish(event, language_of(event.job))]
+
+
+def _wish(
+    event: JobStarting | JobPreparing | JobProgress | JobEnded | JobHandedOver | JobPaused,
+    language: str,
+) -> CardWish:
+    png, final, timelapse = None, False, None
+    if isinstance(event, JobStarting):
+        lines = [tr(language, "Starting…"), *sharing_lines(language, event.sharing)]
+    elif isinstance(event, JobPreparing):
+        lines = [
+            tr(
+                language,
+                "Preparing: {reason} for {size}x{size}; the first picture of each size "
+                "waits for it",
+                reason=tr(language, reason_of(event.reason).template),
+                size=event.job.spec.width,
+            ),
+            *sharing_lines(language, event.sharing),
+        ]
+    elif isinstance(event, JobProgress):
+        lines = running_lines(language, event.step, event.total, event.iterations_per_second)
+        lines += sharing_lines(language, event.sharing)
+        png = event.png
+    elif isinstance(event, JobEnded):
+        job = event.job
+        lines, png, final = _ended_lines(language, job), event.png, job.status == JobStatus.DONE
+        timelapse = event.timelapse
+    elif isinstance(event, JobHandedOver):
+        lines = [
+            tr(
+                language,
+                "Worker {worker} stopped; the next free worker starts this again",
+                worker=event.worker,
+            )
+        ]
+    elif event.continues:
+        lines = [tr(language, "Still drawing; this card catches up when the bot is back")]
+    else:
+        lines = [tr(language, "Waiting for the bot to come back")]
+    return CardWish(event.job, tuple(lines), png, final, timelapse)
+
+
+def _ended_lines(language: str, job: JobRow) -> list[str]:
+    if job.status == JobStatus.FAILED:
+        return [quote(render_notice(language, job.error), 300)] if job.error else []
+    if job.started_at is None:  # cancelled while it waited
+        return []
+    return finished_lines(language, job)

@@ -1,0 +1,102 @@
+"""Buttons that keep working after a restart: each one's state is in its custom_id.
+
+A button's id says what it does and to which job (`draw:continue:12`); the rest comes from the
+database. The launcher makes the button class with what handles a press (`job_buttons`, with
+`presses` for the desk's answers) and registers it with the bot, so buttons on cards posted
+before a restart still work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any, Self
+
+import discord
+
+from bot.front.checks import member_of
+from bot.i18n import N_, SOURCE_LANGUAGE, tr
+from bot.jobs.desk import FrontDesk
+
+
+class Action(StrEnum):
+    CANCEL = "cancel"
+    REROLL = "reroll"
+    CONTINUE = "continue"
+    DELETE = "delete"
+
+
+LOOKS: dict[Action, tuple[str, discord.ButtonStyle]] = {
+    Action.CANCEL: (N_("Cancel"), discord.ButtonStyle.danger),
+    Action.REROLL: (N_("Reroll"), discord.ButtonStyle.primary),
+    Action.CONTINUE: (N_("Continue"), discord.ButtonStyle.secondary),
+    Action.DELETE: (N_("Delete"), discord.ButtonStyle.secondary),
+}
+ON_ACTIVE_CARDS = (Action.CANCEL,)
+ON_FINISHED_CARDS = (Action.REROLL, Action.CONTINUE, Action.DELETE)
+TEMPLATE = rf"draw:(?P<action>{'|'.join(Action)}):(?P<job>[0-9]+)"
+
+OnPress = Callable[[discord.Interaction, Action, int], Awaitable[None]]
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLATE):
+    """A job card's button; `job_buttons` makes the class that acts on a press."""
+
+    def __init__(self, action: Action, job_id: int, language: str = SOURCE_LANGUAGE) -> None:
+        label, style = LOOKS[action]
+        button: discord.ui.Button[Any] = discord.ui.Button(
+            label=tr(language, label), style=style, custom_id=f"draw:{action}:{job_id}"
+        )
+        super().__init__(button)
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> Self:
+        return cls(Action(match["action"]), int(match["job"]))
+
+
+def presses(desk: FrontDesk) -> OnPress:
+    """What a press of a job card's button does: the desk decides, the answer is ephemeral,
+    and Delete removes the card it is on."""
+
+    async def on_press(interaction: discord.Interaction, action: Action, job_id: int) -> None:
+        member, job = member_of(interaction), desk.store.job(job_id)
+        if job is None:
+            answer = tr(member.language, "This drawing no longer exists.")
+        elif action == Action.CANCEL:
+            answer = await desk.cancel(member, job_id)
+        elif action == Action.DELETE:
+            allowed, answer = desk.delete(member, job)
+            if allowed and interaction.message is not None:
+                # The button is on the card itself; a card already gone is fine.
+                with contextlib.suppress(discord.NotFound):
+                    await interaction.message.delete()
+        else:
+            answer = await desk.again(member, job, continues=action == Action.CONTINUE)
+        await interaction.response.send_message(answer, ephemeral=True)
+
+    return on_press
+
+
+def job_buttons(on_press: OnPress) -> type[JobButton]:
+    """The job button class whose presses go to `on_press`."""
+
+    class PressedJobButton(JobButton, template=TEMPLATE):
+        async def callback(self, interaction: discord.Interaction) -> None:
+            await on_press(interaction, self.action, self.job_id)
+
+    return PressedJobButton
+
+
+def card_view(
+    kind: type[JobButton], job_id: int, actions: tuple[Action, ...], language: str
+) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in actions:
+        view.add_item(kind(action, job_id, language))
+    return view

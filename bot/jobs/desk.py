@@ -1,0 +1,308 @@
+"""The front desk: what members ask of their drawings (draw, cancel, reroll, continue, delete),
+in plain values, without Discord.
+
+It checks each request against the server's settings and the operator's limits and makes the
+job's spec once (`bot.jobs.spec`); what it accepts goes to the scheduler (`enqueue`, `cancel`),
+which owns the jobs from then on. A picture given with a request is fetched and re-encoded
+(`bot.jobs.pictures`) only after every other check has passed. Each answer is a sentence in the
+member's language; the cogs and buttons (`bot.front`) show it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from bot.i18n import N_, tr
+from bot.jobs.pictures import GivenPicture, PictureAsk, PictureIntake, Upload
+from bot.jobs.scheduler import NO_WORKER_HOLDS, Cancelled, Scheduler
+from bot.jobs.spec import Ask, Refused, Rules, build, refused, with_picture
+from bot.jobs.store import ACTIVE, JobRow, Store
+from bot.limits import QUALITY_NAMES, GuildSettings, effective
+from generator.contract.errors import ImageInputError
+from generator.contract.images import MAX_INPUT_BYTES, MAX_INPUT_PIXELS, steers_towards
+from generator.contract.jobs import ParentJob
+from generator.contract.quality import DEFAULT_QUALITY
+from generator.contract.settings import AUTO_STOP_WINDOW
+from generator.contract.weights import clip_label
+
+log = logging.getLogger("pseudo_dalle.desk")
+STATUS_NAMES = {
+    "queued": N_("waiting"),
+    "running": N_("drawing"),
+    "done": N_("done"),
+    "failed": N_("failed"),
+    "cancelled": N_("cancelled"),
+}
+
+
+@dataclass(frozen=True)
+class Member:
+    """Who asks, where, in which language, and whether they manage the server's drawings."""
+
+    user_id: int
+    guild_id: int
+    channel_id: int
+    language: str
+    admin: bool = False
+
+    def may_manage(self, job: JobRow) -> bool:
+        """The requester and server admins may cancel or delete a job."""
+        return self.user_id == job.user_id or self.admin
+
+
+class FrontDesk:
+    def __init__(
+        self,
+        store: Store,
+        scheduler: Scheduler,
+        rules: Rules,
+        intake: PictureIntake,
+        *,
+        keep_days: float,
+    ) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.rules = rules
+        self.intake = intake
+        self.keep_days = keep_days
+        # Told of each picture refused (the metrics count them, when they are on).
+        self.picture_refused: Callable[[ImageInputError], None] = lambda error: None
+
+    def settings(self, guild_id: int) -> GuildSettings:
+        return self.store.guild_settings(guild_id)
+
+    # -- drawing -----------------------------------------------------------------------------
+    async def draw(self, member: Member, ask: Ask, picture: PictureAsk | None = None) -> str:
+        """Queue a drawing; what to answer the member: where it is queued, or why not."""
+        try:
+            job, notices = await self.submit(member, ask, picture=picture)
+        except Refused as error:
+            return str(error)
+        queued = tr(
+            member.language, "Queued as job {job}; its card is in this channel.", job=job.id
+        )
+        return " ".join([queued, *notices])
+
+    async def submit(
+        self,
+        member: Member,
+        ask: Ask,
+        *,
+        picture: PictureAsk | None = None,
+        given: GivenPicture | None = None,
+        parent: JobRow | None = None,
+        continues: bool = False,
+    ) -> tuple[JobRow, list[str]]:
+        """Queue a job; returns it and notices about values a limit lowered. `picture` is one to
+        fetch, `given` one already kept; `parent` the job it continues or rerolls."""
+        settings, language = self.settings(member.guild_id), member.language
+        if settings.allowed_channels and member.channel_id not in settings.allowed_channels:
+            places = ", ".join(f"<#{c}>" for c in settings.allowed_channels)
+            raise Refused(
+                tr(language, "Drawing is not enabled in this channel. Try {places}.", places=places)
+            )
+        if picture is not None or given is not None:
+            self.check_picture(member.guild_id, picture.upload if picture else None, language)
+        how = "continue" if continues else "reroll"
+        origin = ParentJob(id=parent.id, how=how) if parent is not None else None
+        # A picture to fetch is fetched last, so that a request refused for another reason
+        # fetches nothing: the spec is made knowing only how it will be used.
+        spec, lowered = build(
+            ask,
+            settings,
+            self.rules,
+            language,
+            use=picture.use if picture is not None else None,
+            picture=given,
+            parent=origin,
+        )
+        missing = self.scheduler.missing_models(spec.clip_models)
+        if missing:
+            raise Refused(tr(language, NO_WORKER_HOLDS, model=clip_label(missing[0])))
+        self._check_room(member, settings)
+        if picture is not None:
+            try:
+                given = await self.intake.take(picture)
+            except ImageInputError as error:
+                self.picture_refused(error)
+                raise refused(language, error) from None
+            spec = with_picture(spec, given)
+            self._check_room(member, settings)  # others may have asked meanwhile
+        job = self.scheduler.enqueue(
+            guild_id=member.guild_id,
+            channel_id=member.channel_id,
+            user_id=member.user_id,
+            spec=spec,
+            picture=given,
+            init_state=parent.continue_state if parent is not None and continues else None,
+        )
+        return job, [notice.say(language) for notice in lowered]
+
+    def check_picture(self, guild_id: int, upload: Upload | None, language: str) -> None:
+        """Refused when pictures are off here, or when what `upload` declares is refused."""
+        if not self.intake.enabled:
+            raise Refused(tr(language, "The bot's operator has switched pictures off."))
+        if not self.settings(guild_id).image_inputs:
+            raise Refused(tr(language, "Pictures are switched off on this server."))
+        if upload is not None:
+            try:
+                upload.check()
+            except ImageInputError as error:
+                self.picture_refused(error)
+                raise refused(language, error) from None
+
+    def _check_room(self, member: Member, settings: GuildSettings) -> None:
+        most = effective(settings, self.rules.limits).max_queued_per_user
+        mine = self.store.active_count(user_id=member.user_id, guild_id=member.guild_id)
+        if mine >= most:
+            raise Refused(
+                tr(
+                    member.language,
+                    "You already have {mine} drawing(s) waiting or running; this "
+                    "server allows {most}. Wait for one to finish or use /cancel.",
+                    mine=mine,
+                    most=most,
+                )
+            )
+        if self.store.active_count() >= self.rules.limits.max_queued_total:
+            raise Refused(
+                tr(member.language, "The queue is full right now. Please try again later.")
+            )
+
+    # -- a job's buttons and /cancel ---------------------------------------------------------
+    async def cancel(self, member: Member, job_id: int | None) -> str:
+        """Cancel a job (the member's latest active one if no id is given)."""
+        language = member.language
+        if job_id is None:
+            own = [
+                j
+                for j in self.store.jobs_with_status(*ACTIVE)
+                if j.user_id == member.user_id and j.guild_id == member.guild_id
+            ]
+            if not own:
+                return tr(language, "You have no drawing waiting or running.")
+            job_id = own[-1].id
+        job = self.store.job(job_id)
+        if job is None or job.guild_id != member.guild_id:
+            return tr(language, "There is no job {job} on this server.", job=job_id)
+        if not member.may_manage(job):
+            return tr(
+                language,
+                "Only the member who asked for this drawing or a server admin can cancel it.",
+            )
+        if job.status not in ACTIVE:
+            return tr(
+                language,
+                "Job {job} has already ended ({status}).",
+                job=job.id,
+                status=tr(language, STATUS_NAMES[job.status]),
+            )
+        if await self.scheduler.cancel(job, member.user_id) == Cancelled.AFTER_STEP:
+            return tr(language, "Stopping job {job} after the current step.", job=job.id)
+        return tr(language, "Cancelled job {job}.", job=job.id)
+
+    def delete(self, member: Member, job: JobRow) -> tuple[bool, str]:
+        """Whether `member` may delete `job`'s card, and what to tell them."""
+        if not member.may_manage(job):
+            return False, tr(
+                member.language,
+                "Only the member who asked for this drawing or a server admin can delete it.",
+            )
+        return True, tr(member.language, "Deleted job {job}'s picture.", job=job.id)
+
+    async def again(self, member: Member, job: JobRow, *, continues: bool) -> str:
+        """Reroll (same prompt and picture, new seed) or Continue (more iterations from where it
+        ended, still steered by its picture but no longer starting from it)."""
+        language, spec = member.language, job.spec
+        if continues and not job.continue_state:
+            return tr(
+                language,
+                "This drawing can no longer be continued: what it needs is kept "
+                "{days:g} days. Reroll it instead.",
+                days=self.keep_days,
+            )
+        given = self.store.picture(job)
+        if spec.image_use is not None and given is None:
+            return tr(
+                language,
+                "The picture this drawing was given is kept {days:g} days and is "
+                "gone: give it again with /draw.",
+                days=self.keep_days,
+            )
+        if continues and given is not None:
+            given = replace(given, use="steer") if steers_towards(given.use) else None
+        ask = Ask(
+            prompt=spec.prompt,
+            size=spec.width,
+            iterations=None if continues else spec.iterations,
+            seed=spec.seed if continues else None,
+            timelapse=spec.timelapse,
+            quality=None if spec.quality == DEFAULT_QUALITY else spec.quality,
+        )
+        asker = replace(member, guild_id=job.guild_id, channel_id=job.channel_id)
+        try:
+            new, notices = await self.submit(
+                asker, ask, given=given, parent=job, continues=continues
+            )
+        except Refused as error:
+            return str(error)
+        said = "Continuing as job {job}." if continues else "Rerolling as job {job}."
+        return " ".join([tr(language, said, job=new.id), *notices])
+
+    # -- what /help and /drawconfig show -------------------------------------------------------
+    def describe_limits(self, guild_id: int, language: str) -> list[str]:
+        settings = self.settings(guild_id)
+        limits = effective(settings, self.rules.limits)
+        channels = ", ".join(f"<#{c}>" for c in settings.allowed_channels)
+        return [
+            tr(
+                language,
+                "Iterations: {default} by default, at most {most}",
+                default=limits.default_iterations,
+                most=limits.max_iterations,
+            ),
+            tr(language, "Largest size: {side}x{side}", side=limits.max_size),
+            tr(
+                language,
+                "Highest quality: {quality}",
+                quality=tr(language, QUALITY_NAMES[limits.max_quality]),
+            ),
+            tr(
+                language,
+                "Early stop: after {count} windows of {steps} iterations without improvement",
+                count=limits.auto_stop,
+                steps=AUTO_STOP_WINDOW,
+            )
+            if limits.auto_stop
+            else tr(language, "Early stop: off"),
+            tr(
+                language,
+                "Drawings waiting or running per member: {count}",
+                count=limits.max_queued_per_user,
+            ),
+            tr(
+                language,
+                "Progress updates: every {seconds:g} s",
+                seconds=limits.progress_interval_s,
+            ),
+            tr(language, "Where: {channels}", channels=channels or tr(language, "any channel")),
+            self._pictures_line(settings, language),
+            tr(language, "Time-lapse on the final card: on unless a member says otherwise")
+            if settings.timelapse
+            else tr(language, "Time-lapse on the final card: when a member asks for it"),
+        ]
+
+    def _pictures_line(self, settings: GuildSettings, language: str) -> str:
+        if not self.intake.enabled:
+            return tr(language, "Pictures: switched off by the bot's operator")
+        if not settings.image_inputs:
+            return tr(language, "Pictures: switched off on this server")
+        return tr(
+            language,
+            "Pictures: on · PNG, JPEG, WebP or GIF, at most {mib} MiB and {pixels:g} "
+            "million pixels",
+            mib=MAX_INPUT_BYTES // 2**20,
+            pixels=MAX_INPUT_PIXELS / 1e6,
+        )

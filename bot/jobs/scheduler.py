@@ -1,0 +1,481 @@
+"""The scheduler: the one place that decides which job is drawn where, and when.
+
+An owned task dispatches the next jobs in fair order whenever the workers have free places
+(never more jobs than places, so turns stay fair however many workers there are), records what
+the workers report in the store and publishes job events (`bot.jobs.events`) for whoever listens.
+A worker that leaves takes its jobs with it, and they go back to the queue; through a transport
+that keeps jobs (Redis), another worker takes them over instead. Either way a job restarts at
+most `max_requeues` times, then it is marked failed. Members' requests reach it through
+`enqueue` and `cancel`, each job with its `JobSpec` decided already (`bot.jobs.spec`): the
+scheduler only chooses where and when a job is drawn, and sends the spec as it is. It never
+reaches into Discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from bot.i18n import N_, notice, reason_notice
+from bot.jobs.events import (
+    JobEnded,
+    JobEvents,
+    JobHandedOver,
+    JobPaused,
+    JobPreparing,
+    JobProgress,
+    JobStarting,
+    QueueChanged,
+    Waiting,
+    WorkersChanged,
+)
+from bot.jobs.pictures import GivenPicture
+from bot.jobs.store import JobRow, JobStatus, Store
+from bot.tasks import OwnedTask
+from bot.workers.transport import (
+    FromWorker,
+    WorkerEvent,
+    WorkerInfo,
+    WorkerJoined,
+    WorkerLeft,
+    WorkerTransport,
+)
+from generator.contract.jobs import JobSpec, PictureData
+from generator.contract.protocol import (
+    Failed,
+    Finished,
+    Preparing,
+    Progress,
+    StartJob,
+    Taken,
+    b64_to_png,
+    png_to_b64,
+)
+from generator.contract.weights import clip_label
+
+log = logging.getLogger("pseudo_dalle.scheduler")
+NO_WORKER_HOLDS = N_(
+    "This quality needs the CLIP model {model}, which no drawing worker holds: draw at a lower "
+    "quality, or ask the bot's operator to add it."
+)
+# A worker stops at its next step once told to; a step that takes longer than this (a big
+# picture on a CPU) is cut short, since the job starts again after the restart anyway.
+WORKER_STOP_GRACE_S = 3.0
+
+
+class Cancelled(Enum):
+    NOW = "now"  # it was waiting: cancelled at once
+    AFTER_STEP = "after step"  # it is being drawn: its worker stops it after the current step
+
+
+@dataclass
+class Running:
+    """A job a worker is drawing: its row as started and its latest progress."""
+
+    row: JobRow
+    worker: str | None  # None: in the shared queue, not yet taken by a worker
+    step: int = 0
+    rate: float | None = None  # iterations per second, once the worker has reported
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        workers: WorkerTransport,
+        events: JobEvents,
+        *,
+        max_requeues: int,
+    ) -> None:
+        self.store = store
+        self.transport = workers
+        self.events = events
+        self.max_requeues = max_requeues
+        self.running: dict[int, Running] = {}  # by job id, in the order they started
+        self._wakeup = asyncio.Event()
+        self._task = OwnedTask("scheduler", self._run)
+        self._receiving: asyncio.Task[WorkerEvent] | None = None
+
+    # -- what others ask -----------------------------------------------------------------
+    def workers(self) -> list[WorkerInfo]:
+        return self.transport.workers()
+
+    def free_places(self) -> int:
+        return max(self.places() - len(self.running), 0)
+
+    def busy(self, worker_id: str) -> int:
+        """How many of `worker_id`'s places its jobs take."""
+        return sum(1 for entry in self.running.values() if entry.worker == worker_id)
+
+    def places(self) -> int:
+        """How many jobs the ready workers draw together."""
+        return sum(worker.places for worker in self.transport.workers())
+
+    def missing_models(self, clip_models: Sequence[str]) -> tuple[str, ...]:
+        """Which of `clip_models` the ready workers lack: empty when one of them holds them
+        all, or when no worker is ready yet to say."""
+        shortfalls = [
+            tuple(m for m in clip_models if m not in worker.clip_models)
+            for worker in self.transport.workers()
+        ]
+        if not shortfalls or not all(shortfalls):
+            return ()
+        return min(shortfalls, key=len)
+
+    def enqueue(
+        self,
+        *,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        spec: JobSpec,
+        picture: GivenPicture | None = None,
+        init_state: str | None = None,
+    ) -> JobRow:
+        job = self.store.add_job(
+            guild_id=guild_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            spec=spec,
+            picture=picture,
+            init_state=init_state,
+        )
+        self._queue_changed(added=job.id)
+        self._wakeup.set()
+        return job
+
+    async def cancel(self, job: JobRow, by: int) -> Cancelled:
+        """Cancel a waiting or running job on behalf of member `by`."""
+        said = notice("Cancelled by <@{member}>.", member=by)
+        entry = self.running.get(job.id)
+        if entry is not None:
+            self.store.note(job.id, said)
+            await self.transport.cancel(job.id, entry.worker)
+            return Cancelled.AFTER_STEP
+        cancelled = self.store.cancel(job.id, notice=said)
+        if cancelled is not None:
+            self.events.publish(JobEnded(cancelled, None))
+        self._queue_changed()
+        return Cancelled.NOW
+
+    # -- the task --------------------------------------------------------------------------
+    def start(self) -> None:
+        self.transport.start()
+        self._task.start()
+
+    async def stop(self) -> None:
+        """Shut down. Jobs whose worker goes on without the bot (Redis) stay running and their
+        cards catch up later; the others go back to the queue and say they will resume."""
+        await self._task.stop()
+        if self._receiving is not None:
+            self._receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._receiving
+        await self.transport.stop(WORKER_STOP_GRACE_S)
+        for job_id in list(self.running):
+            del self.running[job_id]
+            current = self.store.job(job_id)
+            if current is None or current.status != JobStatus.RUNNING:
+                continue
+            if self.transport.keeps_jobs:
+                self.events.publish(JobPaused(current, continues=True))
+                continue
+            job = self.store.requeue(
+                current.id,
+                notice("The bot is restarting; this drawing will start again when it is back."),
+            )
+            if job is not None:
+                self.events.publish(JobPaused(job))
+
+    async def _reconcile(self) -> None:
+        """After a restart: jobs the workers still have stay theirs, the others are queued."""
+        held = await self.transport.held_jobs()
+        for job in self.store.requeue_interrupted(held):
+            log.info("job %s was running when the bot stopped; it is queued again", job.id)
+        for job in self.store.jobs_with_status(JobStatus.RUNNING):
+            self.running[job.id] = Running(job, None)
+            log.info("job %s is still with a worker; its card catches up as it reports", job.id)
+
+    async def _run(self) -> None:
+        await self._reconcile()
+        self._queue_changed()
+        while True:
+            try:
+                self._wakeup.clear()
+                await self._fill()
+                event = await self._next_event()
+                if event is not None:
+                    await self._handle(event)
+            except Exception:
+                log.exception("the scheduler hit an error; the running jobs go back to the queue")
+                await self._recover()
+
+    async def _fill(self) -> None:
+        """Dispatch the next jobs in fair order while the workers have free places; a job whose
+        CLIP models no ready worker holds fails, saying which."""
+        while self.free_places() > 0 and (order := self.store.queue_order()):
+            missing = self.missing_models(order[0].spec.clip_models)
+            if missing:
+                self._refuse(order[0], missing[0])
+            else:
+                await self._begin(order[0])
+
+    def _refuse(self, job: JobRow, model: str) -> None:
+        """Fail a waiting job that no worker can draw; it never took its member's turn."""
+        failed = self.store.refuse(job.id, notice(NO_WORKER_HOLDS, model=clip_label(model)))
+        if failed is not None:
+            self.events.publish(JobEnded(failed, None))
+        self._queue_changed()
+
+    async def _next_event(self) -> WorkerEvent | None:
+        """What a worker said or did next, or None when woken for a new job."""
+        if self._receiving is None:
+            self._receiving = asyncio.create_task(self.transport.receive())
+        woken = asyncio.create_task(self._wakeup.wait())
+        try:
+            await asyncio.wait({self._receiving, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        if not self._receiving.done():
+            return None
+        received, self._receiving = self._receiving, None
+        return received.result()
+
+    async def _recover(self) -> None:
+        """After an unexpected error: running jobs are stopped and wait again."""
+        for job_id, entry in list(self.running.items()):
+            del self.running[job_id]
+            with contextlib.suppress(Exception):
+                await self.transport.cancel(job_id, entry.worker)
+            self.store.requeue(job_id, None)
+        self._queue_changed()
+        await asyncio.sleep(1.0)
+
+    async def _begin(self, job: JobRow) -> None:
+        started = self.store.start(job.id)
+        if started is None:  # no longer queued: nothing to dispatch
+            return
+        entry = Running(started, None)
+        self.running[job.id] = entry
+        picture = self.store.picture(job) if job.spec.image_use else None
+        entry.worker = await self.transport.dispatch(
+            StartJob(
+                job_id=job.id,
+                spec=job.spec,
+                init_state=job.init_state,
+                pictures=[_data(picture)] if picture is not None else [],
+            )
+        )
+        if entry.worker is not None:
+            entry.row = self.store.assign(job.id, entry.worker) or entry.row
+        self.events.publish(JobStarting(entry.row, entry.worker, self._sharing(job.id)))
+        self._queue_changed()
+
+    def _sharing(self, job_id: int) -> tuple[int, ...]:
+        worker = self.running[job_id].worker
+        if worker is None:
+            return ()
+        return tuple(o for o, e in self.running.items() if o != job_id and e.worker == worker)
+
+    async def _handle(self, event: WorkerEvent) -> None:
+        if isinstance(event, WorkerJoined | WorkerLeft):
+            self.events.publish(WorkersChanged(tuple(self.transport.workers())))
+        if isinstance(event, WorkerJoined):
+            self._queue_changed()
+        elif isinstance(event, WorkerLeft):
+            self._worker_left(event)
+        else:
+            await self._from_worker(event)
+
+    async def _from_worker(self, event: FromWorker) -> None:
+        message = event.message
+        job_id = getattr(message, "job_id", None)
+        entry = self.running.get(job_id) if isinstance(job_id, int) else None
+        if isinstance(message, Taken) and entry is not None:
+            await self._taken(entry, message)
+            return
+        if entry is not None and entry.worker is None:
+            # After a restart: the worker the job was last given to, else the one that reports.
+            entry.worker = entry.row.worker or event.worker_id
+            if entry.row.worker is None:
+                entry.row = self.store.assign(entry.row.id, event.worker_id) or entry.row
+        if entry is None or entry.worker != event.worker_id:
+            if job_id is not None:
+                log.warning(
+                    "ignoring %s about job %s from worker %s, which does not draw it",
+                    message.kind,
+                    job_id,
+                    event.worker_id,
+                )
+            return
+        if isinstance(message, Preparing):
+            self.events.publish(
+                JobPreparing(entry.row, message.reason, self._sharing(entry.row.id))
+            )
+        elif isinstance(message, Progress):
+            entry.step, entry.rate = message.step, message.iterations_per_second
+            current = self.store.progress(entry.row.id, message.step, worker=event.worker_id)
+            if current is None:
+                return
+            self.events.publish(
+                JobProgress(
+                    current,
+                    message.step,
+                    message.total,
+                    message.iterations_per_second,
+                    b64_to_png(message.png_b64),
+                    self._sharing(entry.row.id),
+                )
+            )
+        elif isinstance(message, Finished):
+            del self.running[entry.row.id]
+            ended = self.store.stopped if message.cancelled else self.store.finish
+            done = ended(
+                entry.row.id,
+                worker=event.worker_id,
+                steps=message.steps,
+                seconds=message.seconds,
+                continue_state=message.continue_state,
+            )
+            if done is not None:
+                self.events.publish(
+                    JobEnded(done, b64_to_png(message.png_b64), _timelapse(message))
+                )
+            self._queue_changed()
+        elif isinstance(message, Failed):
+            del self.running[entry.row.id]
+            reason = reason_notice(message.reason, message.values)
+            failed = self.store.fail(entry.row.id, reason, worker=event.worker_id)
+            if failed is not None:
+                self.events.publish(JobEnded(failed, None))
+            self._queue_changed()
+
+    async def _taken(self, entry: Running, message: Taken) -> None:
+        """A worker took a job from the shared queue; a second attempt means the worker that
+        had it stopped, and too many attempts fail the job."""
+        job_id, restarts = entry.row.id, message.attempt - 1
+        if restarts > self.max_requeues:
+            del self.running[job_id]
+            failed = self.store.fail(
+                job_id,
+                notice(
+                    "The drawing worker stopped {count} times while drawing this.", count=restarts
+                ),
+                requeues=restarts,
+            )
+            await self.transport.cancel(job_id, message.worker_id)
+            if failed is not None:
+                self.events.publish(JobEnded(failed, None))
+            self._queue_changed()
+            return
+        said = None
+        if restarts:
+            said = notice(
+                "A drawing worker stopped while drawing this; worker {worker} started it again.",
+                worker=message.worker_id,
+            )
+        taken = self.store.taken(job_id, message.worker_id, requeues=restarts, notice=said)
+        if taken is None:  # no longer running: the worker need not draw it
+            del self.running[job_id]
+            await self.transport.cancel(job_id, message.worker_id)
+            return
+        entry.worker, entry.step, entry.rate, entry.row = message.worker_id, 0, None, taken
+        self.events.publish(JobStarting(entry.row, entry.worker, self._sharing(job_id)))
+
+    def _worker_left(self, event: WorkerLeft) -> None:
+        """The jobs the worker was drawing go back to the queue, or fail after too many tries;
+        through a transport that keeps jobs, the next free worker takes them over."""
+        for job_id, entry in list(self.running.items()):
+            if entry.worker != event.worker_id:
+                continue
+            if self.transport.keeps_jobs:
+                entry.worker, entry.rate = None, None
+                self.events.publish(JobHandedOver(entry.row, event.worker_id))
+                continue
+            del self.running[job_id]
+            job = self.store.job(job_id)
+            if job is None or job.status != JobStatus.RUNNING:
+                continue
+            requeues = job.requeues + 1
+            if requeues > self.max_requeues:
+                failed = self.store.fail(
+                    job.id,
+                    notice(
+                        "The drawing worker stopped {count} times while drawing this.",
+                        count=requeues,
+                    ),
+                    requeues=requeues,
+                )
+                if failed is not None:
+                    self.events.publish(JobEnded(failed, None))
+            else:
+                self.store.requeue(
+                    job.id,
+                    notice(
+                        "The drawing worker stopped unexpectedly; this job went back to the queue."
+                    ),
+                    requeues=requeues,
+                )
+        self._queue_changed()
+
+    # -- the queue's estimates -------------------------------------------------------------
+    def _queue_changed(self, added: int | None = None) -> None:
+        order = self.store.queue_order()
+        waiting = tuple(
+            Waiting(job, position, eta)
+            for position, (job, eta) in enumerate(
+                zip(order, self.start_estimates(order), strict=True), start=1
+            )
+        )
+        self.events.publish(QueueChanged(waiting, added))
+
+    def start_estimates(self, order: list[JobRow]) -> list[float | None]:
+        """Seconds until each queued job of `order` starts (None where a speed is unknown).
+
+        Simulates the workers' places: each frees when its job ends, and the next job in fair
+        order takes the place that frees first. A place's speed is counted in work per second
+        (`cost`: a step's work by its size, cutouts and models), so that a `best` job waiting
+        takes as much longer than a `draft` one as its steps cost more.
+        """
+        frees: list[float] = [0.0] * max(self.places() - len(self.running), 0)
+        for entry in self.running.values():
+            if not entry.rate:
+                return [None] * len(order)
+            frees.append((entry.row.spec.iterations - entry.step) / entry.rate)
+        speeds = [e.rate * e.row.spec.cost() for e in self.running.values() if e.rate]
+        speed = sum(speeds) / len(speeds) if speeds else self._recent_speed()
+        estimates: list[float | None] = []
+        for job in order:
+            if speed is None or not frees:
+                return estimates + [None] * (len(order) - len(estimates))
+            frees.sort()
+            begins = frees.pop(0)
+            estimates.append(begins)
+            frees.append(begins + job.spec.iterations * job.spec.cost() / speed)
+        return estimates
+
+    def _recent_speed(self) -> float | None:
+        """Work per second of the last finished jobs, when none is running to say."""
+        done = self.store.recently_done()
+        seconds = sum(job.seconds or 0 for job in done)
+        return sum(job.steps * job.spec.cost() for job in done) / seconds if seconds else None
+
+
+def _data(picture: GivenPicture) -> PictureData:
+    """The bytes of the picture a job was given, as its StartJob carries them."""
+    return PictureData(sha256=picture.image.sha256, png_b64=png_to_b64(picture.image.png))
+
+
+def _timelapse(message: Finished) -> bytes | None:
+    """The time-lapse a worker sent; a broken one is left out (and logged), not the card."""
+    if message.timelapse_b64 is None:
+        return None
+    try:
+        return b64_to_png(message.timelapse_b64)
+    except ValueError:
+        log.warning("job %s's time-lapse is not valid base64; leaving it out", message.job_id)
+        return None
