@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 
-from generator.contract.protocol import Finished, Message, StartJob, WorkerOptions
+from generator.contract.jobs import JobSpec
+from generator.contract.protocol import Failed, Finished, Message, StartJob, WorkerOptions
+from generator.contract.quality import DEFAULT_QUALITY
 from generator.method.runtime import configure_torch
 from generator.models.loaders import Models, load_models
 from generator.models.synthetic import write_clip, write_decoder
@@ -36,16 +38,16 @@ GOAL = 0.97
 
 
 class _Channel:
-    """Takes the worker's messages; `gone` once the job has finished, so `serve` returns."""
+    """Takes the worker's messages and keeps the job's last: `Finished`, or `Failed`."""
 
     def __init__(self) -> None:
-        self.gone = threading.Event()
-        self.finished: Finished | None = None
+        self.done = threading.Event()
+        self.ended: Finished | Failed | None = None
 
     def send(self, message: Message) -> None:
-        if isinstance(message, Finished):
-            self.finished = message
-            self.gone.set()
+        if isinstance(message, Finished | Failed):
+            self.ended = message
+            self.done.set()
 
 
 def _scrape(url: str, every_s: float, stop: threading.Event) -> None:
@@ -67,27 +69,31 @@ def draw(models: Models, args: argparse.Namespace, *, metrics_on: bool, port: in
     )
     if server is not None:
         scraper.start()
-    worker.jobs.put(
-        StartJob(
-            job_id=1,
-            prompt=PROMPT,
-            seed=0,
-            iterations=args.iterations,
-            width=args.size,
-            height=args.size,
-            progress_every_s=args.progress_every,
-            cutouts=args.cutouts,
-        )
+    spec = JobSpec(
+        prompt=PROMPT,
+        seed=0,
+        iterations=args.iterations,
+        width=args.size,
+        height=args.size,
+        quality=DEFAULT_QUALITY,
+        cutouts=args.cutouts,
+        clip_models=models.clip_names[:1],
+        progress_every_s=args.progress_every,
     )
+    serving = threading.Thread(target=worker.serve)
+    serving.start()
+    worker.submit(StartJob(job_id=1, spec=spec))
     try:
-        worker.serve()
+        channel.done.wait()
     finally:
+        worker.close()
+        serving.join()
         stop.set()
         if server is not None:
             scraper.join()
             server.close()
-    finished = channel.finished
-    assert finished is not None
+    finished = channel.ended
+    assert isinstance(finished, Finished), finished
     assert finished.steps == args.iterations
     return finished.steps / finished.seconds
 

@@ -119,14 +119,15 @@ async def running_bot(
 
 
 def cards_of(fake: FakeDiscord, job_id: int, since: int = 0) -> list[Event]:
-    """Creates and edits of job `job_id`'s card, in order, from event number `since` on."""
-    marker = f"· job {job_id}"
+    """Creates and edits of job `job_id`'s card, in order, from event number `since` on (the
+    card in English or Japanese)."""
+    marker = re.compile(rf"· (job|ジョブ) {job_id}$")
     return [
         e
         for e in fake.events[since:]
         if e.kind in ("create", "edit")
         and e.channel_id == CHANNEL_ID
-        and any(marker in (embed.get("title") or "") for embed in e.payload.get("embeds", []))
+        and any(marker.search(embed.get("title") or "") for embed in e.payload.get("embeds", []))
     ]
 
 
@@ -135,12 +136,23 @@ def title(event: Event) -> str:
 
 
 async def wait_for_card(
-    fake: FakeDiscord, job_id: int, state: str, *, since: int = 0, timeout: float = 90
+    fake: FakeDiscord,
+    job_id: int,
+    state: str,
+    *,
+    since: int = 0,
+    timeout: float = 90,
+    containing: str = "",
 ) -> Event:
-    """The latest card of `job_id` in `state`, waiting for one to appear after event `since`."""
+    """The latest card of `job_id` in `state` (and saying `containing`), waiting for one to
+    appear after event `since`."""
 
     def found() -> Event | None:
-        matches = [e for e in cards_of(fake, job_id, since) if title(e).startswith(state)]
+        matches = [
+            e
+            for e in cards_of(fake, job_id, since)
+            if title(e).startswith(state) and containing in message_text(e)
+        ]
         return matches[-1] if matches else None
 
     return await fake.wait_for(found, timeout)  # type: ignore[no-any-return]

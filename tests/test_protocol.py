@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from generator.contract.jobs import JobSpec, ParentJob, PictureData, PictureRef
 from generator.contract.protocol import (
     PROTOCOL_VERSION,
     CancelJob,
@@ -15,7 +16,6 @@ from generator.contract.protocol import (
     Heartbeat,
     Message,
     ModelChoice,
-    PictureIn,
     Preparing,
     Progress,
     ProtocolError,
@@ -26,35 +26,68 @@ from generator.contract.protocol import (
     decode,
     encode,
 )
+from generator.contract.reasons import (
+    COMPILING,
+    MISSING_MODEL,
+    OUT_OF_MEMORY,
+    PROMPT_TOO_LONG_FOR_CLIP,
+    TOO_MANY_CUTOUTS,
+)
 
+SPEC = JobSpec(
+    prompt="a cat | a hat:0.5",
+    seed=42,
+    iterations=300,
+    width=512,
+    height=256,
+    quality="normal",
+    cutouts=32,
+    clip_models=("ViT-B/32",),
+    progress_every_s=2.5,
+)
+
+
+def _spec(**changes: object) -> JobSpec:
+    """SPEC with `changes`, validated again."""
+    return JobSpec.model_validate({**SPEC.model_dump(), **changes})
+
+
+A_PICTURE = PictureRef(name="a.png", sha256="ab" * 32)
+B_PICTURE = PictureRef(name="b.webp", sha256="cd" * 32, weight=-0.5)
 EVERY_MESSAGE: list[Message] = [
     Configure("gpu-1", ModelChoice(offline=True), WorkerOptions(max_batch=4, precision="bf16")),
-    StartJob(1, "a cat | a hat:0.5", 42, 300, 512, 256, 2.5, init_state="UERDMQ=="),
-    StartJob(2, "ねこ", 0, 1, 64, 64, 10.0, init_latent_file="latents/1.pt"),
-    StartJob(3, "a cat", 7, 60, 64, 64, 2.0, timelapse=True),
+    StartJob(1, _spec(parent=ParentJob(id=9, how="continue")), "UERDMQ=="),
+    StartJob(2, _spec(prompt="ねこ", text_encoder="multilingual")),
+    StartJob(
+        3,
+        _spec(timelapse=True, auto_stop=5, quality="better", clip_models=("ViT-B/32", "ViT-B/16")),
+    ),
     StartJob(
         9,
-        "",
-        1,
-        5,
-        64,
-        64,
-        1.0,
-        init_image=PictureIn(png_b64="iVBORw0KGgo=", name="a.png", sha256="ab" * 32),
-        init_strength=0.25,
-        image_prompts=[
-            PictureIn(png_b64="iVBORw0KGgo=", name="b.webp", sha256="cd" * 32, weight=-0.5)
+        _spec(
+            prompt="",
+            init_image=A_PICTURE,
+            init_strength=0.25,
+            image_prompts=(B_PICTURE,),
+            parent=ParentJob(id=4, how="reroll"),
+        ),
+        pictures=[
+            PictureData(sha256=A_PICTURE.sha256, png_b64="iVBORw0KGgo="),
+            PictureData(sha256=B_PICTURE.sha256, png_b64="iVBORw0KGgo="),
         ],
     ),
     CancelJob(3),
     Ready("gpu-1", "cuda:0", 4, "host-a", 4242),
     Heartbeat("gpu-1", [1, 2]),
     Taken(8, "gpu-2", 2),
-    Preparing(4, "compiling the networks for 512x512"),
+    Preparing(4, COMPILING.code),
     Progress(5, 10, 300, -0.25, 12.5, "iVBORw0KGgo="),
     Finished(6, 300, 61.5, False, "iVBORw0KGgo=", "UERDMQ=="),
     Finished(6, 300, 61.5, True, "iVBORw0KGgo=", "UERDMQ==", timelapse_b64="UklGRg=="),
-    Failed(7, "the GPU ran out of memory"),
+    Failed(7, OUT_OF_MEMORY.code),
+    Failed(7, MISSING_MODEL.code, {"model": "RN50"}),
+    Failed(7, TOO_MANY_CUTOUTS.code, {"cutouts": 64, "most": 32}),
+    Failed(7, PROMPT_TOO_LONG_FOR_CLIP.code, {"part": "word word…", "most": 75}),
 ]
 
 
@@ -72,20 +105,12 @@ def _line(**payload: object) -> str:
 
 
 def _picture(**changes: object) -> dict[str, object]:
-    return {"png_b64": "iVBORw0KGgo=", "name": "a.png", "sha256": "ab" * 32, **changes}
+    return {"name": "a.png", "sha256": "ab" * 32, **changes}
 
 
-def _start(**changes: object) -> str:
-    fields = {
-        "job_id": 1,
-        "prompt": "a cat",
-        "seed": 1,
-        "iterations": 2,
-        "width": 64,
-        "height": 64,
-        "progress_every_s": 1.0,
-    }
-    return _line(type="start", **fields, **changes)
+def _start(pictures: list[dict[str, object]] | None = None, **changes: object) -> str:
+    spec = {**SPEC.model_dump(mode="json"), **changes}
+    return _line(type="start", job_id=1, spec=spec, pictures=pictures or [])
 
 
 @pytest.mark.parametrize(
@@ -120,15 +145,74 @@ def _start(**changes: object) -> str:
         (_line(type="explode"), "unknown message type 'explode'"),
         (
             _start(init_strength=1.5),
-            "bad start message: init_strength: Input should be less than or equal to 1",
+            "bad start message: spec.init_strength: Input should be less than or equal to 1",
         ),
-        (_start(image_prompts=[_picture(sha256="not-a-hash")]), "image_prompts.0.sha256: String"),
         (
-            _start(image_prompts=[_picture(png_b64="A" * (6 * 2**20))]),
-            "image_prompts.0.png_b64: String should have at most 5592408 characters",
+            _start(image_prompts=[_picture(sha256="not-a-hash")]),
+            "spec.image_prompts.0.sha256: String",
         ),
-        (_start(image_prompts=[_picture()] * 5), "image_prompts: List should have at most 4"),
-        (_start(timelapse="yes"), "timelapse: Input should be a valid boolean"),
+        (
+            _start(image_prompts=[_picture()] * 5),
+            "spec.image_prompts: Tuple should have at most 4 items",
+        ),
+        (_start(timelapse="yes"), "spec.timelapse: Input should be a valid boolean"),
+        (_start(clip_models=[]), "spec.clip_models: Tuple should have at least 1 item"),
+        (_start(width=65), "spec.width: Input should be a multiple of 8"),
+        (_start(quality="ultra"), "spec.quality: Value error, must be one of draft"),
+        (_start(text_encoder="auto"), "spec.text_encoder: Value error, must be one of"),
+        (_start(cutouts=0), "spec.cutouts: Input should be greater than or equal to 1"),
+        (_start(prompt_extra="x"), "spec.prompt_extra: Extra inputs are not permitted"),
+        (
+            _start(init_image=_picture(), parent={"id": 3, "how": "continue"}),
+            "continues an earlier one or starts from a picture, not both",
+        ),
+        (
+            _start(pictures=[{"sha256": "ab" * 32, "png_b64": "A" * (6 * 2**20)}]),
+            "pictures.0.png_b64: String should have at most 5592408 characters",
+        ),
+        (
+            _start(pictures=[{"sha256": "ab" * 32, "png_b64": "A"}] * 6),
+            "pictures: List should have at most 5 items",
+        ),
+        (_start(pictures=[{"sha256": "ab" * 32, "png_b64": ""}]), "pictures.0.png_b64: String"),
+        (
+            _start(pictures=[{"sha256": "ab" * 32, "png_b64": "A", "name": "a.png"}]),
+            "pictures.0.name: Extra inputs are not permitted",
+        ),
+        (
+            _line(type="start", job_id=1, prompt="a cat", seed=1, iterations=2),
+            "spec: Field required",
+        ),
+        (
+            _line(
+                type="start", job_id=1, spec=SPEC.model_dump(mode="json"), init_latent_file="1.pt"
+            ),
+            "init_latent_file: Unexpected keyword argument",
+        ),
+        (
+            _line(type="failed", job_id=1, reason="the GPU ran out of memory"),
+            "bad failed message: message: Value error, unknown reason 'the GPU ran out of memory'",
+        ),
+        (
+            _line(type="failed", job_id=1, reason="missing_model"),
+            "reason 'missing_model' takes ['model'], got []",
+        ),
+        (
+            _line(type="failed", job_id=1, reason="out_of_memory", values={"size": 512}),
+            "reason 'out_of_memory' takes no values, got ['size']",
+        ),
+        (
+            _line(type="failed", job_id=1, reason="too_many_cutouts", values={"cutouts": 64}),
+            "reason 'too_many_cutouts' takes ['cutouts', 'most'], got ['cutouts']",
+        ),
+        (
+            _line(type="preparing", job_id=1, reason="compiling the networks"),
+            "bad preparing message: message: Value error, unknown reason 'compiling the networks'",
+        ),
+        (
+            _line(type="preparing", job_id=1, reason="missing_model"),
+            "message: Value error, reason 'missing_model' takes ['model'], got []",
+        ),
         (
             _line(
                 type="finished",
@@ -159,8 +243,14 @@ def test_foreign_lines_are_refused_saying_why(line: str, reason: str) -> None:
 
 
 def test_a_pictures_bytes_stay_out_of_its_repr() -> None:
-    picture = PictureIn(png_b64="iVBORw0KGgo=" * 10, name="a.png", sha256="ab" * 32)
+    picture = PictureData(sha256="ab" * 32, png_b64="iVBORw0KGgo=" * 10)
     assert "iVBORw0KGgo" not in repr(picture)
-    assert "a.png" in repr(picture)
-    with pytest.raises(ValueError, match=r"picture 'a\.png' is not valid base64"):
-        PictureIn(png_b64="not base64!", name="a.png", sha256="ab" * 32).image()
+    assert "ab" * 32 in repr(picture)
+
+
+def test_a_failed_message_with_a_bad_reason_is_not_made() -> None:
+    """The worker cannot build a `Failed` that the bot would refuse."""
+    with pytest.raises(ValueError, match="unknown reason 'the worker hit an unexpected error'"):
+        Failed(1, "the worker hit an unexpected error")
+    with pytest.raises(ValueError, match=r"reason 'missing_model' takes \['model'\], got \[\]"):
+        Failed(1, MISSING_MODEL.code)

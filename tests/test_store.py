@@ -1,27 +1,45 @@
-"""The SQLite store: fair order, caps, restarts, settings."""
+"""The SQLite store: fair order, caps, restarts, settings, and databases of earlier versions."""
 
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import sqlite3
 import time
 from pathlib import Path
 
-from bot.limits import GuildLimits
+from bot.jobs.pictures import GivenPicture
 from bot.jobs.retention import DAY_S, Retention
-from bot.jobs.store import MIGRATIONS, MOVES, GivenPicture, JobRow, JobStatus, Store
+from bot.jobs.schema import MIGRATIONS
+from bot.jobs.spec import Rules, picture_fields
+from bot.jobs.store import MOVES, JobRow, JobStatus, Store
+from bot.limits import GuildLimits, HardLimits
 from generator.contract.images import ImageInput
+from generator.contract.jobs import JobSpec, ParentJob, PictureRef
+
+LEGACY = Path(__file__).parent / "data" / "store-0.2-9828631.sql"
 
 
-def _store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "jobs.sqlite3", GuildLimits())
+def _store(tmp_path: Path, rules: Rules | None = None) -> Store:
+    return Store(tmp_path / "jobs.sqlite3", GuildLimits(), rules)
+
+
+def _spec(prompt: str = "a cat", **fields: object) -> JobSpec:
+    values: dict[str, object] = {
+        "prompt": prompt,
+        "seed": 0,
+        "iterations": 10,
+        "width": 64,
+        "height": 64,
+        "quality": "normal",
+        "cutouts": 4,
+        "clip_models": ("ViT-B/32",),
+    }
+    return JobSpec(**{**values, **fields})  # type: ignore[arg-type]
 
 
 def _add(store: Store, user: int, prompt: str = "a cat") -> int:
-    job = store.add_job(
-        guild_id=1, channel_id=2, user_id=user, prompt=prompt, seed=0, iterations=10, size=64
-    )
+    job = store.add_job(guild_id=1, channel_id=2, user_id=user, spec=_spec(prompt))
     return job.id
 
 
@@ -51,6 +69,26 @@ def test_round_robin_between_requesters(tmp_path: Path) -> None:
     assert [j.id for j in store.queue_order()] == [b1, c1, a2, b2, a3]
     assert store.active_count(user_id=1, guild_id=1) == 3
     assert store.active_count() == 6
+
+
+def test_a_member_refused_before_drawing_keeps_their_turn(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    first = _add(store, 1)
+    _finished(store, first, "eA==")  # Alice was served
+    _finished(store, _add(store, 2), "eA==")  # then Bob
+    bob = _add(store, 2)
+    alice = _add(store, 1)
+    assert [j.id for j in store.queue_order()] == [alice, bob]
+    refused = store.refuse(alice, "no worker holds its models")
+    assert refused is not None
+    assert (refused.status, refused.started_at, refused.error) == (
+        JobStatus.FAILED,
+        None,
+        "no worker holds its models",
+    )
+    # Refused before it started, Alice's drawing took no turn: her next one goes before Bob's.
+    again = _add(store, 1)
+    assert [j.id for j in store.queue_order()] == [again, bob]
 
 
 def test_running_jobs_are_requeued_after_a_restart(tmp_path: Path) -> None:
@@ -124,6 +162,10 @@ def test_each_move_of_a_job(tmp_path: Path) -> None:
     assert (done.status, done.steps, done.notice) == (JobStatus.DONE, 10, None)
     assert store.active_count() == 0
     assert store.job(third) == done
+    waiting = _add(store, 4)
+    refused = store.refuse(waiting, "boom")
+    assert refused is not None
+    assert (refused.status, refused.error, refused.started_at) == (JobStatus.FAILED, "boom", None)
     assert store.refused.total() == 0
 
 
@@ -151,6 +193,7 @@ MOVE_CALLS = {
     "cancel": lambda s, j: s.cancel(j, notice="by a member"),
     "stopped": lambda s, j: s.stopped(j, worker="w", steps=9, seconds=2.0, continue_state="eQ=="),
     "fail": lambda s, j: s.fail(j, "late"),
+    "refuse": lambda s, j: s.refuse(j, "no worker"),
     "requeue": lambda s, j: s.requeue(j, "again"),
     "note": lambda s, j: s.note(j, "a note"),
     "card_posted": lambda s, j: s.card_posted(j, 42, 1.0),
@@ -198,47 +241,6 @@ def test_what_a_worker_reports_counts_only_while_the_job_is_with_that_worker(
     assert (done.status, done.worker, done.requeues) == (JobStatus.DONE, "gpu-b", 1)
 
 
-def _database_of_version_1(path: Path, latent: Path) -> None:
-    """A database as versions before continue states left it: one finished job whose latent
-    is a file, and a queued job continuing it."""
-    with sqlite3.connect(path) as db:
-        db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
-        db.execute(
-            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, seed, iterations, size, "
-            "status, created_at, finished_at, steps, latent) "
-            "VALUES (1, 2, 3, 'old', 5, 10, 64, 'done', 1.0, 2.0, 10, ?)",
-            (str(latent),),
-        )
-        db.execute(
-            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, seed, iterations, size, "
-            "parent_id, init_latent, created_at) VALUES (1, 2, 3, 'old', 5, 10, 64, 1, ?, 3.0)",
-            (str(latent),),
-        )
-
-
-def test_jobs_of_earlier_versions_keep_their_latent_files(tmp_path: Path) -> None:
-    latent = tmp_path / "latents" / "1.pt"
-    _database_of_version_1(tmp_path / "jobs.sqlite3", latent)
-    store = _store(tmp_path)
-    old, queued = store.job(1), store.job(2)
-    assert old is not None
-    assert queued is not None
-    assert (old.latent, old.continue_state) == (str(latent), None)
-    assert (queued.init_latent, queued.init_state) == (str(latent), None)
-    # Continuing the old job again still points the new job at the old file.
-    again = store.add_job(
-        guild_id=1,
-        channel_id=2,
-        user_id=3,
-        prompt="old",
-        seed=5,
-        iterations=10,
-        size=64,
-        parent=old,
-    )
-    assert (again.init_latent, again.init_state) == (str(latent), None)
-
-
 def test_a_continued_job_carries_its_parents_state_until_it_ends(tmp_path: Path) -> None:
     store = _store(tmp_path)
     parent = _finished(store, _add(store, 1), "UERDMQ==")
@@ -246,48 +248,25 @@ def test_a_continued_job_carries_its_parents_state_until_it_ends(tmp_path: Path)
         guild_id=1,
         channel_id=2,
         user_id=1,
-        prompt="a cat",
-        seed=0,
-        iterations=10,
-        size=64,
-        parent=parent,
+        spec=_spec(parent=ParentJob(id=parent.id, how="continue")),
+        init_state=parent.continue_state,
     )
-    assert (child.parent_id, child.init_state, child.init_latent) == (parent.id, "UERDMQ==", None)
+    assert (child.spec.continues, child.init_state) == (parent.id, "UERDMQ==")
     ended = _finished(store, child.id, "bmV3")
     assert (ended.init_state, ended.continue_state) == (None, "bmV3")
 
 
-def test_retention_forgets_old_states_and_deletes_old_latent_files(tmp_path: Path) -> None:
-    latents = tmp_path / "latents"
-    latents.mkdir()
-    old_file, orphan, recent_orphan = latents / "1.pt", latents / "7.pt", latents / "8.pt"
-    for path in (old_file, orphan, recent_orphan):
-        path.write_bytes(b"x")
-    outside = tmp_path / "elsewhere.pt"
-    outside.write_bytes(b"x")
-    _database_of_version_1(tmp_path / "jobs.sqlite3", old_file)
+def test_retention_forgets_old_states(tmp_path: Path) -> None:
     store = _store(tmp_path)
     now = time.time()
-    os.utime(orphan, (now - 40 * DAY_S, now - 40 * DAY_S))
     recent = _finished(store, _add(store, 1), "cmVjZW50")
     forgotten = _finished(store, _add(store, 1), "b2xk")
     store.db.execute(
         "UPDATE jobs SET finished_at = ? WHERE id = ?", (now - 31 * DAY_S, forgotten.id)
     )
-    pointing_outside = _finished(store, _add(store, 1), "eA==")
-    store.db.execute(
-        "UPDATE jobs SET finished_at = 1, latent = ? WHERE id = ?",
-        (str(outside), pointing_outside.id),
-    )
-    deleted = Retention(store, keep_days=30, latents_dir=latents).sweep(now)
-    assert deleted == 2
-    assert sorted(p.name for p in latents.iterdir()) == ["8.pt"]
-    assert outside.exists()
+    assert Retention(store, keep_days=30).sweep(now) == (1, 0)
     assert [store.job(j.id).continue_state for j in (recent, forgotten)] == ["cmVjZW50", None]  # type: ignore[union-attr]
-    old = store.job(1)
-    assert old is not None
-    assert old.latent is None
-    assert Retention(store, keep_days=30, latents_dir=latents).sweep(now) == 0
+    assert Retention(store, keep_days=30).sweep(now) == (0, 0)
 
 
 def test_invalid_stored_guild_settings_fall_back_to_the_defaults(tmp_path: Path) -> None:
@@ -316,41 +295,32 @@ def test_a_picture_is_kept_with_its_job_and_forgotten_with_what_continue_needs(
     store = _store(tmp_path)
     given = _picture()
     job = store.add_job(
-        guild_id=1,
-        channel_id=2,
-        user_id=1,
-        prompt="",
-        seed=0,
-        iterations=10,
-        size=64,
-        picture=given,
+        guild_id=1, channel_id=2, user_id=1, spec=_spec("", **picture_fields(given)), picture=given
     )
     plain = store.job(_add(store, 2))
     assert plain is not None
-    assert (job.image_use, job.init_strength) == ("both", 0.7)
-    assert (plain.image_use, store.picture(plain), store.thumbnail(plain.id)) == (None, None, None)
+    assert (job.spec.image_use, job.spec.init_strength) == ("both", 0.7)
+    assert (plain.spec.image_use, store.picture(plain), store.thumbnail(plain.id)) == (
+        None,
+        None,
+        None,
+    )
     store.close()
     store = _store(tmp_path)  # a restart
     assert store.picture(job) == given
     assert store.thumbnail(job.id) == b"small"
+    start = _picture("start", 0.2)
     still = store.add_job(
-        guild_id=1,
-        channel_id=2,
-        user_id=3,
-        prompt="a cat",
-        seed=0,
-        iterations=10,
-        size=64,
-        picture=_picture("start", 0.2),
+        guild_id=1, channel_id=2, user_id=3, spec=_spec(**picture_fields(start)), picture=start
     )
     ended = _finished(store, job.id, "c3RhdGU=")
-    assert Retention(store, keep_days=1, latents_dir=tmp_path).sweep(time.time()) == 0
+    assert Retention(store, keep_days=1).sweep(time.time()) == (0, 0)
     assert store.picture(ended) == given
-    Retention(store, keep_days=1, latents_dir=tmp_path).sweep(time.time() + 2 * DAY_S)
+    assert Retention(store, keep_days=1).sweep(time.time() + 2 * DAY_S) == (1, 1)
     forgotten = store.job(job.id)
     assert forgotten is not None
     # The card can still say how the job used its picture; the picture itself is gone.
-    assert (forgotten.image_use, store.picture(forgotten), store.thumbnail(job.id)) == (
+    assert (forgotten.spec.image_use, store.picture(forgotten), store.thumbnail(job.id)) == (
         "both",
         None,
         None,
@@ -365,6 +335,7 @@ def test_a_database_of_version_4_gains_pictures_and_servers_keep_their_settings(
     path = tmp_path / "jobs.sqlite3"
     with sqlite3.connect(path) as db:
         for script in MIGRATIONS[:4]:
+            assert isinstance(script, str)
             db.executescript(script)
         db.execute("PRAGMA user_version = 4")
         db.execute(
@@ -378,24 +349,8 @@ def test_a_database_of_version_4_gains_pictures_and_servers_keep_their_settings(
     store = _store(tmp_path)
     old = store.job(1)
     assert old is not None
-    assert (old.prompt, old.image_use, old.init_strength, old.timelapse) == (
-        "old",
-        None,
-        None,
-        False,
-    )
+    assert (old.spec.prompt, old.spec.image_use, old.spec.timelapse) == ("old", None, False)
     assert store.picture(old) is None
-    animated = store.add_job(
-        guild_id=1,
-        channel_id=2,
-        user_id=3,
-        prompt="new",
-        seed=1,
-        iterations=5,
-        size=64,
-        timelapse=True,
-    )
-    assert store.job(animated.id).timelapse is True  # type: ignore[union-attr]
     settings = store.guild_settings(1)
     assert not settings.timelapse
     assert (settings.max_iterations, settings.allowed_channels, settings.image_inputs) == (
@@ -406,3 +361,62 @@ def test_a_database_of_version_4_gains_pictures_and_servers_keep_their_settings(
     store.save_guild_settings(1, settings.model_copy(update={"image_inputs": False}))
     assert not store.guild_settings(1).image_inputs
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def load_legacy(path: Path) -> None:
+    """The database 0.2 (commit 9828631) wrote, at `path`."""
+    with sqlite3.connect(path) as db:
+        db.executescript(LEGACY.read_text())
+
+
+def test_the_jobs_of_a_0_2_database_get_the_specs_0_2_would_have_drawn(tmp_path: Path) -> None:
+    load_legacy(tmp_path / "jobs.sqlite3")
+    rules = Rules(
+        limits=HardLimits(min_progress_interval_s=9.0), main_clip="main.pt", max_cutouts=20
+    )
+    store = _store(tmp_path, rules)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    jobs = {job.id: job for job in store.jobs_with_status(*JobStatus)}
+    assert [jobs[i].status for i in sorted(jobs)] == [
+        "done",
+        "failed",
+        "cancelled",
+        "done",
+        "running",
+        "queued",
+        "queued",
+        "queued",
+        "queued",
+    ]
+    plain, draft, picture, continued = (jobs[i].spec for i in (6, 7, 8, 9))
+    # What 0.2 decided when a job started: the server's early stop and progress interval (7 s,
+    # raised to the operator's 9 s), the quality's cutouts (here at most 20) and models, with
+    # the operator's main CLIP first.
+    assert plain == JobSpec(
+        prompt="a plain waiting drawing | fog:-0.5",
+        seed=7,
+        iterations=3,
+        width=64,
+        height=64,
+        quality="normal",
+        cutouts=20,
+        clip_models=("main.pt",),
+        auto_stop=4,
+        progress_every_s=9.0,
+    )
+    assert (draft.quality, draft.cutouts, draft.clip_models) == ("draft", 16, ("main.pt",))
+    assert (picture.image_use, picture.init_strength, picture.timelapse) == ("both", 0.7, True)
+    assert picture.init_image == picture.image_prompts[0]
+    assert isinstance(picture.init_image, PictureRef)
+    assert picture.init_image.name == "red.png"
+    given = store.picture(jobs[8])
+    assert given is not None
+    assert given.image.sha256 == picture.init_image.sha256
+    assert (continued.parent, continued.iterations) == (ParentJob(id=1, how="continue"), 4)
+    assert jobs[9].init_state == jobs[1].continue_state == "c3RhdGU="
+    # Ended jobs keep what their cards show; the pre-0.2 job's latent file is not read any more.
+    assert jobs[2].error == "the GPU ran out of memory; try a smaller size"
+    assert json.loads(jobs[3].notice or "")["values"] == {"member": 12}
+    assert (jobs[4].spec.prompt, jobs[4].continue_state) == ("drawn before 0.2", None)
+    # New jobs carry on from the old numbering.
+    assert _add(store, 30) == 10

@@ -38,11 +38,6 @@ class ProtocolError(ValueError):
     """A line that is not a message of this protocol version."""
 
 
-def _reason_without_values(code: str) -> str:
-    check_values(code, {})
-    return code
-
-
 def _one_of(choices: tuple[str, ...]) -> AfterValidator:
     def check(value: str) -> str:
         if value not in choices:
@@ -219,7 +214,10 @@ class Preparing(Message):
 
     kind: ClassVar[str] = "preparing"
     job_id: int
-    reason: Annotated[str, AfterValidator(_reason_without_values)]
+    reason: str
+
+    def __post_init__(self) -> None:
+        check_values(self.reason, {})
 
 
 @dataclass(frozen=True)

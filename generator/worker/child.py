@@ -2,12 +2,13 @@
 
 It reads protocol lines on stdin and writes them on stdout; everything else (logs, tracebacks)
 goes to stderr. The first line it reads is a `Configure` message: its name, which models to
-load and how to draw; it answers `Ready` once the models are loaded. A reader thread takes new
-jobs and cancellations while jobs run (both act at the next step boundary), and a heartbeat
-thread keeps telling the bot the worker is alive. End of stdin, or a closed stdout, means the
-bot is gone (it stopped, or it died and the pipes closed with it): the worker exits at the next
-step boundary, whatever it is drawing. With `--metrics-bind HOST:PORT` (the bot passes its
-`[worker] metrics_bind`) it serves its Prometheus metrics there (`generator.worker.metrics`).
+load and how to draw; it answers `Ready` once the models are loaded. A reader thread hands new
+jobs and cancellations to the core (both act at the next step boundary), and a heartbeat
+thread keeps telling the bot the worker is alive and what it draws. End of stdin, or a closed
+stdout, means the bot is gone (it stopped, or it died and the pipes closed with it): the worker
+exits at the next step boundary, whatever it is drawing. With `--metrics-bind HOST:PORT` (the
+bot passes its `[worker] metrics_bind`) it serves its Prometheus metrics there
+(`generator.worker.metrics`).
 
     python -m generator.worker   (then a Configure line on stdin; the bot sends it)
 """
@@ -25,20 +26,28 @@ from pathlib import Path
 from typing import TextIO
 
 from generator.contract.errors import GeneratorError
-from generator.contract.protocol import Configure, Message, ProtocolError, Ready, decode, encode
-from generator.contract.threads import WORKER_RESERVED_CORES, choose_threads
-from generator.method.runtime import configure_torch
-from generator.models.loaders import load_models
-from generator.worker.core import Worker, picture_encoder_for, text_encoder_for
-from generator.worker.metrics import WorkerMetrics
+from generator.contract.protocol import (
+    CancelJob,
+    Configure,
+    Heartbeat,
+    Message,
+    ProtocolError,
+    Ready,
+    StartJob,
+    decode,
+    encode,
+)
+from generator.worker.build import build_worker, set_threads
+from generator.worker.core import Worker
 from generator.worker.options import add_metrics_option
 
 log = logging.getLogger("pseudo_dalle.worker")
+HEARTBEAT_S = 1.0
 
 
-class _Channel:
+class _Stdout:
     """Protocol lines to the bot on a stream, one writer at a time. `gone` is set when the bot
-    is."""
+    is: its end of the stream closed, or it closed ours (end of stdin)."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -54,6 +63,35 @@ class _Channel:
                 self._stream.flush()
             except (BrokenPipeError, ValueError):  # ValueError: the stream is closed
                 self.gone.set()
+
+
+def read_commands(stream: TextIO, worker: Worker, gone: threading.Event) -> None:
+    """Reader thread: hand jobs and cancellations to `worker`; end of input means the bot is
+    gone."""
+    try:
+        for line in stream:
+            try:
+                message = decode(line)
+            except ProtocolError as error:
+                log.error("ignoring a bad line from the bot: %s", error)
+                continue
+            if isinstance(message, StartJob):
+                worker.submit(message)
+            elif isinstance(message, CancelJob):
+                worker.cancel(message.job_id)
+            else:
+                log.error("ignoring a %s message from the bot", message.kind)
+    finally:
+        gone.set()
+
+
+def beat(channel: _Stdout, worker: Worker, worker_id: str) -> None:
+    """Heartbeat thread: every `HEARTBEAT_S` while the bot is there; once it is gone, close the
+    worker (it returns at its next step boundary)."""
+    while not channel.gone.is_set():
+        channel.send(Heartbeat(worker_id=worker_id, busy_job_ids=list(worker.busy)))
+        channel.gone.wait(HEARTBEAT_S)
+    worker.close()
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -85,38 +123,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure = _configuration(sys.stdin)
     if configure is None:
         return 2
-    options, choice = configure.options, configure.models
-    threads = choose_threads(options.threads, reserve=WORKER_RESERVED_CORES)
-    configure_torch(threads)
-    log.info("worker %s: torch uses %d CPU thread(s)", configure.worker_id, threads)
-    channel = _Channel(sys.stdout)
-    cache_dir = Path(choice.cache_dir) if choice.cache_dir else None
+    choice = configure.models
+    set_threads(configure.options)
+    channel = _Stdout(sys.stdout)
     try:
-        models = load_models(
-            choice.clip_models(),
-            choice.decoder,
+        worker, server = build_worker(
+            choice,
+            configure.options,
+            channel,
             device=choice.device,
-            cache_dir=cache_dir,
-            offline=choice.offline,
+            cache_dir=Path(choice.cache_dir) if choice.cache_dir else None,
+            metrics_bind=args.metrics_bind,
         )
-        multilingual = text_encoder_for(choice, models, cache_dir)
     except GeneratorError as error:
         log.error("cannot load the models: %s", error)
         return 1
-    encoder = picture_encoder_for(choice, models.device, cache_dir)
-    metrics = WorkerMetrics(models.device) if args.metrics_bind else None
-    worker = Worker(models, channel, options, multilingual, encoder, metrics=metrics)
-    server = metrics.serve(args.metrics_bind) if metrics is not None else None
-    threading.Thread(target=worker.read_commands, args=(sys.stdin,), daemon=True).start()
-    threading.Thread(target=worker.beat, args=(configure.worker_id,), daemon=True).start()
+    threading.Thread(
+        target=read_commands, args=(sys.stdin, worker, channel.gone), daemon=True, name="read"
+    ).start()
+    threading.Thread(
+        target=beat, args=(channel, worker, configure.worker_id), daemon=True, name="beat"
+    ).start()
     channel.send(
         Ready(
             worker_id=configure.worker_id,
-            device=str(models.device),
+            device=str(worker.engine.device),
             places=worker.max_batch,
             host=socket.gethostname(),
             pid=os.getpid(),
-            clip_models=list(models.clip_names),
+            clip_models=list(worker.engine.models.clip_names),
         )
     )
     try:

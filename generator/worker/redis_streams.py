@@ -250,8 +250,8 @@ class JobFetcher:
         log.info("took job %s (attempt %d)", start.job_id, attempt)
         self.channel.send(Taken(start.job_id, self.channel.worker_id, attempt))
         if self.client.sismember(self.keys.cancelled, str(start.job_id)):
-            self.worker.cancelled.add(start.job_id)
-        self.worker.jobs.put(start)
+            self.worker.cancel(start.job_id)  # before it starts: it stops before its first step
+        self.worker.submit(start)
 
     def renew(self) -> None:
         """Thread: keep the jobs held (and find those lost), pass on cancellations, and say
@@ -280,7 +280,7 @@ class JobFetcher:
             for job_id, entry in held.items():
                 if entry not in mine:
                     log.warning("job %s was handed to another worker; dropping it", job_id)
-                    self.worker.abandoned.add(job_id)
+                    self.worker.abandon(job_id)
                     self.channel.release(job_id)
             kept: list[str | int | bytes | memoryview[int]] = [
                 entry for entry in held.values() if entry in mine
@@ -291,7 +291,9 @@ class JobFetcher:
             flags = cast(
                 "list[int]", self.client.smismember(self.keys.cancelled, [str(i) for i in ids])
             )
-            self.worker.cancelled.update(i for i, flag in zip(ids, flags, strict=True) if flag)
+            for job_id, flag in zip(ids, flags, strict=True):
+                if flag:
+                    self.worker.cancel(job_id)
         presence = self.info.model_copy(update={"busy": list(self.worker.busy)})
         self.client.set(self.keys.worker(me), presence.model_dump_json(), px=PRESENCE_TTL_MS)
         for key in self.locks:
@@ -408,36 +410,27 @@ def _serve(
     args: argparse.Namespace,
     stop: threading.Event,
 ) -> int:
-    from generator.contract.threads import WORKER_RESERVED_CORES, choose_threads
-    from generator.method.runtime import configure_torch
-    from generator.models.loaders import load_models
-    from generator.worker.core import Worker, picture_encoder_for, text_encoder_for
-    from generator.worker.metrics import WorkerMetrics
+    from generator.worker.build import build_worker, set_threads
 
-    options, choice = settings.options, settings.models
-    threads = choose_threads(options.threads, reserve=WORKER_RESERVED_CORES)
-    configure_torch(threads)
-    chosen = _choose_device(client, keys, args.name, choice.device, stop)
+    set_threads(settings.options)
+    chosen = _choose_device(client, keys, args.name, settings.models.device, stop)
     if chosen is None:
         return 0
     device, locks = chosen
+    channel = RedisChannel(client, keys, args.name, args.redis)
     try:
-        models = load_models(
-            choice.clip_models(),
-            choice.decoder,
+        worker, server = build_worker(
+            settings.models,
+            settings.options,
+            channel,
             device=device,
             cache_dir=args.cache_dir,
-            offline=choice.offline,
+            metrics_bind=args.metrics_bind,
         )
-        multilingual = text_encoder_for(choice, models, args.cache_dir)
     except GeneratorError as error:
         log.error("cannot load the models: %s", error)
         return 1
-    channel = RedisChannel(client, keys, args.name, args.redis)
-    encoder = picture_encoder_for(choice, models.device, args.cache_dir)
-    metrics = WorkerMetrics(models.device) if args.metrics_bind else None
-    worker = Worker(models, channel, options, multilingual, encoder, metrics=metrics)
-    server = metrics.serve(args.metrics_bind) if metrics is not None else None
+    models = worker.engine.models
     info = WorkerPresence(
         id=args.name,
         device=str(models.device),
@@ -471,7 +464,7 @@ def _serve(
 def _stop_when(stop: threading.Event, channel: RedisChannel, worker: Worker) -> None:
     stop.wait()
     channel.gone.set()
-    worker.jobs.put(None)  # wakes `serve` if it waits for a job
+    worker.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,117 @@
+"""A `StartJob` as the engine takes it: its spec as `DrawSettings` and a `Job`, its pictures as
+`ImageInput`s, its continue state as logits, or the `Refusal` a worker sends instead.
+
+The bot decided everything when the member asked (`generator.contract.jobs`); the worker adds
+only what is its own (precision, checkpointing, compiling, relaxation) and refuses, never
+adjusts, a job it cannot draw as decided: one naming a CLIP model it does not hold or more
+cutouts than its `[worker] cutouts`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+
+import torch
+
+from generator.contract.images import ImageInput
+from generator.contract.jobs import JobSpec, PictureRef
+from generator.contract.protocol import StartJob, WorkerOptions, b64_to_png
+from generator.contract.reasons import (
+    CANNOT_START,
+    MISSING_MODEL,
+    STATE_UNUSABLE,
+    TOO_MANY_CUTOUTS,
+    Reason,
+    check_values,
+)
+from generator.contract.settings import DrawSettings, Job
+from generator.contract.weights import clip_label
+from generator.method.latent import unpack_state
+
+log = logging.getLogger("pseudo_dalle.worker")
+
+
+class Refusal(Exception):
+    """A job this worker does not start, for `reason` with the `values` that fill it: what its
+    `Failed` message carries."""
+
+    def __init__(self, reason: Reason, **values: str | int) -> None:
+        check_values(reason.code, values)
+        super().__init__(reason.code)
+        self.reason = reason
+        self.values = values
+
+
+def check_drawable(spec: JobSpec, held: tuple[str, ...], options: WorkerOptions) -> None:
+    """Refusal unless this worker holds every CLIP model `spec` names and draws its cutouts."""
+    missing = [name for name in spec.clip_models if name not in held]
+    if missing:  # the bot gives jobs to workers holding their models; this one was stale
+        raise Refusal(MISSING_MODEL, model=clip_label(missing[0]))
+    if spec.cutouts > options.cutouts:
+        raise Refusal(TOO_MANY_CUTOUTS, cutouts=spec.cutouts, most=options.cutouts)
+
+
+def draw_settings(spec: JobSpec, options: WorkerOptions, precision: str) -> DrawSettings:
+    """The spec's size, cutouts and CLIP models, drawn the way this worker draws."""
+    return DrawSettings(
+        width=spec.width,
+        height=spec.height,
+        cutouts=spec.cutouts,
+        precision=precision,
+        checkpointing=options.checkpointing,
+        compile=options.compile,
+        relaxation=options.relaxation,
+        clip_models=spec.clip_models,
+    )
+
+
+def engine_job(start: StartJob, settings: DrawSettings, vocab: int) -> Job:
+    """The job to add to the batch. Refusal when its state or its pictures cannot be used;
+    PromptError for a prompt that cannot be read, SettingsError for a job the engine refuses."""
+    spec = start.spec
+    pictures = _Pictures(start)
+    return Job(
+        spec.prompt,
+        spec.seed,
+        spec.iterations,
+        init_logits=_initial_logits(start, vocab, settings.token_grid),
+        text_encoder=spec.text_encoder,
+        init_image=None if spec.init_image is None else pictures.image(spec.init_image),
+        init_strength=spec.init_strength,
+        image_prompts=tuple(pictures.image(ref) for ref in spec.image_prompts),
+        auto_stop=spec.auto_stop,
+    )
+
+
+def _initial_logits(start: StartJob, vocab: int, grid: tuple[int, int]) -> torch.Tensor | None:
+    """(1, h, w, V): where a continued job starts, from the continue state it came with."""
+    if start.init_state is None:
+        return None
+    try:
+        data = base64.b64decode(start.init_state, validate=True)
+        return unpack_state(data, vocab, grid)
+    except (binascii.Error, ValueError) as error:
+        log.warning("job %s: its init state cannot be used: %s", start.job_id, error)
+        raise Refusal(STATE_UNUSABLE) from None
+
+
+class _Pictures:
+    """The bytes `StartJob.pictures` carries, by SHA-256, decoded as a job's refs ask."""
+
+    def __init__(self, start: StartJob) -> None:
+        self._job_id = start.job_id
+        self._data = {picture.sha256: picture.png_b64 for picture in start.pictures}
+
+    def image(self, ref: PictureRef) -> ImageInput:
+        text = self._data.get(ref.sha256)
+        if text is None:
+            log.error("job %s: no bytes came for its picture %r", self._job_id, ref.name)
+            raise Refusal(CANNOT_START)
+        try:
+            png = b64_to_png(text)
+        except ValueError:
+            log.error("job %s: its picture %r is not valid base64", self._job_id, ref.name)
+            raise Refusal(CANNOT_START) from None
+        return ImageInput(png, name=ref.name, sha256=ref.sha256, weight=ref.weight)
