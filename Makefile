@@ -36,7 +36,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e and not redis and not slow"
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_engine.py
+	$(BIN)/python -m bench.bench_engine
 
 # After changing a message the bot says: refresh the catalogs, then translate what is new.
 messages: $(STAMP)

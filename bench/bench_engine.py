@@ -31,7 +31,7 @@ from generator.method.engine import Engine
 from generator.method.fast import auto_precision
 from generator.method.objective import embed_prompts
 from generator.models.loaders import CLIP_MEAN, CLIP_STD, Models, load_models
-from generator.models.synthetic import write_clip, write_decoder
+from tests.synthetic import write_clip, write_decoder
 
 PROMPT = "an image of the music"
 

@@ -29,7 +29,7 @@ from generator.contract.protocol import Failed, Finished, Message, StartJob, Wor
 from generator.contract.quality import DEFAULT_QUALITY
 from generator.method.runtime import configure_torch
 from generator.models.loaders import Models, load_models
-from generator.models.synthetic import write_clip, write_decoder
+from tests.synthetic import write_clip, write_decoder
 from generator.worker.core import Worker
 from generator.worker.metrics import WorkerMetrics
 

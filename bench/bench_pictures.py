@@ -38,7 +38,7 @@ from generator.method.objective import embed_cutouts, embed_prompts
 from generator.method.pictures import fitted_pixels, picture_embeddings, picture_tokens
 from generator.method.runtime import configure_torch
 from generator.models.loaders import Models, load_encoder, load_models
-from generator.models.synthetic import write_clip, write_decoder, write_encoder
+from tests.synthetic import write_clip, write_decoder, write_encoder
 
 PROMPT = "a lighthouse on a cliff at sunset"
 

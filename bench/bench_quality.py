@@ -35,7 +35,7 @@ from generator.method.engine import Engine, StepInfo
 from generator.method.fast import resolve_precision
 from generator.method.runtime import configure_torch
 from generator.models.loaders import load_models
-from generator.models.synthetic import ClipSize, write_clip, write_decoder
+from tests.synthetic import ClipSize, write_clip, write_decoder
 
 STAND_INS: dict[str, ClipSize] = {"ViT-B/32": "full", "ViT-B/16": "full-B16", "RN50": "full-RN50"}
 PROMPT = "a lighthouse on a cliff at sunset"

@@ -46,9 +46,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 date -u '+%Y-%m-%d %H:%M UTC'
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-timeout 100 "$python" bench/bench_engine.py --device cuda --sizes 256 --cutouts 32 \
+timeout 100 "$python" -m bench.bench_engine --device cuda --sizes 256 --cutouts 32 \
     --iterations 20 --jobs 1,4 --precisions bf16 --graphs --no-compile
-timeout 180 "$python" bench/bench_engine.py --device cuda --sizes 512 --cutouts 32 \
+timeout 180 "$python" -m bench.bench_engine --device cuda --sizes 512 --cutouts 32 \
     --iterations 20 --jobs 1 --precisions fp32,bf16 --graphs --compile
-timeout 150 "$python" bench/bench_pictures.py --device cuda --size 256 --cutouts 32
-timeout 200 "$python" bench/bench_quality.py --device cuda --steps 5 --warmup 2
+timeout 150 "$python" -m bench.bench_pictures --device cuda --size 256 --cutouts 32
+timeout 200 "$python" -m bench.bench_quality --device cuda --steps 5 --warmup 2

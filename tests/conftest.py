@@ -14,7 +14,7 @@ from generator.contract.settings import DrawSettings
 from generator.contract.weights import CLIP_WEIGHTS
 from generator.method.runtime import configure_torch
 from generator.models.loaders import Models, load_models
-from generator.models.synthetic import (
+from .synthetic import (
     ClipSize,
     write_clip,
     write_decoder,

@@ -24,7 +24,7 @@ def _modules_after(code: str) -> set[str]:
 def test_generator_never_imports_discord() -> None:
     loaded = _modules_after(
         "import generator.cli.commands, generator.method.engine, generator.models.loaders, "
-        "generator.method.output, generator.models.synthetic, generator.worker.core"
+        "generator.method.output, generator.worker.core, generator.worker.redis_streams"
     )
     assert "torch" in loaded
     assert not any(name == "discord" or name.startswith("discord.") for name in loaded)

@@ -13,7 +13,7 @@ import torch
 
 from generator.contract.errors import ModelLoadError, UnsafeModelFileError
 from generator.models.checkpoint import read_tensors
-from generator.models.synthetic import random_decoder
+from .synthetic import random_decoder
 
 from .conftest import ModelFiles
 

@@ -8,12 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from bot.i18n import LANGUAGES, SOURCE_LANGUAGE, catalog, language_of, notice, render_notice, tr
+from bot.i18n import (
+    LANGUAGES,
+    SOURCE_LANGUAGE,
+    catalog,
+    language_of,
+    notice,
+    reason_notice,
+    render_notice,
+    tr,
+)
 from bot.ops.messages import all_messages, command_messages
+from generator.contract.reasons import MISSING_MODEL, REASONS
 
 from .bot_harness import run, running_bot, text_of, wait_for_job
 from .conftest import ModelFiles
 from .fake_discord import CHANNEL_ID, YUKI, Event, FakeDiscord, Member
+from .fake_workers import FakeWorkers
 
 TRANSLATED = [language for language in LANGUAGES if language != SOURCE_LANGUAGE]
 # Discord's rule for command and option names (localised ones too).
@@ -46,6 +57,19 @@ def test_translated_command_names_are_names_discord_takes(language: str) -> None
         translated = tr(language, name)
         assert NAME.match(translated), translated
         assert translated == translated.lower()
+
+
+@pytest.mark.parametrize("language", TRANSLATED)
+def test_every_reason_a_worker_or_the_intake_gives_has_a_translation(language: str) -> None:
+    assert len(REASONS) >= 25
+    untranslated = [
+        code for code, reason in REASONS.items() if tr(language, reason.template) == reason.template
+    ]
+    assert untranslated == []
+    stored = reason_notice(MISSING_MODEL, {"model": "RN50"})
+    shown = render_notice(language, stored)
+    assert "RN50" in shown
+    assert shown != MISSING_MODEL.say(model="RN50")
 
 
 def test_languages_notices_and_fallbacks() -> None:
@@ -81,7 +105,13 @@ def test_a_japanese_member_sees_japanese_and_an_english_one_english(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        async with running_bot(tmp_path, model_files, guild_locale="ja") as (fake, running, _):
+        workers = FakeWorkers()
+        async with running_bot(tmp_path, model_files, guild_locale="ja", transport=workers) as (
+            fake,
+            running,
+            config,
+        ):
+            workers.join(places=2, clip_models=(config.models.clip,))
             commands = {c["name"]: c for c in fake.commands}
             draw = commands["draw"]
             assert draw["name_localizations"]["ja"] == "描く"
@@ -105,6 +135,8 @@ def test_a_japanese_member_sees_japanese_and_an_english_one_english(
             help_ja = await fake.reply_to(await fake.command(YUKI, "help"))
             assert "このサーバーの制限" in help_ja
             for job_id in (1, 2):
+                await workers.next_job(job_id)
+                workers.finish(job_id, 4)
                 await wait_for_job(running.store, job_id, lambda job: job.status == "done")
             finished = await fake.wait_for(
                 lambda: [e for e in _cards(fake) if "完成 · ジョブ 2" in text_of(e)] or None

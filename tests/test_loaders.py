@@ -17,7 +17,7 @@ from generator.models.loaders import (
     load_models,
     resolve_device,
 )
-from generator.models.synthetic import random_clip, random_decoder
+from .synthetic import random_clip, random_decoder
 
 from .conftest import ModelFiles
 

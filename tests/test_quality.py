@@ -16,11 +16,13 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from bot.limits import GuildLimits
-from bot.jobs.scheduler import Running, Scheduler, cost
+from bot.jobs.scheduler import Running, Scheduler
+from bot.jobs.spec import Ask, Rules, build
 from bot.jobs.store import JobRow, Store
+from bot.limits import GuildLimits, GuildSettings, HardLimits
 from bot.workers.transport import WorkerInfo
 from generator.contract.errors import SettingsError
+from generator.contract.jobs import JobSpec
 from generator.contract.protocol import WorkerOptions
 from generator.contract.quality import (
     CLIP_GFLOPS,
@@ -41,7 +43,7 @@ from generator.method.memory import kept_bytes
 from generator.method.objective import embed_cutouts
 from generator.method.output import read_png_text
 from generator.models.loaders import Models, load_models
-from generator.models.synthetic import ClipSize, random_clip, random_decoder
+from .synthetic import ClipSize, random_clip, random_decoder
 from generator.worker.admission import dearest_job, model_bytes, places
 
 from .conftest import ModelFiles
@@ -175,62 +177,54 @@ class _Workers:
         return self._workers
 
 
+def _spec(quality: str, iterations: int = 10, size: int = 512, main: str = "ViT-B/32") -> JobSpec:
+    """A member's drawing at `quality`, as the desk makes it (the operator's CLIP `main`)."""
+    ask = Ask(prompt="a fox", seed=1, iterations=iterations, size=size, quality=quality)
+    limits = HardLimits(max_iterations=5000)
+    spec, _ = build(ask, GuildSettings(), Rules(limits=limits, main_clip=main), "en")
+    return spec
+
+
 def _job(store: Store, quality: str, iterations: int, size: int = 512) -> JobRow:
-    return store.add_job(
-        guild_id=1,
-        channel_id=2,
-        user_id=3,
-        prompt="a fox",
-        seed=1,
-        iterations=iterations,
-        size=size,
-        quality=quality,
-    )
+    spec = _spec(quality, iterations, size)
+    return store.add_job(guild_id=1, channel_id=2, user_id=3, spec=spec)
 
 
 def test_the_queue_estimate_counts_what_a_jobs_steps_cost(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite3", GuildLimits())
     worker = WorkerInfo("w", "cpu", 1, "host", 1, ("ViT-B/32", "ViT-B/16", "RN50"))
-    scheduler = Scheduler(
-        store,
-        _Workers(worker),
-        None,  # type: ignore[arg-type]
-        min_progress_interval_s=2,
-        max_requeues=1,
-    )
+    scheduler = Scheduler(store, _Workers(worker), None, max_requeues=1)  # type: ignore[arg-type]
     running = _job(store, "draft", 300, size=256)
     scheduler.running[running.id] = Running(running, "w", step=100, rate=10.0)
     best, draft = _job(store, "best", 1000), _job(store, "draft", 300, size=256)
     first, second, third = scheduler.start_estimates([best, draft, best])
     assert second is not None
     assert first == pytest.approx(20.0)  # 200 steps left at 10 it/s
-    speed = 10.0 * cost(running)  # work per second on that place
-    assert second == pytest.approx(20.0 + 1000 * cost(best) / speed)
-    assert third == pytest.approx(second + 300 * cost(draft) / speed)
+    speed = 10.0 * running.spec.cost()  # work per second on that place
+    assert second == pytest.approx(20.0 + 1000 * best.spec.cost() / speed)
+    assert third == pytest.approx(second + 300 * draft.spec.cost() / speed)
     # A best step costs several draft steps: the best job's wait counts it.
-    assert cost(best) / cost(draft) > 5
+    assert best.spec.cost() / draft.spec.cost() > 5
     store.close()
 
 
 def test_a_quality_whose_models_no_worker_holds(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite3", GuildLimits())
-    plain = WorkerInfo("a", "cpu", 1, "host", 1, ("/models/my-clip.pt",))
-    two = WorkerInfo("b", "cpu", 1, "host", 2, ("/models/my-clip.pt", "ViT-B/16"))
-    scheduler = Scheduler(
-        store,
-        _Workers(plain),
-        None,  # type: ignore[arg-type]
-        min_progress_interval_s=2,
-        max_requeues=1,
-    )
-    assert scheduler.missing_models("normal") == ()  # the main CLIP stands for ViT-B/32
-    assert scheduler.missing_models("better") == ("ViT-B/16",)
-    assert scheduler.missing_models("best") == ("ViT-B/16", "RN50")
+    main = "/models/my-clip.pt"
+    plain = WorkerInfo("a", "cpu", 1, "host", 1, (main,))
+    two = WorkerInfo("b", "cpu", 1, "host", 2, (main, "ViT-B/16"))
+    scheduler = Scheduler(store, _Workers(plain), None, max_requeues=1)  # type: ignore[arg-type]
+    models = {q: _spec(q, main=main).clip_models for q in ("normal", "better", "best")}
+    # The operator's main CLIP stands for ViT-B/32 at every quality.
+    assert models["best"] == (main, "ViT-B/16", "RN50")
+    assert scheduler.missing_models(models["normal"]) == ()
+    assert scheduler.missing_models(models["better"]) == ("ViT-B/16",)
+    assert scheduler.missing_models(models["best"]) == ("ViT-B/16", "RN50")
     scheduler.transport = _Workers(plain, two)  # type: ignore[assignment]
-    assert scheduler.missing_models("better") == ()
-    assert scheduler.missing_models("best") == ("RN50",)
+    assert scheduler.missing_models(models["better"]) == ()
+    assert scheduler.missing_models(models["best"]) == ("RN50",)
     scheduler.transport = _Workers()  # type: ignore[assignment]
-    assert scheduler.missing_models("best") == ()  # no worker ready yet: it waits
+    assert scheduler.missing_models(models["best"]) == ()  # no worker ready yet: it waits
     store.close()
 
 
