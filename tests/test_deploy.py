@@ -14,7 +14,10 @@ import pytest
 import yaml
 
 from bot.config import load_config
+from bot.jobs.spec import Ask, Rules, build
 from bot.jobs.store import Store
+from bot.limits import GuildSettings
+from pseudo_dalle.cli import main
 
 from .conftest import ModelFiles
 
@@ -88,8 +91,12 @@ def test_image_config_keeps_everything_under_data() -> None:
     assert "DISCORD_TOKEN=" in (ROOT / ".env.example").read_text()
 
 
-@pytest.mark.slow
-def test_doctor_reports_without_showing_the_token(model_files: ModelFiles, tmp_path: Path) -> None:
+def test_doctor_reports_without_showing_the_token(
+    model_files: ModelFiles,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     cache = tmp_path / "weights"
     (cache / "clip").mkdir(parents=True)
     (cache / "clip/ViT-B-32.pt").write_bytes(b"not the real weights")
@@ -101,18 +108,13 @@ def test_doctor_reports_without_showing_the_token(model_files: ModelFiles, tmp_p
     store = Store(
         tmp_path / "jobs.sqlite3", load_config(config, environ={"DISCORD_TOKEN": "x"}).defaults
     )
-    store.add_job(guild_id=1, channel_id=2, user_id=3, prompt="a", seed=0, iterations=1, size=64)
+    spec, _ = build(Ask(prompt="a", iterations=1, size=64), GuildSettings(), Rules(), "en")
+    store.add_job(guild_id=1, channel_id=2, user_id=3, spec=spec)
     store.close()
-    result = _run(
-        "pseudo-dalle",
-        "doctor",
-        "--config",
-        str(config),
-        env={"DISCORD_TOKEN": "very-secret-token"},
-    )
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
-    assert "very-secret-token" not in out + result.stderr
+    monkeypatch.setenv("DISCORD_TOKEN", "very-secret-token")
+    assert main(["doctor", "--config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert "very-secret-token" not in out + err
     assert "token: set (from DISCORD_TOKEN)" in out
     assert re.search(r"^torch \d", out, re.MULTILINE)
     assert "device: CPU only" in out or "device cuda:0" in out
@@ -125,8 +127,10 @@ def test_doctor_reports_without_showing_the_token(model_files: ModelFiles, tmp_p
     assert f"database: {tmp_path / 'jobs.sqlite3'}" in out
     assert "1 queued" in out
     assert "worker threads: 3 (set in the config" in out
-    unset = _run("pseudo-dalle", "doctor", env={"DISCORD_TOKEN": ""})
-    assert "token: NOT SET" in unset.stdout
+    monkeypatch.setenv("DISCORD_TOKEN", "")
+    assert main(["doctor"]) == 0
+    unset = capsys.readouterr().out
+    assert "token: NOT SET" in unset
     cores = len(os.sched_getaffinity(0))
     auto = f"worker threads: {max(1, cores - 1)} (auto: {cores} cores available, 1 left to the bot)"
-    assert auto in unset.stdout
+    assert auto in unset

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from bot.jobs.scheduler import Running, Scheduler
+from bot.jobs.estimates import Running
+from bot.jobs.scheduler import Scheduler
 from bot.jobs.spec import Ask, Rules, build
 from bot.jobs.store import JobRow, Store
 from bot.limits import GuildLimits, GuildSettings, HardLimits

@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import Enum
 
 from bot.i18n import N_, notice, reason_notice
+from bot.jobs.estimates import Running, start_times
 from bot.jobs.events import (
     JobEnded,
     JobEvents,
@@ -70,16 +70,6 @@ WORKER_STOP_GRACE_S = 3.0
 class Cancelled(Enum):
     NOW = "now"  # it was waiting: cancelled at once
     AFTER_STEP = "after step"  # it is being drawn: its worker stops it after the current step
-
-
-@dataclass
-class Running:
-    """A job a worker is drawing: its row as started and its latest progress."""
-
-    row: JobRow
-    worker: str | None  # None: in the shared queue, not yet taken by a worker
-    step: int = 0
-    rate: float | None = None  # iterations per second, once the worker has reported
 
 
 class Scheduler:
@@ -347,30 +337,31 @@ class Scheduler:
                 )
             self._queue_changed()
         elif isinstance(message, Failed):
-            del self.running[entry.row.id]
             reason = reason_notice(message.reason, message.values)
-            failed = self.store.fail(entry.row.id, reason, worker=event.worker_id)
-            if failed is not None:
-                self.events.publish(JobEnded(failed, None))
-            self._queue_changed()
+            self._failed(entry.row.id, reason, worker=event.worker_id)
+
+    def _failed(
+        self,
+        job_id: int,
+        reason: str,
+        *,
+        worker: str | None = None,
+        requeues: int | None = None,
+    ) -> None:
+        """The job failed for `reason` (as its `worker` reports, or as the bot decided)."""
+        self.running.pop(job_id, None)
+        failed = self.store.fail(job_id, reason, worker=worker, requeues=requeues)
+        if failed is not None:
+            self.events.publish(JobEnded(failed, None))
+        self._queue_changed()
 
     async def _taken(self, entry: Running, message: Taken) -> None:
         """A worker took a job from the shared queue; a second attempt means the worker that
         had it stopped, and too many attempts fail the job."""
         job_id, restarts = entry.row.id, message.attempt - 1
         if restarts > self.max_requeues:
-            del self.running[job_id]
-            failed = self.store.fail(
-                job_id,
-                notice(
-                    "The drawing worker stopped {count} times while drawing this.", count=restarts
-                ),
-                requeues=restarts,
-            )
+            self._failed(job_id, _stopped_too_often(restarts), requeues=restarts)
             await self.transport.cancel(job_id, message.worker_id)
-            if failed is not None:
-                self.events.publish(JobEnded(failed, None))
-            self._queue_changed()
             return
         said = None
         if restarts:
@@ -402,16 +393,7 @@ class Scheduler:
                 continue
             requeues = job.requeues + 1
             if requeues > self.max_requeues:
-                failed = self.store.fail(
-                    job.id,
-                    notice(
-                        "The drawing worker stopped {count} times while drawing this.",
-                        count=requeues,
-                    ),
-                    requeues=requeues,
-                )
-                if failed is not None:
-                    self.events.publish(JobEnded(failed, None))
+                self._failed(job.id, _stopped_too_often(requeues), requeues=requeues)
             else:
                 self.store.requeue(
                     job.id,
@@ -434,35 +416,13 @@ class Scheduler:
         self.events.publish(QueueChanged(waiting, added))
 
     def start_estimates(self, order: list[JobRow]) -> list[float | None]:
-        """Seconds until each queued job of `order` starts (None where a speed is unknown).
+        """Seconds until each queued job of `order` starts (None where a speed is unknown)."""
+        free = max(self.places() - len(self.running), 0)
+        return start_times(order, list(self.running.values()), free, self.store.recently_done)
 
-        Simulates the workers' places: each frees when its job ends, and the next job in fair
-        order takes the place that frees first. A place's speed is counted in work per second
-        (`cost`: a step's work by its size, cutouts and models), so that a `best` job waiting
-        takes as much longer than a `draft` one as its steps cost more.
-        """
-        frees: list[float] = [0.0] * max(self.places() - len(self.running), 0)
-        for entry in self.running.values():
-            if not entry.rate:
-                return [None] * len(order)
-            frees.append((entry.row.spec.iterations - entry.step) / entry.rate)
-        speeds = [e.rate * e.row.spec.cost() for e in self.running.values() if e.rate]
-        speed = sum(speeds) / len(speeds) if speeds else self._recent_speed()
-        estimates: list[float | None] = []
-        for job in order:
-            if speed is None or not frees:
-                return estimates + [None] * (len(order) - len(estimates))
-            frees.sort()
-            begins = frees.pop(0)
-            estimates.append(begins)
-            frees.append(begins + job.spec.iterations * job.spec.cost() / speed)
-        return estimates
 
-    def _recent_speed(self) -> float | None:
-        """Work per second of the last finished jobs, when none is running to say."""
-        done = self.store.recently_done()
-        seconds = sum(job.seconds or 0 for job in done)
-        return sum(job.steps * job.spec.cost() for job in done) / seconds if seconds else None
+def _stopped_too_often(count: int) -> str:
+    return notice("The drawing worker stopped {count} times while drawing this.", count=count)
 
 
 def _data(picture: GivenPicture) -> PictureData:
