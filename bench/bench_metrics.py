@@ -29,9 +29,9 @@ from generator.contract.protocol import Failed, Finished, Message, StartJob, Wor
 from generator.contract.quality import DEFAULT_QUALITY
 from generator.method.runtime import configure_torch
 from generator.models.loaders import Models, load_models
-from tests.synthetic import write_clip, write_decoder
 from generator.worker.core import Worker
 from generator.worker.metrics import WorkerMetrics
+from tests.synthetic import write_clip, write_decoder
 
 PROMPT = "an image of the music"
 GOAL = 0.97

@@ -14,6 +14,8 @@ from generator.contract.settings import DrawSettings
 from generator.contract.weights import CLIP_WEIGHTS
 from generator.method.runtime import configure_torch
 from generator.models.loaders import Models, load_models
+
+from .redis_harness import RedisServer
 from .synthetic import (
     ClipSize,
     write_clip,
@@ -22,8 +24,6 @@ from .synthetic import (
     write_m_clip,
     write_multilingual,
 )
-
-from .redis_harness import RedisServer
 
 # One torch thread in the test process, as in the workers the tests start: the test machines
 # have two cores, and torch's threads stall each other when another process takes a core.

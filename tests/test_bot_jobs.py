@@ -34,7 +34,7 @@ from .bot_harness import (
     write_config,
 )
 from .conftest import ModelFiles
-from .fake_discord import ADMIN, ALICE, BOB, FakeDiscord
+from .fake_discord import ADMIN, ALICE, BOB, CHANNEL_ID, FakeDiscord
 from .fake_workers import FakeWorkers
 
 pytestmark = pytest.mark.e2e
@@ -74,6 +74,7 @@ def test_a_waiting_job_is_drawn_as_it_was_asked_for_whatever_the_admin_changes_m
                     max_quality="draft",
                     timelapse=True,
                     image_inputs=False,
+                    allow_channel=str(CHANNEL_ID),
                 )
             )
             assert "Drawing settings updated" in changed

@@ -13,9 +13,9 @@ import torch
 
 from generator.contract.errors import ModelLoadError, UnsafeModelFileError
 from generator.models.checkpoint import read_tensors
-from .synthetic import random_decoder
 
 from .conftest import ModelFiles
+from .synthetic import random_decoder
 
 
 class _RunsCommand:

@@ -17,9 +17,9 @@ from generator.models.loaders import (
     load_models,
     resolve_device,
 )
-from .synthetic import random_clip, random_decoder
 
 from .conftest import ModelFiles
+from .synthetic import random_clip, random_decoder
 
 CPU = torch.device("cpu")
 

@@ -44,10 +44,10 @@ from generator.method.memory import kept_bytes
 from generator.method.objective import embed_cutouts
 from generator.method.output import read_png_text
 from generator.models.loaders import Models, load_models
-from .synthetic import ClipSize, random_clip, random_decoder
 from generator.worker.admission import dearest_job, model_bytes, places
 
 from .conftest import ModelFiles
+from .synthetic import ClipSize, random_clip, random_decoder
 
 FULL: dict[str, ClipSize] = {
     "ViT-B/32": "full",

@@ -2,10 +2,10 @@
 in plain values, without Discord.
 
 It checks each request against the server's settings and the operator's limits and makes the
-job's spec once (`bot.jobs.spec`); what it accepts goes to the scheduler (`enqueue`, `cancel`),
-which owns the jobs from then on. A picture given with a request is fetched and re-encoded
-(`bot.jobs.pictures`) only after every other check has passed. Each answer is a sentence in the
-member's language; the cogs and buttons (`bot.front`) show it.
+job's spec once (`bot.jobs.spec`); what it accepts it stores and tells the scheduler (`added`,
+`cancel`), which owns the jobs from then on. A picture given with a request is fetched and
+re-encoded (`bot.jobs.pictures`) only after every other check has passed. Each answer is a
+sentence in the member's language; the cogs and buttons (`bot.front`) show it.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class FrontDesk:
                 raise refused(language, error) from None
             spec = with_picture(spec, given)
             self._check_room(member, settings)  # others may have asked meanwhile
-        job = self.scheduler.enqueue(
+        job = self.store.add_job(
             guild_id=member.guild_id,
             channel_id=member.channel_id,
             user_id=member.user_id,
@@ -138,6 +138,7 @@ class FrontDesk:
             picture=given,
             init_state=parent.continue_state if parent is not None and continues else None,
         )
+        self.scheduler.added(job)
         return job, [notice.say(language) for notice in lowered]
 
     def check_picture(self, guild_id: int, upload: Upload | None, language: str) -> None:

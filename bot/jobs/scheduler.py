@@ -6,7 +6,7 @@ the workers report in the store and publishes job events (`bot.jobs.events`) for
 A worker that leaves takes its jobs with it, and they go back to the queue; through a transport
 that keeps jobs (Redis), another worker takes them over instead. Either way a job restarts at
 most `max_requeues` times, then it is marked failed. Members' requests reach it through
-`enqueue` and `cancel`, each job with its `JobSpec` decided already (`bot.jobs.spec`): the
+`added` and `cancel`, each job with its `JobSpec` decided already (`bot.jobs.spec`): the
 scheduler only chooses where and when a job is drawn, and sends the spec as it is. It never
 reaches into Discord.
 """
@@ -44,7 +44,7 @@ from bot.workers.transport import (
     WorkerLeft,
     WorkerTransport,
 )
-from generator.contract.jobs import JobSpec, PictureData
+from generator.contract.jobs import PictureData
 from generator.contract.protocol import (
     Failed,
     Finished,
@@ -116,27 +116,10 @@ class Scheduler:
             return ()
         return min(shortfalls, key=len)
 
-    def enqueue(
-        self,
-        *,
-        guild_id: int,
-        channel_id: int,
-        user_id: int,
-        spec: JobSpec,
-        picture: GivenPicture | None = None,
-        init_state: str | None = None,
-    ) -> JobRow:
-        job = self.store.add_job(
-            guild_id=guild_id,
-            channel_id=channel_id,
-            user_id=user_id,
-            spec=spec,
-            picture=picture,
-            init_state=init_state,
-        )
+    def added(self, job: JobRow) -> None:
+        """A job joined the queue (`Store.add_job`): it is dispatched in its turn."""
         self._queue_changed(added=job.id)
         self._wakeup.set()
-        return job
 
     async def cancel(self, job: JobRow, by: int) -> Cancelled:
         """Cancel a waiting or running job on behalf of member `by`."""

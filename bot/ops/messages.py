@@ -3,8 +3,9 @@
 It collects every message the bot can say: those in the code (`tr(language, "…")` and `N_`),
 found with Babel's extractor, the sentences of every reason a worker or a picture's intake can
 give (`generator.contract.reasons`), and the slash commands' names, option names and
-descriptions, read from the cogs. It writes the template `bot/locales/pseudo_dalle.pot` and updates each
-language's catalog: new messages appear there untranslated, messages no longer used are dropped.
+descriptions, read from the cogs. It writes the template `bot/locales/pseudo_dalle.pot` and
+updates each language's catalog: new messages appear there untranslated, messages no longer
+used are dropped.
 A test fails while any message lacks a translation.
 """
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generator.contract.encoders import TEXT_ENCODER_CHOICES
+from generator.contract.fields import one_of
 from generator.contract.images import (
     DEFAULT_IMAGE_WEIGHT,
     DEFAULT_INIT_STRENGTH,
@@ -43,15 +44,6 @@ SHA256 = r"^[0-9a-f]{64}$"
 FROZEN = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)]
-
-
-def _one_of(choices: tuple[str, ...]) -> AfterValidator:
-    def check(value: str) -> str:
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return value
-
-    return AfterValidator(check)
 
 
 class PictureRef(BaseModel):
@@ -98,11 +90,11 @@ class JobSpec(BaseModel):
     iterations: Annotated[int, Field(ge=1, le=MAX_ITERATIONS)]
     width: Side
     height: Side
-    quality: Annotated[str, _one_of(QUALITIES)]
+    quality: Annotated[str, one_of(QUALITIES)]
     cutouts: Annotated[int, Field(ge=1, le=MAX_CUTOUTS)]
     # By the names the workers hold them; the first is the main CLIP.
     clip_models: Annotated[tuple[str, ...], Field(min_length=1, max_length=MAX_JOB_CLIPS)]
-    text_encoder: Annotated[str, _one_of(TEXT_ENCODER_CHOICES[:-1])] = "clip"
+    text_encoder: Annotated[str, one_of(TEXT_ENCODER_CHOICES[:-1])] = "clip"
     auto_stop: Annotated[int | None, Field(ge=1, le=MAX_AUTO_STOP)] = None
     timelapse: bool = False
     progress_every_s: Annotated[

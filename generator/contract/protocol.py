@@ -13,9 +13,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from generator.contract.encoders import DEFAULT_MULTILINGUAL, TEXT_ENCODER_CHOICES
+from generator.contract.fields import one_of
 from generator.contract.images import MAX_IMAGE_PROMPTS
 from generator.contract.jobs import JobSpec, PictureData
 from generator.contract.quality import MAX_PRESET_CUTOUTS
@@ -38,15 +39,6 @@ class ProtocolError(ValueError):
     """A line that is not a message of this protocol version."""
 
 
-def _one_of(choices: tuple[str, ...]) -> AfterValidator:
-    def check(value: str) -> str:
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return value
-
-    return AfterValidator(check)
-
-
 class ModelChoice(BaseModel):
     """Which networks the worker loads, and from where."""
 
@@ -67,7 +59,7 @@ class ModelChoice(BaseModel):
     cache_dir: str = Field("", description="where downloaded weights live; empty: the default")
     offline: bool = Field(False, description="never download; cached or local files only")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    text_encoder: Annotated[str, _one_of(TEXT_ENCODER_CHOICES)] = Field(
+    text_encoder: Annotated[str, one_of(TEXT_ENCODER_CHOICES)] = Field(
         "clip", description="what reads prompts: clip, multilingual, or auto (by the prompt)"
     )
     multilingual_model: str = Field(
@@ -88,7 +80,7 @@ class WorkerOptions(BaseModel):
     cutouts: Annotated[int, Field(ge=1, le=MAX_CUTOUTS)] = Field(
         MAX_PRESET_CUTOUTS, description="most crops CLIP sees per step of one job"
     )
-    precision: Annotated[str, _one_of(PRECISION_CHOICES)] = Field(
+    precision: Annotated[str, one_of(PRECISION_CHOICES)] = Field(
         "auto", description="fp32, bf16, fp16 or auto"
     )
     checkpointing: bool = Field(False, description="recompute activations: less memory")
@@ -96,7 +88,7 @@ class WorkerOptions(BaseModel):
     max_batch: Annotated[int, Field(ge=1, le=MAX_BATCH)] = Field(
         1, description="jobs drawn together"
     )
-    relaxation: Annotated[str, _one_of(RELAXATIONS)] = Field(
+    relaxation: Annotated[str, one_of(RELAXATIONS)] = Field(
         DEFAULTS.relaxation, description="what the Gumbel-softmax normalises over"
     )
     cuda_graphs: bool = Field(True, description="replay each step as a CUDA graph")

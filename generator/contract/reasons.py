@@ -102,9 +102,7 @@ PICTURE_NOT_FROM_DISCORD = _declare(
 PICTURE_NOT_FETCHED = _declare(
     "picture_not_fetched", "the picture could not be fetched from Discord; try again"
 )
-PICTURE_TIMED_OUT = _declare(
-    "picture_timed_out", "the picture took too long to arrive; try again"
-)
+PICTURE_TIMED_OUT = _declare("picture_timed_out", "the picture took too long to arrive; try again")
 PICTURE_MORE_THAN_DECLARED = _declare(
     "picture_more_than_declared", "the picture is too big (more than {limit} MiB)"
 )
@@ -115,13 +113,10 @@ LOADING_PICTURE_ENCODER = _declare("loading_picture_encoder", "loading the pictu
 OUT_OF_MEMORY = _declare("out_of_memory", "the GPU ran out of memory; try a smaller size")
 OUT_OF_MEMORY_SHARED = _declare(
     "out_of_memory_shared",
-    "the GPU ran out of memory; try a smaller size or ask the operator to lower [worker] "
-    "max_batch",
+    "the GPU ran out of memory; try a smaller size or ask the operator to lower [worker] max_batch",
 )
 WORKER_ERROR = _declare("worker_error", "the worker hit an unexpected error")
-CANNOT_START = _declare(
-    "cannot_start", "the worker could not start this drawing; its log says why"
-)
+CANNOT_START = _declare("cannot_start", "the worker could not start this drawing; its log says why")
 STATE_UNUSABLE = _declare(
     "state_unusable", "the drawing this continues was saved in a form that cannot be read"
 )
