@@ -1,37 +1,42 @@
 """Pictures in, on Discord: /draw's image options, "Draw from this image" and its form, every
 refusal, the stored copy across a restart, the card's thumbnail, Continue and Reroll.
 
-The real bot runs against the fake Discord, which is also the CDN its pictures come from. Most
-tests need no drawing: their worker cannot load its models (and is not restarted), so jobs stay
-queued and what the bot did is all there is to see.
+The real bot runs against the fake Discord, which is also the CDN its pictures come from: each
+picture is fetched and re-encoded by the bot's real intake. Below the bot, the workers are the
+test's puppets (`tests.fake_workers`): what would reach a worker is the `StartJob` the scheduler
+hands them, its spec naming the pictures and its `pictures` carrying their bytes. One test draws
+on the real worker: the picture drawn, continued and rerolled.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import io
 import json
 import logging
 import random
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from bot.config import load_config
-from bot.workers.local import LocalWorker
-from bot.ops.messages import all_messages
+from bot.config import Config, load_config
+from bot.i18n import catalog
 from bot.jobs.pictures import THUMBNAIL_SIDE
+from bot.ops.messages import all_messages
+from bot.workers.local import LocalWorker
 from generator.contract.images import MAX_INPUT_BYTES
-from generator.contract.protocol import StartJob
-from generator.intake import images as intake
+from generator.contract.jobs import ParentJob, PictureData, PictureRef
+from generator.contract.protocol import StartJob, b64_to_png, png_to_b64
+from generator.contract.reasons import REASONS
 from generator.intake.images import reencode, sha256
 
 from .bot_harness import (
+    Running,
     cards_of,
     run,
     running_bot,
@@ -43,12 +48,10 @@ from .bot_harness import (
 )
 from .conftest import ModelFiles
 from .fake_discord import ADMIN, ALICE, BOB, GUILD_ID, SIGNATURE, YUKI, Event, FakeDiscord
+from .fake_workers import FakeWorkers
 
 pytestmark = pytest.mark.e2e
 
-# A worker that never gets ready: jobs wait in the queue, and no CPU goes to drawing.
-NO_MODELS = 'clip = "/nonexistent/clip.pt"\ndecoder = "/nonexistent/decoder.pkl"\ndevice = "cpu"'
-IDLE_WORKER = "cutouts = 4\nrestart_delay_s = 600\nthreads = 1"
 ROOMY = (
     "default_iterations = 3\nmax_iterations = 2000\nmax_queued_per_user = 5\n"
     "progress_interval_s = 2\nmax_size = 512"
@@ -82,10 +85,16 @@ def truncated_jpeg() -> bytes:
     return whole[: len(whole) // 2]
 
 
-def idle_bot(tmp_path: Path, model_files: ModelFiles, **sections: str) -> Any:
-    """The bot with a worker that never gets ready, so its jobs stay queued."""
-    sections = {"models": NO_MODELS, "worker": IDLE_WORKER, "defaults": ROOMY, **sections}
-    return running_bot(tmp_path, model_files, **sections)
+@contextlib.asynccontextmanager
+async def idle_bot(
+    tmp_path: Path, model_files: ModelFiles, *, workers: FakeWorkers | None = None, **sections: str
+) -> AsyncIterator[tuple[FakeDiscord, Running, Config]]:
+    """The bot above puppet `workers` (by default ones that never join), so that its jobs wait
+    until the test has a worker join."""
+    sections = {"defaults": ROOMY, **sections}
+    transport = workers if workers is not None else FakeWorkers()
+    async with running_bot(tmp_path, model_files, transport=transport, **sections) as running:
+        yield running
 
 
 def given_file(event: Event, job_id: int) -> bytes | None:
@@ -104,6 +113,12 @@ def side_of(png: bytes) -> int:
         return max(image.size)
 
 
+def bytes_of(job: StartJob, ref: PictureRef) -> bytes:
+    """The bytes `job` carries for the picture `ref` names (exactly one entry has them)."""
+    (data,) = [p for p in job.pictures if p.sha256 == ref.sha256]
+    return b64_to_png(data.png_b64)
+
+
 def dispatched(monkeypatch: pytest.MonkeyPatch) -> dict[int, StartJob]:
     """What the bot hands its local worker, by job id, from now on."""
     sent: dict[int, StartJob] = {}
@@ -117,34 +132,20 @@ def dispatched(monkeypatch: pytest.MonkeyPatch) -> dict[int, StartJob]:
     return sent
 
 
-async def until(check: Callable[[], Any], timeout: float = 60) -> Any:
-    async def poll() -> Any:
-        while not (found := check()):
-            await asyncio.sleep(0.05)
-        return found
-
-    return await asyncio.wait_for(poll(), timeout)
-
-
 def test_every_reason_generator_intake_gives_is_translated() -> None:
-    reasons = {
-        intake.TOO_BIG,
-        intake.NOT_LISTED,
-        intake.NOT_AN_IMAGE,
-        intake.TOO_MANY_PIXELS,
-        intake.DAMAGED,
-    }
-    assert reasons <= set(all_messages())
+    pictures = [reason.template for code, reason in REASONS.items() if "picture" in code]
+    assert pictures
+    assert set(pictures) <= set(all_messages())
+    assert [p for p in pictures if catalog("ja").gettext(p) == p] == []
 
 
 def test_draw_with_each_use_keeps_the_copy_shows_it_and_survives_a_restart(
-    model_files: ModelFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model_files: ModelFiles, tmp_path: Path
 ) -> None:
-    sent = dispatched(monkeypatch)
     red, green, blue = picture(seed=1), picture("JPEG", 300, 200, seed=2), picture(seed=3)
 
     async def scenario() -> None:
-        async with idle_bot(tmp_path, model_files) as (fake, running, _):
+        async with idle_bot(tmp_path, model_files) as (fake, running, config):
             files = [
                 fake.attachment("red.png", red, "image/png", width=96, height=64),
                 fake.attachment("green.jpg", green, "image/jpeg", width=300, height=200),
@@ -174,7 +175,7 @@ def test_draw_with_each_use_keeps_the_copy_shows_it_and_survives_a_restart(
             ]
             assert [fake.hits(f) for f in files] == [1, 1, 1]
             jobs = [running.store.job(n) for n in (1, 2, 3)]
-            assert [(j.image_use, j.init_strength, j.prompt) for j in jobs if j] == [
+            assert [(j.spec.image_use, j.spec.init_strength, j.spec.prompt) for j in jobs if j] == [
                 ("start", 0.5, "a red lamp"),
                 ("steer", 0.5, ""),
                 ("both", 0.8, "a boat"),
@@ -211,31 +212,42 @@ def test_draw_with_each_use_keeps_the_copy_shows_it_and_survives_a_restart(
             assert fake.hits(start_only) == 0
             assert running.store.job(4) is None
 
-            # The bot stops before any worker took the jobs; back with a worker that draws.
+            # The bot stops before any worker took the jobs; back with a worker for them all.
             await running.stop()
             since = len(fake.events)
-            config = load_config(
+            again = load_config(
                 write_config(tmp_path, fake, model_files, defaults=ROOMY), environ={}
             )
-            again = await start_bot(config, fake)
+            workers = FakeWorkers()
+            workers.join(places=3, clip_models=(config.models.clip,))
+            restarted = await start_bot(again, fake, workers)
             try:
-                await until(lambda: {1, 2, 3} <= set(sent))
+                start, steer, both = [await workers.next_job(n) for n in (1, 2, 3)]
                 first = await wait_for_card(fake, 1, "Drawing", since=since)
                 assert shows_thumbnail(first, 1)
-                assert given_file(first, 1) == again.store.thumbnail(1)
+                assert given_file(first, 1) == restarted.store.thumbnail(1)
+                stored = [restarted.store.job(n) for n in (1, 2, 3)]
+                assert [s.spec for s in (start, steer, both)] == [j.spec for j in stored if j]
             finally:
-                await again.stop()
-        start, steer, both = sent[1], sent[2], sent[3]
-        assert start.init_image is not None
-        assert start.init_image.image().png == reencode(red)
-        assert (start.init_strength, start.image_prompts) == (0.5, [])
-        assert steer.init_image is None
-        assert [p.image().png for p in steer.image_prompts] == [reencode(green)]
-        assert (steer.prompt, steer.image_prompts[0].name) == ("", "green.jpg")
-        assert both.init_image is not None
-        assert both.image_prompts == [both.init_image]
-        assert both.init_image.sha256 == sha256(reencode(blue))
-        assert both.init_strength == 0.8
+                await restarted.stop()
+            # The copies kept in the store went to the worker: nothing was fetched again.
+            assert [fake.hits(f) for f in files] == [1, 1, 1]
+        assert start.spec.init_image is not None
+        assert bytes_of(start, start.spec.init_image) == reencode(red)
+        assert (start.spec.init_strength, start.spec.image_prompts) == (0.5, ())
+        assert steer.spec.init_image is None
+        assert [bytes_of(steer, p) for p in steer.spec.image_prompts] == [reencode(green)]
+        assert (steer.spec.prompt, steer.spec.image_prompts[0].name) == ("", "green.jpg")
+        assert both.spec.init_image is not None
+        assert both.spec.image_prompts == (both.spec.init_image,)
+        assert both.spec.init_image.sha256 == sha256(reencode(blue))
+        assert both.spec.init_strength == 0.8
+        # A picture used both ways travels once.
+        blue_copy = reencode(blue)
+        assert both.pictures == [
+            PictureData(sha256=sha256(blue_copy), png_b64=png_to_b64(blue_copy))
+        ]
+        assert all(job.init_state is None for job in (start, steer, both))
 
     run(scenario())
 
@@ -244,9 +256,10 @@ def test_draw_from_this_image_opens_a_form_and_queues_like_draw(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
     lamp = picture(seed=4)
+    workers = FakeWorkers()
 
     async def scenario() -> None:
-        async with idle_bot(tmp_path, model_files) as (fake, running, _):
+        async with idle_bot(tmp_path, model_files, workers=workers) as (fake, running, config):
             menu = next(c for c in fake.commands if c["name"] == MENU)
             assert menu["type"] == 3
             assert menu["name_localizations"]["ja"] == "この画像から描く"
@@ -271,7 +284,11 @@ def test_draw_from_this_image_opens_a_form_and_queues_like_draw(
             assert await fake.reply_to(sent) == "Queued as job 1; its card is in this channel."
             job = running.store.job(1)
             assert job is not None
-            assert (job.image_use, job.init_strength, job.prompt) == ("steer", 0.5, "")
+            assert (job.spec.image_use, job.spec.init_strength, job.spec.prompt) == (
+                "steer",
+                0.5,
+                "",
+            )
             kept = running.store.picture(job)
             assert kept is not None
             assert kept.image.png == reencode(lamp)
@@ -283,7 +300,7 @@ def test_draw_from_this_image_opens_a_form_and_queues_like_draw(
             assert "job 2" in await fake.reply_to(firm)
             second = running.store.job(2)
             assert second is not None
-            assert (second.image_use, second.init_strength) == ("start", 0.9)
+            assert (second.spec.image_use, second.spec.init_strength) == ("start", 0.9)
 
             third = await fake.context_menu(ALICE, MENU, message)
             wrong = await fake.submit(ALICE, third, prompt="a lamp", strength="2")
@@ -294,7 +311,14 @@ def test_draw_from_this_image_opens_a_form_and_queues_like_draw(
             assert running.store.job(3) is None
 
             japanese = await fake.context_menu(YUKI, MENU, message)
-            assert (await fake.modal(japanese))["title"] == "この画像から描く"
+            form = await fake.modal(japanese)
+            assert form["title"] == "この画像から描く"
+            labels = [row["label"] for row in form["components"]]
+            assert labels[:2] == ["描きたいもの", "画像の使い方"]
+            assert labels[2].startswith("強さ")
+            wrong = await fake.submit(YUKI, japanese, prompt="ランプ", strength="2")
+            assert await fake.reply_to(wrong) == "強さは 0.5 のような 0〜1 の数にしてください。"
+            assert fake.hits(attachment) == 2
 
             text = fake.attachment("notes.txt", b"hello", "text/plain")
             plain = await fake.post(BOB, "no picture here", [text])
@@ -305,6 +329,18 @@ def test_draw_from_this_image_opens_a_form_and_queues_like_draw(
             answer = await fake.reply_to(await fake.context_menu(ALICE, MENU, big))
             assert answer == "The picture is too big (9 MiB; at most 8 MiB)."
             assert fake.hits(huge) == 0
+
+            # What the form asked for is what a worker is given.
+            workers.join(places=2, clip_models=(config.models.clip,))
+            steered, started = await workers.next_job(1), await workers.next_job(2)
+            copy = reencode(lamp)
+            assert steered.spec.init_image is None
+            assert [p.name for p in steered.spec.image_prompts] == ["lamp.png"]
+            assert bytes_of(steered, steered.spec.image_prompts[0]) == copy
+            assert (started.spec.prompt, started.spec.init_strength) == ("a lamp at dusk", 0.9)
+            assert (started.spec.image_prompts, len(started.pictures)) == ((), 1)
+            assert started.spec.init_image is not None
+            assert bytes_of(started, started.spec.init_image) == copy
 
     run(scenario())
 
@@ -554,22 +590,27 @@ def test_a_picture_job_is_drawn_and_continue_and_reroll_keep_its_picture(
             continued_card = await wait_for_card(fake, 2, "Finished")
             assert "Picture given: Steers towards it" in text_of(continued_card)
             assert shows_thumbnail(continued_card, 2)
-            assert (second.parent_id, second.image_use) == (1, "steer")
-            assert (third.parent_id, third.image_use, third.init_strength) == (None, "both", 0.7)
+            assert second.spec.parent == ParentJob(id=1, how="continue")
+            assert second.spec.image_use == "steer"
+            assert third.spec.parent == ParentJob(id=1, how="reroll")
+            assert (third.spec.image_use, third.spec.init_strength) == ("both", 0.7)
 
         first, again, reroll = sent[1], sent[2], sent[3]
         copy = reencode(lamp)
-        assert first.init_image is not None
-        assert first.init_image.image().png == copy
-        assert (first.init_strength, first.image_prompts) == (0.7, [first.init_image])
+        assert first.spec.init_image is not None
+        assert bytes_of(first, first.spec.init_image) == copy
+        assert first.spec.init_strength == 0.7
+        assert first.spec.image_prompts == (first.spec.init_image,)
         # Continue goes on from where job 1 ended, still steered by the picture.
         assert again.init_state is not None
-        assert again.init_image is None
-        assert [p.image().png for p in again.image_prompts] == [copy]
+        assert again.spec.init_image is None
+        assert [bytes_of(again, p) for p in again.spec.image_prompts] == [copy]
         # Reroll starts from the picture again, with a new seed.
-        assert reroll.init_image == first.init_image
-        assert reroll.image_prompts == first.image_prompts
-        assert reroll.init_strength == 0.7
+        assert reroll.spec.init_image == first.spec.init_image
+        assert reroll.spec.image_prompts == first.spec.image_prompts
+        assert reroll.spec.init_strength == 0.7
+        assert reroll.spec.seed != first.spec.seed
         assert reroll.init_state is None
+        assert reroll.pictures == first.pictures
 
     run(scenario())

@@ -373,6 +373,17 @@ def _first_progress(served: Served, job_id: int) -> Progress:
     return served.channel.wait_for(Progress, job_id)
 
 
+def test_a_job_with_auto_stop_ends_at_a_window_once_it_stops_improving(
+    serve: ServeFactory,
+) -> None:
+    served = serve().start()
+    stopped = served.draw(served.job(1, 400, auto_stop=1))
+    assert 20 <= stopped.steps < 400
+    assert stopped.steps % 10 == 0  # at the end of a window
+    assert not stopped.cancelled
+    assert served.draw(served.job(2, 30)).steps == 30  # without it, every iteration
+
+
 def test_a_job_cancelled_mid_run_stops_at_a_step_boundary_with_what_it_drew(
     serve: ServeFactory,
 ) -> None:
