@@ -279,5 +279,5 @@ def _check_consistency(path: Path, defaults: GuildLimits, limits: HardLimits) ->
     server's is lowered to the operator's where they differ)."""
     if default_beyond_maximum(defaults) is not None:
         raise ConfigError(f"{path}: [defaults] default_iterations is above max_iterations")
-    if beyond := beyond_limits(defaults, limits, CONFIG_CEILINGS):
+    if beyond := beyond_limits({n: getattr(defaults, n) for n in CONFIG_CEILINGS}, limits):
         raise ConfigError(f"{path}: [defaults] {beyond[0].name} must stay within [limits]")

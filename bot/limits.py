@@ -15,6 +15,7 @@ the config's validation all go through them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, NamedTuple, TypeVar
 
@@ -221,13 +222,13 @@ def clamp(
     return most, Lowered(template, name, asked, most, limit)
 
 
-def beyond_limits(
-    settings: GuildLimits, limits: HardLimits, names: tuple[str, ...] = CEILINGS
-) -> list[Lowered]:
-    """Which of a server's limits `names` go past the operator's, each lowered to it."""
+def beyond_limits(values: Mapping[str, int | float | str], limits: HardLimits) -> list[Lowered]:
+    """Which of a server's limits in `values` (by name) go past the operator's, each lowered to
+    it."""
     found = (
-        clamp(getattr(settings, name), getattr(limits, name), name=name, template=BY_BOT)[1]
-        for name in names
+        clamp(values[name], getattr(limits, name), name=name, template=BY_BOT)[1]
+        for name in CEILINGS
+        if name in values
     )
     return [lowered for lowered in found if lowered is not None]
 

@@ -25,6 +25,7 @@ TOKEN = "test-token-never-shown"
 # One torch thread: the machines running the tests have two cores, shared with the bot's event
 # loop, the fake Discord and whatever else runs.
 WORKER = "cutouts = 4\nrestart_delay_s = 0.2\nthreads = 1"
+GUILD_READY_S = 0.05
 
 
 def write_config(folder: Path, fake: FakeDiscord, files: ModelFiles, **sections: str) -> Path:
@@ -87,6 +88,9 @@ async def start_bot(
     point_discord_at(config)
     fake.identified.clear()
     app = assemble(config, transport)
+    # discord.py calls itself ready only once no guild has arrived for this long (2 s by
+    # default); the fake Discord sends its one guild at once, so that wait is only waiting.
+    app.bot._connection.guild_ready_timeout = GUILD_READY_S
     task = await app.start(config.discord.token)
     bot = app.bot
     ready = asyncio.create_task(bot.wait_until_ready())

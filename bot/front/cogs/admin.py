@@ -18,7 +18,6 @@ from bot.jobs.desk import FrontDesk
 from bot.jobs.store import Store
 from bot.limits import (
     AUTO_STOP,
-    CEILINGS,
     ITERATIONS,
     PROGRESS_INTERVAL_S,
     QUEUED_PER_MEMBER,
@@ -92,6 +91,10 @@ class AdminCog(commands.Cog):
             "max_quality": max_quality.value if max_quality is not None else None,
         }
         changes = {name: value for name, value in asked.items() if value is not None}
+        # What the admin asks for stays within the operator's limits, and the default within
+        # the server's maximum (below, once the settings are whole).
+        lowered = beyond_limits(changes, self.limits)
+        changes.update({notice.name: notice.most for notice in lowered})
         if isinstance(size := changes.get("max_size"), int):
             changes["max_size"] = size - size % SIDE_MULTIPLE
         if isinstance(interval := changes.get("progress_interval_s"), float | int):
@@ -140,10 +143,6 @@ class AdminCog(commands.Cog):
             )
             await interaction.response.send_message(said, ephemeral=True)
             return
-        # What the admin asked for stays within the operator's limits, and the default within
-        # the server's maximum.
-        lowered = beyond_limits(updated, self.limits, tuple(n for n in CEILINGS if n in changes))
-        updated = applied(updated, lowered)
         within = default_beyond_maximum(updated)
         if within is not None:
             lowered.append(within)
