@@ -4,8 +4,8 @@ Both loops use the same models, size and cutouts. Without weight files the model
 real architectures (CLIP ViT-B/32, the 8192-token decoder) with random weights: speed does not
 depend on the values. Prints a Markdown table:
 
-    python bench/bench_engine.py                      # defaults suited to the device present
-    python bench/bench_engine.py --sizes 256,512 --cutouts 32 --iterations 20 --device cuda
+    python -m bench.bench_engine                      # defaults suited to the device present
+    python -m bench.bench_engine --sizes 256,512 --cutouts 32 --iterations 20 --device cuda
 """
 
 from __future__ import annotations

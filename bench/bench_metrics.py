@@ -7,8 +7,8 @@ the machine does falls on both alike. Progress is reported every `--progress-eve
 more often than the bot allows (2 s), so the metrics' share is, if anything, overstated.
 Prints a Markdown table; the goal is on/off >= 0.97 (issue 24).
 
-    python bench/bench_metrics.py                        # tiny random models, 64x64, CPU
-    python bench/bench_metrics.py --arch full --size 128 --device cuda
+    python -m bench.bench_metrics                        # tiny random models, 64x64, CPU
+    python -m bench.bench_metrics --arch full --size 128 --device cuda
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ over the picture's crops). Without weight files the models are random with the r
 architectures; with OpenAI's files (`--clip --decoder --encoder`) this is the first thing to
 run on a GPU. Prints Markdown tables:
 
-    python bench/bench_pictures.py                    # full-size random models, 128 px
-    python bench/bench_pictures.py --size 256 --cutouts 32 --device cuda --clip ViT-B/32 \\
+    python -m bench.bench_pictures                    # full-size random models, 128 px
+    python -m bench.bench_pictures --size 256 --cutouts 32 --device cuda --clip ViT-B/32 \\
         --decoder https://cdn.openai.com/dall-e/decoder.pkl --encoder encoder.pkl
 """
 

@@ -8,8 +8,8 @@ dVAE decoder), written into a temporary cache; with `--cache-dir` of real weight
 to run on a GPU. `--size` replaces the presets' sizes (a CPU cannot draw 512 px in a useful
 time); the GPU check runs them at their own size. Prints a Markdown table:
 
-    python bench/bench_quality.py --size 128            # this CPU, a stand-in size
-    python bench/bench_quality.py --device cuda --cache-dir ~/.cache/pseudo-dalle
+    python -m bench.bench_quality --size 128            # this CPU, a stand-in size
+    python -m bench.bench_quality --device cuda --cache-dir ~/.cache/pseudo-dalle
 """
 
 from __future__ import annotations

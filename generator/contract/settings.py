@@ -27,7 +27,7 @@ MAX_CUTOUTS = 256
 # Adam update stay fp32). "auto" is a choice for users, resolved per device before drawing.
 PRECISIONS = ("fp32", "bf16", "fp16")
 PRECISION_CHOICES = ("auto", *PRECISIONS)
-# What the Gumbel-softmax normalises over; generator/latent.py says what each means.
+# What the Gumbel-softmax normalises over; generator/method/latent.py says what each means.
 RELAXATIONS = ("codebook", "positions")
 # What turns a job's prompt into the target embedding (generator.models.text_encoders).
 TEXT_ENCODERS = ("clip", "multilingual")

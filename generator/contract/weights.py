@@ -148,7 +148,7 @@ def ensure_hub_files(
 
 def _dvae_spec(part: str, url: str, default: str) -> WeightSpec:
     """A dVAE half at `url`, cached under a name that differs for every URL but the default.
-    OpenAI publishes no SHA-256 for either half, so none is pinned (see the README)."""
+    OpenAI publishes no SHA-256 for either half, so none is pinned (see docs/weights.md)."""
     basename = Path(urllib.parse.urlparse(url).path).name or f"{part}.pkl"
     if url != default:
         basename = f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{basename}"

@@ -16,8 +16,8 @@ start. How firmly it holds is the strength s in [0, 1], which sets two things:
 Steering: the picture is cut into the same kind of random crops the output gets, once, when the
 job starts (VQGAN-CLIP's way); for each CLIP model, the mean of their embeddings joins the text
 prompts' as one more weighted target. Cutting it again at every step (pixray's way) doubles
-CLIP's forward work per image prompt for crops that line up exactly; the README says why once
-is the default.
+CLIP's forward work per image prompt for crops that line up exactly; docs/pictures.md says why
+once is the default.
 """
 
 from __future__ import annotations
