@@ -15,6 +15,7 @@ from generator.contract.weights import CLIP_WEIGHTS
 from generator.method.runtime import configure_torch
 from generator.models.loaders import Models, load_models
 
+from .cli_harness import Cli
 from .redis_harness import RedisServer
 from .synthetic import (
     ClipSize,
@@ -154,3 +155,9 @@ def file_server() -> Iterator[FileServer]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    """The command line, run in this process (`tests.cli_harness`)."""
+    return Cli(capsys)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import DISCORD_CDN, ConfigError, ImagesConfig, load_config
+from bot.limits import effective
 from generator.contract.protocol import Configure, decode, encode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +64,10 @@ def test_example_config_is_complete_and_valid(tmp_path: Path) -> None:
         ("[images]\ncdn_origins = []", "[images] cdn_origins is not valid"),
         ('[images]\nenabled = "no"', "[images] enabled must be true or false"),
         ("[images]\nfetch_timeout_s = 0", "[images] fetch_timeout_s must be from 1 to 60"),
+        (
+            '[storage]\nlatents_dir = "latents"',
+            "[storage] latents_dir is no longer used; 0.3 no longer reads the latent files",
+        ),
     ],
 )
 def test_bad_configs_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -108,11 +113,25 @@ def test_worker_settings_reach_the_worker_in_its_configure_message(tmp_path: Pat
         ("[storage]\nkeep_days = 0", "[storage] keep_days must be from 1 to 3650"),
         ("worker = 3", "[worker] must be a table"),
         ("[defaults]\nmax_iterations = 6000", "[defaults] max_iterations must stay within"),
+        ("[defaults]\nmax_size = 1024", "[defaults] max_size must stay within [limits]"),
+        (
+            "[limits]\nmax_queued_per_user = 3\n[defaults]\nmax_queued_per_user = 4",
+            "[defaults] max_queued_per_user must stay within [limits]",
+        ),
     ],
 )
 def test_ranges_come_from_the_declarations(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(_write(tmp_path, text), environ={"DISCORD_TOKEN": "t"})
+
+
+def test_a_dearer_default_quality_than_the_limit_is_lowered_not_refused(tmp_path: Path) -> None:
+    """The one default that may go past `[limits]`: each server's quality is lowered to the
+    operator's where it is dearer."""
+    text = '[limits]\nmax_quality = "draft"\n[defaults]\nmax_quality = "best"\n'
+    config = load_config(_write(tmp_path, text), environ={"DISCORD_TOKEN": "t"})
+    assert (config.limits.max_quality, config.defaults.max_quality) == ("draft", "best")
+    assert effective(config.defaults, config.limits).max_quality == "draft"
 
 
 def test_missing_token(tmp_path: Path) -> None:
@@ -122,7 +141,12 @@ def test_missing_token(tmp_path: Path) -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from pseudo_dalle.cli import main; sys.exit(main())", *args],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pseudo_dalle.cli import main; sys.exit(main())",
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_a_waiting_job_is_drawn_as_it_was_asked_for_whatever_the_admin_changes_m
     async def scenario() -> None:
         async with bot_with_puppets(tmp_path, model_files) as (fake, bot, config, workers):
             main = config.models.clip
-            asked = {"prompt": "a lighthouse", "seed": 5}
+            asked: dict[str, Any] = {"prompt": "a lighthouse", "seed": 5}
             assert "Queued as job 1" in await fake.reply_to(
                 await fake.command(ALICE, "draw", **asked)
             )
@@ -131,13 +132,13 @@ def test_a_member_whose_waiting_drawing_is_refused_keeps_their_turn(
             workers.leave()
             # With no worker ready, nobody can say yet which models are there: all three wait.
             for member, quality in ((ALICE, "better"), (BOB, None), (ALICE, None)):
-                options = {"quality": quality} if quality else {}
+                options: dict[str, Any] = {"quality": quality} if quality else {}
                 await fake.reply_to(await fake.command(member, "draw", prompt="a fox", **options))
             workers.join(clip_models=(main,))  # it lacks the second model `better` needs
             refused = await wait_for_card(fake, 3, "Could not draw this")
             assert "no drawing worker holds" in text_of(refused)
-            job = await wait_for_job(bot.store, 3, lambda j: j.status == "failed")
-            assert job.started_at is None
+            failed = await wait_for_job(bot.store, 3, lambda j: j.status == "failed")
+            assert failed.started_at is None
             # Alice's refused drawing took no turn: she was served longer ago than Bob.
             assert (await workers.next_job(5)).spec.prompt == "a fox"
             assert 4 not in workers.dispatched

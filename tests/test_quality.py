@@ -7,8 +7,6 @@ import dataclasses
 import functools
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +44,7 @@ from generator.method.output import read_png_text
 from generator.models.loaders import Models, load_models
 from generator.worker.admission import dearest_job, model_bytes, places
 
+from .cli_harness import Cli, Run
 from .conftest import ModelFiles
 from .synthetic import ClipSize, random_clip, random_decoder
 
@@ -57,49 +56,33 @@ FULL: dict[str, ClipSize] = {
 }
 
 
-def _cli_draw(
-    files: ModelFiles, named_clips: Path, out: Path, *extra: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "generator",
-            "draw",
-            "a lighthouse",
-            "--seed",
-            "3",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--offline",
-            "--cache-dir",
-            str(named_clips),
-            "--decoder",
-            str(files.decoder_pickle),
-            "--out",
-            str(out),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+def _cli_draw(cli: Cli, files: ModelFiles, named_clips: Path, out: Path, *extra: str) -> Run:
+    return cli(
+        *("draw", "a lighthouse", "--seed", "3", "--device", "cpu", "--threads", "1"),
+        *("--offline", "--cache-dir", str(named_clips), "--decoder", str(files.decoder_pickle)),
+        *("--out", str(out), *extra),
     )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("quality", QUALITIES)
 def test_every_preset_runs_through_the_cli(
-    quality: str, model_files: ModelFiles, named_clips: Path, tmp_path: Path
+    cli: Cli, quality: str, model_files: ModelFiles, named_clips: Path, tmp_path: Path
 ) -> None:
     """The preset's cutouts and models reach the run; the iterations and size given win."""
     out = tmp_path / f"{quality}.png"
     done = _cli_draw(
-        model_files, named_clips, out, "--quality", quality, "--iterations", "2", "--size", "64"
+        cli,
+        model_files,
+        named_clips,
+        out,
+        "--quality",
+        quality,
+        "--iterations",
+        "2",
+        "--size",
+        "64",
     )
-    assert done.returncode == 0, done.stderr
+    assert done.code == 0, done.stderr
     chosen, text = PRESETS[quality], read_png_text(out)
     settings = json.loads(text["settings"])
     assert settings["cutouts"] == chosen.cutouts
@@ -111,16 +94,16 @@ def test_every_preset_runs_through_the_cli(
             assert re.search(rf"{re.escape(model)} -?[\d.]+ -> -?[\d.]+", done.stdout)
 
 
-@pytest.mark.slow
 def test_a_presets_own_size_and_named_models_replacing_its_list(
-    model_files: ModelFiles, named_clips: Path, tmp_path: Path
+    cli: Cli, model_files: ModelFiles, named_clips: Path, tmp_path: Path
 ) -> None:
     draft = _cli_draw(
-        model_files, named_clips, tmp_path / "d.png", "--quality", "draft", "--iterations", "1"
+        cli, model_files, named_clips, tmp_path / "d.png", "--quality", "draft", "--iterations", "1"
     )
-    assert draft.returncode == 0, draft.stderr
+    assert draft.code == 0, draft.stderr
     assert Image.open(tmp_path / "d.png").size == (PRESETS["draft"].size,) * 2
     named = _cli_draw(
+        cli,
         model_files,
         named_clips,
         tmp_path / "b.png",
@@ -135,12 +118,12 @@ def test_a_presets_own_size_and_named_models_replacing_its_list(
         "--clip-model",
         "ViT-B/16",
     )
-    assert named.returncode == 0, named.stderr
+    assert named.code == 0, named.stderr
     text = read_png_text(tmp_path / "b.png")
     assert [m["model"] for m in json.loads(text["clip_models"])] == ["ViT-B/16"]
     assert json.loads(text["settings"])["cutouts"] == 3
-    bad = _cli_draw(model_files, named_clips, tmp_path / "x.png", "--quality", "supreme")
-    assert bad.returncode == 2
+    bad = _cli_draw(cli, model_files, named_clips, tmp_path / "x.png", "--quality", "supreme")
+    assert bad.code == 2
     assert "invalid choice: 'supreme'" in bad.stderr
     assert "Traceback" not in bad.stderr
 

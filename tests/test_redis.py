@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import redis
 from bot.jobs.store import JobRow, JobStatus
 from generator.contract.redis_keys import Keys
 from generator.worker.devices import claim_device
+from pseudo_dalle.doctor import report
 
 from .bot_harness import (
     Running,
@@ -41,7 +41,10 @@ pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 async def bot_with_workers(
     tmp_path: Path, files: ModelFiles, redis: RedisServer, names: list[str], **sections: str
 ) -> AsyncIterator[tuple[FakeDiscord, Running, dict[str, WorkerProcess]]]:
-    async with running_bot(tmp_path, files, redis=f'url = "{redis.url}"', **sections) as (
+    # No transport of the test's: the workers are reached through Redis, as the config says.
+    async with running_bot(
+        tmp_path, files, transport=None, redis=f'url = "{redis.url}"', **sections
+    ) as (
         fake,
         running,
         _,
@@ -63,19 +66,9 @@ async def until(check: Callable[[], bool], timeout: float = 90) -> None:
 
 
 async def doctor(config: Path) -> str:
-    """What `pseudo-dalle doctor` prints for this config."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from pseudo_dalle.cli import main; sys.exit(main())",
-        "doctor",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0
-    return out.decode()
+    """What `pseudo-dalle doctor` prints for this config; made in a thread, as the bot runs on
+    meanwhile."""
+    return "\n".join(await asyncio.to_thread(report, config))
 
 
 def jobs(running: Running, count: int) -> list[JobRow]:
@@ -113,6 +106,7 @@ def test_two_workers_share_three_members_jobs_in_fair_turns(
         assert by_start == [1, 3, 5, 2, 4, 6]  # Alice, Bob, Carol, then their second jobs
         assert {job.worker for job in done} == set(names)
         assert all(job.requeues == 0 for job in done)
+        assert all(job.steps == job.spec.iterations == 40 for job in done)
         for job in done:
             finals = [
                 e
@@ -313,7 +307,7 @@ def test_the_bot_restarted_finds_its_jobs_still_drawing_or_done(
                     await fake.command(ALICE, "draw", prompt="a ship", iterations=300, size=64)
                 )
                 await fake.reply_to(
-                    await fake.command(BOB, "draw", prompt="a car", iterations=1500, size=64)
+                    await fake.command(BOB, "draw", prompt="a car", iterations=800, size=64)
                 )
                 await wait_for_job(running.store, 2, lambda job: job.steps > 0)
                 await running.stop()
@@ -323,7 +317,7 @@ def test_the_bot_restarted_finds_its_jobs_still_drawing_or_done(
                 await worker.wait_for_log("job 1 finished after 300 steps")
                 restarted = await start_bot(config, fake)
                 try:
-                    for job_id, steps in ((1, 300), (2, 1500)):
+                    for job_id, steps in ((1, 300), (2, 800)):
                         job = await wait_for_job(
                             restarted.store, job_id, lambda j: j.status == JobStatus.DONE
                         )

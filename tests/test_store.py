@@ -24,18 +24,21 @@ def _store(tmp_path: Path, rules: Rules | None = None) -> Store:
     return Store(tmp_path / "jobs.sqlite3", GuildLimits(), rules)
 
 
+A_SPEC = JobSpec(
+    prompt="a cat",
+    seed=0,
+    iterations=10,
+    width=64,
+    height=64,
+    quality="normal",
+    cutouts=4,
+    clip_models=("ViT-B/32",),
+)
+
+
 def _spec(prompt: str = "a cat", **fields: object) -> JobSpec:
-    values: dict[str, object] = {
-        "prompt": prompt,
-        "seed": 0,
-        "iterations": 10,
-        "width": 64,
-        "height": 64,
-        "quality": "normal",
-        "cutouts": 4,
-        "clip_models": ("ViT-B/32",),
-    }
-    return JobSpec(**{**values, **fields})  # type: ignore[arg-type]
+    """A small job's spec drawing `prompt`, with `fields` changed."""
+    return JobSpec.model_validate({**A_SPEC.model_dump(), "prompt": prompt, **fields})
 
 
 def _add(store: Store, user: int, prompt: str = "a cat") -> int:

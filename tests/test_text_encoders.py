@@ -35,8 +35,10 @@ from generator.models.loaders import Models
 from generator.models.text_encoders import MClipEncoder, MultilingualEncoder, load_multilingual
 
 from .bot_harness import run, running_bot, text_of, wait_for_card, wait_for_job
+from .cli_harness import Cli, Run
 from .conftest import FileServer, ModelFiles
 from .fake_discord import ALICE, YUKI
+from .fake_workers import FakeWorkers
 
 CPU = torch.device("cpu")
 
@@ -114,54 +116,24 @@ def test_the_engine_draws_a_japanese_prompt_with_the_multilingual_encoder(
         without.draw(job)
 
 
-def _draw(
-    files: ModelFiles, encoder: Path, out: Path, prompt: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "generator",
-            "draw",
-            prompt,
-            "--text-encoder",
-            "auto",
-            "--multilingual-model",
-            str(encoder),
-            "--clip-model",
-            str(files.clip_torchscript),
-            "--decoder",
-            str(files.decoder_pickle),
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--iterations",
-            "3",
-            "--size",
-            "64",
-            "--cutouts",
-            "4",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+def _draw(cli: Cli, files: ModelFiles, encoder: Path, out: Path, prompt: str) -> Run:
+    return cli(
+        *("draw", prompt, "--text-encoder", "auto", "--multilingual-model", str(encoder)),
+        *("--clip-model", str(files.clip_torchscript), "--decoder", str(files.decoder_pickle)),
+        *("--device", "cpu", "--threads", "1", "--iterations", "3", "--size", "64"),
+        *("--cutouts", "4", "--out", str(out)),
     )
 
 
-@pytest.mark.slow
 def test_the_cli_draws_a_japanese_prompt_with_auto(
-    model_files: ModelFiles, tiny_multilingual: Path, tmp_path: Path
+    cli: Cli, model_files: ModelFiles, tiny_multilingual: Path, tmp_path: Path
 ) -> None:
-    japanese = _draw(model_files, tiny_multilingual, tmp_path / "umi.png", "夕焼けの海")
-    assert japanese.returncode == 0, japanese.stderr
+    japanese = _draw(cli, model_files, tiny_multilingual, tmp_path / "umi.png", "夕焼けの海")
+    assert japanese.code == 0, japanese.stderr
     assert "multilingual text encoder" in japanese.stdout
     assert (tmp_path / "umi.png").stat().st_size > 0
-    english = _draw(model_files, tiny_multilingual, tmp_path / "sea.png", "a sunset sea")
-    assert english.returncode == 0, english.stderr
+    english = _draw(cli, model_files, tiny_multilingual, tmp_path / "sea.png", "a sunset sea")
+    assert english.code == 0, english.stderr
     assert "clip text encoder" in english.stdout
 
 
@@ -187,8 +159,8 @@ def test_the_bot_draws_a_japanese_prompt_with_the_encoder_auto_chooses(
                 )
             japanese = await wait_for_job(running.store, 1, lambda job: job.status == "done")
             english = await wait_for_job(running.store, 2, lambda job: job.status == "done")
-            assert (japanese.text_encoder, japanese.steps) == ("multilingual", 3)
-            assert (english.text_encoder, english.steps) == ("clip", 3)
+            assert (japanese.spec.text_encoder, japanese.steps) == ("multilingual", 3)
+            assert (english.spec.text_encoder, english.steps) == ("clip", 3)
             card = text_of(await wait_for_card(fake, 1, "Finished"))
             assert "Read by: multilingual encoder" in card
             assert "Read by" not in text_of(await wait_for_card(fake, 2, "Finished"))
@@ -344,11 +316,11 @@ def test_the_bot_refuses_a_prompt_too_long_for_the_encoder_in_the_members_langua
     models = _auto_models(model_files, tiny_m_clip)
 
     async def scenario() -> None:
-        async with running_bot(tmp_path, model_files, guild_locale="ja", models=models) as (
-            fake,
-            running,
-            _,
-        ):
+        workers = FakeWorkers()
+        async with running_bot(
+            tmp_path, model_files, guild_locale="ja", transport=workers, models=models
+        ) as (fake, running, config):
+            workers.join(clip_models=(config.models.clip,))
             long = "海" * 80
             refused = await fake.reply_to(await fake.command(YUKI, "draw", prompt=long))
             assert refused == (
@@ -363,7 +335,11 @@ def test_the_bot_refuses_a_prompt_too_long_for_the_encoder_in_the_members_langua
             await fake.reply_to(
                 await fake.command(YUKI, "draw", prompt="夕焼けの海", iterations=3, size=64)
             )
-            job = await wait_for_job(running.store, 1, lambda job: job.status == "done")
-            assert (job.text_encoder, job.steps, job.prompt) == ("multilingual", 3, "夕焼けの海")
+            sent = (await workers.next_job(1)).spec
+            assert (sent.text_encoder, sent.iterations, sent.prompt) == (
+                "multilingual",
+                3,
+                "夕焼けの海",
+            )
 
     run(scenario())

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,7 @@ from generator.media.animation import (
     fit_animation,
 )
 
+from .cli_harness import Cli
 from .conftest import ModelFiles
 
 
@@ -51,9 +50,9 @@ def _opened(data: bytes) -> tuple[str, int, tuple[int, int], list[int], int]:
             durations.append(int(image.info["duration"]))
         return (
             str(image.format),
-            image.n_frames,
+            image.n_frames,  # type: ignore[attr-defined]
             image.size,
-            durations,  # type: ignore[attr-defined]
+            durations,
             int(image.info.get("loop", -1)),
         )
 
@@ -136,9 +135,8 @@ def test_timelapse_files_other_than_webp_or_gif_are_usage_errors(
     assert len(said.strip().splitlines()) == 1
 
 
-@pytest.mark.slow
 def test_the_cli_writes_webp_or_gif_by_the_suffix_and_refuses_others(
-    model_files: ModelFiles, tmp_path: Path
+    cli: Cli, model_files: ModelFiles, tmp_path: Path
 ) -> None:
     models = [
         "--clip-model",
@@ -147,45 +145,21 @@ def test_the_cli_writes_webp_or_gif_by_the_suffix_and_refuses_others(
         str(model_files.decoder_pickle),
     ]
     draw = [
-        sys.executable,
-        "-m",
-        "generator",
         "draw",
         "a cat",
-        "--size",
-        "64",
-        "--cutouts",
-        "4",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--iterations",
-        "8",
-        *models,
+        *("--size", "64", "--cutouts", "4", "--device", "cpu", "--threads", "1"),
+        *("--iterations", "8", *models),
     ]
     wanted = {".gif": GIF} | ({".webp": WEBP} if features.check("webp") else {})
     for suffix, fmt in wanted.items():
         out = tmp_path / f"t{suffix}"
-        result = subprocess.run(
-            [*draw, "--out", str(tmp_path / "p.png"), "--timelapse", str(out)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
+        result = cli(*draw, "--out", str(tmp_path / "p.png"), "--timelapse", str(out))
+        assert result.code == 0, result.stderr
         kind, count, _, durations, loop = _opened(out.read_bytes())
         assert (kind, count, loop) == (fmt, 9, 0)  # a frame a step, then the final picture
         assert durations[-1] == HOLD_MS
-    refused = subprocess.run(
-        [*draw, "--timelapse", str(tmp_path / "t.mp4")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert refused.returncode == 2
+    refused = cli(*draw, "--timelapse", str(tmp_path / "t.mp4"))
+    assert refused.code == 2
     assert "expected a file ending .webp or .gif" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert not (tmp_path / "t.mp4").exists()
