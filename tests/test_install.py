@@ -240,8 +240,7 @@ def test_the_installed_bot_answers_members_in_their_language(
         await fake.start()
         config = outside / "config.toml"
         config.write_text(
-            f"{_bot_settings(fake, model_files)}[storage]\n"
-            f'database = "{outside / "bot.sqlite3"}"\n'
+            f'{_bot_settings(fake, model_files)}[storage]\ndatabase = "{outside / "bot.sqlite3"}"\n'
         )
         bot = await start_bot_process(
             config,

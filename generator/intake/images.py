@@ -36,7 +36,6 @@ Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
 warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
-
 def _mib(size: int) -> str:
     return f"{size / 2**20:.1f}".rstrip("0").rstrip(".")
 
