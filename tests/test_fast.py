@@ -98,13 +98,15 @@ def test_compiled_networks_agree_with_eager(
 
 @pytest.mark.slow
 def test_compile_falls_back_to_eager_where_it_cannot_compile(
-    tiny_models: Models, small_settings: DrawSettings, monkeypatch: pytest.MonkeyPatch
+    tiny_models: Models, small_settings: DrawSettings
 ) -> None:
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/nonexistent/c++",))
     job = Job("an image of the music", 4, 3)
     eager = Engine(tiny_models, small_settings).draw(job)
-    fallback = Engine(tiny_models, dataclasses.replace(small_settings, compile=True)).draw(job)
+    # torch's own patch puts the compiler back afterwards (monkeypatch's undo leaves the config
+    # without it, and a later compile in this process fails).
+    with torch._inductor.config.patch({"cpp.cxx": ("/nonexistent/c++",)}):
+        fallback = Engine(tiny_models, dataclasses.replace(small_settings, compile=True)).draw(job)
     assert fallback.losses == eager.losses
     assert fallback.image.tobytes() == eager.image.tobytes()
     torch._dynamo.reset()
