@@ -83,8 +83,12 @@ def _assert_ran_from(installed: Installed, pids: set[int]) -> None:
 def test_the_wheel_and_the_sdist_carry_every_file_the_code_reads(installed: Installed) -> None:
     needed = data_files(ROOT)
     assert "bot/locales/ja/LC_MESSAGES/pseudo_dalle.po" in needed
-    assert needed <= archive_names(installed.wheel)
+    wheel = archive_names(installed.wheel)
+    assert needed <= wheel
     assert needed <= archive_names(installed.sdist)
+    # The console command's package ships; the tests' random models stay in the checkout.
+    assert "pseudo_dalle/cli.py" in wheel
+    assert not [name for name in wheel if "synthetic" in name or name.startswith("tests/")]
 
 
 def test_installed_commands_run_outside_the_checkout(
