@@ -155,6 +155,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.slow
 def test_bot_command_explains_itself_and_bad_configs(tmp_path: Path) -> None:
     help_text = _cli("bot", "--help")
     assert help_text.returncode == 0

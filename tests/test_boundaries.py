@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -21,6 +23,7 @@ def _modules_after(code: str) -> set[str]:
     return set(result.stdout.split())
 
 
+@pytest.mark.slow
 def test_generator_never_imports_discord() -> None:
     loaded = _modules_after(
         "import generator.cli.commands, generator.method.engine, generator.models.loaders, "

@@ -69,6 +69,7 @@ def _draw_args(files: ModelFiles, out: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_draw_is_reproducible_and_the_loss_falls(
     cli: Cli, model_files: ModelFiles, tmp_path: Path
 ) -> None:

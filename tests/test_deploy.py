@@ -66,6 +66,7 @@ def test_compose_file_follows_the_compose_specification() -> None:
         jsonschema.Draft201909Validator(schema).validate(broken)
 
 
+@pytest.mark.slow
 def test_image_commands_exist_in_the_installed_package() -> None:
     entrypoint = str(ROOT / "docker/entrypoint.sh")
     for command in ("bot", "healthcheck", "doctor", "worker"):

@@ -18,6 +18,7 @@ def _png(result: DrawResult) -> bytes:
     return png_bytes(result.image, png_metadata(result))
 
 
+@pytest.mark.slow
 def test_loss_falls(tiny_models: Models, small_settings: DrawSettings) -> None:
     result = Engine(tiny_models, small_settings).draw(Job("an image of the music", 3, 40))
     first, last = result.losses[:5], result.losses[-5:]
@@ -28,6 +29,7 @@ def test_loss_falls(tiny_models: Models, small_settings: DrawSettings) -> None:
     assert result.logits.shape == (1, 8, 8, 512)
 
 
+@pytest.mark.slow
 def test_same_seed_same_png_other_seed_other_png(
     tiny_models: Models, small_settings: DrawSettings
 ) -> None:
@@ -142,6 +144,7 @@ def test_prompt_too_long_for_clip(tiny_models: Models, small_settings: DrawSetti
         Engine(tiny_models, small_settings).draw(Job("word " * 100, 1, 1))
 
 
+@pytest.mark.slow
 def test_batched_jobs_equal_each_job_alone(
     tiny_models: Models, small_settings: DrawSettings
 ) -> None:

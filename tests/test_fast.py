@@ -63,6 +63,7 @@ def test_low_precision_agrees_with_fp32(tiny_models: Models, precision: str) -> 
     assert cosine.min().item() >= 0.999
 
 
+@pytest.mark.slow
 def test_engine_precisions_agree_on_the_loss(
     tiny_models: Models, small_settings: DrawSettings
 ) -> None:

@@ -65,12 +65,14 @@ def _held(engine: Engine, strength: float, steps: int) -> float:
     return float((result.logits.argmax(dim=-1) == tokens).float().mean())
 
 
+@pytest.mark.slow
 def test_the_strength_sets_how_firmly_the_start_holds(engine: Engine) -> None:
     full, none = _held(engine, 1.0, 60), _held(engine, 0.0, 60)
     assert full > 0.9
     assert none < full - 0.5
 
 
+@pytest.mark.slow
 def test_an_image_prompt_steers_towards_its_picture(engine: Engine, tiny_models: Models) -> None:
     target = picture(7)
     clip_encoder = [ImageEncoder(tiny_models.clip.visual, tiny_models.clip_resolution)]

@@ -233,6 +233,7 @@ def _full_size_on_meta(precision: str) -> tuple[list[str], Networks]:
     return list(clips), build_networks(decoder, [c.visual for c in clips.values()], precision)
 
 
+@pytest.mark.slow
 def test_the_declared_costs_are_what_the_networks_compute() -> None:
     names, networks = _full_size_on_meta("fp32")
     with FlopCounterMode(display=False) as counted:

@@ -43,6 +43,7 @@ def test_the_learning_rate_drops_tenfold_at_the_fraction_given(tiny_models: Mode
     assert min(steady) > 0.05
 
 
+@pytest.mark.slow
 def test_lr_0_renders_its_start_and_auto_stop_ends_a_run_that_cannot_improve(
     tiny_models: Models,
 ) -> None:
@@ -58,6 +59,7 @@ def test_lr_0_renders_its_start_and_auto_stop_ends_a_run_that_cannot_improve(
     assert (full.steps, full.auto_stopped) == (30, False)
 
 
+@pytest.mark.slow
 def test_auto_stop_lets_an_improving_run_go_on(tiny_models: Models) -> None:
     engine = Engine(tiny_models, SETTINGS)
     result = engine.draw(Job("a cat", 4, 40, auto_stop=3))

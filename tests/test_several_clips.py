@@ -128,6 +128,7 @@ def _png(result: DrawResult) -> bytes:
     return png_bytes(result.image, png_metadata(result))
 
 
+@pytest.mark.slow
 def test_batched_jobs_equal_each_job_alone_with_two_models(
     two_clip_models: Models, small_settings: DrawSettings
 ) -> None:

@@ -267,6 +267,7 @@ def test_a_job_continues_from_a_finished_jobs_state(serve: ServeFactory) -> None
     assert (continued.steps, continued.cancelled) == (2, False)
 
 
+@pytest.mark.slow
 def test_a_512_picture_keeps_a_small_state_and_continues_from_the_picture_shown(
     serve: ServeFactory,
 ) -> None:
@@ -281,6 +282,7 @@ def test_a_512_picture_keeps_a_small_state_and_continues_from_the_picture_shown(
     assert _pixels(again.png_b64) == _pixels(first.png_b64)
 
 
+@pytest.mark.slow
 def test_jobs_share_a_batch_and_draw_what_they_would_alone(serve: ServeFactory) -> None:
     """With max_batch 2, a second job joins the running one at a step boundary; a third waits
     for a free place. Each picture is byte for byte the one a worker drawing alone makes."""
@@ -373,6 +375,7 @@ def _first_progress(served: Served, job_id: int) -> Progress:
     return served.channel.wait_for(Progress, job_id)
 
 
+@pytest.mark.slow
 def test_a_job_with_auto_stop_ends_at_a_window_once_it_stops_improving(
     serve: ServeFactory,
 ) -> None:
