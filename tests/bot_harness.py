@@ -20,6 +20,7 @@ from bot.workers.transport import WorkerTransport
 
 from .conftest import ModelFiles
 from .fake_discord import CHANNEL_ID, Event, FakeDiscord, message_text
+from .fake_workers import FakeWorkers
 
 TOKEN = "test-token-never-shown"
 # One torch thread: the machines running the tests have two cores, shared with the bot's event
@@ -120,6 +121,19 @@ async def running_bot(
     finally:
         await running.stop()
         await fake.stop()
+
+
+@contextlib.asynccontextmanager
+async def bot_with_puppets(
+    folder: Path, files: ModelFiles, *, joined_places: int = 0, **sections: str
+) -> AsyncIterator[tuple[FakeDiscord, Running, Config, FakeWorkers]]:
+    """The real bot above puppet workers (`tests.fake_workers`); with `joined_places`, one of
+    them has joined with that many places, holding the main CLIP, else none yet."""
+    workers = FakeWorkers()
+    async with running_bot(folder, files, transport=workers, **sections) as (fake, bot, config):
+        if joined_places:
+            workers.join(places=joined_places, clip_models=(config.models.clip,))
+        yield fake, bot, config, workers
 
 
 def cards_of(fake: FakeDiscord, job_id: int, since: int = 0) -> list[Event]:

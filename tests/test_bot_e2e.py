@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import os
 import re
 import signal
@@ -19,13 +18,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from bot.config import Config
 from bot.jobs.store import ENDED, Store
 from bot.limits import GuildLimits, bounds, describe
 from generator.contract.jobs import ParentJob
@@ -37,7 +34,7 @@ from generator.models.loaders import decoder_from_file
 
 from .bot_harness import (
     TOKEN,
-    Running,
+    bot_with_puppets,
     cards_of,
     custom_ids,
     run,
@@ -66,17 +63,6 @@ pytestmark = pytest.mark.e2e
 
 LEGACY_DATABASE = Path(__file__).parent / "data" / "store-0.2-9828631.sql"
 LEGACY_CHANNEL_ID = 222  # where the jobs of the 0.2 database were asked for
-
-
-@contextlib.asynccontextmanager
-async def bot_with_a_puppet(
-    folder: Path, files: ModelFiles, *, places: int = 1, **sections: str
-) -> AsyncIterator[tuple[FakeDiscord, Running, Config, FakeWorkers]]:
-    """The bot with one puppet worker of `places` places, ready and holding the main CLIP."""
-    workers = FakeWorkers()
-    async with running_bot(folder, files, transport=workers, **sections) as (fake, bot, config):
-        workers.join(places=places, clip_models=(config.models.clip,))
-        yield fake, bot, config, workers
 
 
 def sent_state(job_id: int) -> str:
@@ -121,7 +107,12 @@ def test_jobs_interleave_fairly_and_the_per_user_cap_holds(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        async with bot_with_a_puppet(tmp_path, model_files) as (fake, running, _, workers):
+        async with bot_with_puppets(tmp_path, model_files, joined_places=1) as (
+            fake,
+            running,
+            _,
+            workers,
+        ):
             first = await fake.command(ALICE, "draw", prompt="a cat", iterations=60, size=64)
             assert "job 1" in await fake.reply_to(first)
             await workers.next_job(1)
@@ -153,7 +144,12 @@ def test_jobs_interleave_fairly_and_the_per_user_cap_holds(
 
 def test_admin_sets_limits_and_members_are_refused(model_files: ModelFiles, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with bot_with_a_puppet(tmp_path, model_files) as (fake, _, _, workers):
+        async with bot_with_puppets(tmp_path, model_files, joined_places=1) as (
+            fake,
+            _,
+            _,
+            workers,
+        ):
             refused = await fake.reply_to(await fake.command(BOB, "drawconfig", max_iterations=10))
             assert "Manage Server" in refused
             changed = await fake.reply_to(
@@ -190,7 +186,12 @@ def test_cancel_by_requester_works_and_by_others_is_refused(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        async with bot_with_a_puppet(tmp_path, model_files) as (fake, running, _, workers):
+        async with bot_with_puppets(tmp_path, model_files, joined_places=1) as (
+            fake,
+            running,
+            _,
+            workers,
+        ):
             await fake.reply_to(
                 await fake.command(ALICE, "draw", prompt="a long one", iterations=2000, size=64)
             )
@@ -224,7 +225,12 @@ def test_cancel_by_requester_works_and_by_others_is_refused(
 
 def test_prompts_are_checked_and_never_ping(model_files: ModelFiles, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with bot_with_a_puppet(tmp_path, model_files) as (fake, _, _, workers):
+        async with bot_with_puppets(tmp_path, model_files, joined_places=1) as (
+            fake,
+            _,
+            _,
+            workers,
+        ):
             empty = await fake.reply_to(await fake.command(ALICE, "draw", prompt="   "))
             assert "Prompt is empty" in empty
             long = await fake.reply_to(await fake.command(ALICE, "draw", prompt="word " * 90))
@@ -250,7 +256,12 @@ def test_restart_requeues_the_running_job_and_finishes_the_queue(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        async with bot_with_a_puppet(tmp_path, model_files) as (fake, running, config, before):
+        async with bot_with_puppets(tmp_path, model_files, joined_places=1) as (
+            fake,
+            running,
+            config,
+            before,
+        ):
             await fake.reply_to(
                 await fake.command(ALICE, "draw", prompt="first", iterations=300, size=64)
             )
@@ -334,7 +345,12 @@ def test_worker_killed_mid_job_is_recovered(model_files: ModelFiles, tmp_path: P
 
 def test_card_older_than_50_minutes_is_replaced(model_files: ModelFiles, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with bot_with_a_puppet(tmp_path, model_files) as (fake, running, _, workers):
+        async with bot_with_puppets(tmp_path, model_files, joined_places=1) as (
+            fake,
+            running,
+            _,
+            workers,
+        ):
             await fake.reply_to(
                 await fake.command(ALICE, "draw", prompt="patience", iterations=2000, size=64)
             )
@@ -375,7 +391,12 @@ def test_queue_keeps_going_when_discord_refuses_cards(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        async with bot_with_a_puppet(tmp_path, model_files) as (fake, running, _, workers):
+        async with bot_with_puppets(tmp_path, model_files, joined_places=1) as (
+            fake,
+            running,
+            _,
+            workers,
+        ):
             fake.refuse_messages = True
             asked = await fake.command(ALICE, "draw", prompt="unseen", iterations=30, size=64)
             assert "Queued as job 1" in await fake.reply_to(asked)
@@ -456,7 +477,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_jobs_share_the_worker_up_to_max_batch(model_files: ModelFiles, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with bot_with_a_puppet(tmp_path, model_files, places=2) as (
+        async with bot_with_puppets(tmp_path, model_files, joined_places=2) as (
             fake,
             running,
             _,
@@ -504,7 +525,12 @@ def test_jobs_share_the_worker_up_to_max_batch(model_files: ModelFiles, tmp_path
 
 def test_card_says_when_a_job_waits_for_compiling(model_files: ModelFiles, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with bot_with_a_puppet(tmp_path, model_files) as (fake, running, _, workers):
+        async with bot_with_puppets(tmp_path, model_files, joined_places=1) as (
+            fake,
+            running,
+            _,
+            workers,
+        ):
             await fake.reply_to(
                 await fake.command(ALICE, "draw", prompt="a kiln", iterations=5, size=64)
             )
@@ -566,7 +592,12 @@ def test_continue_after_the_retention_period_says_so(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        async with bot_with_a_puppet(tmp_path, model_files) as (fake, running, _, workers):
+        async with bot_with_puppets(tmp_path, model_files, joined_places=1) as (
+            fake,
+            running,
+            _,
+            workers,
+        ):
             await fake.reply_to(await fake.command(ALICE, "draw", prompt="a kite", size=64))
             await workers.next_job(1)
             workers.finish(1, 20)

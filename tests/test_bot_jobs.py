@@ -6,15 +6,14 @@ by the test's puppets, so each test decides what the workers hold and say, and n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.config import Config, load_config
+from bot.config import load_config
 from bot.ops.health import check_heartbeat
 from generator.contract.jobs import JobSpec
 from generator.contract.reasons import (
@@ -25,9 +24,8 @@ from generator.contract.reasons import (
 )
 
 from .bot_harness import (
-    Running,
+    bot_with_puppets,
     run,
-    running_bot,
     start_bot,
     text_of,
     wait_for_card,
@@ -39,15 +37,6 @@ from .fake_discord import ADMIN, ALICE, BOB, CHANNEL_ID, FakeDiscord
 from .fake_workers import FakeWorkers
 
 pytestmark = pytest.mark.e2e
-
-
-@contextlib.asynccontextmanager
-async def bot_with_puppets(
-    folder: Path, files: ModelFiles, **sections: str
-) -> AsyncIterator[tuple[FakeDiscord, Running, Config, FakeWorkers]]:
-    workers = FakeWorkers()
-    async with running_bot(folder, files, transport=workers, **sections) as (fake, bot, config):
-        yield fake, bot, config, workers
 
 
 def test_a_waiting_job_is_drawn_as_it_was_asked_for_whatever_the_admin_changes_meanwhile(

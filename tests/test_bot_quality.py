@@ -5,34 +5,28 @@ through Redis holding three tiny CLIPs under the presets' model names and drawin
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from bot.config import Config
 from generator.contract.quality import PRESETS, QUALITIES, job_bytes
 
-from .bot_harness import Running, run, running_bot, text_of, wait_for_card, wait_for_job
+from .bot_harness import (
+    bot_with_puppets,
+    run,
+    running_bot,
+    text_of,
+    wait_for_card,
+    wait_for_job,
+)
 from .conftest import ModelFiles
-from .fake_discord import ADMIN, ALICE, FakeDiscord
-from .fake_workers import FakeWorkers
+from .fake_discord import ADMIN, ALICE
 from .redis_harness import RedisServer, WorkerProcess
 
 pytestmark = pytest.mark.e2e
-
-
-@contextlib.asynccontextmanager
-async def bot_with_puppets(
-    folder: Path, files: ModelFiles, **sections: str
-) -> AsyncIterator[tuple[FakeDiscord, Running, Config, FakeWorkers]]:
-    workers = FakeWorkers()
-    async with running_bot(folder, files, transport=workers, **sections) as (fake, bot, config):
-        yield fake, bot, config, workers
 
 
 def _models(files: ModelFiles, cache: Path, extra: str = '["ViT-B/16", "RN50"]') -> str:

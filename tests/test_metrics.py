@@ -15,7 +15,6 @@ reading it and checking its structure.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -35,13 +34,20 @@ import yaml
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.config import Config, ConfigError, load_config
+from bot.config import ConfigError, load_config
 from bot.ops.metrics import OTHER_REFUSAL, REFUSALS
 from generator.contract.metrics import METRICS_BIND_ENV
 from generator.worker.metrics import GPU_METRICS, JOBS_IN_BATCH, STEP_SECONDS
 from generator.worker.redis_streams import parse
 
-from .bot_harness import Running, run, running_bot, start_bot, wait_for_job, write_config
+from .bot_harness import (
+    bot_with_puppets,
+    run,
+    running_bot,
+    start_bot,
+    wait_for_job,
+    write_config,
+)
 from .conftest import ModelFiles
 from .fake_discord import ALICE, BOB, FakeDiscord
 from .fake_workers import FakeWorkers
@@ -151,16 +157,6 @@ def outcomes(families: Families) -> dict[str, float]:
 
 def metrics_at(port: int) -> str:
     return f'bind = "127.0.0.1:{port}"'
-
-
-@contextlib.asynccontextmanager
-async def bot_with_puppets(
-    folder: Path, files: ModelFiles, **sections: str
-) -> AsyncIterator[tuple[FakeDiscord, Running, Config, FakeWorkers]]:
-    """The real bot above puppet workers, none of which has joined yet."""
-    puppets = FakeWorkers()
-    async with running_bot(folder, files, transport=puppets, **sections) as (fake, bot, config):
-        yield fake, bot, config, puppets
 
 
 # -- the dashboard -----------------------------------------------------------------------------
