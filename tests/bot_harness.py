@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -233,13 +234,20 @@ class BotProcess:
         await self.reader
 
 
-# The bot as `pseudo-dalle bot` runs it, in the test environment.
-BOT_COMMAND = (
+# `pseudo-dalle` as the console script runs it, in the test environment; the bot's command.
+PSEUDO_DALLE = (
     sys.executable,
     "-c",
     "import sys; from pseudo_dalle.cli import main; sys.exit(main())",
-    "bot",
 )
+BOT_COMMAND = (*PSEUDO_DALLE, "bot")
+
+
+def pseudo_dalle(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`pseudo-dalle ARGS` in its own process, as the shell sees it."""
+    return subprocess.run(
+        [*PSEUDO_DALLE, *args], capture_output=True, text=True, timeout=60, check=False, env=env
+    )
 
 
 async def start_bot_process(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,8 @@ import pytest
 from bot.config import DISCORD_CDN, ConfigError, ImagesConfig, load_config
 from bot.limits import effective
 from generator.contract.protocol import Configure, decode, encode
+
+from .bot_harness import pseudo_dalle
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,33 +139,17 @@ def test_missing_token(tmp_path: Path) -> None:
         load_config(_write(tmp_path, "[logging]\nlevel = 'INFO'\n"), environ={})
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pseudo_dalle.cli import main; sys.exit(main())",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
-
-
 @pytest.mark.slow
 def test_bot_command_explains_itself_and_bad_configs(tmp_path: Path) -> None:
-    help_text = _cli("bot", "--help")
+    help_text = pseudo_dalle("bot", "--help")
     assert help_text.returncode == 0
     assert "--config" in help_text.stdout
     assert "DISCORD_TOKEN" in help_text.stdout
-    missing = _cli("bot", "--config", str(tmp_path / "nope.toml"))
+    missing = pseudo_dalle("bot", "--config", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2
     assert "copy config.example.toml" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
-    bad = _cli("bot", "--config", str(_write(tmp_path, 'token = "hunter2"\n[discord\n')))
+    bad = pseudo_dalle("bot", "--config", str(_write(tmp_path, 'token = "hunter2"\n[discord\n')))
     assert bad.returncode == 2
     assert "not valid TOML" in bad.stderr
     assert "hunter2" not in bad.stderr
@@ -180,7 +164,9 @@ def test_unreachable_discord_is_one_clear_line(tmp_path: Path) -> None:
         f'[discord]\napi_base = "http://127.0.0.1:{port}/api/v10"\n'
         f'gateway_url = "ws://127.0.0.1:{port}/gateway"\n',
     )
-    result = _cli("bot", "--config", str(config), env={**os.environ, "DISCORD_TOKEN": "tok-123"})
+    result = pseudo_dalle(
+        "bot", "--config", str(config), env={**os.environ, "DISCORD_TOKEN": "tok-123"}
+    )
     assert result.returncode == 1
     assert "cannot reach Discord at http://127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr

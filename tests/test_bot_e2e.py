@@ -15,8 +15,6 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from .bot_harness import (
     bot_with_puppets,
     cards_of,
     custom_ids,
+    pseudo_dalle,
     run,
     running_bot,
     start_bot,
@@ -433,7 +432,7 @@ def test_bot_process_reports_health_and_stops_cleanly_on_sigterm(
             beat = tmp_path / "heartbeat.json"
             # discord.py calls itself ready 2 s after the last guild arrives; allow for that.
             for _ in range(20):
-                healthy = await asyncio.to_thread(_cli, "healthcheck", "--file", str(beat))
+                healthy = await asyncio.to_thread(pseudo_dalle, "healthcheck", "--file", str(beat))
                 if healthy.returncode == 0:
                     break
                 await asyncio.sleep(0.5)
@@ -450,7 +449,7 @@ def test_bot_process_reports_health_and_stops_cleanly_on_sigterm(
             store = Store(tmp_path / "bot.sqlite3", GuildLimits())
             assert store.job(1).status == "queued"  # type: ignore[union-attr]
             store.close()
-            gone = await asyncio.to_thread(_cli, "healthcheck", "--file", str(beat))
+            gone = await asyncio.to_thread(pseudo_dalle, "healthcheck", "--file", str(beat))
             assert gone.returncode == 1
             assert "no heartbeat file" in gone.stdout
         finally:
@@ -458,21 +457,6 @@ def test_bot_process_reports_health_and_stops_cleanly_on_sigterm(
             await fake.stop()
 
     run(scenario())
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pseudo_dalle.cli import main; sys.exit(main())",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_jobs_share_the_worker_up_to_max_batch(model_files: ModelFiles, tmp_path: Path) -> None:

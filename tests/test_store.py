@@ -17,6 +17,8 @@ from bot.limits import GuildLimits, HardLimits
 from generator.contract.images import ImageInput
 from generator.contract.jobs import JobSpec, ParentJob, PictureRef
 
+from .specs import a_spec
+
 LEGACY = Path(__file__).parent / "data" / "store-0.2-9828631.sql"
 
 
@@ -24,21 +26,9 @@ def _store(tmp_path: Path, rules: Rules | None = None) -> Store:
     return Store(tmp_path / "jobs.sqlite3", GuildLimits(), rules)
 
 
-A_SPEC = JobSpec(
-    prompt="a cat",
-    seed=0,
-    iterations=10,
-    width=64,
-    height=64,
-    quality="normal",
-    cutouts=4,
-    clip_models=("ViT-B/32",),
-)
-
-
 def _spec(prompt: str = "a cat", **fields: object) -> JobSpec:
     """A small job's spec drawing `prompt`, with `fields` changed."""
-    return JobSpec.model_validate({**A_SPEC.model_dump(), "prompt": prompt, **fields})
+    return a_spec(prompt=prompt, **fields)
 
 
 def _add(store: Store, user: int, prompt: str = "a cat") -> int:

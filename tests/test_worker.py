@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from generator.contract.jobs import JobSpec
 from generator.contract.protocol import (
     CancelJob,
     Configure,
@@ -34,6 +33,7 @@ from generator.contract.protocol import (
 from generator.method.latent import STATE_MAGIC
 
 from .conftest import ModelFiles
+from .specs import a_spec
 
 pytestmark = pytest.mark.slow
 
@@ -95,19 +95,9 @@ def _start(
     init_state: str | None = None,
     **changes: object,
 ) -> StartJob:
-    values: dict[str, object] = {
-        "prompt": "a cat",
-        "seed": 1,
-        "iterations": iterations,
-        "width": 64,
-        "height": 64,
-        "quality": "draft",
-        "cutouts": 2,
-        "clip_models": (str(files.clip_torchscript),),
-        "progress_every_s": 0.0,
-        **changes,
-    }
-    return StartJob(job_id, JobSpec.model_validate(values), init_state=init_state)
+    clip_models = (str(files.clip_torchscript),)
+    spec = a_spec(**{"iterations": iterations, "clip_models": clip_models, **changes})
+    return StartJob(job_id, spec, init_state=init_state)
 
 
 def test_a_configured_worker_says_ready_and_draws_jobs(

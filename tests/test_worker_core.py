@@ -25,7 +25,7 @@ import torch
 from PIL import Image, features
 
 from generator.contract.images import ImageInput
-from generator.contract.jobs import JobSpec, PictureData, PictureRef
+from generator.contract.jobs import PictureData, PictureRef
 from generator.contract.protocol import (
     CancelJob,
     Failed,
@@ -63,6 +63,7 @@ from generator.worker.core import Worker
 
 from .conftest import ModelFiles
 from .pictures import picture
+from .specs import a_spec
 
 M = TypeVar("M", bound=Message)
 WAIT_S = 120.0  # two shared cores: a job of a few steps takes well under a second alone
@@ -134,20 +135,8 @@ class Served:
     ) -> StartJob:
         """Job `job_id`, 64x64 with 2 cutouts and a progress report every step unless
         `changes` say otherwise; `pictures` travel with it."""
-        values: dict[str, object] = {
-            "prompt": "a cat",
-            "seed": 1,
-            "iterations": iterations,
-            "width": 64,
-            "height": 64,
-            "quality": "draft",
-            "cutouts": 2,
-            "clip_models": (self.clip,),
-            "progress_every_s": 0.0,
-            **changes,
-        }
         data = [PictureData(sha256=p.sha256, png_b64=png_to_b64(p.png)) for p in pictures]
-        spec = JobSpec.model_validate(values)
+        spec = a_spec(**{"iterations": iterations, "clip_models": (self.clip,), **changes})
         return StartJob(job_id, spec, init_state=init_state, pictures=data)
 
     def draw(self, start: StartJob) -> Finished:
