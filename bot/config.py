@@ -18,9 +18,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import ErrorDetails
 
 from bot.limits import (
+    MAX_TERMS,
     STRICT,
     GuildLimits,
     HardLimits,
+    Term,
     beyond_limits,
     bounds,
     default_beyond_maximum,
@@ -162,6 +164,20 @@ class MetricsConfig(BaseModel):
     bind: Bind = Field("", description="e.g. 127.0.0.1:9464")
 
 
+class ModerationConfig(BaseModel):
+    """What no server's prompts may say, and the words taken out of it (with AutoMod's
+    wildcards: `cat`, `cat*`, `*cat`, `*cat*`; see docs/moderation.md)."""
+
+    model_config = STRICT
+
+    blocked_terms: Annotated[list[Term], Field(max_length=MAX_TERMS)] = Field(
+        default_factory=list, description="terms no prompt on any server may say"
+    )
+    allowed_terms: Annotated[list[Term], Field(max_length=MAX_TERMS)] = Field(
+        default_factory=list, description="words the blocked terms never take in"
+    )
+
+
 class LoggingConfig(BaseModel):
     model_config = STRICT
 
@@ -181,6 +197,7 @@ class Config(BaseModel):
     redis: RedisConfig = RedisConfig()
     images: ImagesConfig = ImagesConfig()
     metrics: MetricsConfig = MetricsConfig()
+    moderation: ModerationConfig = ModerationConfig()
     logging: LoggingConfig = LoggingConfig()
     path: Path = Field(Path("config.toml"), exclude=True)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated, NamedTuple, TypeVar
 
 import annotated_types
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from bot.i18n import N_, tr
 from generator.contract.quality import MAX_PRESET_ITERATIONS, QUALITIES, cheaper, preset, within
@@ -64,6 +64,14 @@ def _quality(value: str) -> str:
 Quality = Annotated[str, AfterValidator(_quality)]
 
 STRICT = ConfigDict(frozen=True, extra="forbid", strict=True)
+# A blocked or allowed term, as AutoMod takes keywords: at most 60 characters, and at most 1000
+# of them in a list.
+MAX_TERM_CHARS = 60
+MAX_TERMS = 1000
+Term = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TERM_CHARS)
+]
+Terms = Annotated[tuple[Term, ...], Field(max_length=MAX_TERMS)]
 
 
 class GuildLimits(BaseModel):
@@ -94,14 +102,17 @@ class GuildLimits(BaseModel):
 
 class GuildSettings(GuildLimits):
     """A server's limits, the channels it draws in (none listed: every channel), whether
-    members may give pictures with their drawings, and whether drawings get a time-lapse when
-    the member does not say."""
+    members may give pictures with their drawings, whether drawings get a time-lapse when the
+    member does not say, the terms its prompts may not say, and whether its AutoMod keyword
+    rules apply to prompts too."""
 
     model_config = STRICT
 
     allowed_channels: tuple[int, ...] = ()
     image_inputs: bool = True
     timelapse: bool = False
+    blocked_terms: Terms = ()
+    automod: bool = True
 
 
 class HardLimits(BaseModel):

@@ -57,12 +57,13 @@ class Member:
     name: str
     admin: bool = False
     locale: str = "en-US"  # the language of the member's Discord client
+    roles: tuple[int, ...] = ()  # besides @everyone; the guild knows TRUSTED
 
     def payload(self) -> dict[str, Any]:
         permissions = ADMIN_PERMISSIONS if self.admin else MEMBER_PERMISSIONS
         return {
             "user": user_payload(self.id, self.name),
-            "roles": [],
+            "roles": [str(role) for role in self.roles],
             "joined_at": _now(),
             "deaf": False,
             "mute": False,
@@ -71,12 +72,14 @@ class Member:
         }
 
 
+TRUSTED = 800000000000000009  # a role of the guild, e.g. one an AutoMod rule exempts
 # The members the tests use.
 ALICE = Member(100000000000000001, "alice")
 BOB = Member(100000000000000002, "bob")
 ADMIN = Member(100000000000000003, "admin", admin=True)
 CAROL = Member(100000000000000004, "carol")
 YUKI = Member(100000000000000011, "yuki", locale="ja")  # a member whose Discord is in Japanese
+DAVE = Member(100000000000000005, "dave", roles=(TRUSTED,))
 
 
 @dataclass
@@ -125,6 +128,8 @@ class FakeDiscord:
         self.changed = asyncio.Condition()
         self.cdn: dict[str, CdnFile] = {}  # by URL path
         self.cdn_hits: Counter[str] = Counter()  # fetches, by URL path
+        self.automod_rules: dict[int, dict[str, Any]] = {}  # the guild's, by rule id
+        self.automod_readable = True  # False: listing them answers 403, as without Manage Server
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.base_url = ""
@@ -147,6 +152,9 @@ class FakeDiscord:
         app.router.add_post(f"{api}/channels/{{channel}}/messages", self._create)
         app.router.add_patch(f"{api}/channels/{{channel}}/messages/{{message}}", self._edit)
         app.router.add_delete(f"{api}/channels/{{channel}}/messages/{{message}}", self._delete)
+        app.router.add_get(
+            f"{api}/guilds/{{guild}}/auto-moderation/rules", self._automod_rules_list
+        )
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/attachments/{channel}/{id}/{name}", self._cdn)
         return app
@@ -287,6 +295,51 @@ class FakeDiscord:
             command.update({"application_id": str(APP_ID), "version": "1"})
         self.commands = commands
         return _json(commands)
+
+    async def _automod_rules_list(self, request: web.Request) -> web.Response:
+        if not self.automod_readable:
+            return _json({"message": "Missing Permissions", "code": 50013}, status=403)
+        return _json(list(self.automod_rules.values()))
+
+    def automod_rule(
+        self,
+        keywords: tuple[str, ...] = (),
+        *,
+        patterns: tuple[str, ...] = (),
+        allowed: tuple[str, ...] = (),
+        exempt_roles: tuple[int, ...] = (),
+        enabled: bool = True,
+        rule_id: int | None = None,
+    ) -> dict[str, Any]:
+        """An AutoMod keyword rule of the guild, as Discord sends it."""
+        return {
+            "id": str(rule_id or next(self.ids)),
+            "guild_id": str(GUILD_ID),
+            "name": "keywords",
+            "creator_id": "1",
+            "event_type": 1,
+            "trigger_type": 1,
+            "trigger_metadata": {
+                "keyword_filter": list(keywords),
+                "regex_patterns": list(patterns),
+                "allow_list": list(allowed),
+            },
+            "actions": [{"type": 1, "metadata": {}}],
+            "enabled": enabled,
+            "exempt_roles": [str(role) for role in exempt_roles],
+            "exempt_channels": [],
+        }
+
+    async def set_automod_rule(self, rule: dict[str, Any]) -> None:
+        """An admin creates or changes a rule: the gateway says so."""
+        known = int(rule["id"]) in self.automod_rules
+        self.automod_rules[int(rule["id"])] = rule
+        event = "AUTO_MODERATION_RULE_UPDATE" if known else "AUTO_MODERATION_RULE_CREATE"
+        await self._dispatch(self.sockets[-1], event, rule)
+
+    async def delete_automod_rule(self, rule_id: int) -> None:
+        rule = self.automod_rules.pop(rule_id)
+        await self._dispatch(self.sockets[-1], "AUTO_MODERATION_RULE_DELETE", rule)
 
     async def _read(self, request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
         if not request.content_type.startswith("multipart/"):
@@ -488,7 +541,18 @@ class FakeDiscord:
                     "managed": False,
                     "mentionable": False,
                     "flags": 0,
-                }
+                },
+                {
+                    "id": str(TRUSTED),
+                    "name": "trusted",
+                    "permissions": str(MEMBER_PERMISSIONS),
+                    "position": 1,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": False,
+                    "flags": 0,
+                },
             ],
             "channels": channels,
             "threads": [],
@@ -555,16 +619,29 @@ class FakeDiscord:
         return interaction_id
 
     async def command(
-        self, member: Member, name: str, channel_id: int = CHANNEL_ID, **options: Any
+        self,
+        member: Member,
+        name: str,
+        channel_id: int = CHANNEL_ID,
+        *,
+        subcommand: str | None = None,
+        **options: Any,
     ) -> int:
-        """A member runs a slash command; returns the interaction id."""
+        """A member runs a slash command (or one of its `subcommand`s); returns the interaction
+        id."""
         known = next(c for c in self.commands if c["name"] == name)
-        types = {o["name"]: o["type"] for o in known.get("options", [])}
+        declared = known.get("options", [])
+        if subcommand is not None:
+            declared = next(o for o in declared if o["name"] == subcommand).get("options", [])
+        types = {o["name"]: o["type"] for o in declared}
+        given = [{"name": k, "type": types[k], "value": v} for k, v in options.items()]
         data: dict[str, Any] = {
             "id": known["id"],
             "name": name,
             "type": 1,
-            "options": [{"name": k, "type": types[k], "value": v} for k, v in options.items()],
+            "options": given
+            if subcommand is None
+            else [{"name": subcommand, "type": 1, "options": given}],
         }
         channels = {str(v): self._channel(int(v)) for k, v in options.items() if types[k] == 7}
         if channels:

@@ -127,6 +127,7 @@ def test_doctor_reports_without_showing_the_token(
     assert "(downloaded by the first job that starts from a picture from https://cdn" in out
     assert f"database: {tmp_path / 'jobs.sqlite3'}" in out
     assert "1 queued" in out
+    assert "moderation: prompts are checked against 0 blocked term(s) of the operator" in out
     assert "worker threads: 3 (set in the config" in out
     monkeypatch.setenv("DISCORD_TOKEN", "")
     assert main(["doctor"]) == 0

@@ -53,6 +53,7 @@ class DrawBot(commands.Bot):
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
+        intents.auto_moderation_configuration = True  # servers' AutoMod rules apply to prompts
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,

@@ -31,6 +31,7 @@ def member_of(interaction: discord.Interaction) -> Member:
         channel_id=interaction.channel_id or 0,
         language=language_of(str(interaction.locale)),
         admin=is_admin(interaction),
+        roles=tuple(role.id for role in getattr(interaction.user, "roles", ())),
     )
 
 

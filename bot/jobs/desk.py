@@ -19,12 +19,14 @@ from bot.jobs.pictures import GivenPicture, PictureAsk, PictureIntake, Upload
 from bot.jobs.scheduler import NO_WORKER_HOLDS, Cancelled, Scheduler
 from bot.jobs.spec import Ask, Refused, Rules, build, refused, with_picture
 from bot.jobs.store import ACTIVE, JobRow, Store
-from bot.limits import QUALITY_NAMES, GuildSettings, effective
+from bot.limits import MAX_TERM_CHARS, QUALITY_NAMES, GuildSettings, effective
+from bot.moderation.rules import PromptRules, Source
 from generator.contract.errors import ImageInputError
 from generator.contract.images import MAX_INPUT_BYTES, MAX_INPUT_PIXELS, steers_towards
 from generator.contract.jobs import ParentJob
 from generator.contract.quality import DEFAULT_QUALITY
 from generator.contract.settings import AUTO_STOP_WINDOW
+from generator.contract.tokens import shorten
 from generator.contract.weights import clip_label
 
 log = logging.getLogger("pseudo_dalle.desk")
@@ -46,6 +48,7 @@ class Member:
     channel_id: int
     language: str
     admin: bool = False
+    roles: tuple[int, ...] = ()  # what AutoMod rules may exempt
 
     def may_manage(self, job: JobRow) -> bool:
         """The requester and server admins may cancel or delete a job."""
@@ -59,6 +62,7 @@ class FrontDesk:
         scheduler: Scheduler,
         rules: Rules,
         intake: PictureIntake,
+        prompt_rules: PromptRules,
         *,
         keep_days: float,
     ) -> None:
@@ -66,9 +70,11 @@ class FrontDesk:
         self.scheduler = scheduler
         self.rules = rules
         self.intake = intake
+        self.prompt_rules = prompt_rules
         self.keep_days = keep_days
-        # Told of each picture refused (the metrics count them, when they are on).
+        # Told of each picture and prompt refused (the metrics count them, when they are on).
         self.picture_refused: Callable[[ImageInputError], None] = lambda error: None
+        self.prompt_refused: Callable[[Source], None] = lambda source: None
 
     def settings(self, guild_id: int) -> GuildSettings:
         return self.store.guild_settings(guild_id)
@@ -118,6 +124,7 @@ class FrontDesk:
             picture=given,
             parent=origin,
         )
+        self._check_prompt(member, settings, spec.prompt)
         missing = self.scheduler.missing_models(spec.clip_models)
         if missing:
             raise Refused(tr(language, NO_WORKER_HOLDS, model=clip_label(missing[0])))
@@ -153,6 +160,27 @@ class FrontDesk:
             except ImageInputError as error:
                 self.picture_refused(error)
                 raise refused(language, error) from None
+
+    def _check_prompt(self, member: Member, settings: GuildSettings, prompt: str) -> None:
+        """Refused when what `prompt` steers towards says a term this server does not allow."""
+        refusal = self.prompt_rules.check(
+            prompt,
+            guild_id=member.guild_id,
+            channel_id=member.channel_id,
+            roles=member.roles,
+            server_terms=settings.blocked_terms,
+            use_automod=settings.automod,
+        )
+        if refusal is not None:
+            self.prompt_refused(refusal.source)
+            raise Refused(
+                tr(
+                    member.language,
+                    "Your prompt says “{term}”, which is not allowed on this server. Nothing "
+                    "was queued.",
+                    term=shorten(refusal.found, MAX_TERM_CHARS),
+                )
+            )
 
     def _check_room(self, member: Member, settings: GuildSettings) -> None:
         most = effective(settings, self.rules.limits).max_queued_per_user

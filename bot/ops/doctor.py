@@ -34,6 +34,12 @@ def bot_lines(config: Config) -> list[str]:
     """The database, the workers and the bot's health, as `config` places them."""
     lines = _database_lines(config.resolve(config.storage.database))
     lines += _worker_lines(config)
+    moderation = config.moderation
+    lines.append(
+        f"moderation: prompts are checked against {len(moderation.blocked_terms)} blocked "
+        f"term(s) of the operator ({len(moderation.allowed_terms)} allowed), each server's own "
+        "and its AutoMod keyword rules; pictures are not screened"
+    )
     if config.health.heartbeat_file:
         beat = config.resolve(config.health.heartbeat_file)
         lines.append(f"health: {check_heartbeat(beat, 90.0) or 'healthy'}")

@@ -26,10 +26,12 @@ import yarl
 
 from bot.config import Config, ConfigError, load_config
 from bot.front.app import DrawBot
+from bot.front.automod import AutoModSync
 from bot.front.cogs.admin import AdminCog
 from bot.front.cogs.draw import DrawCog
 from bot.front.cogs.draw_from_image import DrawFromImageMenu
 from bot.front.cogs.help import HelpCog
+from bot.front.cogs.moderation import ModerationCog
 from bot.front.cogs.queue import QueueCog
 from bot.front.presenter import CardPresenter
 from bot.front.views import job_buttons, presses
@@ -40,6 +42,8 @@ from bot.jobs.retention import Retention
 from bot.jobs.scheduler import Scheduler
 from bot.jobs.spec import Rules
 from bot.jobs.store import Store
+from bot.moderation.rules import AutoModRules, PromptRules
+from bot.moderation.terms import TermList
 from bot.ops.health import GATEWAY_CHANGES, HeartbeatWriter
 from bot.ops.metrics import BotMetrics, WatchedWorkers
 from bot.workers.local import LocalWorker
@@ -182,13 +186,22 @@ def assemble(config: Config, transport: WorkerTransport | None = None) -> App:
     intake = PictureIntake(
         enabled=images.enabled, origins=images.cdn_origins, timeout_s=images.fetch_timeout_s
     )
-    desk = FrontDesk(store, scheduler, rules, intake, keep_days=config.storage.keep_days)
+    moderation = config.moderation
+    prompt_rules = PromptRules(
+        TermList(moderation.blocked_terms, moderation.allowed_terms), AutoModRules()
+    )
+    desk = FrontDesk(
+        store, scheduler, rules, intake, prompt_rules, keep_days=config.storage.keep_days
+    )
     buttons = job_buttons(presses(desk))
+    automod = AutoModSync(prompt_rules.automod)
     cogs = [
         DrawCog(desk),
         QueueCog(store, scheduler),
         AdminCog(store, config.limits, desk),
         HelpCog(desk, scheduler),
+        ModerationCog(store, prompt_rules, automod),
+        automod,
     ]
     menus = [DrawFromImageMenu(desk).command]
     bot = DrawBot(cogs, buttons, menus=menus, sync_commands=config.discord.sync_commands)
@@ -211,6 +224,7 @@ def assemble(config: Config, transport: WorkerTransport | None = None) -> App:
         metrics = BotMetrics(config.metrics.bind, bot, scheduler, watched)
         events.subscribe(metrics.on_event)
         desk.picture_refused = metrics.picture_refused
+        desk.prompt_refused = metrics.prompt_refused
     return App(bot, store, scheduler, presenter, retention, heartbeat, intake, metrics)
 
 

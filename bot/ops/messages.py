@@ -17,18 +17,20 @@ from pathlib import Path
 from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po, write_po
+from discord.ext import commands
 
 from bot.front.cogs.admin import AdminCog
 from bot.front.cogs.draw import DrawCog
 from bot.front.cogs.draw_from_image import MENU_NAME
 from bot.front.cogs.help import HelpCog
+from bot.front.cogs.moderation import ModerationCog
 from bot.front.cogs.queue import QueueCog
 from bot.i18n import DOMAIN, LANGUAGES, LOCALES, SOURCE_LANGUAGE
 from generator.contract.reasons import REASONS
 
 BOT = Path(__file__).resolve().parent.parent
 KEYWORDS = {"tr": (2,), "N_": None, "notice": None}
-COGS = (DrawCog, QueueCog, AdminCog, HelpCog)
+COGS = (DrawCog, QueueCog, AdminCog, HelpCog, ModerationCog)
 
 
 def code_messages() -> Iterator[str]:
@@ -50,6 +52,9 @@ def command_messages() -> Iterator[str]:
     """The names, option names, descriptions and choices of every slash command, and the
     context menu's name."""
     for cog in COGS:
+        if issubclass(cog, commands.GroupCog):  # its commands are one command's subcommands
+            yield str(cog.__cog_group_name__)
+            yield str(cog.__cog_group_description__)
         for command in cog.__cog_app_commands__:
             yield command.name
             yield command.description

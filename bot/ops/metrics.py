@@ -43,6 +43,7 @@ from bot.jobs.events import (
 )
 from bot.jobs.scheduler import Scheduler
 from bot.jobs.store import JobStatus
+from bot.moderation.rules import Source
 from bot.workers.transport import WorkerEvent, WorkerInfo, WorkerJoined, WorkerLeft, WorkerTransport
 from generator.contract import reasons
 from generator.contract.errors import ImageInputError
@@ -171,6 +172,14 @@ class BotMetrics(Collector):
         )
         for reason in (*REFUSALS.values(), OTHER_REFUSAL):
             self.pictures_refused.labels(reason)
+        self.prompts_refused = Counter(
+            "pseudo_dalle_prompts_rejected",
+            "Prompts refused by a moderation rule, by whose rule it was",
+            ["source"],
+            registry=self.registry,
+        )
+        for source in Source:
+            self.prompts_refused.labels(source.value)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -204,6 +213,9 @@ class BotMetrics(Collector):
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def prompt_refused(self, source: Source) -> None:
+        self.prompts_refused.labels(source.value).inc()
 
     def picture_refused(self, error: ImageInputError) -> None:
         self.pictures_refused.labels(REFUSALS.get(error.reason.code, OTHER_REFUSAL)).inc()
