@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The GPU check: the engine against the reference loop on an NVIDIA GPU, in under 11 minutes,
+# The GPU check: the engine against the reference loop on an NVIDIA GPU, in under 12 minutes,
 # with random full-size models (CLIP ViT-B/32, ViT-B/16 and RN50, the 8192-token decoder and
 # its encoder), so nothing is downloaded. Prints Markdown tables (256x256 without compiling,
 # 512x512 with everything, what the init strength does, then each quality preset at its own
-# size) to paste into bench/RESULTS.md with the device, date and versions printed above them.
+# size, and what screening a picture costs) to paste into bench/RESULTS.md with the device, date
+# and versions printed above them.
 #
 #   bench/gpu_check.sh                # the project's packages are installed already
 #   bench/gpu_check.sh WHEELS_DIR     # a machine without network that has torch only
@@ -52,3 +53,4 @@ timeout 180 "$python" -m bench.bench_engine --device cuda --sizes 512 --cutouts 
     --iterations 20 --jobs 1 --precisions fp32,bf16 --graphs --compile
 timeout 150 "$python" -m bench.bench_pictures --device cuda --size 256 --cutouts 32
 timeout 200 "$python" -m bench.bench_quality --device cuda --steps 5 --warmup 2
+timeout 60 "$python" -m bench.bench_screening --device cuda --steps 5

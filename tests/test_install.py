@@ -83,6 +83,7 @@ def _assert_ran_from(installed: Installed, pids: set[int]) -> None:
 def test_the_wheel_and_the_sdist_carry_every_file_the_code_reads(installed: Installed) -> None:
     needed = data_files(ROOT)
     assert "bot/locales/ja/LC_MESSAGES/pseudo_dalle.po" in needed
+    assert {"generator/models/q16/ViT-B-32.npy", "generator/models/q16/NOTICE"} <= needed
     wheel = archive_names(installed.wheel)
     assert needed <= wheel
     assert needed <= archive_names(installed.sdist)

@@ -30,9 +30,11 @@ from generator.contract.reasons import (
     COMPILING,
     MISSING_MODEL,
     OUT_OF_MEMORY,
+    PROMPT_MEANING,
     PROMPT_TOO_LONG_FOR_CLIP,
     TOO_MANY_CUTOUTS,
 )
+from generator.contract.screening import BUILTIN_CONCEPTS, Concept, Scores, ScreeningSpec
 
 SPEC = JobSpec(
     prompt="a cat | a hat:0.5",
@@ -54,10 +56,17 @@ def _spec(**changes: object) -> JobSpec:
 
 A_PICTURE = PictureRef(name="a.png", sha256="ab" * 32)
 B_PICTURE = PictureRef(name="b.webp", sha256="cd" * 32, weight=-0.5)
+SCREENING = ScreeningSpec(
+    meaning=True,
+    concepts=(Concept(text="spiders", threshold=0.25), Concept(text="蜘蛛", threshold=0.3)),
+)
+SCORES = Scores(concepts=(0.125, -0.5, *[0.25] * (len(BUILTIN_CONCEPTS) - 2)), learned=0.75)
+HIGHEST = Scores(concepts=(0.5,) * len(BUILTIN_CONCEPTS))
 EVERY_MESSAGE: list[Message] = [
     Configure("gpu-1", ModelChoice(offline=True), WorkerOptions(max_batch=4, precision="bf16")),
     StartJob(1, _spec(parent=ParentJob(id=9, how="continue")), "UERDMQ=="),
-    StartJob(2, _spec(prompt="ねこ", text_encoder="multilingual")),
+    StartJob(2, _spec(prompt="ねこ", text_encoder="multilingual", screening=SCREENING)),
+    StartJob(2, _spec(screening=ScreeningSpec(pictures=False))),
     StartJob(
         3,
         _spec(timelapse=True, auto_stop=5, quality="better", clip_models=("ViT-B/32", "ViT-B/16")),
@@ -82,12 +91,25 @@ EVERY_MESSAGE: list[Message] = [
     Taken(8, "gpu-2", 2),
     Preparing(4, COMPILING.code),
     Progress(5, 10, 300, -0.25, 12.5, "iVBORw0KGgo="),
+    Progress(5, 10, 300, -0.25, 12.5, "iVBORw0KGgo=", screening=SCORES),
     Finished(6, 300, 61.5, False, "iVBORw0KGgo=", "UERDMQ=="),
-    Finished(6, 300, 61.5, True, "iVBORw0KGgo=", "UERDMQ==", timelapse_b64="UklGRg=="),
+    Finished(6, 300, 61.5, False, "iVBORw0KGgo=", "UERDMQ==", screening=SCORES),
+    Finished(
+        6,
+        300,
+        61.5,
+        True,
+        "iVBORw0KGgo=",
+        "UERDMQ==",
+        timelapse_b64="UklGRg==",
+        screening=SCORES,
+        timelapse_screening=HIGHEST,
+    ),
     Failed(7, OUT_OF_MEMORY.code),
     Failed(7, MISSING_MODEL.code, {"model": "RN50"}),
     Failed(7, TOO_MANY_CUTOUTS.code, {"cutouts": 64, "most": 32}),
     Failed(7, PROMPT_TOO_LONG_FOR_CLIP.code, {"part": "word word…", "most": 75}),
+    Failed(7, PROMPT_MEANING.code, {"concept": "nudity"}),
 ]
 
 
@@ -111,6 +133,19 @@ def _picture(**changes: object) -> dict[str, object]:
 def _start(pictures: list[dict[str, object]] | None = None, **changes: object) -> str:
     spec = {**SPEC.model_dump(mode="json"), **changes}
     return _line(type="start", job_id=1, spec=spec, pictures=pictures or [])
+
+
+def _progress(screening: object) -> str:
+    return _line(
+        type="progress",
+        job_id=1,
+        step=1,
+        total=2,
+        loss=0.0,
+        iterations_per_second=1.0,
+        png_b64="iVBORw0KGgo=",
+        screening=screening,
+    )
 
 
 @pytest.mark.parametrize(
@@ -226,11 +261,50 @@ def _start(pictures: list[dict[str, object]] | None = None, **changes: object) -
             ),
             "timelapse_b64: String should have at most 25165824 characters",
         ),
+        (
+            _progress({"concepts": [0.1, float("nan")]}),
+            "bad progress message: screening.concepts.1: Input should be a finite number",
+        ),
+        (
+            _progress({"concepts": [float("inf")]}),
+            "screening.concepts.0: Input should be a finite number",
+        ),
+        (
+            _progress({"concepts": [0.1], "learned": 1.5}),
+            "screening.learned: Input should be less than or equal to 1",
+        ),
+        (_progress({"concepts": ["0.1"]}), "screening.concepts.0: Input should be a valid number"),
+        (_progress({"learned": 0.5}), "screening.concepts: Field required"),
+        (_progress([0.1, 0.2]), "screening: Input should be an object"),
+        (
+            _line(
+                type="finished",
+                job_id=1,
+                steps=1,
+                seconds=1.0,
+                cancelled=False,
+                png_b64="",
+                continue_state="",
+                timelapse_screening={"concepts": [0.1], "learned": float("nan")},
+            ),
+            "bad finished message: timelapse_screening.learned: Input should be a finite number",
+        ),
+        (
+            _start(screening={"pictures": True, "concepts": [{"text": " ", "threshold": 0.2}]}),
+            "spec.screening.concepts.0.text: String should have at least 1 character",
+        ),
+        (
+            _start(screening={"concepts": [{"text": "spiders", "threshold": 1.5}]}),
+            "spec.screening.concepts.0.threshold: Input should be less than or equal to 1",
+        ),
+        (_start(screening={"meaning": "yes"}), "spec.screening.meaning: Input should be a valid"),
         (_line(job_id=1), "unknown message type None"),
         (
             '{"v": 2, "type": "cancel", "job_id": 1}',
             f"protocol version 2, expected {PROTOCOL_VERSION}",
         ),
+        # A worker from before screening (version 9) is told, not misread.
+        ('{"v": 9, "type": "cancel", "job_id": 1}', "protocol version 9, expected 10"),
         ('{"type": "cancel", "job_id": 1}', "protocol version None"),
         ("[1, 2]", "not a JSON object"),
         ("hello", "not JSON"),

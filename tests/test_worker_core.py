@@ -1,11 +1,12 @@
 """The worker's core in this process, through its Channel: real engine, tiny models, no pipes.
 
 A `Recorder` stands in for the transport: it keeps every message with the jobs the worker drew
-when it came, and lets a test wait for one. The worker serves in a thread, as in the child
-process and the Redis worker; the test feeds it with `submit`, `cancel`, `abandon` and `close`,
-as their threads do. The child transport's own threads (stdin reader, heartbeat, stdout) are
-tested at the end, on in-memory streams; tests/test_worker.py keeps the few checks that need a
-real process.
+when it came, and lets a test wait for one. Its workers screen pictures with the tiny CLIP, as a
+real worker does with its main CLIP (tests/test_screening.py checks what screening says). The
+worker serves in a thread, as in the child process and the Redis worker; the test feeds it with
+`submit`, `cancel`, `abandon` and `close`, as their threads do. The child transport's own
+threads (stdin reader, heartbeat, stdout) are tested at the end, on in-memory streams;
+tests/test_worker.py keeps the few checks that need a real process.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from generator.contract.reasons import (
 from generator.contract.timelapse import FRAME_MS, HOLD_MS
 from generator.method.engine import Batch
 from generator.method.latent import STATE_MAGIC
+from generator.method.screening import Screener
 from generator.models.loaders import Models, load_encoder
 from generator.worker import child
 from generator.worker.core import Worker
@@ -155,10 +157,12 @@ ServeFactory = Callable[..., Served]
 
 @pytest.fixture
 def serve(tiny_models: Models, model_files: ModelFiles) -> Iterator[ServeFactory]:
-    """Makes workers: 4 cutouts at most, other `WorkerOptions` as given; closed afterwards."""
+    """Makes workers: 4 cutouts at most, other `WorkerOptions` as given, screening with the tiny
+    CLIP unless given another `screener` (or None); closed afterwards."""
     made: list[Served] = []
+    tiny_screener = Screener.for_models(tiny_models)
 
-    def make(**options: object) -> Served:
+    def make(screener: Screener | None = tiny_screener, **options: object) -> Served:
         channel = Recorder()
         encoder = partial(load_encoder, str(model_files.encoder_pickle), device=torch.device("cpu"))
         worker = Worker(
@@ -166,6 +170,7 @@ def serve(tiny_models: Models, model_files: ModelFiles) -> Iterator[ServeFactory
             channel,
             WorkerOptions.model_validate({"cutouts": 4, "threads": 1, **options}),
             picture_encoder=encoder,
+            screener=screener,
         )
         channel.worker = worker
         made.append(Served(worker, channel, tiny_models.clip_names[0]))

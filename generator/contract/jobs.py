@@ -3,9 +3,9 @@
 Everything that decides what a job draws is here, decided once when the member asks: the
 prompt, seed, iterations and size, the quality with the cutouts and CLIP models it came to, early
 stopping, the time-lapse, how often the card shows progress, the pictures and how they are used,
-the text encoder, and the job it continues or rerolls. The bot stores the spec as it is and sends
-it unchanged in `StartJob`, so a setting an admin changes later touches only later drawings;
-where a job is drawn is the scheduler's only choice.
+the text encoder, the job it continues or rerolls, and how its prompt and pictures are screened.
+The bot stores the spec as it is and sends it unchanged in `StartJob`, so a setting an admin
+changes later touches only later drawings; where a job is drawn is the scheduler's only choice.
 
 Pictures are named here by their SHA-256 (`PictureRef`); their bytes travel beside the spec
 (`PictureData`), since they are kept only for a while and are not what decides the drawing.
@@ -28,6 +28,7 @@ from generator.contract.images import (
 )
 from generator.contract.prompts import MAX_PROMPT_CHARS
 from generator.contract.quality import QUALITIES, job_cost
+from generator.contract.screening import ScreeningSpec
 from generator.contract.settings import (
     MAX_AUTO_STOP,
     MAX_CUTOUTS,
@@ -104,6 +105,7 @@ class JobSpec(BaseModel):
     init_strength: Annotated[float, Field(ge=0, le=1)] = DEFAULT_INIT_STRENGTH
     image_prompts: Annotated[tuple[PictureRef, ...], Field(max_length=MAX_IMAGE_PROMPTS)] = ()
     parent: ParentJob | None = None
+    screening: ScreeningSpec = ScreeningSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:

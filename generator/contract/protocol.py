@@ -21,6 +21,7 @@ from generator.contract.images import MAX_IMAGE_PROMPTS
 from generator.contract.jobs import JobSpec, PictureData
 from generator.contract.quality import MAX_PRESET_CUTOUTS
 from generator.contract.reasons import check_values
+from generator.contract.screening import Scores
 from generator.contract.settings import DEFAULTS, MAX_CUTOUTS, PRECISION_CHOICES, RELAXATIONS
 from generator.contract.threads import AUTO, MAX_THREADS
 from generator.contract.timelapse import MAX_TIMELAPSE_BYTES
@@ -30,7 +31,7 @@ from generator.contract.weights import (
     DEFAULT_ENCODER_URL,
 )
 
-PROTOCOL_VERSION = 9
+PROTOCOL_VERSION = 10
 MAX_BATCH = 16
 MAX_MEMORY_GB = 100_000
 
@@ -214,7 +215,9 @@ class Preparing(Message):
 
 @dataclass(frozen=True)
 class Progress(Message):
-    """Worker -> bot: a job's latest picture, at most once per `progress_every_s`."""
+    """Worker -> bot: a job's latest picture, at most once per `progress_every_s`, with what
+    screening said of it (None when the job's spec does not screen pictures, or when screening
+    failed: `generator.contract.screening`)."""
 
     kind: ClassVar[str] = "progress"
     job_id: int
@@ -223,6 +226,7 @@ class Progress(Message):
     loss: float
     iterations_per_second: float
     png_b64: str
+    screening: Scores | None = None
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,9 @@ class Finished(Message):
     """Worker -> bot: the final picture (also for a cancelled job, with `cancelled` set), and
     what Continue needs to go on from it (`generator.method.latent.pack_state`, a few KB).
     For a job that asked for one, `timelapse_b64` is its time-lapse, an animated WebP (GIF
-    where the worker's Pillow has no WebP writer; `generator.media.animation`)."""
+    where the worker's Pillow has no WebP writer; `generator.media.animation`). `screening`
+    is what screening said of the final picture, `timelapse_screening` of the time-lapse's
+    frames (each concept's highest score); None as for `Progress`."""
 
     kind: ClassVar[str] = "finished"
     job_id: int
@@ -242,6 +248,8 @@ class Finished(Message):
     timelapse_b64: Annotated[str | None, Field(max_length=(MAX_TIMELAPSE_BYTES + 2) // 3 * 4)] = (
         None
     )
+    screening: Scores | None = None
+    timelapse_screening: Scores | None = None
 
 
 @dataclass(frozen=True)

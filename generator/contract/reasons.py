@@ -82,6 +82,9 @@ PROMPT_TOO_LONG_FOR_MULTILINGUAL = _declare(
     "prompt '{part}' is too long for the multilingual text encoder, which reads at most "
     "{most} tokens; shorten it",
 )
+PROMPT_MEANING = _declare(
+    "prompt_meaning", "this prompt comes too close to “{concept}”, which is not allowed here"
+)
 NOTHING_TO_DRAW = _declare("nothing_to_draw", "give a PROMPT, an --image-prompt, or both")
 
 # -- pictures given with a drawing --------------------------------------------------------------

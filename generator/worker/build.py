@@ -1,6 +1,7 @@
 """A worker as both entry points make one (`child`, `redis_streams`): torch's threads, then the
 models the bot's settings name, the multilingual encoder they ask for, the picture encoder
-loaded when a job first needs it, and the metrics when an address is given."""
+loaded when a job first needs it, the screener of pictures and prompts, and the metrics when an
+address is given."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from generator.contract.protocol import ModelChoice, WorkerOptions
 from generator.contract.threads import WORKER_RESERVED_CORES, choose_threads
 from generator.contract.weights import CLIP_WEIGHTS, default_cache_dir
 from generator.method.runtime import configure_torch
+from generator.method.screening import Screener
 from generator.models.loaders import Models, load_encoder, load_models
 from generator.models.text_encoders import MultilingualEncoder, load_multilingual
 from generator.worker.core import Channel, Worker
@@ -56,9 +58,33 @@ def build_worker(
         offline=choice.offline,
     )
     metrics = WorkerMetrics(models.device) if metrics_bind else None
-    worker = Worker(models, channel, options, multilingual, encoder, metrics=metrics)
+    worker = Worker(
+        models,
+        channel,
+        options,
+        multilingual,
+        encoder,
+        metrics=metrics,
+        screener=build_screener(models),
+    )
     server = metrics.serve(metrics_bind) if metrics is not None else None
     return worker, server
+
+
+def build_screener(models: Models) -> Screener | None:
+    """The screener of the main CLIP; None, with an error in the log, when it cannot be built
+    (Q16's learned prompts damaged, say). The worker still draws then, and the bot withholds
+    every picture it could not screen."""
+    try:
+        return Screener.for_models(models)
+    except Exception:
+        log.exception(
+            "picture screening is off: it could not be set up with %s; pictures of jobs that "
+            "ask for screening go out unscreened (withheld) and prompts cannot be checked by "
+            "meaning",
+            models.clip_names[0],
+        )
+        return None
 
 
 def _multilingual(

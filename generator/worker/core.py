@@ -7,6 +7,14 @@ thread applies them at step boundaries, so a job never changes halfway through a
 that asks for a time-lapse keeps up to `TIMELAPSE_FRAMES` small frames in memory and sends them
 as one animation with `Finished`. Every message names a reason by its code
 (`generator.contract.reasons`), never by a sentence.
+
+A job whose spec screens its pictures gets the `Screener`'s scores with each picture it is sent:
+every progress picture, the final one and, for a time-lapse, the highest score of its frames and
+final picture for each concept. Screening runs only when a picture is sent or a frame kept, never
+inside the step. A picture that could not be screened (no screener loaded, or an error) goes out
+with no scores, which the bot reads as crossing every threshold: screening fails closed. A job
+whose spec checks its prompt by meaning is refused before its first step when a positive part
+comes too close to one of the unsafe concepts.
 """
 
 from __future__ import annotations
@@ -43,16 +51,18 @@ from generator.contract.reasons import (
     WORKER_ERROR,
     Reason,
 )
+from generator.contract.screening import Scores
 from generator.contract.timelapse import MAX_TIMELAPSE_BYTES, TIMELAPSE_FRAMES, frame_every
 from generator.media.animation import best_format, encode_animation, fit_animation, scaled
 from generator.method.engine import DrawResult, Engine, StepInfo, to_pil
 from generator.method.fast import resolve_precision
 from generator.method.latent import pack_state
 from generator.method.output import png_bytes, png_metadata
+from generator.method.screening import Screener, highest, pixels
 from generator.models.loaders import Models
 from generator.models.text_encoders import MultilingualEncoder
 from generator.worker.admission import places
-from generator.worker.jobs import Refusal, check_drawable, draw_settings, engine_job
+from generator.worker.jobs import Refusal, check_drawable, check_meaning, draw_settings, engine_job
 from generator.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("pseudo_dalle.worker")
@@ -68,13 +78,32 @@ class Channel(Protocol):
 @dataclass
 class _Running:
     """A job in the batch: its request, its progress reporting state and, when it asked for
-    a time-lapse, the frames kept so far (scaled down, at most `TIMELAPSE_FRAMES`)."""
+    a time-lapse, the frames kept so far (scaled down, at most `TIMELAPSE_FRAMES`) with the
+    highest scores of those screened (`frames_unscreened` once one could not be)."""
 
     start: StartJob
     began: float
     last_sent: float
     first_step_done: float | None = None  # speeds count from here: compiling is not drawing
     frames: list[Image.Image] = field(default_factory=list, repr=False)
+    frames_screening: Scores | None = None
+    frames_unscreened: bool = False
+
+    def frame_screened(self, scores: Scores | None) -> None:
+        """A frame was kept, with what screening said of it."""
+        if scores is None:
+            self.frames_unscreened = True
+        elif self.frames_screening is None:
+            self.frames_screening = scores
+        else:
+            self.frames_screening = highest(self.frames_screening, scores)
+
+    def timelapse_screening(self, final: Scores | None) -> Scores | None:
+        """The time-lapse's scores, its final picture's `final` included; None when a picture
+        of it was not screened."""
+        if final is None or self.frames_unscreened:
+            return None
+        return final if self.frames_screening is None else highest(self.frames_screening, final)
 
 
 class Worker:
@@ -83,7 +112,8 @@ class Worker:
     step boundaries.
 
     `serve` runs in one thread; `submit`, `cancel`, `abandon`, `close` and `busy` are safe to
-    use from any other.
+    use from any other. Without a `screener`, the pictures of jobs that ask for screening go out
+    unscreened (withheld by the bot) and jobs that ask for the meaning check are refused.
     """
 
     def __init__(
@@ -95,6 +125,7 @@ class Worker:
         picture_encoder: Callable[[], torch.nn.Module] | None = None,
         *,
         metrics: WorkerMetrics | None = None,
+        screener: Screener | None = None,
     ) -> None:
         self.engine = Engine(
             models,
@@ -107,6 +138,7 @@ class Worker:
         self.channel = channel
         self.max_batch = places(models, options, self.precision)
         self.metrics = metrics  # told at progress reports and job ends, never at every step
+        self.screener = screener
         self._compiled_sizes: set[tuple[int, int]] = set()
         self._batch = self.engine.batch()
         self._running: dict[int, _Running] = {}  # by batch handle; the serving thread's own
@@ -202,6 +234,8 @@ class Worker:
             check_drawable(spec, self.engine.models.clip_names, self.options)
             settings = draw_settings(spec, self.options, self.precision)
             job = engine_job(start, settings, self.engine.models.vocab_size)
+            if spec.screening.meaning:
+                check_meaning(self.engine, self.screener, job, settings, start.job_id)
             if job.init_image is not None and not self.engine.picture_encoder_loaded:
                 self.channel.send(Preparing(start.job_id, LOADING_PICTURE_ENCODER.code))
             handle = self._batch.add(job, settings)
@@ -264,6 +298,7 @@ class Worker:
             self._cancelled.discard(start.job_id)
         ended = "cancelled" if result.cancelled else "finished"
         log.info("job %s %s after %d steps", start.job_id, ended, result.steps)
+        screening = self._screen(start, result.image)
         self.channel.send(
             Finished(
                 job_id=start.job_id,
@@ -273,6 +308,10 @@ class Worker:
                 png_b64=png_to_b64(png_bytes(result.image, png_metadata(result))),
                 continue_state=base64.b64encode(pack_state(result.logits)).decode("ascii"),
                 timelapse_b64=_timelapse(start.job_id, entry.frames, result.image)
+                if start.spec.timelapse
+                else None,
+                screening=screening,
+                timelapse_screening=entry.timelapse_screening(screening)
                 if start.spec.timelapse
                 else None,
             )
@@ -287,14 +326,34 @@ class Worker:
         if self.metrics is not None:
             self.metrics.ended(self._running)
 
+    def _screen(self, start: StartJob, image: torch.Tensor | Image.Image) -> Scores | None:
+        """What screening says of a picture of `start` (a tensor (3, H, W) in [0, 1] on the
+        device, or the final picture); None when the job does not screen its pictures, and when
+        screening failed (logged without the picture)."""
+        spec = start.spec.screening
+        if not spec.pictures or self.screener is None:
+            return None
+        try:
+            if isinstance(image, Image.Image):
+                image = pixels(image, self.engine.device)
+            return self.screener.score(image, spec)
+        except Exception:
+            log.exception(
+                "job %s: screening a picture failed; it goes out unscreened", start.job_id
+            )
+            return None
+
     def _on_step(self, info: StepInfo) -> None:
         entry = self._running[info.job_index]
         spec = entry.start.spec
         picture = None
+        frame_screening = None
         room = len(entry.frames) < TIMELAPSE_FRAMES
         if spec.timelapse and room and info.step % frame_every(info.total) == 0:
             picture = to_pil(info.image)
             entry.frames.append(scaled(picture))
+            frame_screening = self._screen(entry.start, info.image)
+            entry.frame_screened(frame_screening)
         now = time.monotonic()
         if entry.first_step_done is None:
             entry.first_step_done = now
@@ -315,6 +374,9 @@ class Worker:
                 loss=float(info.loss.item()),
                 iterations_per_second=rate,
                 png_b64=png_to_b64(png_bytes(to_pil(info.image) if picture is None else picture)),
+                screening=self._screen(entry.start, info.image)
+                if picture is None
+                else frame_screening,
             )
         )
 

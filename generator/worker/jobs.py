@@ -4,13 +4,15 @@
 The bot decided everything when the member asked (`generator.contract.jobs`); the worker adds
 only what is its own (precision, checkpointing, compiling, relaxation) and refuses, never
 adjusts, a job it cannot draw as decided: one naming a CLIP model it does not hold or more
-cutouts than its `[worker] cutouts`.
+cutouts than its `[worker] cutouts`, and one whose spec checks its prompt by meaning when the
+prompt comes too close to an unsafe concept.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import logging
 
 import torch
@@ -21,6 +23,7 @@ from generator.contract.protocol import StartJob, WorkerOptions, b64_to_png
 from generator.contract.reasons import (
     CANNOT_START,
     MISSING_MODEL,
+    PROMPT_MEANING,
     STATE_UNUSABLE,
     TOO_MANY_CUTOUTS,
     Reason,
@@ -28,7 +31,9 @@ from generator.contract.reasons import (
 )
 from generator.contract.settings import DrawSettings, Job
 from generator.contract.weights import clip_label
+from generator.method.engine import Engine
 from generator.method.latent import unpack_state
+from generator.method.screening import Screener
 
 log = logging.getLogger("pseudo_dalle.worker")
 
@@ -65,6 +70,24 @@ def draw_settings(spec: JobSpec, options: WorkerOptions, precision: str) -> Draw
         relaxation=options.relaxation,
         clip_models=spec.clip_models,
     )
+
+
+def check_meaning(
+    engine: Engine, screener: Screener | None, job: Job, settings: DrawSettings, job_id: int
+) -> None:
+    """Refusal when a positive part of `job`'s prompt, embedded into the main CLIP's text space
+    by the text encoder that would draw it, comes too close to an unsafe concept; also when
+    there is no screener to tell (logged: the check fails closed). A part that steers away
+    (a negative weight) may name anything."""
+    if screener is None:
+        log.error("job %s: its prompt cannot be checked by meaning: screening is off", job_id)
+        raise Refusal(CANNOT_START)
+    main = dataclasses.replace(settings, clip_models=(engine.models.clip_names[0],))
+    embeddings = engine.embed_prompts(job, main)[0]  # (P, D), one per part
+    positive = [index for index, part in enumerate(job.prompts) if part.weight > 0]
+    concept = screener.meaning(embeddings[positive])
+    if concept is not None:
+        raise Refusal(PROMPT_MEANING, concept=concept.text)
 
 
 def engine_job(start: StartJob, settings: DrawSettings, vocab: int) -> Job:
