@@ -29,6 +29,7 @@ from bot.limits import (
 )
 from generator.contract.metrics import parse_bind
 from generator.contract.protocol import Configure, ModelChoice, SharedSettings, WorkerOptions
+from generator.contract.screening import MAX_JOB_CONCEPTS, MAX_SERVER_CONCEPTS, Concept
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
@@ -166,9 +167,31 @@ class MetricsConfig(BaseModel):
 
 class ModerationConfig(BaseModel):
     """What no server's prompts may say, and the words taken out of it (with AutoMod's
-    wildcards: `cat`, `cat*`, `*cat`, `*cat*`; see docs/moderation.md)."""
+    wildcards: `cat`, `cat*`, `*cat`, `*cat*`; see docs/moderation.md); whether servers screen
+    pictures and check prompts by meaning unless they say otherwise, and whether they may turn
+    either off (the floors); the concepts every server's pictures are screened against besides
+    the built-in ones."""
 
     model_config = STRICT
+
+    picture_screening: bool = Field(
+        True, description="screen pictures on servers that have not said (default true)"
+    )
+    require_picture_screening: bool = Field(
+        True, description="servers cannot turn picture screening off"
+    )
+    prompt_meaning: bool = Field(
+        False, description="check prompts by meaning on servers that have not said"
+    )
+    require_prompt_meaning: bool = Field(
+        False, description="servers cannot turn the prompt meaning check off"
+    )
+    picture_concepts: Annotated[
+        list[Concept], Field(max_length=MAX_JOB_CONCEPTS - MAX_SERVER_CONCEPTS)
+    ] = Field(
+        default_factory=list,
+        description="more concepts for every server's pictures: { text = ..., threshold = ... }",
+    )
 
     blocked_terms: Annotated[list[Term], Field(max_length=MAX_TERMS)] = Field(
         default_factory=list, description="terms no prompt on any server may say"

@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from bot.i18n import N_, tr
 from generator.contract.quality import MAX_PRESET_ITERATIONS, QUALITIES, cheaper, preset, within
+from generator.contract.screening import MAX_SERVER_CONCEPTS, Concept
 from generator.contract.settings import (
     AUTO_STOP_WINDOW,
     MAX_AUTO_STOP,
@@ -103,8 +104,11 @@ class GuildLimits(BaseModel):
 class GuildSettings(GuildLimits):
     """A server's limits, the channels it draws in (none listed: every channel), whether
     members may give pictures with their drawings, whether drawings get a time-lapse when the
-    member does not say, the terms its prompts may not say, and whether its AutoMod keyword
-    rules apply to prompts too."""
+    member does not say, and its moderation: the terms its prompts may not say, whether its
+    AutoMod keyword rules apply to prompts too, whether pictures are screened and prompts
+    checked by meaning (None: as the operator's `[moderation]` says), the concepts it adds to
+    the screening, whether a picture that crosses them is a spoiler in an age-restricted
+    channel, and its moderation log channel (0: none)."""
 
     model_config = STRICT
 
@@ -113,6 +117,11 @@ class GuildSettings(GuildLimits):
     timelapse: bool = False
     blocked_terms: Terms = ()
     automod: bool = True
+    picture_screening: bool | None = None
+    prompt_meaning: bool | None = None
+    picture_concepts: Annotated[tuple[Concept, ...], Field(max_length=MAX_SERVER_CONCEPTS)] = ()
+    spoiler_in_age_restricted: bool = False
+    log_channel: int = 0
 
 
 class HardLimits(BaseModel):

@@ -27,6 +27,9 @@ TOKEN = "test-token-never-shown"
 # One torch thread: the machines running the tests have two cores, shared with the bot's event
 # loop, the fake Discord and whatever else runs.
 WORKER = "cutouts = 4\nrestart_delay_s = 0.2\nthreads = 1"
+# A tiny random CLIP's screening scores mean nothing (every text embeds alike), so bots with a
+# real worker draw unscreened unless a test says otherwise; puppet workers report scores.
+UNSCREENED = "picture_screening = false\nrequire_picture_screening = false"
 GUILD_READY_S = 0.05
 
 
@@ -45,6 +48,7 @@ def write_config(folder: Path, fake: FakeDiscord, files: ModelFiles, **sections:
         "storage": 'database = "bot.sqlite3"',
         "images": f'cdn_origins = ["{fake.base_url}"]\n{images}',
         "logging": 'level = "INFO"',
+        "moderation": UNSCREENED,
     }
     parts.update(sections)
     path = folder / "config.toml"
@@ -129,7 +133,9 @@ async def bot_with_puppets(
     folder: Path, files: ModelFiles, *, joined_places: int = 0, **sections: str
 ) -> AsyncIterator[tuple[FakeDiscord, Running, Config, FakeWorkers]]:
     """The real bot above puppet workers (`tests.fake_workers`); with `joined_places`, one of
-    them has joined with that many places, holding the main CLIP, else none yet."""
+    them has joined with that many places, holding the main CLIP, else none yet. Pictures are
+    screened as the operator's defaults say (the puppets report scores)."""
+    sections.setdefault("moderation", "")
     workers = FakeWorkers()
     async with running_bot(folder, files, transport=workers, **sections) as (fake, bot, config):
         if joined_places:
@@ -137,15 +143,17 @@ async def bot_with_puppets(
         yield fake, bot, config, workers
 
 
-def cards_of(fake: FakeDiscord, job_id: int, since: int = 0) -> list[Event]:
-    """Creates and edits of job `job_id`'s card, in order, from event number `since` on (the
-    card in English or Japanese)."""
+def cards_of(
+    fake: FakeDiscord, job_id: int, since: int = 0, channel_id: int = CHANNEL_ID
+) -> list[Event]:
+    """Creates and edits of job `job_id`'s card in `channel_id`, in order, from event number
+    `since` on (the card in English or Japanese)."""
     marker = re.compile(rf"· (job|ジョブ) {job_id}$")
     return [
         e
         for e in fake.events[since:]
         if e.kind in ("create", "edit")
-        and e.channel_id == CHANNEL_ID
+        and e.channel_id == channel_id
         and any(marker.search(embed.get("title") or "") for embed in e.payload.get("embeds", []))
     ]
 
@@ -162,14 +170,15 @@ async def wait_for_card(
     since: int = 0,
     timeout: float = 90,
     containing: str = "",
+    channel_id: int = CHANNEL_ID,
 ) -> Event:
-    """The latest card of `job_id` in `state` (and saying `containing`), waiting for one to
-    appear after event `since`."""
+    """The latest card of `job_id` in `state` (and saying `containing`) in `channel_id`,
+    waiting for one to appear after event `since`."""
 
     def found() -> Event | None:
         matches = [
             e
-            for e in cards_of(fake, job_id, since)
+            for e in cards_of(fake, job_id, since, channel_id)
             if title(e).startswith(state) and containing in message_text(e)
         ]
         return matches[-1] if matches else None

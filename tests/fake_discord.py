@@ -28,6 +28,10 @@ BOT_ID = 900000000000000002
 GUILD_ID = 800000000000000001
 CHANNEL_ID = 800000000000000002
 OTHER_CHANNEL_ID = 800000000000000003
+AGE_RESTRICTED_ID = 800000000000000004  # a channel with Discord's nsfw flag on
+THREAD_ID = 800000000000000005  # a thread of CHANNEL_ID, which is not age-restricted
+AGE_RESTRICTED_THREAD_ID = 800000000000000006  # a thread of AGE_RESTRICTED_ID
+LOG_CHANNEL_ID = 800000000000000007  # a channel for a moderation log, not age-restricted
 EVERYONE = GUILD_ID
 
 DEFAULT_UPLOAD_LIMIT = 10 * 2**20  # an unboosted server's (premium tier 0)
@@ -80,6 +84,13 @@ ADMIN = Member(100000000000000003, "admin", admin=True)
 CAROL = Member(100000000000000004, "carol")
 YUKI = Member(100000000000000011, "yuki", locale="ja")  # a member whose Discord is in Japanese
 DAVE = Member(100000000000000005, "dave", roles=(TRUSTED,))
+CHANNEL_NAMES = {
+    CHANNEL_ID: "art",
+    OTHER_CHANNEL_ID: "chat",
+    AGE_RESTRICTED_ID: "after-dark",
+    LOG_CHANNEL_ID: "mod-log",
+}
+THREADS = {THREAD_ID: CHANNEL_ID, AGE_RESTRICTED_THREAD_ID: AGE_RESTRICTED_ID}  # their parents
 
 
 @dataclass
@@ -152,6 +163,7 @@ class FakeDiscord:
         app.router.add_post(f"{api}/channels/{{channel}}/messages", self._create)
         app.router.add_patch(f"{api}/channels/{{channel}}/messages/{{message}}", self._edit)
         app.router.add_delete(f"{api}/channels/{{channel}}/messages/{{message}}", self._delete)
+        app.router.add_get(f"{api}/channels/{{channel}}/messages/{{message}}", self._get_message)
         app.router.add_get(
             f"{api}/guilds/{{guild}}/auto-moderation/rules", self._automod_rules_list
         )
@@ -511,20 +523,47 @@ class FakeDiscord:
 
     @staticmethod
     def _channel(channel_id: int) -> dict[str, Any]:
+        if channel_id in THREADS:
+            return {
+                "id": str(channel_id),
+                "type": 11,  # a public thread
+                "guild_id": str(GUILD_ID),
+                "parent_id": str(THREADS[channel_id]),
+                "owner_id": str(ALICE.id),
+                "name": "a thread",
+                "last_message_id": None,
+                "rate_limit_per_user": 0,
+                "message_count": 0,
+                "member_count": 1,
+                "flags": 0,
+                "thread_metadata": {
+                    "archived": False,
+                    "auto_archive_duration": 1440,
+                    "archive_timestamp": _now(),
+                    "locked": False,
+                },
+                "permissions": str(ADMIN_PERMISSIONS),
+            }
         return {
             "id": str(channel_id),
             "type": 0,
             "position": 0,
             "permission_overwrites": [],
-            "name": "art" if channel_id == CHANNEL_ID else "chat",
+            "name": CHANNEL_NAMES.get(channel_id, "chat"),
             "guild_id": str(GUILD_ID),
-            "nsfw": False,
+            "nsfw": channel_id == AGE_RESTRICTED_ID,
             "parent_id": None,
             "permissions": str(ADMIN_PERMISSIONS),
         }
 
+    async def _get_message(self, request: web.Request) -> web.Response:
+        message = self.messages.get(int(request.match_info["message"]))
+        if message is None:
+            return _json({"code": 10008, "message": "Unknown Message"}, status=404)
+        return _json(message)
+
     def _guild(self) -> dict[str, Any]:
-        channels = [self._channel(CHANNEL_ID), self._channel(OTHER_CHANNEL_ID)]
+        channels = [self._channel(c) for c in CHANNEL_NAMES]
         return {
             "id": str(GUILD_ID),
             "name": "Test Guild",
@@ -555,7 +594,7 @@ class FakeDiscord:
                 },
             ],
             "channels": channels,
-            "threads": [],
+            "threads": [self._channel(thread) for thread in THREADS],
             "members": [],
             "member_count": 3,
             "emojis": [],
@@ -622,6 +661,7 @@ class FakeDiscord:
         self,
         member: Member,
         name: str,
+        /,
         channel_id: int = CHANNEL_ID,
         *,
         subcommand: str | None = None,
@@ -631,21 +671,29 @@ class FakeDiscord:
         id."""
         known = next(c for c in self.commands if c["name"] == name)
         declared = known.get("options", [])
-        if subcommand is not None:
-            declared = next(o for o in declared if o["name"] == subcommand).get("options", [])
+        path = subcommand.split() if subcommand is not None else []  # "group sub" for a group
+        for step in path:
+            declared = next(o for o in declared if o["name"] == step).get("options", [])
         types = {o["name"]: o["type"] for o in declared}
+        people = {k: v for k, v in options.items() if types[k] == 6}  # Members, as the tests pass
+        options = {**options, **{k: str(v.id) for k, v in people.items()}}
         given = [{"name": k, "type": types[k], "value": v} for k, v in options.items()]
         data: dict[str, Any] = {
             "id": known["id"],
             "name": name,
             "type": 1,
-            "options": given
-            if subcommand is None
-            else [{"name": subcommand, "type": 1, "options": given}],
+            "options": _nested(path, given),
         }
         channels = {str(v): self._channel(int(v)) for k, v in options.items() if types[k] == 7}
         if channels:
             data["resolved"] = {"channels": channels}
+        if people:
+            resolved = data.setdefault("resolved", {})
+            resolved["users"] = {str(m.id): user_payload(m.id, m.name) for m in people.values()}
+            resolved["members"] = {
+                str(m.id): {k: v for k, v in m.payload().items() if k != "user"}
+                for m in people.values()
+            }
         attachments = {v["id"]: v for k, v in options.items() if types[k] == 11}
         if attachments:
             data.setdefault("resolved", {})["attachments"] = attachments
@@ -725,6 +773,15 @@ class FakeDiscord:
             return None
 
         return str(await self.wait_for(found))
+
+
+def _nested(path: list[str], given: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The options of a command as Discord nests them under its subcommand (type 1) and its
+    subcommand group (type 2)."""
+    if not path:
+        return given
+    kind = 1 if len(path) == 1 else 2
+    return [{"name": path[0], "type": kind, "options": _nested(path[1:], given)}]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

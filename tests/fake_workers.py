@@ -26,6 +26,14 @@ from generator.contract.protocol import (
     Taken,
     png_to_b64,
 )
+from generator.contract.screening import Scores, ScreeningSpec
+
+
+class Clean:
+    """Scores of 0 for every concept of the job: a picture that may go anywhere."""
+
+
+CLEAN = Clean()
 
 
 def png(side: int = 8, colour: tuple[int, int, int] = (40, 90, 200)) -> bytes:
@@ -130,11 +138,30 @@ class FakeWorkers:
     def prepare(self, job_id: int, reason: str, worker_id: str = "fake") -> None:
         self.say(Preparing(job_id, reason), worker_id)
 
+    def scores(self, job_id: int, *, crossing: float = 0.0, learned: float | None = None) -> Scores:
+        """What a worker's screening says of a picture of `job_id`: `crossing` for every one of
+        its concepts (0: far from all of them; 1: as close as can be)."""
+        dispatched = self.dispatched.get(job_id)
+        screening = dispatched.job.spec.screening if dispatched else ScreeningSpec()
+        return Scores(concepts=(crossing,) * len(screening.picture_concepts()), learned=learned)
+
+    def _screening(self, job_id: int, screening: Scores | Clean | None) -> Scores | None:
+        return self.scores(job_id) if isinstance(screening, Clean) else screening
+
     def progress(
-        self, job_id: int, step: int, total: int, *, rate: float = 5.0, worker_id: str = "fake"
+        self,
+        job_id: int,
+        step: int,
+        total: int,
+        *,
+        rate: float = 5.0,
+        worker_id: str = "fake",
+        screening: Scores | Clean | None = CLEAN,
+        picture: bytes | None = None,
     ) -> None:
-        picture = png_to_b64(png())
-        self.say(Progress(job_id, step, total, 0.5, rate, picture), worker_id)
+        data = png_to_b64(picture or png())
+        scores = self._screening(job_id, screening)
+        self.say(Progress(job_id, step, total, 0.5, rate, data, scores), worker_id)
 
     def finish(
         self,
@@ -145,11 +172,25 @@ class FakeWorkers:
         cancelled: bool = False,
         timelapse: bytes | None = None,
         worker_id: str = "fake",
+        screening: Scores | Clean | None = CLEAN,
+        timelapse_screening: Scores | Clean | None = CLEAN,
+        picture: bytes | None = None,
     ) -> None:
-        """The job ends with a picture and a continue state."""
+        """The job ends with a picture and a continue state; `screening` is what the worker's
+        screening says of the picture, `timelapse_screening` of the time-lapse."""
         state = base64.b64encode(f"state of job {job_id}".encode()).decode("ascii")
         animation = png_to_b64(timelapse) if timelapse is not None else None
-        message = Finished(job_id, steps, seconds, cancelled, png_to_b64(png()), state, animation)
+        message = Finished(
+            job_id,
+            steps,
+            seconds,
+            cancelled,
+            png_to_b64(picture or png()),
+            state,
+            animation,
+            self._screening(job_id, screening),
+            self._screening(job_id, timelapse_screening) if timelapse is not None else None,
+        )
         self.say(message, worker_id)
 
     def fail(

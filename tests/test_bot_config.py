@@ -68,6 +68,15 @@ def test_example_config_is_complete_and_valid(tmp_path: Path) -> None:
             '[storage]\nlatents_dir = "latents"',
             "[storage] latents_dir is no longer used; 0.3 no longer reads the latent files",
         ),
+        (
+            '[moderation]\npicture_concepts = [{ text = "a spider", threshold = 2.0 }]',
+            "[moderation] picture_concepts.0.threshold is not valid",
+        ),
+        (
+            '[moderation]\npicture_concepts = [{ text = "", threshold = 0.2 }]',
+            "[moderation] picture_concepts.0.text is not valid",
+        ),
+        ("[moderation]\nrequire_picture_screening = 1", "must be true or false"),
     ],
 )
 def test_bad_configs_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:

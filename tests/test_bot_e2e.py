@@ -87,7 +87,12 @@ def test_draw_shows_progress_and_the_final_picture(model_files: ModelFiles, tmp_
             assert final.files
             assert "150 iterations in" in text_of(final)
             assert "42" in text_of(final)
-            assert custom_ids(final) == ["draw:reroll:1", "draw:continue:1", "draw:delete:1"]
+            assert custom_ids(final) == [
+                "draw:reroll:1",
+                "draw:continue:1",
+                "draw:delete:1",
+                "draw:report:1",
+            ]
             assert all(e.payload.get("allowed_mentions") == {"parse": []} for e in events)
             # The event loop kept answering the gateway while the worker drew.
             assert len(fake.heartbeats) - beats_before >= 2

@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.config import ConfigError, load_config
 from bot.ops.metrics import OTHER_REFUSAL, REFUSALS
 from generator.contract.metrics import METRICS_BIND_ENV
+from generator.contract.reasons import PROMPT_MEANING
 from generator.worker.metrics import GPU_METRICS, JOBS_IN_BATCH, STEP_SECONDS
 from generator.worker.redis_streams import parse
 
@@ -49,7 +50,7 @@ from .bot_harness import (
     write_config,
 )
 from .conftest import ModelFiles
-from .fake_discord import ALICE, BOB, FakeDiscord
+from .fake_discord import ADMIN, ALICE, BOB, FakeDiscord
 from .fake_workers import FakeWorkers
 from .redis_harness import RedisServer, WorkerProcess
 from .test_bot_images import refuse_each
@@ -673,5 +674,52 @@ def test_a_redis_worker_serves_its_own_metrics_and_is_gone_until_replaced(
             finally:
                 for process in started:
                     process.kill()
+
+    run(scenario())
+
+
+@pytest.mark.e2e
+def test_refused_prompts_are_counted_by_whose_rule_and_withheld_pictures_by_kind(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    (port,) = free_ports(1)
+
+    async def scenario() -> None:
+        async with bot_with_puppets(
+            tmp_path,
+            model_files,
+            joined_places=1,
+            metrics=metrics_at(port),
+            moderation='blocked_terms = ["kraken"]',
+        ) as (fake, running, _, workers):
+            assert "kraken" in await fake.reply_to(
+                await fake.command(ALICE, "draw", prompt="a kraken")
+            )
+            blocked = await fake.command(ADMIN, "moderation", subcommand="block", term="squid")
+            await fake.reply_to(blocked)
+            for prompt in ("a squid", "the S.Q.U.I.D"):
+                await fake.reply_to(await fake.command(ALICE, "draw", prompt=prompt))
+            await fake.reply_to(await fake.command(ALICE, "draw", prompt="a boat"))
+            await workers.next_job(1)
+            crossing = workers.scores(1, crossing=1.0)
+            workers.progress(1, 5, 20, screening=crossing)
+            workers.progress(1, 10, 20, screening=crossing)
+            workers.finish(1, 20, screening=crossing)
+            await wait_for_job(running.store, 1, lambda job: job.status == "done")
+            await fake.reply_to(await fake.command(ALICE, "draw", prompt="a boat"))
+            await workers.next_job(2)
+            workers.fail(2, PROMPT_MEANING.code, {"concept": "gore"})
+            await wait_for_job(running.store, 2, lambda job: job.status == "failed")
+            counted = await scrape(f"http://127.0.0.1:{port}/metrics")
+            refused = {
+                source: value(counted, "pseudo_dalle_prompts_rejected_total", source=source)
+                for source in ("operator", "server", "automod", "meaning")
+            }
+            assert refused == {"operator": 1, "server": 2, "automod": 0, "meaning": 1}
+            withheld = {
+                picture: value(counted, "pseudo_dalle_pictures_withheld_total", picture=picture)
+                for picture in ("preview", "final", "timelapse")
+            }
+            assert withheld == {"preview": 2, "final": 1, "timelapse": 0}
 
     run(scenario())

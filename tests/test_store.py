@@ -190,6 +190,7 @@ MOVE_CALLS = {
     "requeue": lambda s, j: s.requeue(j, "again"),
     "note": lambda s, j: s.note(j, "a note"),
     "card_posted": lambda s, j: s.card_posted(j, 42, 1.0),
+    "withhold": lambda s, j: s.withhold(j),
 }
 
 
@@ -413,3 +414,23 @@ def test_the_jobs_of_a_0_2_database_get_the_specs_0_2_would_have_drawn(tmp_path:
     assert (jobs[4].spec.prompt, jobs[4].continue_state) == ("drawn before 0.2", None)
     # New jobs carry on from the old numbering.
     assert _add(store, 30) == 10
+
+
+def test_a_withheld_job_stays_withheld_and_bars_and_reports_count_once(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    job = _in_state(store, JobStatus.RUNNING)
+    assert store.job(job).withheld is False  # type: ignore[union-attr]
+    assert store.withhold(job) is not None
+    finished = store.finish(job, worker="w", steps=9, seconds=2.0, continue_state="eQ==")
+    assert finished is not None
+    assert finished.withheld is True
+    assert store.bar(1, 5, by=9) is True
+    assert store.bar(1, 5, by=9) is False
+    assert [store.barred(1, 5), store.barred(2, 5), store.barred(1, 6)] == [True, False, False]
+    assert store.barred_count(1) == 1
+    assert store.unbar(1, 5) is True
+    assert store.unbar(1, 5) is False
+    assert not store.barred(1, 5)
+    assert store.report(job, 7) is True
+    assert store.report(job, 7) is False
+    assert store.report(job, 8) is True

@@ -21,7 +21,10 @@ from bot.jobs.events import (
     JobPaused,
     JobPreparing,
     JobProgress,
+    JobReported,
     JobStarting,
+    PictureWithheld,
+    PromptRefused,
     QueueChanged,
     WorkersChanged,
 )
@@ -81,8 +84,18 @@ def progress_bar(step: int, total: int) -> str:
     return "▰" * filled + "▱" * (BAR_WIDTH - filled) + f" {100 * step / max(total, 1):.0f}%"
 
 
-def picture_file(job: JobRow, png: bytes) -> discord.File:
-    return discord.File(io.BytesIO(png), filename=f"pseudo-dalle-{job.id}.png")
+WITHHELD = N_(
+    "The picture was withheld: the screening found it may not be suitable for this channel. "
+    "It can be drawn in an age-restricted channel."
+)
+TIMELAPSE_WITHHELD = N_(
+    "The time-lapse was withheld: the screening found it may not be suitable for this channel."
+)
+
+
+def picture_file(job: JobRow, png: bytes, *, spoiler: bool = False) -> discord.File:
+    """The picture; as a spoiler, a file of its own (an embed's image cannot be one)."""
+    return discord.File(io.BytesIO(png), filename=f"pseudo-dalle-{job.id}.png", spoiler=spoiler)
 
 
 def thumbnail_file(job: JobRow, png: bytes) -> discord.File:
@@ -90,10 +103,10 @@ def thumbnail_file(job: JobRow, png: bytes) -> discord.File:
     return discord.File(io.BytesIO(png), filename=f"pseudo-dalle-{job.id}-given.png")
 
 
-def timelapse_file(job: JobRow, animation: bytes) -> discord.File:
+def timelapse_file(job: JobRow, animation: bytes, *, spoiler: bool = False) -> discord.File:
     """The drawing taking shape, beside the final picture: Discord plays it inline."""
     name = f"pseudo-dalle-{job.id}-timelapse{suffix_of(animation)}"
-    return discord.File(io.BytesIO(animation), filename=name)
+    return discord.File(io.BytesIO(animation), filename=name, spoiler=spoiler)
 
 
 def card(
@@ -193,8 +206,9 @@ def sharing_lines(language: str, sharing: tuple[int, ...]) -> list[str]:
 @dataclass(frozen=True)
 class CardWish:
     """What a job's card should show now: the job as it was, text lines, maybe a picture;
-    `final` cards get the Reroll, Continue and Delete buttons, and the time-lapse when the job
-    asked for one. `timelapse_limit` is set once Discord refused a time-lapse as too large."""
+    `final` cards get the Reroll, Continue, Delete and Report buttons, and the time-lapse when
+    the job asked for one. `timelapse_limit` is set once Discord refused a time-lapse as too
+    large; `spoiler`: the pictures are shown only as spoilers."""
 
     job: JobRow
     lines: tuple[str, ...]
@@ -202,12 +216,13 @@ class CardWish:
     final: bool = False
     timelapse: bytes | None = None
     timelapse_limit: int | None = None
+    spoiler: bool = False
 
 
 def wishes(event: JobEvent, language_of: Callable[[JobRow], str]) -> list[CardWish]:
     """The cards a job event changes, and what they should show, each in its server's language
     (`language_of`)."""
-    if isinstance(event, WorkersChanged):
+    if isinstance(event, WorkersChanged | PictureWithheld | PromptRefused | JobReported):
         return []
     if isinstance(event, QueueChanged):
         total = len(event.waiting)
@@ -225,7 +240,7 @@ def _wish(
     event: JobStarting | JobPreparing | JobProgress | JobEnded | JobHandedOver | JobPaused,
     language: str,
 ) -> CardWish:
-    png, final, timelapse = None, False, None
+    png, final, timelapse, spoiler = None, False, None, False
     if isinstance(event, JobStarting):
         lines = [tr(language, "Starting…"), *sharing_lines(language, event.sharing)]
     elif isinstance(event, JobPreparing):
@@ -242,11 +257,16 @@ def _wish(
     elif isinstance(event, JobProgress):
         lines = running_lines(language, event.step, event.total, event.iterations_per_second)
         lines += sharing_lines(language, event.sharing)
-        png = event.png
+        lines += [tr(language, WITHHELD)] if event.job.withheld else []
+        png, spoiler = event.png, event.spoiler
     elif isinstance(event, JobEnded):
         job = event.job
         lines, png, final = _ended_lines(language, job), event.png, job.status == JobStatus.DONE
-        timelapse = event.timelapse
+        timelapse, spoiler = event.timelapse, event.spoiler
+        if job.withheld:
+            lines.append(tr(language, WITHHELD))
+        elif event.timelapse_withheld:
+            lines.append(tr(language, TIMELAPSE_WITHHELD))
     elif isinstance(event, JobHandedOver):
         lines = [
             tr(
@@ -259,7 +279,7 @@ def _wish(
         lines = [tr(language, "Still drawing; this card catches up when the bot is back")]
     else:
         lines = [tr(language, "Waiting for the bot to come back")]
-    return CardWish(event.job, tuple(lines), png, final, timelapse)
+    return CardWish(event.job, tuple(lines), png, final, timelapse, spoiler=spoiler)
 
 
 def _ended_lines(language: str, job: JobRow) -> list[str]:

@@ -31,6 +31,7 @@ import discord
 
 from bot.front import cards
 from bot.front.cards import CardWish
+from bot.front.channels import age_restricted
 from bot.front.views import ON_ACTIVE_CARDS, ON_FINISHED_CARDS, JobButton, card_view
 from bot.i18n import N_, language_of, tr
 from bot.jobs.events import JobEvent
@@ -165,7 +166,7 @@ class CardPresenter:
         if state.timelapse is None:
             return state
         job = state.job
-        given = self.store.thumbnail(job.id) if job.spec.image_use is not None else None
+        given = self._given(job)
         limit = self._upload_limit(job) if state.timelapse_limit is None else state.timelapse_limit
         budget = limit - len(state.png or b"") - len(given or b"")
         try:
@@ -177,6 +178,18 @@ class CardPresenter:
             note = tr(self._language(job), TIMELAPSE_TOO_BIG)
             return replace(state, timelapse=None, lines=(*state.lines, note))
         return replace(state, timelapse=fitted)
+
+    def _given(self, job: JobRow) -> bytes | None:
+        """The thumbnail of the picture the job was given, for its card. A member's picture is
+        not screened, so where pictures are screened it shows only in an age-restricted
+        channel."""
+        if job.spec.image_use is None:
+            return None
+        if job.spec.screening.pictures and not age_restricted(self.client)(
+            job.guild_id, job.channel_id
+        ):
+            return None
+        return self.store.thumbnail(job.id)
 
     def _channel(self, job: JobRow) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
@@ -193,16 +206,20 @@ class CardPresenter:
         )
         png = state.png
         # Sent with every post and edit: an edit keeps only the files it carries.
-        given = self.store.thumbnail(job.id) if job.spec.image_use is not None else None
+        given = self._given(job)
         language = self._language(job)
         embed = cards.card(
-            job, list(state.lines), language, image=png is not None, thumbnail=given is not None
+            job,
+            list(state.lines),
+            language,
+            image=png is not None and not state.spoiler,
+            thumbnail=given is not None,
         )
-        files = [cards.picture_file(job, png)] if png is not None else []
+        files = [cards.picture_file(job, png, spoiler=state.spoiler)] if png is not None else []
         if given is not None:
             files.append(cards.thumbnail_file(job, given))
         if state.timelapse is not None:
-            files.append(cards.timelapse_file(job, state.timelapse))
+            files.append(cards.timelapse_file(job, state.timelapse, spoiler=state.spoiler))
         if job.status in ACTIVE:
             view: discord.ui.View | None = card_view(
                 self.buttons, job.id, ON_ACTIVE_CARDS, language

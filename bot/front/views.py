@@ -26,6 +26,7 @@ class Action(StrEnum):
     REROLL = "reroll"
     CONTINUE = "continue"
     DELETE = "delete"
+    REPORT = "report"
 
 
 LOOKS: dict[Action, tuple[str, discord.ButtonStyle]] = {
@@ -33,9 +34,10 @@ LOOKS: dict[Action, tuple[str, discord.ButtonStyle]] = {
     Action.REROLL: (N_("Reroll"), discord.ButtonStyle.primary),
     Action.CONTINUE: (N_("Continue"), discord.ButtonStyle.secondary),
     Action.DELETE: (N_("Delete"), discord.ButtonStyle.secondary),
+    Action.REPORT: (N_("Report"), discord.ButtonStyle.secondary),
 }
 ON_ACTIVE_CARDS = (Action.CANCEL,)
-ON_FINISHED_CARDS = (Action.REROLL, Action.CONTINUE, Action.DELETE)
+ON_FINISHED_CARDS = (Action.REROLL, Action.CONTINUE, Action.DELETE, Action.REPORT)
 TEMPLATE = rf"draw:(?P<action>{'|'.join(Action)}):(?P<job>[0-9]+)"
 
 OnPress = Callable[[discord.Interaction, Action, int], Awaitable[None]]
@@ -61,8 +63,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLAT
 
 
 def presses(desk: FrontDesk) -> OnPress:
-    """What a press of a job card's button does: the desk decides, the answer is ephemeral,
-    and Delete removes the card it is on."""
+    """What a press of a job card's button does: the desk decides, the answer is ephemeral
+    (Report's thank-you included), and Delete removes the card it is on."""
 
     async def on_press(interaction: discord.Interaction, action: Action, job_id: int) -> None:
         member, job = member_of(interaction), desk.store.job(job_id)
@@ -70,6 +72,8 @@ def presses(desk: FrontDesk) -> OnPress:
             answer = tr(member.language, "This drawing no longer exists.")
         elif action == Action.CANCEL:
             answer = await desk.cancel(member, job_id)
+        elif action == Action.REPORT:
+            answer = desk.report(member, job)
         elif action == Action.DELETE:
             allowed, answer = desk.delete(member, job)
             if allowed and interaction.message is not None:

@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from bot.i18n import N_, tr
+from bot.jobs.events import JobReported, PromptRefused
 from bot.jobs.pictures import GivenPicture, PictureAsk, PictureIntake, Upload
 from bot.jobs.scheduler import NO_WORKER_HOLDS, Cancelled, Scheduler
 from bot.jobs.spec import Ask, Refused, Rules, build, refused, with_picture
 from bot.jobs.store import ACTIVE, JobRow, Store
 from bot.limits import MAX_TERM_CHARS, QUALITY_NAMES, GuildSettings, effective
-from bot.moderation.rules import PromptRules, Source
+from bot.moderation.rules import PromptRules
 from generator.contract.errors import ImageInputError
 from generator.contract.images import MAX_INPUT_BYTES, MAX_INPUT_PIXELS, steers_towards
 from generator.contract.jobs import ParentJob
@@ -72,9 +73,8 @@ class FrontDesk:
         self.intake = intake
         self.prompt_rules = prompt_rules
         self.keep_days = keep_days
-        # Told of each picture and prompt refused (the metrics count them, when they are on).
+        # Told of each picture refused (the metrics count them, when they are on).
         self.picture_refused: Callable[[ImageInputError], None] = lambda error: None
-        self.prompt_refused: Callable[[Source], None] = lambda source: None
 
     def settings(self, guild_id: int) -> GuildSettings:
         return self.store.guild_settings(guild_id)
@@ -104,6 +104,10 @@ class FrontDesk:
         """Queue a job; returns it and notices about values a limit lowered. `picture` is one to
         fetch, `given` one already kept; `parent` the job it continues or rerolls."""
         settings, language = self.settings(member.guild_id), member.language
+        if self.store.barred(member.guild_id, member.user_id):
+            raise Refused(
+                tr(language, "This server's moderators have barred you from drawing here.")
+            )
         if settings.allowed_channels and member.channel_id not in settings.allowed_channels:
             places = ", ".join(f"<#{c}>" for c in settings.allowed_channels)
             raise Refused(
@@ -172,7 +176,16 @@ class FrontDesk:
             use_automod=settings.automod,
         )
         if refusal is not None:
-            self.prompt_refused(refusal.source)
+            self.scheduler.events.publish(
+                PromptRefused(
+                    member.guild_id,
+                    member.channel_id,
+                    member.user_id,
+                    prompt,
+                    refusal.found,
+                    refusal.source,
+                )
+            )
             raise Refused(
                 tr(
                     member.language,
@@ -231,6 +244,25 @@ class FrontDesk:
         if await self.scheduler.cancel(job, member.user_id) == Cancelled.AFTER_STEP:
             return tr(language, "Stopping job {job} after the current step.", job=job.id)
         return tr(language, "Cancelled job {job}.", job=job.id)
+
+    def report(self, member: Member, job: JobRow) -> str:
+        """Any member may report a job's picture to the server's moderators, once."""
+        language = member.language
+        if job.guild_id != member.guild_id:
+            return tr(language, "There is no job {job} on this server.", job=job.id)
+        if not self.store.report(job.id, member.user_id):
+            return tr(language, "You have reported job {job} already. Thank you.", job=job.id)
+        self.scheduler.events.publish(JobReported(job, member.user_id))
+        if not self.settings(job.guild_id).log_channel:
+            return tr(
+                language,
+                "Thank you: job {job} is reported. This server has no moderation log channel "
+                "yet, so please tell a moderator too.",
+                job=job.id,
+            )
+        return tr(
+            language, "Thank you: job {job} is reported to this server's moderators.", job=job.id
+        )
 
     def delete(self, member: Member, job: JobRow) -> tuple[bool, str]:
         """Whether `member` may delete `job`'s card, and what to tell them."""

@@ -1,16 +1,18 @@
 """What happens to jobs, as the scheduler tells it: one-way, to whoever listens.
 
-The scheduler publishes; listeners (the job cards, the heartbeat, the metrics) subscribe and
-never call back into it. Each job event holds the job's row as it was when the event happened.
+The scheduler and the front desk publish; listeners (the job cards, the moderation log, the
+heartbeat, the metrics) subscribe and never call back into them. Each job event holds the
+job's row as it was when the event happened.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.jobs.store import JobRow
+from bot.moderation.rules import Source
 from bot.workers.transport import WorkerInfo
 
 log = logging.getLogger("pseudo_dalle.events")
@@ -54,22 +56,43 @@ class JobPreparing:
 
 @dataclass(frozen=True)
 class JobProgress:
+    """How far a job got, with its latest picture: None once a picture of it was withheld
+    (`bot.jobs.screening`); `spoiler` when it may be shown only as one."""
+
     job: JobRow
     step: int
     total: int
     iterations_per_second: float
-    png: bytes
+    png: bytes | None
     sharing: tuple[int, ...]
+    spoiler: bool = False
 
 
 @dataclass(frozen=True)
 class JobEnded:
     """Done, cancelled or failed (the row's status says which), with the final picture if any
-    and, for a job that asked for one, its time-lapse (animated WebP or GIF)."""
+    and, for a job that asked for one, its time-lapse (animated WebP or GIF); neither where it
+    was withheld (`timelapse_withheld` says the time-lapse was), `spoiler` where they may be
+    shown only as spoilers."""
 
     job: JobRow
     png: bytes | None
     timelapse: bytes | None = None
+    spoiler: bool = False
+    timelapse_withheld: bool = False
+
+
+@dataclass(frozen=True)
+class PictureWithheld:
+    """A picture crossed the job's screening (`crossed` says what it came too close to) where
+    it may not be shown, so it was not; `first` for the first of its job. `data` is the
+    picture, for a moderation log channel that may show it."""
+
+    job: JobRow
+    what: str  # preview, final or timelapse
+    crossed: tuple[str, ...]
+    data: bytes = field(repr=False)
+    first: bool
 
 
 @dataclass(frozen=True)
@@ -90,6 +113,27 @@ class JobPaused:
 
 
 @dataclass(frozen=True)
+class PromptRefused:
+    """A member's prompt refused for what it says: `found` is what of it a rule of `source`
+    refused (a term, or the concept a prompt came too close to in meaning)."""
+
+    guild_id: int
+    channel_id: int
+    user_id: int
+    prompt: str
+    found: str
+    source: Source
+
+
+@dataclass(frozen=True)
+class JobReported:
+    """Member `reporter` reported the job's picture to the server's moderators."""
+
+    job: JobRow
+    reporter: int
+
+
+@dataclass(frozen=True)
 class WorkersChanged:
     """A worker joined or left; `workers` are those ready now."""
 
@@ -104,6 +148,9 @@ JobEvent = (
     | JobEnded
     | JobHandedOver
     | JobPaused
+    | PictureWithheld
+    | PromptRefused
+    | JobReported
     | WorkersChanged
 )
 Listener = Callable[[JobEvent], None]

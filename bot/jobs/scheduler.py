@@ -29,12 +29,16 @@ from bot.jobs.events import (
     JobPreparing,
     JobProgress,
     JobStarting,
+    PictureWithheld,
+    PromptRefused,
     QueueChanged,
     Waiting,
     WorkersChanged,
 )
 from bot.jobs.pictures import GivenPicture
+from bot.jobs.screening import PictureGate
 from bot.jobs.store import JobRow, JobStatus, Store
+from bot.moderation.rules import Source
 from bot.tasks import OwnedTask
 from bot.workers.transport import (
     FromWorker,
@@ -55,6 +59,8 @@ from generator.contract.protocol import (
     b64_to_png,
     png_to_b64,
 )
+from generator.contract.reasons import PROMPT_MEANING
+from generator.contract.screening import Scores
 from generator.contract.weights import clip_label
 
 log = logging.getLogger("pseudo_dalle.scheduler")
@@ -80,11 +86,13 @@ class Scheduler:
         events: JobEvents,
         *,
         max_requeues: int,
+        gate: PictureGate | None = None,
     ) -> None:
         self.store = store
         self.transport = workers
         self.events = events
         self.max_requeues = max_requeues
+        self.gate = gate or PictureGate(store)
         self.running: dict[int, Running] = {}  # by job id, in the order they started
         self._wakeup = asyncio.Event()
         self._task = OwnedTask("scheduler", self._run)
@@ -294,14 +302,18 @@ class Scheduler:
             current = self.store.progress(entry.row.id, message.step, worker=event.worker_id)
             if current is None:
                 return
+            current, png, spoiler = self._screened(
+                current, b64_to_png(message.png_b64), message.screening, "preview"
+            )
             self.events.publish(
                 JobProgress(
                     current,
                     message.step,
                     message.total,
                     message.iterations_per_second,
-                    b64_to_png(message.png_b64),
+                    png,
                     self._sharing(entry.row.id),
+                    spoiler,
                 )
             )
         elif isinstance(message, Finished):
@@ -315,13 +327,54 @@ class Scheduler:
                 continue_state=message.continue_state,
             )
             if done is not None:
-                self.events.publish(
-                    JobEnded(done, b64_to_png(message.png_b64), _timelapse(message))
-                )
+                self._ended(done, message)
             self._queue_changed()
         elif isinstance(message, Failed):
             reason = reason_notice(message.reason, message.values)
-            self._failed(entry.row.id, reason, worker=event.worker_id)
+            job = entry.row
+            self._failed(job.id, reason, worker=event.worker_id)
+            if message.reason == PROMPT_MEANING.code:
+                found = str(message.values["concept"])
+                self.events.publish(
+                    PromptRefused(
+                        job.guild_id,
+                        job.channel_id,
+                        job.user_id,
+                        job.spec.prompt,
+                        found,
+                        Source.MEANING,
+                    )
+                )
+
+    def _screened(
+        self, job: JobRow, data: bytes, scores: Scores | None, what: str
+    ) -> tuple[JobRow, bytes | None, bool]:
+        """The job (marked withheld where this picture may not be shown), the picture where it
+        may be, and whether only as a spoiler. A withheld time-lapse leaves the job's other
+        pictures as they are."""
+        verdict = self.gate.verdict(job, scores)
+        if verdict.show:
+            return job, data, verdict.spoiler
+        first = not job.withheld
+        if first and what != "timelapse":
+            job = self.store.withhold(job.id) or job
+        log.info("job %s: its %s was withheld (%s)", job.id, what, ", ".join(verdict.crossed))
+        self.events.publish(PictureWithheld(job, what, verdict.crossed, data, first))
+        return job, None, False
+
+    def _ended(self, job: JobRow, message: Finished) -> None:
+        """The final picture and the time-lapse, each as far as it may be shown."""
+        job, png, spoiler = self._screened(
+            job, b64_to_png(message.png_b64), message.screening, "final"
+        )
+        timelapse, withheld = _timelapse(message), False
+        if timelapse is not None and png is None:
+            timelapse, withheld = None, True
+        elif timelapse is not None:
+            shown_as = self._screened(job, timelapse, message.timelapse_screening, "timelapse")
+            timelapse, withheld = shown_as[1], shown_as[1] is None
+            spoiler = spoiler or shown_as[2]
+        self.events.publish(JobEnded(job, png, timelapse, spoiler, withheld))
 
     def _failed(
         self,

@@ -172,6 +172,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         CHECK (quality IN ({", ".join(f"'{q}'" for q in QUALITIES)}));
     """,
     _one_spec_column,
+    """
+    ALTER TABLE jobs ADD COLUMN withheld INTEGER NOT NULL DEFAULT 0 CHECK (withheld IN (0, 1));
+    CREATE TABLE barred (
+        guild_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        barred_by INTEGER NOT NULL,
+        barred_at REAL NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        reporter INTEGER NOT NULL,
+        reported_at REAL NOT NULL,
+        UNIQUE (job_id, reporter)
+    );
+    """,
 )
 
 

@@ -1,10 +1,11 @@
 """A member's request made into one `JobSpec`, decided once, when they ask.
 
 What the member said (`Ask`), the server's settings (`GuildSettings`) and the operator's rules
-(`Rules`: the hard limits, the main CLIP, the most cutouts a worker draws, how prompts are read)
-come together here and nowhere else: the quality with its cutouts and CLIP models, iterations
-and size within the server's effective limits (`bot.limits.effective`), early stopping, the
-time-lapse and how often the card shows progress. The spec is stored as it is and drawn as it
+(`Rules`: the hard limits, the main CLIP, the most cutouts a worker draws, how prompts are read,
+how pictures are screened) come together here and nowhere else: the quality with its cutouts and
+CLIP models, iterations and size within the server's effective limits (`bot.limits.effective`),
+early stopping, the time-lapse, how often the card shows progress, and the screening
+(`bot.moderation.policy`). The spec is stored as it is and drawn as it
 is: an admin's later change touches only later drawings.
 
 A request that cannot be met raises `Refused` with the sentence to show, in the member's
@@ -21,6 +22,7 @@ from typing import Any
 from bot.i18n import N_, tr
 from bot.jobs.pictures import GivenPicture
 from bot.limits import QUALITY_NAMES, GuildSettings, HardLimits, Lowered, clamp, effective
+from bot.moderation.policy import ScreeningPolicy
 from generator.contract.encoders import PromptLimit, choose_encoder
 from generator.contract.errors import MemberError, PromptError
 from generator.contract.images import DEFAULT_INIT_STRENGTH, starts_from, steers_towards
@@ -61,6 +63,7 @@ class Rules:
     text_encoder: str = "clip"  # clip, multilingual or auto ([models] text_encoder)
     # The multilingual encoder's tokenizer where this host has it (else the worker checks).
     multilingual_limit: PromptLimit | None = None
+    screening: ScreeningPolicy = field(default_factory=ScreeningPolicy)
 
 
 def build(
@@ -115,6 +118,7 @@ def build(
         timelapse=settings.timelapse if ask.timelapse is None else ask.timelapse,
         progress_every_s=limits.progress_interval_s,
         parent=parent,
+        screening=rules.screening.spec(settings),
         **picture_fields(picture),
     )
     return spec, notices

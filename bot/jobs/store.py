@@ -71,6 +71,7 @@ MOVES: dict[str, tuple[JobStatus, ...]] = {
     "requeue": (JobStatus.RUNNING,),
     "note": ACTIVE,
     "card_posted": (*ACTIVE, *ENDED),
+    "withhold": (JobStatus.RUNNING, JobStatus.DONE, JobStatus.CANCELLED),
 }
 
 
@@ -97,9 +98,11 @@ class JobRow:
     continue_state: str | None  # what Continue goes on from, once it has ended
     init_state: str | None  # the continue state of the job it continues, until it ends
     worker: str | None  # the worker drawing it, or that drew it
+    withheld: bool  # a picture of it crossed the screening where it may not be shown
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", JobStatus(self.status))
+        object.__setattr__(self, "withheld", bool(self.withheld))
 
     @classmethod
     def of(cls, row: tuple[object, ...]) -> JobRow:
@@ -332,6 +335,10 @@ class Store:
             "card_posted", job_id, {"card_message_id": message_id, "card_posted_at": posted_at}
         )
 
+    def withhold(self, job_id: int) -> JobRow | None:
+        """A picture of the job may not be shown where it was asked for: from now on none is."""
+        return self._move("withhold", job_id, {"withheld": 1})
+
     def jobs_with_status(self, *statuses: str) -> list[JobRow]:
         marks = ", ".join("?" for _ in statuses)
         rows = self.db.execute(
@@ -433,6 +440,44 @@ class Store:
                 "guild %s's stored settings are invalid (%s); using defaults", guild_id, error
             )
             return self.defaults
+
+    # -- moderation ---------------------------------------------------------------------------
+    def bar(self, guild_id: int, user_id: int, *, by: int) -> bool:
+        """Bar a member from drawing on a server; False when they were barred already."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO barred (guild_id, user_id, barred_by, barred_at) "
+            "VALUES (?, ?, ?, ?)",
+            (guild_id, user_id, by, time.time()),
+        )
+        return cursor.rowcount == 1
+
+    def unbar(self, guild_id: int, user_id: int) -> bool:
+        """Let a barred member draw again; False when they were not barred."""
+        cursor = self.db.execute(
+            "DELETE FROM barred WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        )
+        return cursor.rowcount == 1
+
+    def barred(self, guild_id: int, user_id: int) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM barred WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        ).fetchone()
+        return row is not None
+
+    def barred_count(self, guild_id: int) -> int:
+        return int(
+            self.db.execute(
+                "SELECT COUNT(*) FROM barred WHERE guild_id = ?", (guild_id,)
+            ).fetchone()[0]
+        )
+
+    def report(self, job_id: int, reporter: int) -> bool:
+        """Member `reporter` reported job `job_id`; False when they had reported it already."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO reports (job_id, reporter, reported_at) VALUES (?, ?, ?)",
+            (job_id, reporter, time.time()),
+        )
+        return cursor.rowcount == 1
 
     def save_guild_settings(self, guild_id: int, settings: GuildSettings) -> None:
         self.db.execute(

@@ -37,6 +37,7 @@ class Source(StrEnum):
     OPERATOR = "operator"
     SERVER = "server"
     AUTOMOD = "automod"
+    MEANING = "meaning"  # too close in meaning to an unsafe concept (the worker checks it)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from bot.config import Config, ConfigError, load_config
 from bot.ops.health import check_heartbeat
 from generator.contract.protocol import WorkerPresence
 from generator.contract.redis_keys import Keys, safe_url
+from generator.contract.screening import BUILTIN_CONCEPTS, LEARNED_PROMPT_MODELS
+from generator.contract.weights import clip_label
 
 
 def read_config(path: Path | None) -> tuple[Config | None, list[str]]:
@@ -34,16 +36,42 @@ def bot_lines(config: Config) -> list[str]:
     """The database, the workers and the bot's health, as `config` places them."""
     lines = _database_lines(config.resolve(config.storage.database))
     lines += _worker_lines(config)
-    moderation = config.moderation
-    lines.append(
-        f"moderation: prompts are checked against {len(moderation.blocked_terms)} blocked "
-        f"term(s) of the operator ({len(moderation.allowed_terms)} allowed), each server's own "
-        "and its AutoMod keyword rules; pictures are not screened"
-    )
+    lines += moderation_lines(config)
     if config.health.heartbeat_file:
         beat = config.resolve(config.health.heartbeat_file)
         lines.append(f"health: {check_heartbeat(beat, 90.0) or 'healthy'}")
     return lines
+
+
+def moderation_lines(config: Config) -> list[str]:
+    """What is checked: prompts by terms (and by meaning where on), pictures by screening."""
+    moderation = config.moderation
+    meaning = (
+        "on everywhere (required)"
+        if moderation.require_prompt_meaning
+        else f"{'on' if moderation.prompt_meaning else 'off'} unless a server says otherwise"
+    )
+    if moderation.require_picture_screening:
+        pictures = "on everywhere (required)"
+    else:
+        said = "on" if moderation.picture_screening else "off"
+        pictures = f"{said} unless a server says otherwise"
+    main = clip_label(config.models.clip)
+    learned = (
+        f"Q16's learned prompts for {main} and "
+        if main in LEARNED_PROMPT_MODELS
+        else f"no learned prompts for {main} (Q16 has them for "
+        f"{', '.join(LEARNED_PROMPT_MODELS)}), only "
+    )
+    return [
+        f"moderation: prompts are checked against {len(moderation.blocked_terms)} blocked "
+        f"term(s) of the operator ({len(moderation.allowed_terms)} allowed), each server's own "
+        f"and its AutoMod keyword rules; by meaning: {meaning}",
+        f"moderation: picture screening {pictures}, with {learned}"
+        f"{len(BUILTIN_CONCEPTS)} built-in concepts and {len(moderation.picture_concepts)} of "
+        "the operator's; a picture that crosses one is withheld from channels that are not "
+        "age-restricted",
+    ]
 
 
 def token_line(config: Config | None) -> str:

@@ -27,12 +27,14 @@ import yarl
 from bot.config import Config, ConfigError, load_config
 from bot.front.app import DrawBot
 from bot.front.automod import AutoModSync
+from bot.front.channels import age_restricted
 from bot.front.cogs.admin import AdminCog
 from bot.front.cogs.draw import DrawCog
 from bot.front.cogs.draw_from_image import DrawFromImageMenu
 from bot.front.cogs.help import HelpCog
 from bot.front.cogs.moderation import ModerationCog
 from bot.front.cogs.queue import QueueCog
+from bot.front.moderation_log import ModerationLog
 from bot.front.presenter import CardPresenter
 from bot.front.views import job_buttons, presses
 from bot.jobs.desk import FrontDesk
@@ -40,8 +42,10 @@ from bot.jobs.events import JobEvents
 from bot.jobs.pictures import PictureIntake
 from bot.jobs.retention import Retention
 from bot.jobs.scheduler import Scheduler
+from bot.jobs.screening import PictureGate
 from bot.jobs.spec import Rules
 from bot.jobs.store import Store
+from bot.moderation.policy import ScreeningPolicy
 from bot.moderation.rules import AutoModRules, PromptRules
 from bot.moderation.terms import TermList
 from bot.ops.health import GATEWAY_CHANGES, HeartbeatWriter
@@ -96,6 +100,7 @@ class App:
     store: Store
     scheduler: Scheduler
     presenter: CardPresenter
+    moderation_log: ModerationLog
     retention: Retention
     heartbeat: HeartbeatWriter | None
     intake: PictureIntake
@@ -105,6 +110,7 @@ class App:
         """Log in, start the parts, and connect to the gateway (the returned task)."""
         await self.bot.login(token)
         self.presenter.start()
+        self.moderation_log.start()
         self.scheduler.start()
         self.retention.start()
         if self.heartbeat is not None:
@@ -122,6 +128,7 @@ class App:
         await self.retention.stop()
         await self.scheduler.stop()
         await self.presenter.stop(CARDS_FLUSH_S)
+        await self.moderation_log.stop(CARDS_FLUSH_S)
         await self.bot.close()
         await self.intake.close()
         if self.metrics is not None:
@@ -164,6 +171,19 @@ def rules_for(config: Config) -> Rules:
         max_cutouts=config.worker.cutouts,
         text_encoder=config.models.text_encoder,
         multilingual_limit=multilingual_limit(config),
+        screening=screening_policy(config),
+    )
+
+
+def screening_policy(config: Config) -> ScreeningPolicy:
+    """The operator's `[moderation]` defaults, floors and concepts for screening."""
+    moderation = config.moderation
+    return ScreeningPolicy(
+        pictures=moderation.picture_screening,
+        require_pictures=moderation.require_picture_screening,
+        meaning=moderation.prompt_meaning,
+        require_meaning=moderation.require_prompt_meaning,
+        concepts=tuple(moderation.picture_concepts),
     )
 
 
@@ -179,8 +199,9 @@ def assemble(config: Config, transport: WorkerTransport | None = None) -> App:
     events = JobEvents()
     workers = transport if transport is not None else transport_for(config)
     watched = WatchedWorkers(workers) if config.metrics.bind else None
+    gate = PictureGate(store)
     scheduler = Scheduler(
-        store, watched or workers, events, max_requeues=config.worker.max_requeues
+        store, watched or workers, events, max_requeues=config.worker.max_requeues, gate=gate
     )
     images = config.images
     intake = PictureIntake(
@@ -200,13 +221,16 @@ def assemble(config: Config, transport: WorkerTransport | None = None) -> App:
         QueueCog(store, scheduler),
         AdminCog(store, config.limits, desk),
         HelpCog(desk, scheduler),
-        ModerationCog(store, prompt_rules, automod),
+        ModerationCog(store, prompt_rules, automod, rules.screening),
         automod,
     ]
     menus = [DrawFromImageMenu(desk).command]
     bot = DrawBot(cogs, buttons, menus=menus, sync_commands=config.discord.sync_commands)
+    gate.age_restricted = age_restricted(bot)  # the front end knows which channels are
     presenter = CardPresenter(bot, store, buttons)
     events.subscribe(presenter.on_event)
+    moderation_log = ModerationLog(bot, store)
+    events.subscribe(moderation_log.on_event)
     retention = Retention(store, config.storage.keep_days)
     heartbeat = None
     if config.health.heartbeat_file:
@@ -224,8 +248,9 @@ def assemble(config: Config, transport: WorkerTransport | None = None) -> App:
         metrics = BotMetrics(config.metrics.bind, bot, scheduler, watched)
         events.subscribe(metrics.on_event)
         desk.picture_refused = metrics.picture_refused
-        desk.prompt_refused = metrics.prompt_refused
-    return App(bot, store, scheduler, presenter, retention, heartbeat, intake, metrics)
+    return App(
+        bot, store, scheduler, presenter, moderation_log, retention, heartbeat, intake, metrics
+    )
 
 
 async def run_bot(config: Config) -> None:

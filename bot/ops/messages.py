@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po, write_po
+from discord import app_commands
 from discord.ext import commands
 
 from bot.front.cogs.admin import AdminCog
@@ -49,20 +51,28 @@ def reason_messages() -> Iterator[str]:
 
 
 def command_messages() -> Iterator[str]:
-    """The names, option names, descriptions and choices of every slash command, and the
-    context menu's name."""
+    """The names, option names, descriptions and choices of every slash command (a group's
+    subcommands too), and the context menu's name."""
     for cog in COGS:
         if issubclass(cog, commands.GroupCog):  # its commands are one command's subcommands
             yield str(cog.__cog_group_name__)
             yield str(cog.__cog_group_description__)
         for command in cog.__cog_app_commands__:
-            yield command.name
-            yield command.description
-            for parameter in getattr(command, "parameters", []):
-                yield parameter.display_name
-                yield parameter.description
-                yield from (choice.name for choice in parameter.choices)
+            yield from _command_messages(command)
     yield MENU_NAME
+
+
+def _command_messages(
+    command: app_commands.Command[Any, ..., Any] | app_commands.Group,
+) -> Iterator[str]:
+    yield command.name
+    yield command.description
+    for parameter in getattr(command, "parameters", []):
+        yield parameter.display_name
+        yield parameter.description
+        yield from (choice.name for choice in parameter.choices)
+    for subcommand in getattr(command, "commands", []):
+        yield from _command_messages(subcommand)
 
 
 def all_messages() -> list[str]:

@@ -39,6 +39,8 @@ from bot.jobs.events import (
     JobPaused,
     JobProgress,
     JobStarting,
+    PictureWithheld,
+    PromptRefused,
     QueueChanged,
 )
 from bot.jobs.scheduler import Scheduler
@@ -75,6 +77,7 @@ REFUSALS = {
     reasons.PICTURE_TIMED_OUT.code: "timed_out",
 }
 OTHER_REFUSAL = "other"
+WITHHELD_PICTURES = ("preview", "final", "timelapse")
 
 
 class WatchedWorkers:
@@ -180,6 +183,15 @@ class BotMetrics(Collector):
         )
         for source in Source:
             self.prompts_refused.labels(source.value)
+        self.pictures_withheld = Counter(
+            "pseudo_dalle_pictures_withheld",
+            "Pictures the screening withheld from a channel that is not age-restricted, by what "
+            "they were (preview, final, timelapse)",
+            ["picture"],
+            registry=self.registry,
+        )
+        for picture in WITHHELD_PICTURES:
+            self.pictures_withheld.labels(picture)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -214,9 +226,6 @@ class BotMetrics(Collector):
             await self._runner.cleanup()
             self._runner = None
 
-    def prompt_refused(self, source: Source) -> None:
-        self.prompts_refused.labels(source.value).inc()
-
     def picture_refused(self, error: ImageInputError) -> None:
         self.pictures_refused.labels(REFUSALS.get(error.reason.code, OTHER_REFUSAL)).inc()
 
@@ -239,6 +248,10 @@ class BotMetrics(Collector):
             self._drawn[event.job.id] = 0
         elif isinstance(event, JobPaused) and not event.continues:
             self._back_in_queue(event.job.id)
+        elif isinstance(event, PromptRefused):
+            self.prompts_refused.labels(event.source.value).inc()
+        elif isinstance(event, PictureWithheld):
+            self.pictures_withheld.labels(event.what).inc()
 
     def _queue_changed(self, event: QueueChanged) -> None:
         for waiting in event.waiting:

@@ -1,6 +1,9 @@
-"""/moderation: the terms this server's prompts may not say, and whether its AutoMod keyword
-rules apply to them too (Manage Server only). The operator's `[moderation]` terms apply on
-every server besides, and no server can lift them."""
+"""/moderation (Manage Server only): the terms this server's prompts may not say, whether its
+AutoMod keyword rules apply to them too, whether pictures are screened and prompts checked by
+meaning (within the operator's floors), the concepts pictures are screened against besides the
+built-in ones, spoilers in age-restricted channels, the moderation log channel, and members
+barred from drawing. The operator's `[moderation]` terms and concepts apply on every server
+besides, and no server can lift them."""
 
 from __future__ import annotations
 
@@ -12,8 +15,15 @@ from bot.front.automod import AutoModSync
 from bot.front.checks import admin_only
 from bot.i18n import N_, language_of, tr
 from bot.jobs.store import Store
-from bot.limits import MAX_TERM_CHARS, MAX_TERMS
+from bot.limits import MAX_TERM_CHARS, MAX_TERMS, GuildSettings
+from bot.moderation.policy import ScreeningPolicy
 from bot.moderation.rules import PromptRules
+from generator.contract.screening import (
+    BUILTIN_CONCEPTS,
+    MAX_CONCEPT_CHARS,
+    MAX_SERVER_CONCEPTS,
+    Concept,
+)
 
 SHOWN_TERMS = 50  # a list longer than this is cut short, saying how many more there are
 
@@ -23,11 +33,177 @@ SHOWN_TERMS = 50  # a list longer than this is cut short, saying how many more t
 class ModerationCog(commands.GroupCog, group_name="moderation"):
     """What this server's prompts may not say."""
 
-    def __init__(self, store: Store, rules: PromptRules, automod: AutoModSync) -> None:
+    concept = app_commands.Group(
+        name="concept", description="What this server's pictures are screened against"
+    )
+
+    def __init__(
+        self,
+        store: Store,
+        rules: PromptRules,
+        automod: AutoModSync,
+        screening: ScreeningPolicy,
+    ) -> None:
         self.store = store
         self.rules = rules
         self.automod = automod
+        self.screening = screening
         super().__init__()
+
+    def _change(self, guild_id: int, **values: object) -> None:
+        settings = self.store.guild_settings(guild_id)
+        self.store.save_guild_settings(guild_id, settings.model_copy(update=values))
+
+    @app_commands.command(name="screening")
+    @admin_only()
+    @app_commands.describe(on="True: pictures that may not suit a channel are withheld from it")
+    async def picture_screening(self, interaction: discord.Interaction, on: bool) -> None:
+        """Whether pictures are screened before they are shown."""
+        language, guild_id = language_of(str(interaction.locale)), interaction.guild_id or 0
+        if not on and self.screening.require_pictures:
+            answer = tr(language, "The bot's operator requires picture screening on every server.")
+        else:
+            self._change(guild_id, picture_screening=on)
+            answer = tr(
+                language,
+                N_("Pictures are screened from the next drawing on.")
+                if on
+                else N_("Pictures are no longer screened from the next drawing on."),
+            )
+        await interaction.response.send_message(answer, ephemeral=True)
+
+    @app_commands.command(name="meaning")
+    @admin_only()
+    @app_commands.describe(on="True: prompts close in meaning to unsafe concepts are refused")
+    async def prompt_meaning(self, interaction: discord.Interaction, on: bool) -> None:
+        """Whether prompts are checked by what they mean, in any language."""
+        language, guild_id = language_of(str(interaction.locale)), interaction.guild_id or 0
+        if not on and self.screening.require_meaning:
+            answer = tr(
+                language, "The bot's operator requires the prompt meaning check on every server."
+            )
+        else:
+            self._change(guild_id, prompt_meaning=on)
+            answer = tr(
+                language,
+                N_("Prompts are checked by meaning from the next drawing on.")
+                if on
+                else N_("Prompts are no longer checked by meaning from the next drawing on."),
+            )
+        await interaction.response.send_message(answer, ephemeral=True)
+
+    @app_commands.command(name="spoiler_in_age_restricted")
+    @admin_only()
+    @app_commands.describe(on="True: in age-restricted channels, such pictures are spoilers")
+    async def spoiler(self, interaction: discord.Interaction, on: bool) -> None:
+        """Whether pictures the screening flags are spoilers in age-restricted channels."""
+        language, guild_id = language_of(str(interaction.locale)), interaction.guild_id or 0
+        self._change(guild_id, spoiler_in_age_restricted=on)
+        answer = tr(
+            language,
+            N_("In age-restricted channels, pictures the screening flags are shown as spoilers.")
+            if on
+            else N_(
+                "In age-restricted channels, pictures the screening flags are shown as they are."
+            ),
+        )
+        await interaction.response.send_message(answer, ephemeral=True)
+
+    @app_commands.command(name="log_channel")
+    @admin_only()
+    @app_commands.describe(channel="Where reports, refused prompts and withheld pictures go")
+    async def log_channel(
+        self, interaction: discord.Interaction, channel: discord.TextChannel | None = None
+    ) -> None:
+        """The channel moderators read: reports, refused prompts, withheld pictures."""
+        language, guild_id = language_of(str(interaction.locale)), interaction.guild_id or 0
+        self._change(guild_id, log_channel=channel.id if channel is not None else 0)
+        answer = (
+            tr(language, "The moderation log goes to <#{channel}> from now on.", channel=channel.id)
+            if channel is not None
+            else tr(language, "There is no moderation log channel any more.")
+        )
+        await interaction.response.send_message(answer, ephemeral=True)
+
+    @app_commands.command(name="bar")
+    @admin_only()
+    @app_commands.describe(member="The member who may no longer draw here")
+    async def bar(self, interaction: discord.Interaction, member: discord.Member) -> None:
+        """Bar a member from drawing on this server."""
+        language, guild_id = language_of(str(interaction.locale)), interaction.guild_id or 0
+        if self.store.bar(guild_id, member.id, by=interaction.user.id):
+            answer = tr(language, "<@{member}> can no longer draw here.", member=member.id)
+        else:
+            answer = tr(language, "<@{member}> is barred already.", member=member.id)
+        await interaction.response.send_message(answer, ephemeral=True)
+
+    @app_commands.command(name="unbar")
+    @admin_only()
+    @app_commands.describe(member="A member barred from drawing here")
+    async def unbar(self, interaction: discord.Interaction, member: discord.Member) -> None:
+        """Let a barred member draw again."""
+        language, guild_id = language_of(str(interaction.locale)), interaction.guild_id or 0
+        if self.store.unbar(guild_id, member.id):
+            answer = tr(language, "<@{member}> can draw here again.", member=member.id)
+        else:
+            answer = tr(language, "<@{member}> is not barred.", member=member.id)
+        await interaction.response.send_message(answer, ephemeral=True)
+
+    @concept.command(name="add")
+    @admin_only()
+    @app_commands.describe(
+        text="What pictures must not show, in English, e.g. a spider",
+        threshold="How close a picture may come (CLIP cosine similarity, e.g. 0.25; lower "
+        "withholds more)",
+    )
+    async def concept_add(
+        self,
+        interaction: discord.Interaction,
+        text: app_commands.Range[str, 1, MAX_CONCEPT_CHARS],
+        threshold: app_commands.Range[float, -1.0, 1.0],
+    ) -> None:
+        """Screen this server's pictures for something more."""
+        language, guild_id = language_of(str(interaction.locale)), interaction.guild_id or 0
+        settings = self.store.guild_settings(guild_id)
+        written = text.strip()
+        kept = [c for c in settings.picture_concepts if c.text != written]
+        if not written:
+            answer = tr(language, "A concept needs words.")
+        elif len(kept) >= MAX_SERVER_CONCEPTS:
+            answer = tr(
+                language,
+                "This server screens for {count} concepts, the most it can: remove one first.",
+                count=len(kept),
+            )
+        else:
+            concept = Concept(text=written, threshold=threshold)
+            self._change(guild_id, picture_concepts=(*kept, concept))
+            answer = tr(
+                language,
+                "Pictures closer than {threshold:g} to “{text}” are withheld from channels that "
+                "are not age-restricted, from the next drawing on.",
+                threshold=threshold,
+                text=written,
+            )
+        await interaction.response.send_message(answer, ephemeral=True)
+
+    @concept.command(name="remove")
+    @admin_only()
+    @app_commands.describe(text="A concept this server screens for, as /moderation list shows")
+    async def concept_remove(
+        self, interaction: discord.Interaction, text: app_commands.Range[str, 1, MAX_CONCEPT_CHARS]
+    ) -> None:
+        """Stop screening this server's pictures for a concept."""
+        language, guild_id = language_of(str(interaction.locale)), interaction.guild_id or 0
+        settings = self.store.guild_settings(guild_id)
+        written = text.strip()
+        kept = tuple(c for c in settings.picture_concepts if c.text != written)
+        if len(kept) == len(settings.picture_concepts):
+            answer = tr(language, "This server does not screen for “{text}”.", text=written)
+        else:
+            self._change(guild_id, picture_concepts=kept)
+            answer = tr(language, "Pictures are no longer screened for “{text}”.", text=written)
+        await interaction.response.send_message(answer, ephemeral=True)
 
     @app_commands.command(name="block")
     @admin_only()
@@ -117,9 +293,51 @@ class ModerationCog(commands.GroupCog, group_name="moderation"):
                 count=len(self.rules.operator.blocked),
             ),
             self._automod_line(language, guild_id, settings.automod),
+            *self._screening_lines(language, guild_id, settings),
         ]
         embed = discord.Embed(title=tr(language, "Moderation"), description="\n".join(lines))
         await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    def _screening_lines(self, language: str, guild_id: int, settings: GuildSettings) -> list[str]:
+        screening = self.screening
+        count = len(BUILTIN_CONCEPTS) + len(screening.concepts)
+        if not screening.pictures_on(settings):
+            pictures = tr(language, "Picture screening: off (/moderation screening)")
+        elif screening.require_pictures:
+            pictures = tr(
+                language,
+                "Picture screening: on, for {count} concepts of the bot's (its operator "
+                "requires it)",
+                count=count,
+            )
+        else:
+            pictures = tr(
+                language, "Picture screening: on, for {count} concepts of the bot's", count=count
+            )
+        concepts = ", ".join(
+            "`" + c.text.replace("`", "'") + f"` ({c.threshold:g})"
+            for c in settings.picture_concepts
+        )
+        return [
+            pictures,
+            tr(language, "Screened for on this server too: {concepts}", concepts=concepts)
+            if concepts
+            else tr(language, "Screened for on this server too: nothing (/moderation concept add)"),
+            tr(language, "Prompt meaning check: on")
+            if screening.meaning_on(settings)
+            else tr(language, "Prompt meaning check: off (/moderation meaning)"),
+            tr(language, "In age-restricted channels: flagged pictures are spoilers")
+            if settings.spoiler_in_age_restricted
+            else tr(language, "In age-restricted channels: flagged pictures are shown as they are"),
+            tr(language, "Moderation log: <#{channel}>", channel=settings.log_channel)
+            if settings.log_channel
+            else tr(language, "Moderation log: none (/moderation log_channel)"),
+            tr(
+                language,
+                "Members barred from drawing: {count}",
+                count=self.store.barred_count(guild_id),
+            ),
+        ]
 
     def _automod_line(self, language: str, guild_id: int, applied: bool) -> str:
         if not applied:
