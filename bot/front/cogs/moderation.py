@@ -54,60 +54,84 @@ class ModerationCog(commands.GroupCog, group_name="moderation"):
         settings = self.store.guild_settings(guild_id)
         self.store.save_guild_settings(guild_id, settings.model_copy(update=values))
 
+    async def _switch(
+        self,
+        interaction: discord.Interaction,
+        setting: str,
+        on: bool,
+        *,
+        required: tuple[bool, str],
+        answers: tuple[str, str],
+    ) -> None:
+        """Turns a server's `setting` on or off, unless the operator requires it on
+        (`required`: whether, and what to say); `answers` say it is on, and off."""
+        language, guild_id = language_of(str(interaction.locale)), interaction.guild_id or 0
+        if not on and required[0]:
+            answer = tr(language, required[1])
+        else:
+            self._change(guild_id, **{setting: on})
+            answer = tr(language, answers[0] if on else answers[1])
+        await interaction.response.send_message(answer, ephemeral=True)
+
     @app_commands.command(name="screening")
     @admin_only()
     @app_commands.describe(on="True: pictures that may not suit a channel are withheld from it")
     async def picture_screening(self, interaction: discord.Interaction, on: bool) -> None:
         """Whether pictures are screened before they are shown."""
-        language, guild_id = language_of(str(interaction.locale)), interaction.guild_id or 0
-        if not on and self.screening.require_pictures:
-            answer = tr(language, "The bot's operator requires picture screening on every server.")
-        else:
-            self._change(guild_id, picture_screening=on)
-            answer = tr(
-                language,
-                N_("Pictures are screened from the next drawing on.")
-                if on
-                else N_("Pictures are no longer screened from the next drawing on."),
-            )
-        await interaction.response.send_message(answer, ephemeral=True)
+        await self._switch(
+            interaction,
+            "picture_screening",
+            on,
+            required=(
+                self.screening.require_pictures,
+                N_("The bot's operator requires picture screening on every server."),
+            ),
+            answers=(
+                N_("Pictures are screened from the next drawing on."),
+                N_("Pictures are no longer screened from the next drawing on."),
+            ),
+        )
 
     @app_commands.command(name="meaning")
     @admin_only()
     @app_commands.describe(on="True: prompts close in meaning to unsafe concepts are refused")
     async def prompt_meaning(self, interaction: discord.Interaction, on: bool) -> None:
         """Whether prompts are checked by what they mean, in any language."""
-        language, guild_id = language_of(str(interaction.locale)), interaction.guild_id or 0
-        if not on and self.screening.require_meaning:
-            answer = tr(
-                language, "The bot's operator requires the prompt meaning check on every server."
-            )
-        else:
-            self._change(guild_id, prompt_meaning=on)
-            answer = tr(
-                language,
-                N_("Prompts are checked by meaning from the next drawing on.")
-                if on
-                else N_("Prompts are no longer checked by meaning from the next drawing on."),
-            )
-        await interaction.response.send_message(answer, ephemeral=True)
+        await self._switch(
+            interaction,
+            "prompt_meaning",
+            on,
+            required=(
+                self.screening.require_meaning,
+                N_("The bot's operator requires the prompt meaning check on every server."),
+            ),
+            answers=(
+                N_("Prompts are checked by meaning from the next drawing on."),
+                N_("Prompts are no longer checked by meaning from the next drawing on."),
+            ),
+        )
 
     @app_commands.command(name="spoiler_in_age_restricted")
     @admin_only()
     @app_commands.describe(on="True: in age-restricted channels, such pictures are spoilers")
     async def spoiler(self, interaction: discord.Interaction, on: bool) -> None:
         """Whether pictures the screening flags are spoilers in age-restricted channels."""
-        language, guild_id = language_of(str(interaction.locale)), interaction.guild_id or 0
-        self._change(guild_id, spoiler_in_age_restricted=on)
-        answer = tr(
-            language,
-            N_("In age-restricted channels, pictures the screening flags are shown as spoilers.")
-            if on
-            else N_(
-                "In age-restricted channels, pictures the screening flags are shown as they are."
+        await self._switch(
+            interaction,
+            "spoiler_in_age_restricted",
+            on,
+            required=(False, ""),
+            answers=(
+                N_(
+                    "In age-restricted channels, pictures the screening flags are shown as "
+                    "spoilers."
+                ),
+                N_(
+                    "In age-restricted channels, pictures the screening flags are shown as they "
+                    "are."
+                ),
             ),
         )
-        await interaction.response.send_message(answer, ephemeral=True)
 
     @app_commands.command(name="log_channel")
     @admin_only()
