@@ -117,7 +117,7 @@ def test_pictures_are_recorded_by_name_and_hash_and_a_continue_drops_the_start(
     # Continue: from the result's latent, still steered by the picture, not started again.
     more = Job("", 1, 2, init_logits=result.logits, image_prompts=(steer,))
     assert engine.draw(more).steps == 2
-    with pytest.raises(SettingsError, match="not both"):
+    with pytest.raises(SettingsError, match="not two of them"):
         Job("", 1, 2, init_logits=result.logits, init_image=given)
 
 

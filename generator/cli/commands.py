@@ -22,12 +22,18 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from generator import __version__
+from generator.cli.edits import check_decoder, edit_base, edit_spec, read_source
 from generator.cli.parser import add_draw_options, add_text_encoder_options
 from generator.cli.pictures import PictureArg, add_encoder_option, read_picture
 from generator.contract.encoders import (
     choose_encoder,
 )
-from generator.contract.errors import GeneratorError, ModelLoadError, PromptError, SettingsError
+from generator.contract.errors import (
+    GeneratorError,
+    ModelLoadError,
+    PromptError,
+    SettingsError,
+)
 from generator.contract.images import MAX_IMAGE_PROMPTS
 from generator.contract.quality import preset
 from generator.contract.reasons import NOTHING_TO_DRAW
@@ -94,6 +100,17 @@ def build_parser(add_commands: CommandAdder | None = None) -> argparse.ArgumentP
     add_draw_options(draw)
     draw.set_defaults(handler=_draw)
 
+    edit = commands.add_parser(
+        "edit",
+        help="edit a picture pseudo-dalle drew: vary it, or draw part of it again",
+        description="Start from the tokens a pseudo-dalle PNG carries: --vary subtle or strong "
+        "draws a variation, --region or --mask draws that part again with the same or new "
+        "words and keeps every token outside it. Ctrl-C stops early and still saves the "
+        "picture so far.",
+    )
+    add_draw_options(edit, edit=True)
+    edit.set_defaults(handler=_edit)
+
     fetch = commands.add_parser(
         "fetch-weights",
         help="download the model weights into the cache",
@@ -145,15 +162,14 @@ class _Interrupt:
         print("\nstopping after this step; press Ctrl-C again to quit now", file=sys.stderr)
 
 
-def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
-    """The run the options describe: the --quality preset's size, cutouts and iterations
-    where they are not given."""
-    chosen = preset(args.quality)
-    width, height = args.size or (chosen.size, chosen.size)
-    settings = DrawSettings(
+def _settings_from_args(args: argparse.Namespace, size: tuple[int, int]) -> DrawSettings:
+    """The settings the options describe for a picture of `size`: the --quality preset's
+    cutouts where they are not given."""
+    width, height = size
+    return DrawSettings(
         width=width,
         height=height,
-        cutouts=args.cutouts or chosen.cutouts,
+        cutouts=args.cutouts or preset(args.quality).cutouts,
         lr=args.lr,
         temperature=args.temperature,
         temperature_end=args.temperature_end,
@@ -166,6 +182,13 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
         lr_drop=args.lr_drop,
         cut_schedule=args.cut_schedule,
     )
+
+
+def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
+    """The run the options describe: the --quality preset's size, cutouts and iterations
+    where they are not given."""
+    chosen = preset(args.quality)
+    settings = _settings_from_args(args, args.size or (chosen.size, chosen.size))
     seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
     if not args.prompt and not args.image_prompt:
         raise PromptError(NOTHING_TO_DRAW)
@@ -185,18 +208,21 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
     return settings, dataclasses.replace(job, text_encoder=encoder)
 
 
-def _draw(args: argparse.Namespace) -> int:
+def _start(args: argparse.Namespace) -> None:
+    """What `draw` and `edit` check and set before reading anything."""
     if args.progress_dir is not None and args.save_every is None:
         _fail("--progress-dir needs --save-every N", EXIT_USAGE)
     from generator.method.runtime import configure_torch
 
     configure_torch(choose_threads(args.threads, reserve=0))
+
+
+def _draw(args: argparse.Namespace) -> int:
+    _start(args)
     try:
         settings, job = _job_from_args(args)
         if job.text_encoder == "clip":
             check_lengths(job.prompts)
-        from generator.method.output import save_result, save_timelapse
-
         models = models_from_args(args)
         multilingual = _multilingual(args, models) if job.text_encoder != "clip" else None
         encoder = _picture_encoder(args, models) if job.init_image is not None else None
@@ -204,11 +230,52 @@ def _draw(args: argparse.Namespace) -> int:
         _fail(str(error), EXIT_FAILED)
     except GeneratorError as error:
         _fail(str(error), EXIT_USAGE)
+    out = args.out or _default_out(job.prompt, job.seed)
+    return _run_and_save(
+        args, models, settings, job, out, multilingual=multilingual, encoder=encoder
+    )
+
+
+def _edit(args: argparse.Namespace) -> int:
+    _start(args)
+    try:
+        source = read_source(args)
+        settings = _settings_from_args(args, source.grid.size)
+        spec = edit_spec(args, source)
+        base = edit_base(args, source, preset(args.quality).iterations)
+        text_encoder = choose_encoder(args.text_encoder, base.prompts)
+        if text_encoder == "clip":
+            check_lengths(base.prompts)
+        models = models_from_args(args)
+        check_decoder(args.picture, source.grid, models.decoder_sha256)
+        multilingual = _multilingual(args, models) if text_encoder != "clip" else None
+        from generator.method.edits import edit_job
+
+        job = edit_job(dataclasses.replace(base, text_encoder=text_encoder), source.grid, spec)
+    except ModelLoadError as error:
+        _fail(str(error), EXIT_FAILED)
+    except GeneratorError as error:
+        _fail(str(error), EXIT_USAGE)
+    out = args.out or Path(f"{args.picture.stem}-{spec.kind}-{job.seed}.png")
+    return _run_and_save(args, models, settings, job, out, multilingual=multilingual)
+
+
+def _run_and_save(
+    args: argparse.Namespace,
+    models: Models,
+    settings: DrawSettings,
+    job: Job,
+    out: Path,
+    *,
+    multilingual: MultilingualEncoder | None,
+    encoder: torch.nn.Module | None = None,
+) -> int:
+    """Draw `job` with a progress bar, save it (and the time-lapse asked for) and say so."""
     from generator.method.fast import resolve_precision
+    from generator.method.output import save_result, save_timelapse
 
     precision = resolve_precision(args.precision, models.device)
     settings = dataclasses.replace(settings, precision=precision)
-    out = args.out or _default_out(job.prompt, job.seed)
     with tempfile.TemporaryDirectory(prefix="pseudo-dalle-frames-") as scratch:
         frames_dir = args.progress_dir or Path(scratch)
         save_every = args.save_every

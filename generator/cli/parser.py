@@ -1,4 +1,5 @@
-"""`pseudo-dalle draw`'s options and the argument types they share with the other commands."""
+"""`pseudo-dalle draw`'s and `edit`'s options and the argument types they share with the other
+commands."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from pathlib import Path
 
 from generator.cli.pictures import add_picture_options
+from generator.contract.edits import EDITS
 from generator.contract.encoders import (
     DEFAULT_MULTILINGUAL,
     MULTILINGUAL_MODELS,
@@ -83,34 +85,45 @@ def timelapse_file(text: str) -> Path:
     return path
 
 
-def add_draw_options(draw: argparse.ArgumentParser) -> None:
-    """Every option of `pseudo-dalle draw`."""
+def add_draw_options(draw: argparse.ArgumentParser, *, edit: bool = False) -> None:
+    """Every option of `pseudo-dalle draw`; with `edit`, of `pseudo-dalle edit`: the picture
+    first, what edit to make, and no size or pictures to start from (the picture is both)."""
     normal = PRESETS[DEFAULT_QUALITY]
-    draw.add_argument(
-        "prompt",
-        nargs="?",
-        default="",
-        help="what to draw; weight parts with 'text:weight' and separate them with '|', "
-        "e.g. 'a red sky:1 | blurry, watermark:-0.5'; may be left out with --image-prompt",
-    )
+    if edit:
+        _add_edit_options(draw)
+    else:
+        draw.add_argument(
+            "prompt",
+            nargs="?",
+            default="",
+            help="what to draw; weight parts with 'text:weight' and separate them with '|', "
+            "e.g. 'a red sky:1 | blurry, watermark:-0.5'; may be left out with --image-prompt",
+        )
     add_quality_option(
         draw, "the size, cutouts, iterations and CLIP models; the options below win over it"
     )
+    shares = ", ".join(f"{kind} {preset.share:.0%}" for kind, preset in EDITS.items())
     draw.add_argument(
         "--iterations",
         type=positive,
         default=None,
-        help=f"optimisation steps, 1 to {MAX_ITERATIONS} (default: the quality's, "
-        f"{normal.iterations} at {DEFAULT_QUALITY}; the reference used 7000)",
+        help=f"optimisation steps, 1 to {MAX_ITERATIONS} (default: "
+        + (
+            f"a share of the quality's, {normal.iterations} at {DEFAULT_QUALITY}: {shares})"
+            if edit
+            else f"the quality's, {normal.iterations} at {DEFAULT_QUALITY}; the reference used "
+            "7000)"
+        ),
     )
-    draw.add_argument(
-        "--size",
-        type=size,
-        default=None,
-        metavar="SIDE|WxH",
-        help=f"picture size in pixels, multiples of 8 from {MIN_SIDE} to {MAX_SIDE} "
-        f"(default: the quality's, {normal.size} at {DEFAULT_QUALITY})",
-    )
+    if not edit:
+        draw.add_argument(
+            "--size",
+            type=size,
+            default=None,
+            metavar="SIDE|WxH",
+            help=f"picture size in pixels, multiples of 8 from {MIN_SIDE} to {MAX_SIDE} "
+            f"(default: the quality's, {normal.size} at {DEFAULT_QUALITY})",
+        )
     draw.add_argument(
         "--seed",
         type=int,
@@ -179,7 +192,8 @@ def add_draw_options(draw: argparse.ArgumentParser) -> None:
         "notebooks that introduced the method did)",
     )
     add_text_encoder_options(draw)
-    add_picture_options(draw)
+    if not edit:
+        add_picture_options(draw)
     draw.add_argument(
         "--rotation",
         type=float,
@@ -244,6 +258,53 @@ def add_draw_options(draw: argparse.ArgumentParser) -> None:
         metavar="FILE.webp",
         help="also write an animation of the progress frames: an animated WebP or GIF, as "
         "FILE ends",
+    )
+
+
+def box(text: str) -> tuple[int, int, int, int]:
+    """X0,Y0,X1,Y1 in pixels, X0 < X1 and Y0 < Y1."""
+    parts = text.split(",")
+    try:
+        x0, y0, x1, y1 = (int(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1 in pixels, got {text!r}") from None
+    if not (0 <= x0 < x1 and 0 <= y0 < y1):
+        raise argparse.ArgumentTypeError(f"expected 0 <= X0 < X1 and 0 <= Y0 < Y1, got {text!r}")
+    return x0, y0, x1, y1
+
+
+def _add_edit_options(edit: argparse.ArgumentParser) -> None:
+    edit.add_argument(
+        "picture",
+        type=Path,
+        metavar="PICTURE.png",
+        help="a picture pseudo-dalle drew (0.3 or later): it carries the tokens it is made of",
+    )
+    edit.add_argument(
+        "prompt",
+        nargs="?",
+        default=None,
+        help="the words to draw (a region edit: what the region shows); default: the "
+        "picture's own prompt",
+    )
+    how = edit.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--vary",
+        choices=("subtle", "strong"),
+        help="a variation: every token starts from the picture's, held firmly (subtle: the "
+        "composition stays, details change) or loosely (strong)",
+    )
+    how.add_argument(
+        "--region",
+        type=box,
+        metavar="X0,Y0,X1,Y1",
+        help="draw this box again (pixels, X1 and Y1 excluded); every token outside it stays",
+    )
+    how.add_argument(
+        "--mask",
+        type=Path,
+        metavar="MASK.png",
+        help="draw again where this picture (the same size) is white; every token elsewhere stays",
     )
 
 

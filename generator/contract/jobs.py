@@ -3,7 +3,8 @@
 Everything that decides what a job draws is here, decided once when the member asks: the
 prompt, seed, iterations and size, the quality with the cutouts and CLIP models it came to, early
 stopping, the time-lapse, how often the card shows progress, the pictures and how they are used,
-the text encoder, the job it continues or rerolls, and how its prompt and pictures are screened.
+the text encoder, the job it continues, rerolls or edits (and how it edits it), and how its prompt
+and pictures are screened.
 The bot stores the spec as it is and sends it unchanged in `StartJob`, so a setting an admin
 changes later touches only later drawings; where a job is drawn is the scheduler's only choice.
 
@@ -17,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from generator.contract.edits import EditSpec
 from generator.contract.encoders import TEXT_ENCODER_CHOICES
 from generator.contract.fields import one_of
 from generator.contract.images import (
@@ -72,13 +74,13 @@ class PictureData(BaseModel):
 
 
 class ParentJob(BaseModel):
-    """The job a drawing came from: it continues it (from its final state) or rerolls it (the
-    same words and pictures, another seed)."""
+    """The job a drawing came from: it continues it (from its final state), rerolls it (the
+    same words and pictures, another seed) or edits its picture (`JobSpec.edit` says how)."""
 
     model_config = FROZEN
 
     id: Annotated[int, Field(ge=1)]
-    how: Literal["continue", "reroll"]
+    how: Literal["continue", "reroll", "edit"]
 
 
 class JobSpec(BaseModel):
@@ -106,6 +108,7 @@ class JobSpec(BaseModel):
     image_prompts: Annotated[tuple[PictureRef, ...], Field(max_length=MAX_IMAGE_PROMPTS)] = ()
     parent: ParentJob | None = None
     screening: ScreeningSpec = ScreeningSpec()
+    edit: EditSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
@@ -113,6 +116,10 @@ class JobSpec(BaseModel):
             raise ValueError("clip_models must name each model once")
         if self.continues is not None and self.init_image is not None:
             raise ValueError("a job continues an earlier one or starts from a picture, not both")
+        if self.edit is not None and (self.continues is not None or self.init_image is not None):
+            raise ValueError("an edit starts from its picture's tokens, not from another start")
+        if self.parent is not None and (self.parent.how == "edit") != (self.edit is not None):
+            raise ValueError("a job edits its parent (how: edit) exactly when it has an edit")
         return self
 
     @property

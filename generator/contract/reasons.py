@@ -110,6 +110,26 @@ PICTURE_MORE_THAN_DECLARED = _declare(
     "picture_more_than_declared", "the picture is too big (more than {limit} MiB)"
 )
 
+# -- edits of a picture -------------------------------------------------------------------------
+EDIT_NO_TOKENS = _declare(
+    "edit_no_tokens",
+    "this picture carries no token grid, so it cannot be edited: only pictures pseudo-dalle 0.3 "
+    "or later drew can be",
+)
+EDIT_TOKENS_DAMAGED = _declare("edit_tokens_damaged", "this picture's token grid is damaged")
+EDIT_OTHER_DECODER = _declare(
+    "edit_other_decoder",
+    "this picture was drawn with another dVAE decoder (SHA-256 {decoder}…) than the one here, "
+    "so it cannot be edited here",
+)
+EDIT_PICTURE_SIZE = _declare(
+    "edit_picture_size",
+    "this picture is {width}x{height} pixels but its token grid is for {grid}: it was changed "
+    "after it was drawn",
+)
+EDIT_REGION_CELL = _declare("edit_region_cell", "there is no cell {cell}: pick from A1 to D4")
+EDIT_NO_REGION = _declare("edit_no_region", "the region holds no part of the picture")
+
 # -- what a worker says of a job ----------------------------------------------------------------
 COMPILING = _declare("compiling", "compiling the networks")
 LOADING_PICTURE_ENCODER = _declare("loading_picture_encoder", "loading the picture encoder")

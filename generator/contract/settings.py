@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from generator.contract.edits import EditSpec
 from generator.contract.errors import SettingsError
 from generator.contract.images import (
     DEFAULT_INIT_STRENGTH,
@@ -178,6 +179,10 @@ class Job:
     `init_logits` continues an earlier result (its `DrawResult.logits`) instead of starting from
     random tokens. `init_image` starts from a picture's tokens instead, held as firmly as
     `init_strength` says (0: the first steps may leave them, 1: they hold through the run);
+    `init_tokens` (1, h, w) start from a token grid itself (an edit, `edit` says which), held
+    the same way, except the cells where `fresh` (1, h, w) bool is True, which start from
+    random tokens and are not pulled back; with `frozen`, every other cell is kept exactly (a
+    region edit);
     `image_prompts` steer towards pictures, each with its weight, next to the text's parts.
     The prompt may be empty when there is an image prompt: the pictures alone steer.
     With `auto_stop` N, the loss is averaged over windows of `AUTO_STOP_WINDOW` steps and the
@@ -193,6 +198,10 @@ class Job:
     init_strength: float = DEFAULT_INIT_STRENGTH
     image_prompts: tuple[ImageInput, ...] = ()
     auto_stop: int | None = None  # stop when this many loss windows in a row beat no earlier one
+    init_tokens: Any = field(default=None, compare=False, repr=False)
+    fresh: Any = field(default=None, compare=False, repr=False)
+    frozen: bool = False
+    edit: EditSpec | None = None  # what the PNG records of the edit
     prompts: tuple[WeightedPrompt, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -218,10 +227,16 @@ class Job:
             len(self.image_prompts) <= MAX_IMAGE_PROMPTS,
             f"at most {MAX_IMAGE_PROMPTS} image prompts, got {len(self.image_prompts)}",
         )
+        starts = [self.init_image, self.init_logits, self.init_tokens]
         _require(
-            self.init_image is None or self.init_logits is None,
-            "a job starts from a picture or from an earlier result, not both",
+            sum(start is not None for start in starts) <= 1,
+            "a job starts from a picture, an earlier result or a token grid, not two of them",
         )
+        _require(
+            self.fresh is None or self.init_tokens is not None,
+            "cells to start afresh need the tokens of the others",
+        )
+        _require(not self.frozen or self.fresh is not None, "a region edit needs its region")
         _require(
             not self.image_prompts
             or any(image.weight > 0 for image in self.image_prompts)

@@ -47,10 +47,10 @@ def check_size(size: int) -> None:
 
 def check_pixels(width: int, height: int) -> None:
     if width * height > MAX_INPUT_PIXELS:
-        _too_many_pixels()
+        too_many_pixels()
 
 
-def _too_many_pixels() -> NoReturn:
+def too_many_pixels() -> NoReturn:
     raise ImageInputError(PICTURE_TOO_MANY_PIXELS, limit=f"{MAX_INPUT_PIXELS / 1e6:g}")
 
 
@@ -80,7 +80,7 @@ def reencode(data: bytes) -> bytes:
     except ImageInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        _too_many_pixels()
+        too_many_pixels()
     except UnidentifiedImageError:
         raise ImageInputError(NOT_A_PICTURE) from None
     except (OSError, SyntaxError, ValueError, EOFError):

@@ -20,11 +20,13 @@ from typing import Any
 import torch
 from PIL import Image
 
+from generator.contract.edits import HELD_SCALE
 from generator.contract.errors import SettingsError
 from generator.contract.settings import AUTO_STOP_WINDOW, DrawSettings, Job
 from generator.contract.weights import clip_label
 from generator.method import graphs
 from generator.method.cutouts import cutout_transforms, make_cutouts, resized
+from generator.method.edits import NOT_PULLED, Region
 from generator.method.fast import ImageEncoder, Networks, build_networks
 from generator.method.latent import (
     as_latent,
@@ -95,6 +97,7 @@ class DrawResult:
     model_losses: list[list[float]] = field(repr=False)
     clip_models: tuple[str, ...]  # the CLIP models that judged it, as `Models.clip_names`
     timings: Timings
+    decoder_sha256: str  # the decoder that drew it (`Models.decoder_sha256`)
     auto_stopped: bool = False  # ended by `Job.auto_stop`, not by its last iteration
 
     @property
@@ -126,6 +129,7 @@ class _Active:
     setup_s: float
     anchor: torch.Tensor | None = None  # (1, h, w): the tokens of the picture it started from
     anchor_weight: float = 0.0
+    region: Region | None = None  # a region edit: what it keeps and where its cutouts look
     best_window: float = float("inf")  # auto-stop: the lowest mean loss of a window so far
     stale_windows: int = 0  # auto-stop: windows in a row that have not beaten it
     step: int = 0
@@ -309,8 +313,8 @@ class Batch:
     def add(self, job: Job, settings: DrawSettings | None = None) -> int:
         """Start `job` (under `settings`, else the engine's); returns its handle.
 
-        Raises PromptError for a prompt CLIP cannot take and ValueError for `init_logits` of
-        the wrong shape; the batch is unchanged then.
+        Raises PromptError for a prompt CLIP cannot take and ValueError for `init_logits` or
+        `init_tokens` of the wrong shape; the batch is unchanged then.
         """
         started = time.perf_counter()
         engine = self.engine
@@ -318,10 +322,24 @@ class Batch:
         device = engine.device
         generator = torch.Generator(device=device).manual_seed(job.seed)
         vocab, grid = engine.models.vocab_size, settings.token_grid
-        anchor, anchor_at = None, 0.0
+        anchor, anchor_at, region = None, 0.0, None
         if job.init_logits is not None:
             init = as_latent(job.init_logits.detach(), vocab, grid).to(device, torch.float32)
             init = init.clone(memory_format=torch.contiguous_format)
+        elif job.init_tokens is not None and job.frozen:
+            kept, fresh = _grid_tokens(job.init_tokens, grid, device), job.fresh.to(device)
+            drawn = initial_logits(vocab, grid, settings.init_scale, generator)
+            init = torch.where(fresh[..., None], drawn, start_logits(kept, vocab, HELD_SCALE))
+            region = Region.of(kept, fresh, vocab, settings.cutouts)
+        elif job.init_tokens is not None:
+            anchor = _grid_tokens(job.init_tokens, grid, device)
+            init = start_logits(anchor, vocab, start_gap(job.init_strength, settings.init_scale))
+            if job.fresh is not None:
+                fresh = job.fresh.to(device)
+                drawn = initial_logits(vocab, grid, settings.init_scale, generator)
+                init = torch.where(fresh[..., None], drawn, init)
+                anchor = anchor.masked_fill(fresh, NOT_PULLED)
+            anchor_at = anchor_weight(job.init_strength)
         elif job.init_image is not None:
             anchor = self._picture_tokens(job.init_image.png, settings)
             init = start_logits(anchor, vocab, start_gap(job.init_strength, settings.init_scale))
@@ -360,6 +378,7 @@ class Batch:
                 setup_s=time.perf_counter() - started,
                 anchor=anchor if anchor_at > 0 else None,
                 anchor_weight=anchor_at,
+                region=region,
             )
         )
         return handle
@@ -497,11 +516,14 @@ class Batch:
         """
         engine, device = self.engine, self.engine.device
         parts = [
-            relax(
-                e.logits,
-                gumbel_noise(e.logits.shape, e.generator),
-                e.temperature,
-                settings.relaxation,
+            _held(
+                e,
+                relax(
+                    e.logits,
+                    gumbel_noise(e.logits.shape, e.generator),
+                    e.temperature,
+                    settings.relaxation,
+                ),
             )
             for e in chunk
         ]
@@ -509,7 +531,10 @@ class Batch:
         networks = engine.networks(settings)
         images = decode(networks.decode, soft)  # (B, 3, H, W) in fp32
         transforms = torch.stack(
-            [cutout_transforms(settings, e.generator, device, e.cut_size) for e in chunk]
+            [
+                _cutouts(e, cutout_transforms(settings, e.generator, device, e.cut_size))
+                for e in chunk
+            ]
         )  # (B, N, 2, 3)
         cutouts = make_cutouts(images, transforms, networks.cut_side)  # (B*N, 3, s, s)
         if settings.noise_std:  # before scaling, so that every CLIP sees the same noisy crops
@@ -548,6 +573,7 @@ class Batch:
                 self.engine.models.clip_names[i] for i in self.engine.clip_indices(entry.settings)
             ),
             timings=Timings(setup_s=entry.setup_s, loop_s=loop_s, steps=entry.step),
+            decoder_sha256=self.engine.models.decoder_sha256,
             auto_stopped=not cancelled and entry.step < entry.job.iterations,
         )
 
@@ -596,6 +622,23 @@ def _stalled(entry: _Active) -> bool:
     else:
         entry.stale_windows += 1
     return entry.stale_windows >= patience
+
+
+def _grid_tokens(tokens: torch.Tensor, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """An edit's tokens (1, h, w) on the device; ValueError when they are not the output's grid."""
+    if tuple(tokens.shape) != (1, *grid):
+        raise ValueError(f"init_tokens has shape {tuple(tokens.shape)}, expected {(1, *grid)}")
+    return tokens.to(device)
+
+
+def _held(entry: _Active, soft: torch.Tensor) -> torch.Tensor:
+    """A job's soft tokens (1, V, h, w), the cells a region edit keeps held as they were."""
+    return soft if entry.region is None else entry.region.hold(soft)
+
+
+def _cutouts(entry: _Active, transforms: torch.Tensor) -> torch.Tensor:
+    """A job's cutout maps (N, 2, 3), a region edit's mostly moved onto its region."""
+    return transforms if entry.region is None else entry.region.cut(transforms)
 
 
 def _anchor_term(entry: _Active) -> torch.Tensor:

@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from generator import __version__
+from generator.contract.edits import EDIT_KEY, TOKENS_KEY, TokenGrid
 from generator.contract.weights import clip_label
 from generator.media.animation import SUFFIXES, encode_animation
 from generator.method.engine import DrawResult
@@ -20,7 +21,9 @@ from generator.method.engine import DrawResult
 def png_metadata(result: DrawResult) -> dict[str, str]:
     """What a PNG records about how it was made; nothing that varies between identical runs.
     Pictures given as inputs are recorded by name and SHA-256, never their bytes; each CLIP
-    model by its name (a file by its file name) with its share of the final loss."""
+    model by its name (a file by its file name) with its share of the final loss; the token
+    grid it was decoded from, so that it can be edited from the file alone; and, for an edit,
+    what edit of which picture it is."""
     job = result.job
     metadata = {
         "prompt": job.prompt,
@@ -35,7 +38,10 @@ def png_metadata(result: DrawResult) -> dict[str, str]:
             ensure_ascii=False,
         ),
         "Software": f"pseudo-dalle {__version__}",
+        TOKENS_KEY: token_grid(result).to_text(),
     }
+    if job.edit is not None:
+        metadata[EDIT_KEY] = job.edit.record()
     if job.init_image is not None:
         metadata["init_image"] = json.dumps(
             {
@@ -51,6 +57,13 @@ def png_metadata(result: DrawResult) -> dict[str, str]:
             ensure_ascii=False,
         )
     return metadata
+
+
+def token_grid(result: DrawResult) -> TokenGrid:
+    """The tokens the picture was decoded from: the most likely one at each cell."""
+    _, rows, cols, vocab = result.logits.shape
+    tokens = result.logits[0].argmax(dim=-1).flatten().tolist()
+    return TokenGrid(rows, cols, vocab, result.decoder_sha256, tuple(tokens))
 
 
 def png_bytes(image: Image.Image, metadata: dict[str, str] | None = None) -> bytes:

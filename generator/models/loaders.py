@@ -29,6 +29,7 @@ from generator.contract.weights import (
     default_cache_dir,
     encoder_spec,
     ensure_weights,
+    sha256_file,
 )
 from generator.models.checkpoint import read_tensors
 
@@ -63,6 +64,9 @@ class Models:
     decoder: nn.Module
     decoder_shape: DecoderShape
     device: torch.device
+    # The SHA-256 of the decoder's file: a picture's token grid names the decoder that drew it
+    # (`generator.contract.edits`), and only that decoder may edit it.
+    decoder_sha256: str
 
     @property
     def vocab_size(self) -> int:
@@ -334,6 +338,7 @@ def load_models(
         decoder=decoder_net,
         decoder_shape=shape,
         device=target,
+        decoder_sha256=sha256_file(decoder_file),
     )
 
 

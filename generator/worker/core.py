@@ -233,7 +233,7 @@ class Worker:
         try:
             check_drawable(spec, self.engine.models.clip_names, self.options)
             settings = draw_settings(spec, self.options, self.precision)
-            job = engine_job(start, settings, self.engine.models.vocab_size)
+            job = engine_job(start, settings, self.engine.models)
             if spec.screening.meaning:
                 check_meaning(self.engine, self.screener, job, settings, start.job_id)
             if job.init_image is not None and not self.engine.picture_encoder_loaded:

@@ -1,11 +1,12 @@
 """A `StartJob` as the engine takes it: its spec as `DrawSettings` and a `Job`, its pictures as
-`ImageInput`s, its continue state as logits, or the `Refusal` a worker sends instead.
+`ImageInput`s, its continue state as logits (or, for an edit, as the token grid it edits), or
+the `Refusal` a worker sends instead.
 
 The bot decided everything when the member asked (`generator.contract.jobs`); the worker adds
 only what is its own (precision, checkpointing, compiling, relaxation) and refuses, never
 adjusts, a job it cannot draw as decided: one naming a CLIP model it does not hold or more
-cutouts than its `[worker] cutouts`, and one whose spec checks its prompt by meaning when the
-prompt comes too close to an unsafe concept.
+cutouts than its `[worker] cutouts`, one whose spec checks its prompt by meaning when the
+prompt comes too close to an unsafe concept, and an edit of a picture another decoder drew.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import logging
 
 import torch
 
+from generator.contract.edits import EditSpec, TokenGrid
+from generator.contract.errors import MemberError
 from generator.contract.images import ImageInput
 from generator.contract.jobs import JobSpec, PictureRef
 from generator.contract.protocol import StartJob, WorkerOptions, b64_to_png
 from generator.contract.reasons import (
     CANNOT_START,
+    EDIT_OTHER_DECODER,
     MISSING_MODEL,
     PROMPT_MEANING,
     STATE_UNUSABLE,
@@ -31,9 +35,11 @@ from generator.contract.reasons import (
 )
 from generator.contract.settings import DrawSettings, Job
 from generator.contract.weights import clip_label
+from generator.method.edits import edit_job
 from generator.method.engine import Engine
 from generator.method.latent import unpack_state
 from generator.method.screening import Screener
+from generator.models.loaders import Models
 
 log = logging.getLogger("pseudo_dalle.worker")
 
@@ -90,32 +96,67 @@ def check_meaning(
         raise Refusal(PROMPT_MEANING, concept=concept.text)
 
 
-def engine_job(start: StartJob, settings: DrawSettings, vocab: int) -> Job:
-    """The job to add to the batch. Refusal when its state or its pictures cannot be used;
-    PromptError for a prompt that cannot be read, SettingsError for a job the engine refuses."""
+def engine_job(start: StartJob, settings: DrawSettings, models: Models) -> Job:
+    """The job to add to the batch. Refusal when its state or its pictures cannot be used, or
+    when it edits a picture another decoder drew; PromptError for a prompt that cannot be read,
+    SettingsError for a job the engine refuses."""
     spec = start.spec
     pictures = _Pictures(start)
-    return Job(
+    job = Job(
         spec.prompt,
         spec.seed,
         spec.iterations,
-        init_logits=_initial_logits(start, vocab, settings.token_grid),
+        init_logits=None if spec.edit else _initial_logits(start, models.vocab_size, settings),
         text_encoder=spec.text_encoder,
         init_image=None if spec.init_image is None else pictures.image(spec.init_image),
         init_strength=spec.init_strength,
         image_prompts=tuple(pictures.image(ref) for ref in spec.image_prompts),
         auto_stop=spec.auto_stop,
     )
+    return job if spec.edit is None else _edit(start, spec.edit, job, settings, models)
 
 
-def _initial_logits(start: StartJob, vocab: int, grid: tuple[int, int]) -> torch.Tensor | None:
+def _edit(start: StartJob, edit: EditSpec, job: Job, settings: DrawSettings, models: Models) -> Job:
+    """`job` as the edit of the token grid its init state holds: started from those tokens as
+    firmly as the edit says, or, for a region edit, keeping every token outside the region."""
+    try:
+        grid = TokenGrid.from_state(_state_bytes(start), models.decoder_sha256)
+    except MemberError:
+        log.warning("job %s: its init state holds no token grid", start.job_id)
+        raise Refusal(STATE_UNUSABLE) from None
+    if edit.decoder_sha256 is not None and edit.decoder_sha256 != models.decoder_sha256:
+        raise Refusal(EDIT_OTHER_DECODER, decoder=edit.decoder_sha256[:12])
+    if (grid.rows, grid.cols, grid.vocab) != (*settings.token_grid, models.vocab_size):
+        log.warning("job %s: its token grid is not one of its size and decoder", start.job_id)
+        raise Refusal(STATE_UNUSABLE)
+    try:
+        return edit_job(job, grid, edit)
+    except ValueError as error:
+        log.warning("job %s: its region cannot be used: %s", start.job_id, error)
+        raise Refusal(STATE_UNUSABLE) from None
+
+
+def _state_bytes(start: StartJob) -> bytes:
+    """The bytes of the init state a job came with; Refusal when it has none or they are not
+    base64."""
+    if start.init_state is None:
+        log.warning("job %s: it edits a picture but came without its tokens", start.job_id)
+        raise Refusal(STATE_UNUSABLE)
+    try:
+        return base64.b64decode(start.init_state, validate=True)
+    except binascii.Error:
+        log.warning("job %s: its init state is not base64", start.job_id)
+        raise Refusal(STATE_UNUSABLE) from None
+
+
+def _initial_logits(start: StartJob, vocab: int, settings: DrawSettings) -> torch.Tensor | None:
     """(1, h, w, V): where a continued job starts, from the continue state it came with."""
     if start.init_state is None:
         return None
+    data = _state_bytes(start)
     try:
-        data = base64.b64decode(start.init_state, validate=True)
-        return unpack_state(data, vocab, grid)
-    except (binascii.Error, ValueError) as error:
+        return unpack_state(data, vocab, settings.token_grid)
+    except ValueError as error:
         log.warning("job %s: its init state cannot be used: %s", start.job_id, error)
         raise Refusal(STATE_UNUSABLE) from None
 
