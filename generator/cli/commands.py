@@ -162,13 +162,14 @@ class _Interrupt:
         print("\nstopping after this step; press Ctrl-C again to quit now", file=sys.stderr)
 
 
-def _settings_from_args(args: argparse.Namespace, size: tuple[int, int]) -> DrawSettings:
-    """The settings the options describe for a picture of `size`: the --quality preset's
-    cutouts where they are not given."""
+def _settings_from_args(args: argparse.Namespace, size: tuple[int, int], tile: str) -> DrawSettings:
+    """The settings the options describe for a picture of `size` tiling along `tile`: the
+    --quality preset's cutouts where they are not given."""
     width, height = size
     return DrawSettings(
         width=width,
         height=height,
+        tile=tile,
         cutouts=args.cutouts or preset(args.quality).cutouts,
         lr=args.lr,
         temperature=args.temperature,
@@ -188,7 +189,7 @@ def _job_from_args(args: argparse.Namespace) -> tuple[DrawSettings, Job]:
     """The run the options describe: the --quality preset's size, cutouts and iterations
     where they are not given."""
     chosen = preset(args.quality)
-    settings = _settings_from_args(args, args.size or (chosen.size, chosen.size))
+    settings = _settings_from_args(args, args.size or (chosen.size, chosen.size), args.tile)
     seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
     if not args.prompt and not args.image_prompt:
         raise PromptError(NOTHING_TO_DRAW)
@@ -240,7 +241,7 @@ def _edit(args: argparse.Namespace) -> int:
     _start(args)
     try:
         source = read_source(args)
-        settings = _settings_from_args(args, source.grid.size)
+        settings = _settings_from_args(args, source.grid.size, source.tile)
         spec = edit_spec(args, source)
         base = edit_base(args, source, preset(args.quality).iterations)
         text_encoder = choose_encoder(args.text_encoder, base.prompts)

@@ -26,6 +26,7 @@ from generator.contract.settings import (
     MIN_SIDE,
     PRECISION_CHOICES,
     RELAXATIONS,
+    TILES,
 )
 from generator.worker.options import (
     add_cuda_graphs_option,
@@ -123,6 +124,15 @@ def add_draw_options(draw: argparse.ArgumentParser, *, edit: bool = False) -> No
             metavar="SIDE|WxH",
             help=f"picture size in pixels, multiples of 8 from {MIN_SIDE} to {MAX_SIDE} "
             f"(default: the quality's, {normal.size} at {DEFAULT_QUALITY})",
+        )
+        draw.add_argument(
+            "--tile",
+            nargs="?",
+            const="xy",
+            default="",
+            choices=TILES[1:],
+            help="draw a seamless tile: the picture wraps around both axes (or only x or y, "
+            "given after it), so that copies of it side by side show no seam",
         )
     draw.add_argument(
         "--seed",

@@ -36,6 +36,9 @@ TEXT_ENCODERS = ("clip", "multilingual")
 # (cut_size_max) and ends with small crops (cut_size_min); "fixed" keeps the mix around
 # cut_size_mean throughout.
 CUT_SCHEDULES = ("coarse-to-fine", "fixed")
+# Seamless tiles: the axes along which the picture wraps around (its left edge continues its
+# right, its top its bottom); "" draws an ordinary picture.
+TILES = ("", "x", "y", "xy")
 LR_DROP_FACTOR = 10.0  # the learning rate is divided by this at `lr_drop` of the run
 DEFAULT_LR_DROP = 0.75
 AUTO_STOP_WINDOW = 10  # steps whose mean loss auto-stop compares
@@ -82,6 +85,7 @@ class DrawSettings:
     checkpointing: bool = False
     compile: bool = False
     relaxation: str = RELAXATIONS[0]
+    tile: str = ""  # TILES: the axes the picture wraps around, for seamless tiles
     # The loaded CLIP models that judge, by the name or file they were loaded by; empty: every
     # loaded model. A worker holding several draws each job with the ones its quality names.
     clip_models: tuple[str, ...] = ()
@@ -138,6 +142,7 @@ class DrawSettings:
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
         )
+        _require(self.tile in TILES, f"tile must be x, y, xy or nothing, got {self.tile!r}")
 
     @property
     def token_grid(self) -> tuple[int, int]:

@@ -9,6 +9,7 @@ decoded only to make sure the file is whole and the grid fits it.
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from generator.contract.reasons import (
     EDIT_PICTURE_SIZE,
     PICTURE_DAMAGED,
 )
+from generator.contract.settings import TILES
 from generator.intake.images import check_pixels, check_size, sha256, too_many_pixels
 
 # A text chunk larger than a token grid can be is not read (Pillow's defaults: 1 MB a chunk,
@@ -32,11 +34,13 @@ PngImagePlugin.MAX_TEXT_MEMORY = 8 * MAX_TOKENS_TEXT
 
 @dataclass(frozen=True)
 class EditSource:
-    """A picture to edit: its token grid, the prompt it was drawn with ("" when it says none)
-    and the SHA-256 of the file as given."""
+    """A picture to edit: its token grid, the prompt it was drawn with ("" when it says none),
+    the axes it tiles along ("" for none: an edit of a tile stays one) and the SHA-256 of the
+    file as given."""
 
     grid: TokenGrid
     prompt: str
+    tile: str
     sha256: str
 
 
@@ -67,7 +71,20 @@ def edit_source(data: bytes) -> EditSource:
         raise MemberError(
             EDIT_PICTURE_SIZE, width=size[0], height=size[1], grid=f"{width}x{height}"
         )
-    return EditSource(grid=grid, prompt=chunks.get("prompt", ""), sha256=sha256(data))
+    return EditSource(
+        grid=grid, prompt=chunks.get("prompt", ""), tile=_tile(chunks), sha256=sha256(data)
+    )
+
+
+def _tile(chunks: dict[str, str]) -> str:
+    """The axes the settings chunk says the picture tiles along; "" when it says nothing
+    usable."""
+    try:
+        settings = json.loads(chunks.get("settings", "{}"))
+    except ValueError:
+        return ""
+    tile = settings.get("tile", "") if isinstance(settings, dict) else ""
+    return tile if tile in TILES else ""
 
 
 def edit_source_file(path: Path) -> EditSource:

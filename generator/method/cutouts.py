@@ -55,6 +55,29 @@ def cutout_transforms(
     return theta.to(device)
 
 
+def wrapped(
+    images: torch.Tensor,
+    transforms: torch.Tensor,
+    generators: list[torch.Generator],
+    tile: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cutouts of seamless tiles: the images (B, 3, H, W) repeated twice along each axis in
+    `tile`, and the maps (B, N, 2, 3) moved onto that canvas, each job's shifted by a random
+    offset of up to one period (one draw of its generator a step, on the device), so that CLIP
+    also sees crops across the picture's edges, as a tiled wall shows them."""
+    rows = [row for row, axis in ((0, "x"), (1, "y")) if axis in tile]  # a map's rows: x, y
+    canvas = images.repeat(1, 1, 2 if 1 in rows else 1, 2 if 0 in rows else 1)
+    offsets = torch.stack([torch.rand(2, generator=g, device=g.device) for g in generators]).to(
+        transforms.device
+    )  # (B, 2): x then y, in periods
+    moved = transforms.clone()
+    for row in rows:
+        # The canvas spans two periods: the picture's [-1, 1] is its [-1, 0], then shifted.
+        moved[:, :, row] = transforms[:, :, row] / 2
+        moved[:, :, row, 2] += offsets[:, row, None] - 0.5
+    return canvas, moved
+
+
 def make_cutouts(images: torch.Tensor, transforms: torch.Tensor, size: int) -> torch.Tensor:
     """Sample N crops per image: images (B, 3, H, W), transforms (B, N, 2, 3) -> (B*N, 3, s, s).
 

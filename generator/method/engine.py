@@ -25,7 +25,7 @@ from generator.contract.errors import SettingsError
 from generator.contract.settings import AUTO_STOP_WINDOW, DrawSettings, Job
 from generator.contract.weights import clip_label
 from generator.method import graphs
-from generator.method.cutouts import cutout_transforms, make_cutouts, resized
+from generator.method.cutouts import cutout_transforms, make_cutouts, resized, wrapped
 from generator.method.edits import NOT_PULLED, Region
 from generator.method.fast import ImageEncoder, Networks, build_networks
 from generator.method.latent import (
@@ -168,7 +168,7 @@ class Engine:
         cuda = self.device.type == "cuda"
         self.fuse_jobs = cuda if fuse_jobs is None else fuse_jobs
         self.cuda_graphs = cuda if cuda_graphs is None else cuda_graphs
-        self._networks: dict[tuple[str, bool, bool, tuple[int, ...]], Networks] = {}
+        self._networks: dict[tuple[str, bool, bool, tuple[int, ...], str], Networks] = {}
 
     def graphs_failed(self, error: BaseException) -> None:
         """A capture failed: run eagerly from now on."""
@@ -177,10 +177,10 @@ class Engine:
         self.cuda_graphs = False
 
     def networks(self, settings: DrawSettings) -> Networks:
-        """The networks for `settings`' precision, checkpointing and compiling, built on first
-        use."""
+        """The networks for `settings`' precision, checkpointing, compiling and tiling, built on
+        first use."""
         chosen = self.clip_indices(settings)
-        key = (settings.precision, settings.checkpointing, settings.compile, chosen)
+        key = (settings.precision, settings.checkpointing, settings.compile, chosen, settings.tile)
         if key not in self._networks:
             self._networks[key] = build_networks(
                 self.models.decoder,
@@ -188,6 +188,7 @@ class Engine:
                 settings.precision,
                 checkpointing=settings.checkpointing,
                 compile_them=settings.compile,
+                wrap=settings.tile,
             )
         return self._networks[key]
 
@@ -536,7 +537,11 @@ class Batch:
                 for e in chunk
             ]
         )  # (B, N, 2, 3)
-        cutouts = make_cutouts(images, transforms, networks.cut_side)  # (B*N, 3, s, s)
+        cut_from = images
+        if settings.tile:  # from the picture tiled 2x2, each job's crops shifted at random
+            generators = [e.generator for e in chunk]
+            cut_from, transforms = wrapped(images, transforms, generators, settings.tile)
+        cutouts = make_cutouts(cut_from, transforms, networks.cut_side)  # (B*N, 3, s, s)
         if settings.noise_std:  # before scaling, so that every CLIP sees the same noisy crops
             jitter = torch.cat(
                 [

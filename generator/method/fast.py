@@ -36,22 +36,46 @@ from torch.utils.checkpoint import checkpoint
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _conv(source: Any, dtype: torch.dtype, memory_format: torch.memory_format) -> nn.Conv2d:
-    """A `dall_e.utils.Conv2d` as a frozen `nn.Conv2d` with its weights in `dtype`."""
+def _conv(
+    source: Any, dtype: torch.dtype, memory_format: torch.memory_format, wrap: str = ""
+) -> nn.Module:
+    """A `dall_e.utils.Conv2d` as a frozen `nn.Conv2d` with its weights in `dtype`, its
+    padding circular along the axes in `wrap` (`DrawSettings.tile`)."""
     weight, bias = source.w.detach(), source.b.detach()
     n_out, n_in, kernel = weight.shape[0], weight.shape[1], weight.shape[2]
-    conv = nn.Conv2d(n_in, n_out, kernel, padding=(kernel - 1) // 2, device=weight.device)
+    pad = (kernel - 1) // 2
+    conv = nn.Conv2d(n_in, n_out, kernel, padding=0 if wrap else pad, device=weight.device)
     conv.weight = nn.Parameter(
         weight.to(dtype).contiguous(memory_format=memory_format), requires_grad=False
     )
     conv.bias = nn.Parameter(bias.to(dtype), requires_grad=False)
-    return conv
+    return _Wrapped(conv, pad, wrap) if wrap and pad else conv
+
+
+class _Wrapped(nn.Module):
+    """A convolution whose input is padded circularly along the axes in `wrap` and with zeros
+    along the others, so that a picture tiles seamlessly along those axes. (dall_e's own
+    `Conv2d` pads with zeros in its forward, whatever `padding_mode` says.)"""
+
+    def __init__(self, conv: nn.Conv2d, pad: int, wrap: str) -> None:
+        super().__init__()
+        self.conv, self.pad = conv, pad
+        self.wrap_x, self.wrap_y = "x" in wrap, "y" in wrap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.pad
+        x = F.pad(x, (p, p, 0, 0), mode="circular" if self.wrap_x else "constant")
+        x = F.pad(x, (0, 0, p, p), mode="circular" if self.wrap_y else "constant")
+        result: torch.Tensor = self.conv(x)
+        return result
 
 
 class _Block(nn.Module):
     """`dall_e.decoder.DecoderBlock`: identity (or a 1x1 projection) plus a gained residual."""
 
-    def __init__(self, block: Any, dtype: torch.dtype, memory_format: torch.memory_format) -> None:
+    def __init__(
+        self, block: Any, dtype: torch.dtype, memory_format: torch.memory_format, wrap: str
+    ) -> None:
         super().__init__()
         identity = block.id_path
         self.id_path = (
@@ -60,13 +84,13 @@ class _Block(nn.Module):
         res = block.res_path
         self.res_path = nn.Sequential(
             nn.ReLU(),
-            _conv(res.conv_1, dtype, memory_format),
+            _conv(res.conv_1, dtype, memory_format, wrap),
             nn.ReLU(),
-            _conv(res.conv_2, dtype, memory_format),
+            _conv(res.conv_2, dtype, memory_format, wrap),
             nn.ReLU(),
-            _conv(res.conv_3, dtype, memory_format),
+            _conv(res.conv_3, dtype, memory_format, wrap),
             nn.ReLU(),
-            _conv(res.conv_4, dtype, memory_format),
+            _conv(res.conv_4, dtype, memory_format, wrap),
         )
         self.post_gain = float(block.post_gain)
 
@@ -80,7 +104,8 @@ class FastDecoder(nn.Module):
     """The dVAE decoder with weights cast once to `dtype`, channels-last, optionally checkpointed.
 
     Takes soft one-hots (B, V, h, w) in any float dtype; returns (B, 2 * channels, 8h, 8w) in
-    `dtype`, like `dall_e.Decoder` (whose output on CUDA is fp16).
+    `dtype`, like `dall_e.Decoder` (whose output on CUDA is fp16). With `wrap` ("x", "y" or
+    "xy"), its convolutions wrap around those axes: the output tiles seamlessly.
     """
 
     def __init__(
@@ -90,6 +115,7 @@ class FastDecoder(nn.Module):
         *,
         channels_last: bool = True,
         checkpointing: bool = False,
+        wrap: str = "",
     ) -> None:
         super().__init__()
         self.dtype = dtype
@@ -103,7 +129,7 @@ class FastDecoder(nn.Module):
                 stages.append(
                     nn.Upsample(scale_factor=2, mode="nearest")
                     if isinstance(child, nn.Upsample)
-                    else _Block(child, dtype, self.memory_format)
+                    else _Block(child, dtype, self.memory_format, wrap)
                 )
         self.stages = nn.ModuleList(stages)
         self.output = _conv(blocks.output.conv, dtype, self.memory_format)
@@ -207,12 +233,13 @@ def build_networks(
     *,
     checkpointing: bool = False,
     compile_them: bool = False,
+    wrap: str = "",
 ) -> Networks:
-    """The decoder and the image encoders of CLIP models (`visuals`, each a CLIP's `.visual`)
-    with weights cast to `precision` once, compiled if `compile_them`. Nothing is cast per
-    call: no autocast."""
+    """The decoder (wrapping around the axes in `wrap`) and the image encoders of CLIP models
+    (`visuals`, each a CLIP's `.visual`) with weights cast to `precision` once, compiled if
+    `compile_them`. Nothing is cast per call: no autocast."""
     dtype = DTYPES[precision]
-    fast = FastDecoder(decoder, dtype, channels_last=True, checkpointing=checkpointing)
+    fast = FastDecoder(decoder, dtype, channels_last=True, checkpointing=checkpointing, wrap=wrap)
     encoders = []
     for visual in visuals:
         encode = image_encoder(cast_visual(visual, dtype), checkpointing=checkpointing)
