@@ -26,12 +26,16 @@ from generator.contract.edits import (
     EDITS,
     TOKENS_KEY,
     EditSpec,
+    PanDirection,
     TokenGrid,
     edit_iterations,
     free_from_box,
     free_from_cells,
     pack_free,
+    panned,
+    squared,
     unpack_free,
+    zoom_box,
 )
 from generator.contract.errors import MemberError
 from generator.contract.protocol import Failed, WorkerOptions, b64_to_png
@@ -39,10 +43,10 @@ from generator.contract.reasons import EDIT_OTHER_DECODER, STATE_UNUSABLE
 from generator.contract.settings import DrawSettings, Job
 from generator.intake.edits import edit_source, edit_source_file
 from generator.method.cutouts import cutout_transforms
-from generator.method.edits import Region, edit_job, focus_box, measured_reach
+from generator.method.edits import Region, edit_job, focus_box, measured_reach, zoomed
 from generator.method.engine import Engine
 from generator.method.output import png_bytes, png_metadata
-from generator.models.loaders import Models
+from generator.models.loaders import Models, load_encoder
 from generator.worker.core import Worker
 
 from .cli_harness import Cli
@@ -417,7 +421,7 @@ def test_pseudo_dalle_edit_redraws_a_region_and_leaves_the_rest_as_it_was(
         ("drawn", ["--vary", "subtle", "--decoder-other"], "drawn with another dVAE decoder"),
         ("drawn", ["--region", "300,300,310,310"], "the region holds no part of the picture"),
         ("drawn", ["--region", "10,10,5,20"], "expected 0 <= X0 < X1"),
-        ("drawn", [], "one of the arguments --vary --region --mask is required"),
+        ("drawn", [], "one of the arguments --vary --region --mask --pan --zoom-out"),
         ("drawn", ["--mask", "MASK"], "the mask is 32x32 pixels and the picture 64x64"),
         ("missing", ["--vary", "subtle"], "cannot read"),
     ],
@@ -448,3 +452,156 @@ def test_edit_refuses_what_it_cannot_edit_with_one_line(
     assert message in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+# -- the canvas ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("direction", "size", "at"),
+    [
+        ("right", (2, 6), (0, 0)),
+        ("left", (2, 6), (2, 0)),
+        ("down", (3, 4), (0, 0)),
+        ("up", (3, 4), (0, 1)),
+    ],
+)
+def test_a_pan_copies_every_old_token_into_the_grown_canvas(
+    direction: PanDirection, size: tuple[int, int], at: tuple[int, int]
+) -> None:
+    grid = _grid(2, 4)  # 2 rows, 4 columns: a pan grows by half, 2 columns or 1 row
+    grown, fresh = panned(grid, direction)
+    assert (grown.rows, grown.cols) == size
+    left, top = at
+    for row in range(grid.rows):
+        for column in range(grid.cols):
+            cell = (top + row) * grown.cols + left + column
+            assert grown.tokens[cell] == grid.tokens[row * grid.cols + column]
+            assert not fresh[cell]
+    assert sum(fresh) == grown.rows * grown.cols - grid.rows * grid.cols
+
+
+def test_make_square_centres_the_picture_and_the_canvas_has_a_largest_side() -> None:
+    grid = _grid(4, 8)
+    square, fresh = squared(grid)
+    assert (square.rows, square.cols) == (8, 8)
+    assert [i // 8 for i, new in enumerate(fresh) if not new] == [2] * 8 + [3] * 8 + [4] * 8 + [
+        5
+    ] * 8
+    assert square.tokens[2 * 8 : 3 * 8] == grid.tokens[:8]
+    assert zoom_box(64, 64, 2.0) == (16, 16, 48, 48)
+    assert zoom_box(64, 96, 1.5) == (16, 10, 80, 53)  # 43 of 64 rows, 64 of 96 columns
+    with pytest.raises(
+        MemberError, match="would grow to 1152x512 pixels, and the largest side is 1024"
+    ):
+        panned(_grid(64, 96), "right")
+
+
+@pytest.mark.slow
+def test_pseudo_dalle_edit_pans_zooms_out_squares_and_upscales(
+    cli: Cli, model_files: ModelFiles, tiny_models: Models, tmp_path: Path
+) -> None:
+    source = tmp_path / "source.png"
+    drawn = cli(
+        *_args(
+            model_files,
+            "draw",
+            "a harbour",
+            "--size",
+            "128",
+            "--iterations",
+            "3",
+            "--out",
+            str(source),
+        )
+    )
+    assert drawn.code == 0, drawn.stderr
+    before = edit_source_file(source).grid
+    # Pan right: 128x128 becomes 192x128, every old token where it was.
+    pan = tmp_path / "pan.png"
+    panning = cli(
+        *_args(
+            model_files,
+            "edit",
+            str(source),
+            "--pan",
+            "right",
+            "--iterations",
+            "30",
+            "--out",
+            str(pan),
+        )
+    )
+    assert panning.code == 0, panning.stderr
+    after = edit_source_file(pan).grid
+    assert (after.rows, after.cols) == (16, 24)
+    old = [after.tokens[row * 24 + column] for row in range(16) for column in range(16)]
+    assert old == list(before.tokens)
+    with Image.open(source) as a, Image.open(pan) as b:
+        first, second = np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB"))
+    reach = 45  # the tiny decoder's, measured above: pixels farther from the seam are as they were
+    assert np.array_equal(second[:, : 128 - reach], first[:, : 128 - reach])
+    assert not np.array_equal(second[:, 128:], np.zeros_like(second[:, 128:]))
+    # Make Square of the pan: 192x192, the 192x128 picture in the middle, token for token.
+    square = tmp_path / "square.png"
+    squaring = cli(
+        *_args(
+            model_files,
+            "edit",
+            str(pan),
+            "--make-square",
+            "--iterations",
+            "2",
+            "--out",
+            str(square),
+        )
+    )
+    assert squaring.code == 0, squaring.stderr
+    squared_grid = edit_source_file(square).grid
+    middle = [
+        squared_grid.tokens[(4 + row) * 24 + column] for row in range(16) for column in range(24)
+    ]
+    assert middle == list(after.tokens)
+    # Zoom out 2x: the middle's tokens are the encoder's for the scaled picture, and held.
+    zoom = tmp_path / "zoom.png"
+    zooming = cli(
+        *_args(
+            model_files,
+            "edit",
+            str(source),
+            "--zoom-out",
+            "2",
+            "--iterations",
+            "5",
+            "--encoder",
+            str(model_files.encoder_pickle),
+            "--out",
+            str(zoom),
+        )
+    )
+    assert zooming.code == 0, zooming.stderr
+    encoder = load_encoder(str(model_files.encoder_pickle), device=CPU)
+    engine = Engine(tiny_models, picture_encoder=lambda: encoder)
+    grid = TokenGrid(16, 16, before.vocab, before.decoder_sha256, before.tokens)
+    expected, fresh = zoomed(engine, grid, 2.0)
+    zoomed_grid = edit_source_file(zoom).grid
+    kept = [i for i, new in enumerate(fresh) if not new]
+    assert len(kept) == 8 * 8
+    assert [zoomed_grid.tokens[i] for i in kept] == [expected.tokens[i] for i in kept]
+    with Image.open(zoom) as image:
+        assert json.loads(image.info[EDIT_KEY])["factor"] == 2.0
+    # Upscale (Subtle): twice the size, Lanczos, and it says so.
+    bigger = tmp_path / "bigger.png"
+    upscaling = cli("edit", str(source), "--upscale", "subtle", "--out", str(bigger))
+    assert upscaling.code == 0, upscaling.stderr
+    with Image.open(bigger) as image, Image.open(source) as original:
+        assert image.size == (256, 256)
+        assert np.array_equal(
+            np.asarray(image.convert("RGB")),
+            np.asarray(original.convert("RGB").resize((256, 256), Image.Resampling.LANCZOS)),
+        )
+        assert json.loads(image.info[EDIT_KEY]) == {
+            "kind": "upscale",
+            "method": "lanczos",
+            "parent_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        }

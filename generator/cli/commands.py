@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import re
 import secrets
@@ -22,9 +23,10 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from generator import __version__
-from generator.cli.edits import check_decoder, edit_base, edit_spec, read_source
+from generator.cli.edits import check_decoder, edit_base, edit_plan, read_source
 from generator.cli.parser import add_draw_options, add_text_encoder_options
 from generator.cli.pictures import PictureArg, add_encoder_option, read_picture
+from generator.contract.edits import EDIT_KEY
 from generator.contract.encoders import (
     choose_encoder,
 )
@@ -58,6 +60,7 @@ from generator.worker.options import (
 if TYPE_CHECKING:
     import torch
 
+    from generator.intake.edits import EditSource
     from generator.method.engine import DrawResult, StepInfo
     from generator.models.loaders import Models
     from generator.models.text_encoders import MultilingualEncoder
@@ -241,8 +244,9 @@ def _edit(args: argparse.Namespace) -> int:
     _start(args)
     try:
         source = read_source(args)
-        settings = _settings_from_args(args, source.grid.size, source.tile)
-        spec = edit_spec(args, source)
+        if args.upscale is not None:
+            return _upscale(args, source)
+        plan = edit_plan(args, source)
         base = edit_base(args, source, preset(args.quality).iterations)
         text_encoder = choose_encoder(args.text_encoder, base.prompts)
         if text_encoder == "clip":
@@ -250,15 +254,46 @@ def _edit(args: argparse.Namespace) -> int:
         models = models_from_args(args)
         check_decoder(args.picture, source.grid, models.decoder_sha256)
         multilingual = _multilingual(args, models) if text_encoder != "clip" else None
-        from generator.method.edits import edit_job
+        from generator.method.edits import edit_job, zoomed
 
-        job = edit_job(dataclasses.replace(base, text_encoder=text_encoder), source.grid, spec)
+        grid, fresh = plan.grid, None
+        if plan.spec.factor is not None:
+            from generator.method.engine import Engine
+
+            encoder = _picture_encoder(args, models)
+            engine = Engine(models, picture_encoder=lambda: encoder)
+            grid, fresh = zoomed(engine, grid, plan.spec.factor)
+        job = dataclasses.replace(base, text_encoder=text_encoder)
+        job = edit_job(job, grid, plan.spec, fresh)
+        settings = _settings_from_args(args, grid.size, source.tile)
     except ModelLoadError as error:
         _fail(str(error), EXIT_FAILED)
     except GeneratorError as error:
         _fail(str(error), EXIT_USAGE)
-    out = args.out or Path(f"{args.picture.stem}-{spec.kind}-{job.seed}.png")
+    out = args.out or Path(f"{args.picture.stem}-{plan.spec.kind}-{job.seed}.png")
     return _run_and_save(args, models, settings, job, out, multilingual=multilingual)
+
+
+def _upscale(args: argparse.Namespace, source: EditSource) -> int:
+    """Upscale (Subtle): twice the size with Lanczos, the PNG saying so. Nothing is drawn, so
+    the result carries no token grid: edit the picture it came from instead."""
+    from PIL import Image
+
+    from generator.method.output import png_bytes, write_atomically
+
+    out = args.out or Path(f"{args.picture.stem}-upscaled.png")
+    with Image.open(args.picture) as image:
+        picture = image.convert("RGB")
+    width, height = picture.size
+    bigger = picture.resize((2 * width, 2 * height), Image.Resampling.LANCZOS)
+    record = {"kind": "upscale", "method": "lanczos", "parent_sha256": source.sha256}
+    metadata = {"prompt": source.prompt, EDIT_KEY: json.dumps(record, separators=(",", ":"))}
+    try:
+        write_atomically(out, png_bytes(bigger, metadata))
+    except OSError as error:
+        _fail(f"cannot write {error.filename or out}: {error.strerror}", EXIT_FAILED)
+    print(f"upscaled {width}x{height} to {2 * width}x{2 * height} (Lanczos), saved {out}")
+    return 0
 
 
 def _run_and_save(

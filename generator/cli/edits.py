@@ -1,26 +1,31 @@
-"""`pseudo-dalle edit`'s picture and region: the token grid a PNG carries, and the cells of it
-that a --region box or a --mask picture frees."""
+"""`pseudo-dalle edit`'s picture and what to do with it: the token grid a PNG carries, the cells
+of it that a --region box or a --mask picture frees, and the new canvas of a --pan or
+--make-square."""
 
 from __future__ import annotations
 
 import argparse
 import io
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from generator.cli.pictures import PictureArg, read_picture
 from generator.contract.edits import (
+    CanvasKind,
     EditKind,
     EditSpec,
     TokenGrid,
     edit_iterations,
     free_from_box,
     pack_free,
+    panned,
+    squared,
 )
 from generator.contract.errors import GeneratorError, MemberError, PromptError
-from generator.contract.reasons import EDIT_NO_REGION, NOTHING_TO_DRAW
+from generator.contract.reasons import EDIT_NO_REGION, EDIT_SQUARE_ALREADY, NOTHING_TO_DRAW
 from generator.contract.settings import MAX_SEED, Job
 from generator.intake.edits import EditSource, edit_source_file
 
@@ -43,24 +48,52 @@ def check_decoder(picture: Path, grid: TokenGrid, decoder_sha256: str) -> None:
         raise GeneratorError(f"{picture}: {error}") from None
 
 
-def edit_kind(args: argparse.Namespace) -> EditKind:
-    return "subtle" if args.vary == "subtle" else "strong" if args.vary else "region"
+def edit_kind(args: argparse.Namespace) -> EditKind | CanvasKind:
+    if args.vary is not None:
+        return "subtle" if args.vary == "subtle" else "strong"
+    if args.pan is not None:
+        return "pan"
+    if args.make_square:
+        return "square"
+    if args.zoom_out is not None:
+        return "zoom"
+    return "region"
 
 
-def edit_spec(args: argparse.Namespace, source: EditSource) -> EditSpec:
-    """What edit the options ask for of `source`."""
+@dataclass(frozen=True)
+class Plan:
+    """What an edit starts from: its spec and the tokens (the picture's, or for a pan and
+    Make Square the new canvas with the picture's tokens in it)."""
+
+    spec: EditSpec
+    grid: TokenGrid
+
+
+def edit_plan(args: argparse.Namespace, source: EditSource) -> Plan:
+    """The edit the options ask for of `source`. MemberError for a canvas that would grow past
+    the largest side and a square picture asked to be made square."""
     kind, grid = edit_kind(args), source.grid
+    fields: dict[str, object] = {
+        "decoder_sha256": grid.decoder_sha256,
+        "source_sha256": source.sha256,
+    }
     free = None
     if args.region is not None:
         free = free_from_box(args.region, grid.rows, grid.cols)
     elif args.mask is not None:
         free = mask_free(PictureArg(args.mask), grid)
-    return EditSpec(
-        kind=kind,
-        decoder_sha256=grid.decoder_sha256,
-        free_b64=None if free is None else pack_free(free),
-        source_sha256=source.sha256,
-    )
+    elif kind == "pan":
+        grid, free = panned(grid, args.pan)
+        fields["direction"] = args.pan
+    elif kind == "square":
+        if grid.rows == grid.cols:
+            raise MemberError(EDIT_SQUARE_ALREADY)
+        grid, free = squared(grid)
+    elif kind == "zoom":
+        fields["factor"] = args.zoom_out
+    if free is not None:
+        fields["free_b64"] = pack_free(free)
+    return Plan(EditSpec.model_validate({"kind": kind, **fields}), grid)
 
 
 def mask_free(mask: PictureArg, grid: TokenGrid) -> tuple[bool, ...]:

@@ -7,8 +7,8 @@ import argparse
 import re
 from pathlib import Path
 
-from generator.cli.pictures import add_picture_options
-from generator.contract.edits import EDITS
+from generator.cli.pictures import add_encoder_option, add_picture_options
+from generator.contract.edits import EDITS, PAN_DIRECTIONS, ZOOM_FACTORS
 from generator.contract.encoders import (
     DEFAULT_MULTILINGUAL,
     MULTILINGUAL_MODELS,
@@ -316,6 +316,31 @@ def _add_edit_options(edit: argparse.ArgumentParser) -> None:
         metavar="MASK.png",
         help="draw again where this picture (the same size) is white; every token elsewhere stays",
     )
+    how.add_argument(
+        "--pan",
+        choices=PAN_DIRECTIONS,
+        help="grow the canvas by half on that side and draw the new part to continue the "
+        "picture; every old token stays",
+    )
+    how.add_argument(
+        "--zoom-out",
+        type=float,
+        choices=ZOOM_FACTORS,
+        help="scale the picture down into the middle (through the dVAE encoder: the one "
+        "lossy step, see --encoder) and draw the border around it",
+    )
+    how.add_argument(
+        "--make-square",
+        action="store_true",
+        help="grow a picture that is not square to its long side and draw the new borders",
+    )
+    how.add_argument(
+        "--upscale",
+        choices=("subtle",),
+        help="subtle: twice the size with Pillow's Lanczos filter, nothing drawn (there is no "
+        "learned upscaler: every one needs weights this project cannot ship)",
+    )
+    add_encoder_option(edit)
 
 
 def add_text_encoder_options(parser: argparse.ArgumentParser) -> None:

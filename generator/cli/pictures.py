@@ -92,7 +92,8 @@ def add_encoder_option(parser: argparse.ArgumentParser) -> None:
         "--encoder",
         default=DEFAULT_ENCODER_URL,
         metavar="URL_OR_PATH",
-        help=f"dVAE encoder URL or file, for --init-image (default {DEFAULT_ENCODER_URL})",
+        help=f"dVAE encoder URL or file, for --init-image and --zoom-out (default "
+        f"{DEFAULT_ENCODER_URL})",
     )
 
 

@@ -40,12 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generator.contract.errors import MemberError
 from generator.contract.reasons import (
+    EDIT_CANVAS_TOO_BIG,
     EDIT_NO_REGION,
     EDIT_NO_TOKENS,
     EDIT_OTHER_DECODER,
     EDIT_REGION_CELL,
     EDIT_TOKENS_DAMAGED,
 )
+from generator.contract.settings import MAX_SIDE
 
 TOKENS_KEY = "pseudo-dalle-tokens"  # the PNG text chunk with the token grid
 EDIT_KEY = "pseudo-dalle-edit"  # the PNG text chunk saying what edit made the picture
@@ -57,6 +59,13 @@ FROZEN = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 EditKind = Literal["subtle", "strong", "region"]
 EDIT_KINDS: tuple[EditKind, ...] = ("subtle", "strong", "region")
+# Edits of the canvas: pan (it grows by half on one side), make square (it grows to its long
+# side), zoom out (the picture scaled into the middle of a canvas of its size).
+CanvasKind = Literal["pan", "square", "zoom"]
+CANVAS_KINDS: tuple[CanvasKind, ...] = ("pan", "square", "zoom")
+PanDirection = Literal["left", "right", "up", "down"]
+PAN_DIRECTIONS: tuple[PanDirection, ...] = ("left", "right", "up", "down")
+ZOOM_FACTORS = (1.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -73,17 +82,23 @@ class EditPreset:
 
 
 # Declared once: bench/bench_edits.py measures how many tokens each changes.
-EDITS: dict[EditKind, EditPreset] = {
+EDITS: dict[EditKind | CanvasKind, EditPreset] = {
     "subtle": EditPreset(fresh=0.1, strength=0.5, share=0.25),
     "strong": EditPreset(fresh=0.4, strength=0.1, share=0.6),
+    # The region, the new part of a canvas: fresh; the rest kept exactly.
     "region": EditPreset(fresh=1.0, strength=1.0, share=0.6),
+    "pan": EditPreset(fresh=1.0, strength=1.0, share=0.6),
+    "square": EditPreset(fresh=1.0, strength=1.0, share=0.6),
+    "zoom": EditPreset(fresh=1.0, strength=1.0, share=0.6),
 }
+# The edits whose fresh cells are a mask carried with the job (`EditSpec.free_b64`).
+MASKED: tuple[EditKind | CanvasKind, ...] = ("region", "pan", "square")
 # Of a region edit's cutouts, this share looks at the region and its surroundings; the rest
 # at the whole picture, so that the edit fits it.
 REGION_CUTOUT_SHARE = 0.75
 
 
-def edit_iterations(kind: EditKind, full: int) -> int:
+def edit_iterations(kind: EditKind | CanvasKind, full: int) -> int:
     """An edit's iterations: its share of a full run of `full`."""
     return max(1, round(EDITS[kind].share * full))
 
@@ -292,20 +307,29 @@ class EditSpec(BaseModel):
 
     model_config = FROZEN
 
-    kind: EditKind
+    kind: EditKind | CanvasKind
     decoder_sha256: Annotated[str, Field(pattern=SHA256)] | None = None
     free_b64: Annotated[str, Field(min_length=1, max_length=16384)] | None = None
     cells: Annotated[tuple[CellLabel, ...], Field(max_length=len(CELL_LABELS))] = ()
     source_sha256: Annotated[str, Field(pattern=SHA256)] | None = None
+    direction: PanDirection | None = None  # a pan's
+    factor: float | None = None  # a zoom out's, one of ZOOM_FACTORS
 
     @model_validator(mode="after")
-    def _region(self) -> EditSpec:
-        if (self.kind == "region") != (self.free_b64 is not None):
+    def _consistent(self) -> EditSpec:
+        if (self.kind in MASKED) != (self.free_b64 is not None):
             raise ValueError("a region edit has a region (free_b64), and only a region edit")
+        if (self.kind == "pan") != (self.direction is not None):
+            raise ValueError("a pan has a direction, and only a pan")
+        if (self.kind == "zoom") != (self.factor is not None):
+            raise ValueError("a zoom out has a factor, and only a zoom out")
+        if self.factor is not None and self.factor not in ZOOM_FACTORS:
+            raise ValueError(f"a zoom out is by {' or '.join(map(str, ZOOM_FACTORS))}")
         return self
 
     def free(self, rows: int, cols: int) -> tuple[bool, ...] | None:
-        """The region's mask over a grid of `rows` x `cols`; None for a Vary."""
+        """The mask of the cells that start afresh over a grid of `rows` x `cols`; None for a
+        Vary and a zoom out."""
         return None if self.free_b64 is None else unpack_free(self.free_b64, rows * cols)
 
     def record(self) -> str:
@@ -315,6 +339,54 @@ class EditSpec(BaseModel):
             fields["parent_sha256"] = self.source_sha256
         if self.cells:
             fields["cells"] = list(self.cells)
+        if self.direction is not None:
+            fields["direction"] = self.direction
+        if self.factor is not None:
+            fields["factor"] = self.factor
         if self.free_b64 is not None:
             fields["region"] = self.free_b64
         return json.dumps(fields, separators=(",", ":"))
+
+
+# -- the canvas ---------------------------------------------------------------------------------
+
+
+def panned(grid: TokenGrid, direction: PanDirection) -> tuple[TokenGrid, tuple[bool, ...]]:
+    """The canvas grown by half on one side, the old tokens copied into it verbatim, and the
+    mask of the new strip (its tokens, 0 here, start afresh)."""
+    grow_x = direction in ("left", "right")
+    strip = max(1, (grid.cols if grow_x else grid.rows) // 2)
+    rows, cols = (grid.rows, grid.cols + strip) if grow_x else (grid.rows + strip, grid.cols)
+    left = strip if direction == "left" else 0
+    top = strip if direction == "up" else 0
+    return _placed(grid, rows, cols, left, top)
+
+
+def squared(grid: TokenGrid) -> tuple[TokenGrid, tuple[bool, ...]]:
+    """A non-square picture in the middle of a square canvas of its long side, its tokens
+    verbatim, and the mask of the new borders."""
+    side = max(grid.rows, grid.cols)
+    return _placed(grid, side, side, (side - grid.cols) // 2, (side - grid.rows) // 2)
+
+
+def zoom_box(rows: int, cols: int, factor: float) -> tuple[int, int, int, int]:
+    """Where a picture of `rows` x `cols` cells zoomed out by `factor` goes in a canvas of its
+    size: the middle box (column 0, row 0, column 1, row 1; the ends excluded), whole cells."""
+    inner_cols, inner_rows = max(1, round(cols / factor)), max(1, round(rows / factor))
+    left, top = (cols - inner_cols) // 2, (rows - inner_rows) // 2
+    return left, top, left + inner_cols, top + inner_rows
+
+
+def _placed(
+    grid: TokenGrid, rows: int, cols: int, left: int, top: int
+) -> tuple[TokenGrid, tuple[bool, ...]]:
+    if max(rows, cols) * 8 > MAX_SIDE:
+        raise MemberError(EDIT_CANVAS_TOO_BIG, width=8 * cols, height=8 * rows, most=MAX_SIDE)
+    tokens = [0] * (rows * cols)
+    fresh = [True] * (rows * cols)
+    for row in range(grid.rows):
+        start = (top + row) * cols + left
+        tokens[start : start + grid.cols] = grid.tokens[row * grid.cols : (row + 1) * grid.cols]
+        fresh[start : start + grid.cols] = [False] * grid.cols
+    placed = TokenGrid(rows, cols, grid.vocab, grid.decoder_sha256, tuple(tokens))
+    return placed, tuple(fresh)

@@ -129,6 +129,11 @@ EDIT_PICTURE_SIZE = _declare(
 )
 EDIT_REGION_CELL = _declare("edit_region_cell", "there is no cell {cell}: pick from A1 to D4")
 EDIT_NO_REGION = _declare("edit_no_region", "the region holds no part of the picture")
+EDIT_SQUARE_ALREADY = _declare("edit_square_already", "this picture is square already")
+EDIT_CANVAS_TOO_BIG = _declare(
+    "edit_canvas_too_big",
+    "the picture would grow to {width}x{height} pixels, and the largest side is {most}",
+)
 
 # -- what a worker says of a job ----------------------------------------------------------------
 COMPILING = _declare("compiling", "compiling the networks")
