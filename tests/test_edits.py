@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from generator.contract.canvas import panned, squared, zoom_box
 from generator.contract.edits import (
     CELL_LABELS,
     EDIT_KEY,
@@ -32,18 +33,16 @@ from generator.contract.edits import (
     free_from_box,
     free_from_cells,
     pack_free,
-    panned,
-    squared,
     unpack_free,
-    zoom_box,
 )
 from generator.contract.errors import MemberError
 from generator.contract.protocol import Failed, WorkerOptions, b64_to_png
 from generator.contract.reasons import EDIT_OTHER_DECODER, STATE_UNUSABLE
 from generator.contract.settings import DrawSettings, Job
 from generator.intake.edits import edit_source, edit_source_file
+from generator.method.canvas import zoomed
 from generator.method.cutouts import cutout_transforms
-from generator.method.edits import Region, edit_job, focus_box, measured_reach, zoomed
+from generator.method.edits import Region, edit_job, focus_box, measured_reach
 from generator.method.engine import Engine
 from generator.method.output import png_bytes, png_metadata
 from generator.models.loaders import Models, load_encoder

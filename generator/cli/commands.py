@@ -254,7 +254,8 @@ def _edit(args: argparse.Namespace) -> int:
         models = models_from_args(args)
         check_decoder(args.picture, source.grid, models.decoder_sha256)
         multilingual = _multilingual(args, models) if text_encoder != "clip" else None
-        from generator.method.edits import edit_job, zoomed
+        from generator.method.canvas import zoomed
+        from generator.method.edits import edit_job
 
         grid, fresh = plan.grid, None
         if plan.spec.factor is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from generator.cli.pictures import PictureArg, read_picture
+from generator.contract.canvas import panned, squared
 from generator.contract.edits import (
     CanvasKind,
     EditKind,
@@ -21,8 +22,6 @@ from generator.contract.edits import (
     edit_iterations,
     free_from_box,
     pack_free,
-    panned,
-    squared,
 )
 from generator.contract.errors import GeneratorError, MemberError, PromptError
 from generator.contract.reasons import EDIT_NO_REGION, EDIT_SQUARE_ALREADY, NOTHING_TO_DRAW

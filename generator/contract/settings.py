@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from generator.contract.edits import EditSpec
 from generator.contract.errors import SettingsError
 from generator.contract.images import (
     DEFAULT_INIT_STRENGTH,
@@ -16,9 +17,6 @@ from generator.contract.images import (
 )
 from generator.contract.prompts import WeightedPrompt, parse_prompts
 from generator.contract.weights import clip_label
-
-if TYPE_CHECKING:  # edits import the limits declared here
-    from generator.contract.edits import EditSpec
 
 MIN_SIDE = 64
 MAX_SIDE = 1024
