@@ -3,18 +3,23 @@
 It speaks the gateway (HELLO, IDENTIFY, READY, GUILD_CREATE, heartbeats) over plain JSON text
 frames, answers the REST routes the bot uses, records every message the bot creates, edits or
 deletes, and lets a test play users: `command(...)` (with attachments too), `click(...)`,
-`context_menu(...)` and `submit(...)` (a modal's form) send INTERACTION_CREATE. It is also the
-CDN: `attachment(...)` puts a file on it, served over plain HTTP with a signed-looking query
-string, answered late or with an error status when a test asks. As Discord does, it refuses a
-message with a file over the server's upload limit (`upload_limit`, which tests may lower) with
-HTTP 413, and reports the limit in interactions and, by the boost level, in the guild.
+`select(...)` (a select menu's choice), `context_menu(...)` and `submit(...)` (a modal's form)
+send INTERACTION_CREATE. It keeps the messages that answer interactions (ephemeral ones too:
+`answer(...)`), so that their components can be used. It is also the CDN: `attachment(...)`
+puts a file on it, as does every file the bot sends, served over plain HTTP with a
+signed-looking query string, answered late or with an error status when a test asks. As
+Discord does, it refuses a message with a file over the server's upload limit (`upload_limit`,
+which tests may lower) with HTTP 413, and reports the limit in interactions and, by the boost
+level, in the guild.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
+import mimetypes
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from PIL import Image, UnidentifiedImageError
 
 APP_ID = 900000000000000001
 BOT_ID = 900000000000000002
@@ -125,6 +131,8 @@ class FakeDiscord:
         self.events: list[Event] = []
         self.messages: dict[int, dict[str, Any]] = {}
         self.callbacks: dict[int, dict[str, Any]] = {}
+        self.answers: dict[int, int] = {}  # interaction -> the message answering it
+        self.pressed: dict[int, int] = {}  # interaction -> the message whose component it used
         self.commands: list[dict[str, Any]] = []
         self.heartbeats: list[float] = []
         self.identified = asyncio.Event()
@@ -375,16 +383,7 @@ class FakeDiscord:
         files: dict[str, bytes],
         author_id: int = BOT_ID,
     ) -> dict[str, Any]:
-        attachments = [
-            {
-                "id": str(next(self.ids)),
-                "filename": name,
-                "size": len(data),
-                "url": f"{self.base_url}/files/{name}",
-                "proxy_url": f"{self.base_url}/files/{name}",
-            }
-            for name, data in files.items()
-        ]
+        attachments = [self._sent_file(channel_id, name, data) for name, data in files.items()]
         return {
             "id": str(message_id),
             "channel_id": str(channel_id),
@@ -404,6 +403,46 @@ class FakeDiscord:
             "flags": payload.get("flags", 0),
             "components": payload.get("components", []),
         }
+
+    def _sent_file(self, channel_id: int, name: str, data: bytes) -> dict[str, Any]:
+        """A file the bot sent, as Discord describes it once it is on the CDN."""
+        attachment_id = next(self.ids)
+        path = f"/attachments/{channel_id}/{attachment_id}/{name}"
+        self.cdn[path] = CdnFile(data)
+        link = f"{self.base_url}{path}?{SIGNATURE}"
+        attachment: dict[str, Any] = {
+            "id": str(attachment_id),
+            "filename": name,
+            "size": len(data),
+            "url": link,
+            "proxy_url": link,
+        }
+        kind = mimetypes.guess_type(name.removeprefix("SPOILER_"))[0]
+        if kind is not None:
+            attachment["content_type"] = kind
+        try:
+            with Image.open(io.BytesIO(data)) as picture:
+                attachment.update(width=picture.width, height=picture.height)
+        except (UnidentifiedImageError, OSError):
+            pass
+        return attachment
+
+    def _answered(
+        self, interaction_id: int, payload: dict[str, Any], files: dict[str, bytes]
+    ) -> dict[str, Any]:
+        """The message answering an interaction, new or changed, kept so that its components
+        can be used; ephemeral when the interaction's first answer said so."""
+        first = (self.callbacks.get(interaction_id) or {}).get("data") or {}
+        message_id = self.answers.get(interaction_id) or next(self.ids)
+        message = self._message(
+            message_id, CHANNEL_ID, {"flags": first.get("flags", 0), **payload}, files
+        )
+        kept = self.messages.get(message_id)
+        if kept is not None and not files and "attachments" not in payload:
+            message["attachments"] = kept["attachments"]
+        self.messages[message_id] = message
+        self.answers[interaction_id] = message_id
+        return message
 
     def _oversized(self, files: dict[str, bytes]) -> web.Response | None:
         """Discord's answer to a message with a file over the upload limit, if it has one."""
@@ -477,14 +516,28 @@ class FakeDiscord:
             },
             "resource": {"type": kind},
         }
-        if kind in (4, 7):
-            body["resource"]["message"] = self._message(next(self.ids), CHANNEL_ID, data, files)
+        if kind == 4:
+            body["resource"]["message"] = self._answered(interaction_id, data, files)
+        elif kind == 7:  # the message whose component was used, changed
+            message_id = self.pressed[interaction_id]
+            changed = {
+                **self.messages[message_id],
+                **{k: v for k, v in data.items() if k != "attachments"},
+            }
+            if files or "attachments" in data:
+                changed["attachments"] = [
+                    self._sent_file(CHANNEL_ID, n, d) for n, d in files.items()
+                ]
+            self.messages[message_id] = changed
+            body["resource"]["message"] = changed
         return _json(body)
 
     async def _original(self, request: web.Request) -> web.Response:
         payload, files = await self._read(request)
-        await self._record(Event("original", None, _interaction_of(request), payload, files))
-        return _json(self._message(next(self.ids), CHANNEL_ID, payload, files))
+        interaction_id = _interaction_of(request)
+        message = self._answered(interaction_id, payload, files)
+        await self._record(Event("original", None, interaction_id, payload, files))
+        return _json(message)
 
     async def _followup(self, request: web.Request) -> web.Response:
         payload, files = await self._read(request)
@@ -654,6 +707,7 @@ class FakeDiscord:
         }
         if message is not None:
             payload["message"] = message
+            self.pressed[interaction_id] = int(message["id"])
         await self._dispatch(self.sockets[-1], "INTERACTION_CREATE", payload)
         return interaction_id
 
@@ -751,6 +805,26 @@ class FakeDiscord:
         message = self.messages[message_id]
         data = {"custom_id": custom_id, "component_type": 2}
         return await self._interaction(member, 3, data, int(message["channel_id"]), message)
+
+    async def select(
+        self, member: Member, message_id: int, custom_id: str, values: list[str]
+    ) -> int:
+        """A member picks `values` in a select menu on a message; returns the interaction id."""
+        message = self.messages[message_id]
+        data = {"custom_id": custom_id, "component_type": 3, "values": values}
+        return await self._interaction(member, 3, data, int(message["channel_id"]), message)
+
+    async def answer(self, interaction_id: int) -> dict[str, Any]:
+        """The message that answered an interaction (sent with it, or after it was deferred),
+        once it has content."""
+
+        def found() -> dict[str, Any] | None:
+            message = self.messages.get(self.answers.get(interaction_id, 0))
+            if message is None or not (message["content"] or message["embeds"]):
+                return None
+            return message
+
+        return dict(await self.wait_for(found))
 
     async def reply_to(self, interaction_id: int) -> str:
         """What the member saw in answer to an interaction (its callback or edited original)."""

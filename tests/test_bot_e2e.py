@@ -90,6 +90,9 @@ def test_draw_shows_progress_and_the_final_picture(model_files: ModelFiles, tmp_
             assert custom_ids(final) == [
                 "draw:reroll:1",
                 "draw:continue:1",
+                "draw:subtle:1",
+                "draw:strong:1",
+                "draw:region:1",
                 "draw:delete:1",
                 "draw:report:1",
             ]

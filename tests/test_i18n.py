@@ -147,6 +147,14 @@ def test_a_japanese_member_sees_japanese_and_an_english_one_english(
             buttons = [
                 c["label"] for row in finished[-1].payload["components"] for c in row["components"]
             ]
-            assert buttons == ["描き直す", "続きを描く", "削除", "報告"]
+            assert buttons == [
+                "描き直す",
+                "続きを描く",
+                "少し変える",
+                "大きく変える",
+                "一部を変える",
+                "削除",
+                "報告",
+            ]
 
     run(scenario())

@@ -14,6 +14,7 @@ from bot.jobs.schema import MIGRATIONS
 from bot.jobs.spec import Rules, picture_fields
 from bot.jobs.store import MOVES, JobRow, JobStatus, Store
 from bot.limits import GuildLimits, HardLimits
+from generator.contract.edits import EditSpec
 from generator.contract.images import ImageInput
 from generator.contract.jobs import JobSpec, ParentJob, PictureRef
 
@@ -434,3 +435,28 @@ def test_a_withheld_job_stays_withheld_and_bars_and_reports_count_once(tmp_path:
     assert store.report(job, 7) is True
     assert store.report(job, 7) is False
     assert store.report(job, 8) is True
+
+
+def test_remix_is_each_members_own_on_each_server_and_outlives_a_restart(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    assert not store.remix(1, 5)  # off until a member turns it on
+    store.set_remix(1, 5, True)
+    assert [store.remix(1, 5), store.remix(2, 5), store.remix(1, 6)] == [True, False, False]
+    store.close()
+    store = _store(tmp_path)
+    assert store.remix(1, 5)
+    store.set_remix(1, 5, False)
+    assert not store.remix(1, 5)
+
+
+def test_an_edit_carries_the_tokens_it_starts_from_until_it_ends(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    parent = _finished(store, _add(store, 1), continue_state="cGFyZW50")
+    edit = EditSpec(kind="subtle")
+    spec = _spec(parent=ParentJob(id=parent.id, how="edit"), edit=edit)
+    job = store.add_job(
+        guild_id=1, channel_id=2, user_id=1, spec=spec, init_state=parent.continue_state
+    )
+    assert (job.spec.edit, job.init_state) == (edit, "cGFyZW50")
+    done = _finished(store, job.id, continue_state="ZWRpdA==")
+    assert (done.init_state, done.continue_state) == (None, "ZWRpdA==")

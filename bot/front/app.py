@@ -1,5 +1,5 @@
-"""The `commands.Bot` subclass: the cogs, context menus and buttons it is handed, command sync
-and errors.
+"""The `commands.Bot` subclass: the cogs, context menus, buttons and selects it is handed,
+command sync and errors.
 
 Everything it serves is built and wired by `bot.ops.launcher`; the bot itself owns no jobs, workers
 or cards.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -50,6 +51,7 @@ class DrawBot(commands.Bot):
         *,
         sync_commands: bool,
         menus: Sequence[app_commands.ContextMenu] = (),
+        items: Sequence[type[discord.ui.DynamicItem[Any]]] = (),
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
@@ -64,13 +66,14 @@ class DrawBot(commands.Bot):
         self._cogs = list(cogs)
         self._menus = list(menus)
         self._buttons = buttons
+        self._items = list(items)
 
     async def setup_hook(self) -> None:
         for cog in self._cogs:
             await self.add_cog(cog)
         for menu in self._menus:
             self.tree.add_command(menu)
-        self.add_dynamic_items(self._buttons)
+        self.add_dynamic_items(self._buttons, *self._items)
         self.tree.error(self._on_app_command_error)
         await self.tree.set_translator(CatalogTranslator())
         if self.sync_commands:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import discord
 
 from bot.i18n import N_, render_notice, tr
+from bot.jobs.edits import EDIT_NAMES
 from bot.jobs.events import (
     JobEnded,
     JobEvent,
@@ -30,6 +31,7 @@ from bot.jobs.events import (
 )
 from bot.jobs.store import JobRow, JobStatus
 from bot.limits import QUALITY_NAMES
+from generator.contract.jobs import JobSpec
 from generator.contract.quality import DEFAULT_QUALITY
 from generator.contract.reasons import reason_of
 from generator.media.animation import suffix_of
@@ -93,9 +95,14 @@ TIMELAPSE_WITHHELD = N_(
 )
 
 
+def picture_name(job_id: int) -> str:
+    """The file name of a job's picture on its card (Discord adds "SPOILER_" to a spoiler's)."""
+    return f"pseudo-dalle-{job_id}.png"
+
+
 def picture_file(job: JobRow, png: bytes, *, spoiler: bool = False) -> discord.File:
     """The picture; as a spoiler, a file of its own (an embed's image cannot be one)."""
-    return discord.File(io.BytesIO(png), filename=f"pseudo-dalle-{job.id}.png", spoiler=spoiler)
+    return discord.File(io.BytesIO(png), filename=picture_name(job.id), spoiler=spoiler)
 
 
 def thumbnail_file(job: JobRow, png: bytes) -> discord.File:
@@ -137,16 +144,30 @@ def card(
     if spec.image_use is not None:
         use = tr(language, PICTURE_USES[spec.image_use], strength=spec.init_strength)
         embed.add_field(name=tr(language, "Picture given"), value=use, inline=False)
+    if spec.edit is not None:
+        embed.add_field(name=tr(language, "Edit"), value=edit_line(language, spec), inline=False)
     if lines:
         embed.add_field(name=tr(language, "Status"), value="\n".join(lines), inline=False)
     if job.notice:
         note = render_notice(language, job.notice)
         embed.add_field(name=tr(language, "Note"), value=note, inline=False)
     if image:
-        embed.set_image(url=f"attachment://pseudo-dalle-{job.id}.png")
+        embed.set_image(url=f"attachment://{picture_name(job.id)}")
     if thumbnail:
         embed.set_thumbnail(url=f"attachment://pseudo-dalle-{job.id}-given.png")
     return embed
+
+
+def edit_line(language: str, spec: JobSpec) -> str:
+    """What edit a job is, of which picture: "Vary (Region) of job 12: B2, B3, C2"."""
+    assert spec.edit is not None
+    edit = tr(language, EDIT_NAMES[spec.edit.kind])
+    cells = ", ".join(spec.edit.cells)
+    if spec.parent is None:
+        of = N_("{edit} of a picture given: {cells}") if cells else N_("{edit} of a picture given")
+        return tr(language, of, edit=edit, cells=cells)
+    of = N_("{edit} of job {job}: {cells}") if cells else N_("{edit} of job {job}")
+    return tr(language, of, edit=edit, job=spec.parent.id, cells=cells)
 
 
 def queued_lines(language: str, position: int, waiting: int, eta_s: float | None) -> list[str]:

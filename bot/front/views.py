@@ -3,7 +3,8 @@
 A button's id says what it does and to which job (`draw:continue:12`); the rest comes from the
 database. The launcher makes the button class with what handles a press (`job_buttons`, with
 `presses` for the desk's answers) and registers it with the bot, so buttons on cards posted
-before a restart still work.
+before a restart still work. The edits' buttons hand over to `bot.front.edits`, which may ask
+for the words first (Remix) or show the region picker.
 """
 
 from __future__ import annotations
@@ -17,27 +18,45 @@ from typing import Any, Self
 import discord
 
 from bot.front.checks import member_of
+from bot.front.edits import EditControls
 from bot.i18n import N_, SOURCE_LANGUAGE, tr
 from bot.jobs.desk import FrontDesk
+from bot.jobs.edits import EDIT_NAMES
+from generator.contract.edits import EditKind
 
 
 class Action(StrEnum):
     CANCEL = "cancel"
     REROLL = "reroll"
     CONTINUE = "continue"
+    SUBTLE = "subtle"
+    STRONG = "strong"
+    REGION = "region"
     DELETE = "delete"
     REPORT = "report"
 
 
+EDITS: dict[Action, EditKind] = {
+    Action.SUBTLE: "subtle",
+    Action.STRONG: "strong",
+    Action.REGION: "region",
+}
 LOOKS: dict[Action, tuple[str, discord.ButtonStyle]] = {
     Action.CANCEL: (N_("Cancel"), discord.ButtonStyle.danger),
     Action.REROLL: (N_("Reroll"), discord.ButtonStyle.primary),
     Action.CONTINUE: (N_("Continue"), discord.ButtonStyle.secondary),
+    **{action: (EDIT_NAMES[kind], discord.ButtonStyle.secondary) for action, kind in EDITS.items()},
     Action.DELETE: (N_("Delete"), discord.ButtonStyle.secondary),
     Action.REPORT: (N_("Report"), discord.ButtonStyle.secondary),
 }
-ON_ACTIVE_CARDS = (Action.CANCEL,)
-ON_FINISHED_CARDS = (Action.REROLL, Action.CONTINUE, Action.DELETE, Action.REPORT)
+# A card's buttons, row by row (Discord shows at most 5 a row): what makes more of the picture
+# first, then what is done with it.
+Rows = tuple[tuple[Action, ...], ...]
+ON_ACTIVE_CARDS: Rows = ((Action.CANCEL,),)
+ON_FINISHED_CARDS: Rows = (
+    (Action.REROLL, Action.CONTINUE, Action.SUBTLE, Action.STRONG, Action.REGION),
+    (Action.DELETE, Action.REPORT),
+)
 TEMPLATE = rf"draw:(?P<action>{'|'.join(Action)}):(?P<job>[0-9]+)"
 
 OnPress = Callable[[discord.Interaction, Action, int], Awaitable[None]]
@@ -46,12 +65,18 @@ OnPress = Callable[[discord.Interaction, Action, int], Awaitable[None]]
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLATE):
     """A job card's button; `job_buttons` makes the class that acts on a press."""
 
-    def __init__(self, action: Action, job_id: int, language: str = SOURCE_LANGUAGE) -> None:
+    def __init__(
+        self,
+        action: Action,
+        job_id: int,
+        language: str = SOURCE_LANGUAGE,
+        row: int | None = None,
+    ) -> None:
         label, style = LOOKS[action]
         button: discord.ui.Button[Any] = discord.ui.Button(
             label=tr(language, label), style=style, custom_id=f"draw:{action}:{job_id}"
         )
-        super().__init__(button)
+        super().__init__(button, row=row)
         self.action = action
         self.job_id = job_id
 
@@ -62,12 +87,19 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLAT
         return cls(Action(match["action"]), int(match["job"]))
 
 
-def presses(desk: FrontDesk) -> OnPress:
+def presses(desk: FrontDesk, edits: EditControls) -> OnPress:
     """What a press of a job card's button does: the desk decides, the answer is ephemeral
-    (Report's thank-you included), and Delete removes the card it is on."""
+    (Report's thank-you included), and Delete removes the card it is on. The edits, and Reroll
+    with Remix on, go to `edits`."""
 
     async def on_press(interaction: discord.Interaction, action: Action, job_id: int) -> None:
         member, job = member_of(interaction), desk.store.job(job_id)
+        if job is not None and action in EDITS:
+            await edits.pressed(interaction, member, job, EDITS[action])
+            return
+        if job is not None and action == Action.REROLL and edits.editing.remix(member):
+            await edits.reroll(interaction, member, job)
+            return
         if job is None:
             answer = tr(member.language, "This drawing no longer exists.")
         elif action == Action.CANCEL:
@@ -97,10 +129,9 @@ def job_buttons(on_press: OnPress) -> type[JobButton]:
     return PressedJobButton
 
 
-def card_view(
-    kind: type[JobButton], job_id: int, actions: tuple[Action, ...], language: str
-) -> discord.ui.View:
+def card_view(kind: type[JobButton], job_id: int, rows: Rows, language: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for action in actions:
-        view.add_item(kind(action, job_id, language))
+    for row, actions in enumerate(rows):
+        for action in actions:
+            view.add_item(kind(action, job_id, language, row))
     return view

@@ -5,7 +5,8 @@ It checks each request against the server's settings and the operator's limits a
 job's spec once (`bot.jobs.spec`); what it accepts it stores and tells the scheduler (`added`,
 `cancel`), which owns the jobs from then on. A picture given with a request is fetched and
 re-encoded (`bot.jobs.pictures`) only after every other check has passed. Each answer is a
-sentence in the member's language; the cogs and buttons (`bot.front`) show it.
+sentence in the member's language; the cogs and buttons (`bot.front`) show it. The edits
+(`bot.jobs.edits`) queue through `submit` too.
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ from dataclasses import dataclass, replace
 
 from bot.i18n import N_, tr
 from bot.jobs.events import JobReported, PromptRefused
-from bot.jobs.pictures import GivenPicture, PictureAsk, PictureIntake, Upload
+from bot.jobs.pictures import (
+    CarriesTokens,
+    GivenPicture,
+    PictureAsk,
+    PictureIntake,
+    Upload,
+    carried_tokens,
+)
 from bot.jobs.scheduler import NO_WORKER_HOLDS, Cancelled, Scheduler
-from bot.jobs.spec import Ask, Refused, Rules, build, refused, with_picture
+from bot.jobs.spec import Ask, Edit, Refused, Rules, build, refused, with_picture
 from bot.jobs.store import ACTIVE, JobRow, Store
 from bot.limits import MAX_TERM_CHARS, QUALITY_NAMES, GuildSettings, effective
 from bot.moderation.rules import PromptRules
@@ -100,9 +108,12 @@ class FrontDesk:
         given: GivenPicture | None = None,
         parent: JobRow | None = None,
         continues: bool = False,
+        edit: Edit | None = None,
     ) -> tuple[JobRow, list[str]]:
         """Queue a job; returns it and notices about values a limit lowered. `picture` is one to
-        fetch, `given` one already kept; `parent` the job it continues or rerolls."""
+        fetch, `given` one already kept; `parent` the job it continues, rerolls or edits (as
+        `edit` says; an edit of a picture given has none). CarriesTokens for a `picture` that
+        offers edits and carries pseudo-dalle's tokens."""
         settings, language = self.settings(member.guild_id), member.language
         if self.store.barred(member.guild_id, member.user_id):
             raise Refused(
@@ -115,7 +126,7 @@ class FrontDesk:
             )
         if picture is not None or given is not None:
             self.check_picture(member.guild_id, picture.upload if picture else None, language)
-        how = "continue" if continues else "reroll"
+        how = "edit" if edit is not None else "continue" if continues else "reroll"
         origin = ParentJob(id=parent.id, how=how) if parent is not None else None
         # A picture to fetch is fetched last, so that a request refused for another reason
         # fetches nothing: the spec is made knowing only how it will be used.
@@ -127,6 +138,7 @@ class FrontDesk:
             use=picture.use if picture is not None else None,
             picture=given,
             parent=origin,
+            edit=edit,
         )
         self._check_prompt(member, settings, spec.prompt)
         missing = self.scheduler.missing_models(spec.clip_models)
@@ -135,7 +147,10 @@ class FrontDesk:
         self._check_room(member, settings)
         if picture is not None:
             try:
-                given = await self.intake.take(picture)
+                data = await self.intake.fetch(picture.upload)
+                if picture.offer_edits and (source := await carried_tokens(data)) is not None:
+                    raise CarriesTokens(source)
+                given = await self.intake.keep(picture, data)
             except ImageInputError as error:
                 self.picture_refused(error)
                 raise refused(language, error) from None
@@ -147,7 +162,7 @@ class FrontDesk:
             user_id=member.user_id,
             spec=spec,
             picture=given,
-            init_state=parent.continue_state if parent is not None and continues else None,
+            init_state=_start_state(parent, continues, edit),
         )
         self.scheduler.added(job)
         return job, [notice.say(language) for notice in lowered]
@@ -273,9 +288,12 @@ class FrontDesk:
             )
         return True, tr(member.language, "Deleted job {job}'s picture.", job=job.id)
 
-    async def again(self, member: Member, job: JobRow, *, continues: bool) -> str:
-        """Reroll (same prompt and picture, new seed) or Continue (more iterations from where it
-        ended, still steered by its picture but no longer starting from it)."""
+    async def again(
+        self, member: Member, job: JobRow, *, continues: bool, prompt: str | None = None
+    ) -> str:
+        """Reroll (same prompt and picture, new seed; the member's new words as `prompt`, with
+        Remix) or Continue (more iterations from where it ended, still steered by its picture
+        but no longer starting from it)."""
         language, spec = member.language, job.spec
         if continues and not job.continue_state:
             return tr(
@@ -295,7 +313,7 @@ class FrontDesk:
         if continues and given is not None:
             given = replace(given, use="steer") if steers_towards(given.use) else None
         ask = Ask(
-            prompt=spec.prompt,
+            prompt=spec.prompt if prompt is None else prompt,
             size=spec.width,
             iterations=None if continues else spec.iterations,
             seed=spec.seed if continues else None,
@@ -367,3 +385,10 @@ class FrontDesk:
             mib=MAX_INPUT_BYTES // 2**20,
             pixels=MAX_INPUT_PIXELS / 1e6,
         )
+
+
+def _start_state(parent: JobRow | None, continues: bool, edit: Edit | None) -> str | None:
+    """What a job starts from: the tokens it edits, or the state of the job it continues."""
+    if edit is not None:
+        return edit.state
+    return parent.continue_state if parent is not None and continues else None

@@ -6,6 +6,10 @@ fetched; it is fetched when the member submits, only from `[images] cdn_origins`
 arrives). `generator.intake` then decodes and re-encodes it in a worker thread. Only the
 re-encoded copy and a thumbnail for the job's card are kept; the bytes as sent are dropped, and
 neither they nor the URL's query string (Discord's signature) are ever logged.
+
+A PNG pseudo-dalle drew carries its token grid (`generator.contract.edits`); where the member
+may edit it instead ("Draw from this image"), `carried_tokens` reads the grid from the fetched
+bytes, within the same limits, before anything is re-encoded.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import aiohttp
 import yarl
 from PIL import Image
 
-from generator.contract.errors import ImageInputError
+from generator.contract.errors import ImageInputError, MemberError
 from generator.contract.images import (
     DEFAULT_IMAGE_USE,
     DEFAULT_INIT_STRENGTH,
@@ -28,17 +32,28 @@ from generator.contract.images import (
     ImageInput,
 )
 from generator.contract.reasons import (
+    EDIT_NO_TOKENS,
     PICTURE_MORE_THAN_DECLARED,
     PICTURE_NOT_FETCHED,
     PICTURE_NOT_FROM_DISCORD,
     PICTURE_TIMED_OUT,
 )
+from generator.intake.edits import EditSource, edit_source
 from generator.intake.images import check_declared, from_upload
 
 log = logging.getLogger("pseudo_dalle.pictures")
 CHUNK_BYTES = 64 * 2**10
 THUMBNAIL_SIDE = 128  # the card shows the picture it starts from or steers towards this small
 MAX_NAME_CHARS = 200  # what the protocol carries of a file's name
+
+
+class CarriesTokens(Exception):
+    """A picture given to offer edits (`PictureAsk.offer_edits`) is one pseudo-dalle drew,
+    carrying its tokens (`source`): nothing was queued."""
+
+    def __init__(self, source: EditSource) -> None:
+        super().__init__("the picture carries its token grid")
+        self.source = source
 
 
 @dataclass(frozen=True)
@@ -70,11 +85,13 @@ class Upload:
 
 @dataclass(frozen=True)
 class PictureAsk:
-    """A picture a member asks to draw with, and how to use it."""
+    """A picture a member asks to draw with, and how to use it; `offer_edits`: if it carries
+    pseudo-dalle's tokens, offer to edit it rather than draw from it."""
 
     upload: Upload
     use: str = DEFAULT_IMAGE_USE
     strength: float = DEFAULT_INIT_STRENGTH
+    offer_edits: bool = False
 
 
 class PictureIntake:
@@ -86,12 +103,17 @@ class PictureIntake:
         self.timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
 
-    async def take(self, ask: PictureAsk) -> GivenPicture:
-        """The picture's re-encoded copy and thumbnail; ImageInputError saying why not."""
-        ask.upload.check()
-        data = await self._fetch(ask.upload)
+    async def keep(self, ask: PictureAsk, data: bytes) -> GivenPicture:
+        """The re-encoded copy and thumbnail of `data`, fetched for `ask`; ImageInputError
+        saying why not."""
         image, thumbnail = await asyncio.to_thread(_copies, data, ask.upload.filename)
         return GivenPicture(image, ask.use, ask.strength, thumbnail)
+
+    async def fetch(self, upload: Upload) -> bytes:
+        """The bytes of `upload`, as sent (to be read with `generator.intake` only);
+        ImageInputError when what it declares is refused or it cannot be fetched."""
+        upload.check()
+        return await self._fetch(upload)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -130,6 +152,17 @@ class PictureIntake:
             log.warning("could not fetch the picture %s: %s", where, type(error).__name__)
             raise ImageInputError(PICTURE_NOT_FETCHED) from None
         return bytes(data)
+
+
+async def carried_tokens(data: bytes) -> EditSource | None:
+    """The token grid and prompt a PNG pseudo-dalle drew carries; None for any other picture,
+    and for one whose grid is damaged or no longer fits it (it is then just a picture)."""
+    try:
+        return await asyncio.to_thread(edit_source, data)
+    except MemberError as error:
+        if error.reason != EDIT_NO_TOKENS:
+            log.info("drawing from a picture whose token grid cannot be used: %s", error)
+        return None
 
 
 def _copies(data: bytes, name: str) -> tuple[ImageInput, bytes]:

@@ -189,6 +189,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         UNIQUE (job_id, reporter)
     );
     """,
+    """
+    CREATE TABLE member_settings (
+        guild_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        remix INTEGER NOT NULL DEFAULT 0 CHECK (remix IN (0, 1)),
+        PRIMARY KEY (guild_id, user_id)
+    );
+    """,
 )
 
 

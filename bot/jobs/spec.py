@@ -4,9 +4,9 @@ What the member said (`Ask`), the server's settings (`GuildSettings`) and the op
 (`Rules`: the hard limits, the main CLIP, the most cutouts a worker draws, how prompts are read,
 how pictures are screened) come together here and nowhere else: the quality with its cutouts and
 CLIP models, iterations and size within the server's effective limits (`bot.limits.effective`),
-early stopping, the time-lapse, how often the card shows progress, and the screening
-(`bot.moderation.policy`). The spec is stored as it is and drawn as it
-is: an admin's later change touches only later drawings.
+early stopping, the time-lapse, how often the card shows progress, the screening
+(`bot.moderation.policy`) and, for an edit (`Edit`), what it edits. The spec is stored as it is
+and drawn as it is: an admin's later change touches only later drawings.
 
 A request that cannot be met raises `Refused` with the sentence to show, in the member's
 language; values that a limit lowered come back as `Lowered` notices.
@@ -23,13 +23,14 @@ from bot.i18n import N_, tr
 from bot.jobs.pictures import GivenPicture
 from bot.limits import QUALITY_NAMES, GuildSettings, HardLimits, Lowered, clamp, effective
 from bot.moderation.policy import ScreeningPolicy
+from generator.contract.edits import EditSpec
 from generator.contract.encoders import PromptLimit, choose_encoder
 from generator.contract.errors import MemberError, PromptError
 from generator.contract.images import DEFAULT_INIT_STRENGTH, starts_from, steers_towards
 from generator.contract.jobs import JobSpec, ParentJob, PictureRef
 from generator.contract.prompts import clean_text, parse_prompts
 from generator.contract.quality import DEFAULT_QUALITY, MAX_PRESET_CUTOUTS, QUALITIES, preset
-from generator.contract.settings import MAX_SEED, SIDE_MULTIPLE
+from generator.contract.settings import MAX_SEED, MIN_SIDE, SIDE_MULTIPLE
 from generator.contract.tokens import check_lengths
 from generator.contract.weights import DEFAULT_CLIP_MODEL
 
@@ -54,6 +55,17 @@ class Ask:
 
 
 @dataclass(frozen=True)
+class Edit:
+    """An edit to draw: how (`spec`), the tokens it starts from (a continue state, in base64)
+    and the size in pixels of their grid, which is the size the edit draws at."""
+
+    spec: EditSpec
+    state: str = field(repr=False)
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class Rules:
     """What the operator decides for every drawing (from the config)."""
 
@@ -75,10 +87,11 @@ def build(
     use: str | None = None,
     picture: GivenPicture | None = None,
     parent: ParentJob | None = None,
+    edit: Edit | None = None,
 ) -> tuple[JobSpec, list[Lowered]]:
     """The spec of what `ask` asks for on a server with `settings`; Refused saying why not.
     `use` says how a picture is used when it is not `picture` yet (one still to fetch: see
-    `with_picture`)."""
+    `with_picture`). An `edit` draws at its grid's size, which no limit can lower."""
     limits = effective(settings, rules.limits)
     use = picture.use if picture is not None else use
     prompt, encoder = _prompt(ask, rules, language, use)
@@ -100,16 +113,19 @@ def build(
         ask.iterations or default, limits.max_iterations, name=N_("Iterations")
     )
     notices += [lowered] if lowered else []
-    asked_size = ask.size or min(chosen.size, limits.max_size)
-    size, lowered = clamp(asked_size, limits.max_size, name=N_("Size"))
-    notices += [lowered] if lowered else []
-    size -= size % SIDE_MULTIPLE
+    if edit is not None:
+        width, height = _edit_size(edit, limits.max_size, language)
+    else:
+        asked_size = ask.size or min(chosen.size, limits.max_size)
+        size, lowered = clamp(asked_size, limits.max_size, name=N_("Size"))
+        notices += [lowered] if lowered else []
+        width = height = size - size % SIDE_MULTIPLE
     spec = JobSpec(
         prompt=prompt,
         seed=ask.seed if ask.seed is not None else secrets.randbelow(MAX_SEED + 1),
         iterations=iterations,
-        width=size,
-        height=size,
+        width=width,
+        height=height,
         quality=quality,
         cutouts=min(chosen.cutouts, rules.max_cutouts),
         clip_models=chosen.models(rules.main_clip),
@@ -119,9 +135,28 @@ def build(
         progress_every_s=limits.progress_interval_s,
         parent=parent,
         screening=rules.screening.spec(settings),
+        edit=edit.spec if edit is not None else None,
         **picture_fields(picture),
     )
     return spec, notices
+
+
+def _edit_size(edit: Edit, most: int, language: str) -> tuple[int, int]:
+    """The size an edit draws at: its grid's, which has to be within the server's largest
+    size (a smaller one would no longer fit the tokens)."""
+    if max(edit.width, edit.height) > most or min(edit.width, edit.height) < MIN_SIDE:
+        raise Refused(
+            tr(
+                language,
+                "This picture is {width}x{height} pixels; this server edits pictures from "
+                "{least}x{least} to {most}x{most}.",
+                width=edit.width,
+                height=edit.height,
+                least=MIN_SIDE,
+                most=most,
+            )
+        )
+    return edit.width, edit.height
 
 
 def with_picture(spec: JobSpec, picture: GivenPicture) -> JobSpec:

@@ -1,5 +1,5 @@
 """All SQL lives here (and in `bot.jobs.schema`, the migrations): jobs, the pictures given with
-them, server settings, and the fair queue order.
+them, server settings, members' own settings, and the fair queue order.
 
 A job is stored with its `JobSpec`, decided when the member asked (`bot.jobs.spec`), and moves
 queued -> running -> done | failed | cancelled, running -> queued when its drawing was
@@ -11,9 +11,9 @@ other state changes nothing, is logged and counted (`Store.refused`), and return
 worker cannot mark it done. What a worker reports also has to come from the worker the job is
 with. After a restart, a job left running goes back to the queue, so nothing is lost silently.
 
-What Continue needs is the job's `continue_state` (a few KB, see
+What Continue and the edits need is the job's `continue_state` (a few KB, see
 `generator.method.latent.pack_state`), kept `[storage] keep_days` after the job ends; a
-continued job carries its parent's in `init_state` until it ends.
+continued or edited job carries what it starts from in `init_state` until it ends.
 
 A picture a member gave with a job is kept as `generator.intake`'s re-encoded copy, with a
 thumbnail for its card, in `job_pictures` (the spec names it and says how it is used), so a
@@ -96,7 +96,7 @@ class JobRow:
     requeues: int
     notice: str | None  # a line for its card
     continue_state: str | None  # what Continue goes on from, once it has ended
-    init_state: str | None  # the continue state of the job it continues, until it ends
+    init_state: str | None  # the continue state it continues or edits, until it ends
     worker: str | None  # the worker drawing it, or that drew it
     withheld: bool  # a picture of it crossed the screening where it may not be shown
 
@@ -148,8 +148,8 @@ class Store:
         picture: GivenPicture | None = None,
         init_state: str | None = None,
     ) -> JobRow:
-        """Queue a job drawing `spec`, with the `picture` it names; one that continues another
-        carries the `init_state` that one left to go on from."""
+        """Queue a job drawing `spec`, with the `picture` it names; one that continues or edits
+        another carries the `init_state` it starts from."""
         self.db.execute("BEGIN")
         try:
             cursor = self.db.execute(
@@ -478,6 +478,22 @@ class Store:
             (job_id, reporter, time.time()),
         )
         return cursor.rowcount == 1
+
+    # -- a member's own settings, per server ---------------------------------------------------
+    def remix(self, guild_id: int, user_id: int) -> bool:
+        """Whether Reroll and the edits first ask the member for the words (off until set)."""
+        row = self.db.execute(
+            "SELECT remix FROM member_settings WHERE guild_id = ? AND user_id = ?",
+            (guild_id, user_id),
+        ).fetchone()
+        return bool(row[0]) if row is not None else False
+
+    def set_remix(self, guild_id: int, user_id: int, on: bool) -> None:
+        self.db.execute(
+            "INSERT INTO member_settings (guild_id, user_id, remix) VALUES (?, ?, ?) "
+            "ON CONFLICT (guild_id, user_id) DO UPDATE SET remix = excluded.remix",
+            (guild_id, user_id, int(on)),
+        )
 
     def save_guild_settings(self, guild_id: int, settings: GuildSettings) -> None:
         self.db.execute(

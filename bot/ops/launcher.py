@@ -34,10 +34,13 @@ from bot.front.cogs.draw_from_image import DrawFromImageMenu
 from bot.front.cogs.help import HelpCog
 from bot.front.cogs.moderation import ModerationCog
 from bot.front.cogs.queue import QueueCog
+from bot.front.cogs.settings import SettingsCog
+from bot.front.edits import EditControls
 from bot.front.moderation_log import ModerationLog
 from bot.front.presenter import CardPresenter
 from bot.front.views import job_buttons, presses
 from bot.jobs.desk import FrontDesk
+from bot.jobs.edits import Editing
 from bot.jobs.events import JobEvents
 from bot.jobs.pictures import PictureIntake
 from bot.jobs.retention import Retention
@@ -214,7 +217,9 @@ def assemble(config: Config, transport: WorkerTransport | None = None) -> App:
     desk = FrontDesk(
         store, scheduler, rules, intake, prompt_rules, keep_days=config.storage.keep_days
     )
-    buttons = job_buttons(presses(desk))
+    editing = Editing(desk)
+    controls = EditControls(desk, editing)
+    buttons = job_buttons(presses(desk, controls))
     automod = AutoModSync(prompt_rules.automod)
     cogs = [
         DrawCog(desk),
@@ -222,10 +227,17 @@ def assemble(config: Config, transport: WorkerTransport | None = None) -> App:
         AdminCog(store, config.limits, desk),
         HelpCog(desk, scheduler),
         ModerationCog(store, prompt_rules, automod, rules.screening),
+        SettingsCog(store),
         automod,
     ]
-    menus = [DrawFromImageMenu(desk).command]
-    bot = DrawBot(cogs, buttons, menus=menus, sync_commands=config.discord.sync_commands)
+    menus = [DrawFromImageMenu(desk, controls).command]
+    bot = DrawBot(
+        cogs,
+        buttons,
+        menus=menus,
+        items=controls.items,
+        sync_commands=config.discord.sync_commands,
+    )
     gate.age_restricted = age_restricted(bot)  # the front end knows which channels are
     presenter = CardPresenter(bot, store, buttons)
     events.subscribe(presenter.on_event)

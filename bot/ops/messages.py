@@ -27,12 +27,13 @@ from bot.front.cogs.draw_from_image import MENU_NAME
 from bot.front.cogs.help import HelpCog
 from bot.front.cogs.moderation import ModerationCog
 from bot.front.cogs.queue import QueueCog
+from bot.front.cogs.settings import SettingsCog
 from bot.i18n import DOMAIN, LANGUAGES, LOCALES, SOURCE_LANGUAGE
 from generator.contract.reasons import REASONS
 
 BOT = Path(__file__).resolve().parent.parent
 KEYWORDS = {"tr": (2,), "N_": None, "notice": None}
-COGS = (DrawCog, QueueCog, AdminCog, HelpCog, ModerationCog)
+COGS = (DrawCog, QueueCog, AdminCog, HelpCog, ModerationCog, SettingsCog)
 
 
 def code_messages() -> Iterator[str]:

@@ -3,6 +3,9 @@ picture and how firmly, then the same queue as /draw.
 
 The picture is fetched only when the form is submitted; what its attachment declares (and
 whether pictures are on) is checked before the form opens, so nobody fills it in for nothing.
+A picture pseudo-dalle drew carries its tokens: it is not drawn from but offered its edits
+(Vary (Subtle), Vary (Strong), Vary (Region): `bot.front.edits`), privately, with the words
+of the form, or the picture's own when the form has none.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from discord import app_commands
 from bot.front.attachments import first_picture
 from bot.front.checks import member_of
 from bot.front.cogs.draw import USE_NAMES
+from bot.front.edits import OFFERED, EditControls
+from bot.front.forms import FORM_TIMEOUT_S
 from bot.i18n import N_, language_of, tr
 from bot.jobs.desk import FrontDesk
 from bot.jobs.pictures import PictureAsk, Upload
@@ -27,15 +32,14 @@ from generator.contract.images import (
 from generator.contract.prompts import MAX_PROMPT_CHARS
 
 MENU_NAME = N_("Draw from this image")
-FORM_TIMEOUT_S = 900.0  # an interaction's token lasts 15 minutes
 
 
 class DrawFromImageForm(discord.ui.Modal):
     """What to draw with the picture; the member's language on every label."""
 
-    def __init__(self, desk: FrontDesk, upload: Upload, language: str) -> None:
+    def __init__(self, edits: EditControls, upload: Upload, language: str) -> None:
         super().__init__(title=tr(language, MENU_NAME), timeout=FORM_TIMEOUT_S)
-        self.desk = desk
+        self.edits = edits
         self.upload = upload
         self.prompt: discord.ui.TextInput[DrawFromImageForm] = discord.ui.TextInput(
             custom_id="prompt",
@@ -83,8 +87,13 @@ class DrawFromImageForm(discord.ui.Modal):
             return
         use = self.use.values[0] if self.use.values else DEFAULT_IMAGE_USE
         picture = PictureAsk(self.upload, use, strength)
-        answer = await self.desk.draw(member, Ask(prompt=self.prompt.value), picture)
-        await interaction.edit_original_response(content=answer)
+        ask = Ask(prompt=self.prompt.value)
+        answer = await self.edits.editing.draw_from_image(member, ask, picture)
+        if isinstance(answer, str):
+            await interaction.edit_original_response(content=answer)
+            return
+        view = self.edits.offer_view(answer, member.language)
+        await interaction.edit_original_response(content=tr(member.language, OFFERED), view=view)
 
 
 def _strength(text: str, language: str) -> float:
@@ -103,8 +112,9 @@ def _strength(text: str, language: str) -> float:
 class DrawFromImageMenu:
     """The context menu command (`command`), which the bot registers next to its cogs."""
 
-    def __init__(self, desk: FrontDesk) -> None:
+    def __init__(self, desk: FrontDesk, edits: EditControls) -> None:
         self.desk = desk
+        self.edits = edits
         self.command = app_commands.ContextMenu(name=MENU_NAME, callback=self.open_form)
 
     @app_commands.guild_only()
@@ -123,4 +133,4 @@ class DrawFromImageMenu:
         except Refused as error:
             await interaction.response.send_message(str(error), ephemeral=True)
             return
-        await interaction.response.send_modal(DrawFromImageForm(self.desk, upload, language))
+        await interaction.response.send_modal(DrawFromImageForm(self.edits, upload, language))

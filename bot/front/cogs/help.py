@@ -14,7 +14,9 @@ from bot.jobs.scheduler import Scheduler
 ABOUT = N_(
     "I draw pictures from your words. `/draw an image of the music` joins the queue; the card "
     "shows your place, then the picture taking shape, then the result with buttons to reroll "
-    "it with a new seed, continue it for more detail, or delete it.\n\n"
+    "it with a new seed, continue it for more detail, vary it (subtly, strongly, or only the "
+    "cells of it you pick), or delete it. With `/settings remix:True`, Reroll and Vary first "
+    "let you change the words.\n\n"
     "Tips: weight parts of a prompt with `text:weight` separated by `|`, e.g. "
     "`a red sky:1 | fog:0.5`; use `negative` for what to avoid. The same seed and settings "
     "redraw the same picture.\n\n"
