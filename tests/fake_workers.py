@@ -17,8 +17,10 @@ from PIL import Image
 
 from bot.workers.transport import FromWorker, WorkerEvent, WorkerInfo, WorkerJoined, WorkerLeft
 from generator.contract.protocol import (
+    CheckMeaning,
     Failed,
     Finished,
+    MeaningChecked,
     Message,
     Preparing,
     Progress,
@@ -61,6 +63,11 @@ class FakeWorkers:
     cancelled: list[tuple[int, str | None]] = field(default_factory=list)
     started: bool = False
     stopped: bool = False
+    # The prompt checks asked for, and how the puppets answer them: by the concept a prompt
+    # containing a key crosses ("" for none), or not at all while `meaning_silent`.
+    checks: list[CheckMeaning] = field(default_factory=list)
+    unsafe: dict[str, str] = field(default_factory=dict)
+    meaning_silent: bool = False
     _events: asyncio.Queue[WorkerEvent] = field(default_factory=asyncio.Queue)
     _ready: dict[str, WorkerInfo] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,6 +91,14 @@ class FakeWorkers:
     async def cancel(self, job_id: int, worker_id: str | None) -> None:
         self.cancelled.append((job_id, worker_id))
         self._changed.set()
+
+    async def check(self, message: CheckMeaning) -> None:
+        self.checks.append(message)
+        if self.meaning_silent or not self._ready:
+            return
+        found = [concept for key, concept in self.unsafe.items() if key in message.prompt]
+        answer = MeaningChecked(message.check_id, checked=True, concept=found[0] if found else None)
+        self.say(answer, next(iter(self._ready)))
 
     async def receive(self) -> WorkerEvent:
         return await self._events.get()

@@ -7,16 +7,27 @@ report the scores a worker's screening would."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.jobs import scheduler
+from generator.contract.protocol import MeaningChecked
 from generator.contract.reasons import PROMPT_MEANING
 from generator.contract.screening import BUILTIN_CONCEPTS, Concept
 from generator.media.animation import suffix_of
 
-from .bot_harness import bot_with_puppets, cards_of, custom_ids, run, running_bot, wait_for_card
+from .bot_harness import (
+    UNSCREENED,
+    bot_with_puppets,
+    cards_of,
+    custom_ids,
+    run,
+    running_bot,
+    wait_for_card,
+)
 from .conftest import ModelFiles
 from .fake_discord import (
     ADMIN,
@@ -35,6 +46,8 @@ from .fake_discord import (
 )
 from .fake_workers import FakeWorkers, png
 from .pictures import encoded, noise
+from .redis_harness import RedisServer, WorkerProcess
+from .test_bot_images_redis import until
 
 pytestmark = pytest.mark.e2e
 
@@ -275,6 +288,68 @@ def test_the_log_channel_hears_of_withheld_pictures_refused_prompts_and_reports(
     run(scenario())
 
 
+def test_a_prompt_too_close_in_meaning_is_refused_before_anything_is_queued(
+    model_files: ModelFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the meaning check on, a worker checks each prompt before it is queued; the member
+    hears at once, in their language, and nothing is queued. No worker, or none answering in
+    time, refuses too: the check fails closed."""
+    monkeypatch.setattr(scheduler, "CHECK_TIMEOUT_S", 0.5)
+
+    async def scenario() -> None:
+        async with bot_with_puppets(tmp_path, model_files, joined_places=1) as (
+            fake,
+            running,
+            _,
+            workers,
+        ):
+            await moderate(fake, "log_channel", channel=str(LOG_CHANNEL_ID))
+            assert "Queued as job 1" in await draw(fake, "a naked statue")  # the check is off
+            assert workers.checks == []
+            assert "from the next drawing on" in await moderate(fake, "meaning", on=True)
+            workers.unsafe = {"naked": "nudity", "裸": "nudity"}
+            refused = await draw(fake, "a naked statue | blurry:-1")
+            assert refused == (
+                "Your prompt comes too close in meaning to “nudity”, which is not allowed on "
+                "this server. Nothing was queued."
+            )
+            japanese = await draw(fake, "裸の像", member=YUKI)
+            assert japanese.startswith("プロンプトの意味が「nudity」に近すぎるため")
+            assert [(c.prompt, c.text_encoder) for c in workers.checks] == [
+                ("a naked statue | blurry:-1", "clip"),
+                ("裸の像", "clip"),  # as the bot's [models] text_encoder says
+            ]
+            assert running.store.job(2) is None  # nothing was queued
+            logged = await wait_for_log(fake, "Prompt refused")
+            assert "its meaning" in message_text(logged)
+            assert "Found: nudity" in message_text(logged)
+            # A prompt far from every concept is checked, then queued.
+            assert "Queued as job 2" in await draw(fake, "a lighthouse", member=BOB)
+            assert len(workers.checks) == 3
+            # No answer in time: refused, and the late answer is ignored.
+            workers.meaning_silent = True
+            unchecked = await draw(fake, "a lighthouse")
+            assert unchecked == (
+                "This server checks what prompts mean, and no drawing worker could check yours "
+                "just now. Try again in a moment."
+            )
+            workers.say(MeaningChecked(workers.checks[-1].check_id, checked=True))
+            workers.meaning_silent = False
+            # A worker that could not check (no screener, say) refuses; no worker at all too.
+            workers.meaning_silent = True
+            asking = asyncio.create_task(draw(fake, "a harbour"))
+            await fake.wait_for(lambda: len(workers.checks) == 5)
+            workers.say(MeaningChecked(workers.checks[-1].check_id, checked=False))
+            assert await asking == unchecked
+            workers.leave()
+            assert await draw(fake, "a harbour") == unchecked
+            assert len(workers.checks) == 5  # none asked: no worker is there
+            assert running.store.active_count() == 2
+            assert running.store.job(3) is None
+
+    run(scenario())
+
+
 def test_barred_members_cannot_draw_and_servers_stay_within_the_operators_floors(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
@@ -399,5 +474,59 @@ def test_the_real_worker_screens_what_it_sends_and_a_crossing_picture_stays_out(
             assert "pseudo-dalle-3.png" in shown.files
             assert any("timelapse" in name for name in shown.files)
             assert [running.store.job(j).withheld for j in (1, 2, 3)] == [True, True, False]  # type: ignore[union-attr]
+
+    run(scenario())
+
+
+MEANING_ON = f"{UNSCREENED}\nprompt_meaning = true\nrequire_prompt_meaning = true"
+NAKED_REFUSED = (
+    "Your prompt comes too close in meaning to “naked”, which is not allowed on this server. "
+    "Nothing was queued."
+)
+
+
+@pytest.mark.slow
+def test_the_local_worker_checks_prompts_by_meaning_before_they_are_queued(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    """The worker process checks the prompt with its own tiny CLIP: "naked" is the first unsafe
+    concept's own text (cosine 1), "a cat" is measured far enough from every concept."""
+
+    async def scenario() -> None:
+        async with running_bot(tmp_path, model_files, moderation=MEANING_ON) as (fake, running, _):
+            await until(running.app.scheduler.workers, 120)
+            assert await draw(fake, "naked") == NAKED_REFUSED
+            assert running.store.job(1) is None
+            asked = await fake.command(ALICE, "draw", prompt="a cat", iterations=2, size=64)
+            assert "Queued as job 1" in await fake.reply_to(asked)
+            await wait_for_card(fake, 1, "Finished", timeout=120)
+
+    run(scenario())
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.e2e
+def test_a_redis_worker_checks_prompts_by_meaning_before_they_are_queued(
+    model_files: ModelFiles, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async def scenario() -> None:
+        url = f'url = "{redis_server.url}"'
+        async with running_bot(tmp_path, model_files, redis=url, moderation=MEANING_ON) as (
+            fake,
+            running,
+            _,
+        ):
+            worker = WorkerProcess(redis_server.url, "gpu-a", tmp_path / "gpu-a.log")
+            try:
+                await until(running.app.scheduler.workers, 120)
+                assert await draw(fake, "a cat | naked") == NAKED_REFUSED
+                assert "Queued as job 1" in await draw(fake, "a cat | naked:-1")
+                # The worker is gone: nobody can check, and the check fails closed.
+                worker.kill()
+                await until(lambda: not running.app.scheduler.workers(), 60)
+                assert "no drawing worker could check yours" in await draw(fake, "a cat")
+            finally:
+                worker.kill()
 
     run(scenario())

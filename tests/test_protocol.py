@@ -10,10 +10,12 @@ from generator.contract.jobs import JobSpec, ParentJob, PictureData, PictureRef
 from generator.contract.protocol import (
     PROTOCOL_VERSION,
     CancelJob,
+    CheckMeaning,
     Configure,
     Failed,
     Finished,
     Heartbeat,
+    MeaningChecked,
     Message,
     ModelChoice,
     Preparing,
@@ -110,6 +112,10 @@ EVERY_MESSAGE: list[Message] = [
     Failed(7, TOO_MANY_CUTOUTS.code, {"cutouts": 64, "most": 32}),
     Failed(7, PROMPT_TOO_LONG_FOR_CLIP.code, {"part": "word word…", "most": 75}),
     Failed(7, PROMPT_MEANING.code, {"concept": "nudity"}),
+    CheckMeaning(2**52, "a cat | naked:-1", "multilingual"),
+    MeaningChecked(2**52, checked=True, concept="nudity"),
+    MeaningChecked(3, checked=True),
+    MeaningChecked(3, checked=False),
 ]
 
 
@@ -298,6 +304,14 @@ def _progress(screening: object) -> str:
             "spec.screening.concepts.0.threshold: Input should be less than or equal to 1",
         ),
         (_start(screening={"meaning": "yes"}), "spec.screening.meaning: Input should be a valid"),
+        (
+            _line(type="check_meaning", check_id=1, prompt="a cat", text_encoder="auto"),
+            "bad check_meaning message: text_encoder",
+        ),
+        (
+            _line(type="meaning_checked", check_id=1, concept="nudity"),
+            "bad meaning_checked message: checked: Field required",
+        ),
         (_line(job_id=1), "unknown message type None"),
         (
             '{"v": 2, "type": "cancel", "job_id": 1}',

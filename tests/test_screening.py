@@ -14,6 +14,7 @@ import io
 import logging
 import re
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -28,7 +29,10 @@ from PIL import Image
 from generator.contract.errors import GeneratorError
 from generator.contract.prompts import WeightedPrompt, parse_prompts
 from generator.contract.protocol import (
+    CheckMeaning,
     Failed,
+    Finished,
+    MeaningChecked,
     Progress,
     WorkerOptions,
     b64_to_png,
@@ -352,3 +356,48 @@ def test_concept_embeddings_are_made_once_per_text_and_kept_on_the_device(
     assert torch.equal(first, again)
     assert embedded == [1]  # only "a moth" was new
     assert first.device == tiny_models.device
+
+
+def _answer(served: Served, check_id: int) -> MeaningChecked:
+    """The worker's answer to prompt check `check_id`, once it has come."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        answers = [
+            m
+            for m in list(served.channel.messages)
+            if isinstance(m, MeaningChecked) and m.check_id == check_id
+        ]
+        if answers:
+            return answers[0]
+        time.sleep(0.01)
+    raise AssertionError(f"no answer to check {check_id}: {served.channel.messages}")
+
+
+def test_a_worker_checks_prompts_by_meaning_when_idle_and_between_steps(
+    tiny_models: Models, screening_worker: WorkerFactory
+) -> None:
+    served = screening_worker(Screener.for_models(tiny_models))
+    served.worker.check(CheckMeaning(1, "a cat | naked", "clip"))
+    assert _answer(served, 1) == MeaningChecked(1, checked=True, concept="naked")
+    served.worker.check(CheckMeaning(2, "a cat | naked:-1", "clip"))
+    assert _answer(served, 2) == MeaningChecked(2, checked=True, concept=None)
+    # While a job draws, the answer comes at a step boundary, and the job goes on.
+    served.worker.submit(served.job(3, 40))
+    served.channel.wait_for(Progress, 3)
+    served.worker.check(CheckMeaning(4, "naked", "clip"))
+    assert _answer(served, 4).concept == "naked"
+    finished = served.channel.wait_for(Finished, 3)
+    assert (finished.steps, finished.cancelled) == (40, False)
+    # What it cannot check it says so: no multilingual encoder here, an empty prompt.
+    served.worker.check(CheckMeaning(5, "猫", "multilingual"))
+    assert _answer(served, 5) == MeaningChecked(5, checked=False)
+    served.worker.check(CheckMeaning(6, "   ", "clip"))
+    assert _answer(served, 6) == MeaningChecked(6, checked=False)
+
+
+def test_a_worker_without_a_screener_cannot_check_and_says_so(
+    screening_worker: WorkerFactory,
+) -> None:
+    served = screening_worker(None)
+    served.worker.check(CheckMeaning(1, "a cat", "clip"))
+    assert _answer(served, 1) == MeaningChecked(1, checked=False)

@@ -29,10 +29,10 @@ from bot.jobs.scheduler import NO_WORKER_HOLDS, Cancelled, Scheduler
 from bot.jobs.spec import Ask, Edit, Refused, Rules, build, refused, with_picture
 from bot.jobs.store import ACTIVE, JobRow, Store
 from bot.limits import MAX_TERM_CHARS, QUALITY_NAMES, GuildSettings, effective
-from bot.moderation.rules import PromptRules
+from bot.moderation.rules import PromptRules, Source
 from generator.contract.errors import ImageInputError
 from generator.contract.images import MAX_INPUT_BYTES, MAX_INPUT_PIXELS, steers_towards
-from generator.contract.jobs import ParentJob
+from generator.contract.jobs import JobSpec, ParentJob
 from generator.contract.quality import DEFAULT_QUALITY
 from generator.contract.settings import AUTO_STOP_WINDOW
 from generator.contract.tokens import shorten
@@ -145,6 +145,8 @@ class FrontDesk:
         if missing:
             raise Refused(tr(language, NO_WORKER_HOLDS, model=clip_label(missing[0])))
         self._check_room(member, settings)
+        if spec.screening.meaning:
+            await self._check_meaning(member, spec)
         if picture is not None:
             try:
                 data = await self.intake.fetch(picture.upload)
@@ -207,6 +209,39 @@ class FrontDesk:
                     "Your prompt says “{term}”, which is not allowed on this server. Nothing "
                     "was queued.",
                     term=shorten(refusal.found, MAX_TERM_CHARS),
+                )
+            )
+
+    async def _check_meaning(self, member: Member, spec: JobSpec) -> None:
+        """Refused when a worker finds that what `spec`'s prompt steers towards comes too close
+        in meaning to an unsafe concept, and when no worker could tell: the check fails
+        closed."""
+        answer = await self.scheduler.meaning_of(spec)
+        if answer is None or not answer.checked:
+            raise Refused(
+                tr(
+                    member.language,
+                    "This server checks what prompts mean, and no drawing worker could check "
+                    "yours just now. Try again in a moment.",
+                )
+            )
+        if answer.concept is not None:
+            self.scheduler.events.publish(
+                PromptRefused(
+                    member.guild_id,
+                    member.channel_id,
+                    member.user_id,
+                    spec.prompt,
+                    answer.concept,
+                    Source.MEANING,
+                )
+            )
+            raise Refused(
+                tr(
+                    member.language,
+                    "Your prompt comes too close in meaning to “{concept}”, which is not "
+                    "allowed on this server. Nothing was queued.",
+                    concept=shorten(answer.concept, MAX_TERM_CHARS),
                 )
             )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Sequence
 from enum import Enum
 
@@ -48,10 +49,12 @@ from bot.workers.transport import (
     WorkerLeft,
     WorkerTransport,
 )
-from generator.contract.jobs import PictureData
+from generator.contract.jobs import JobSpec, PictureData
 from generator.contract.protocol import (
+    CheckMeaning,
     Failed,
     Finished,
+    MeaningChecked,
     Preparing,
     Progress,
     StartJob,
@@ -64,6 +67,7 @@ from generator.contract.screening import Scores
 from generator.contract.weights import clip_label
 
 log = logging.getLogger("pseudo_dalle.scheduler")
+CHECK_TIMEOUT_S = 30.0  # how long a member waits for a worker to check a prompt by meaning
 NO_WORKER_HOLDS = N_(
     "This quality needs the CLIP model {model}, which no drawing worker holds: draw at a lower "
     "quality, or ask the bot's operator to add it."
@@ -97,6 +101,7 @@ class Scheduler:
         self._wakeup = asyncio.Event()
         self._task = OwnedTask("scheduler", self._run)
         self._receiving: asyncio.Task[WorkerEvent] | None = None
+        self._checks: dict[int, asyncio.Future[MeaningChecked]] = {}  # by check id
 
     # -- what others ask -----------------------------------------------------------------
     def workers(self) -> list[WorkerInfo]:
@@ -123,6 +128,24 @@ class Scheduler:
         if not shortfalls or not all(shortfalls):
             return ()
         return min(shortfalls, key=len)
+
+    async def meaning_of(self, spec: JobSpec) -> MeaningChecked | None:
+        """A worker's answer to a check of `spec`'s prompt by meaning, before it is queued; None
+        when no worker is ready or none answered within `CHECK_TIMEOUT_S`. The id is random, so
+        that an answer from before a restart of the bot never matches a new check."""
+        if not self.transport.workers():
+            return None
+        check_id = secrets.randbelow(2**53)
+        answer: asyncio.Future[MeaningChecked] = asyncio.get_running_loop().create_future()
+        self._checks[check_id] = answer
+        try:
+            await self.transport.check(CheckMeaning(check_id, spec.prompt, spec.text_encoder))
+            return await asyncio.wait_for(answer, CHECK_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("no worker checked a prompt by meaning within %g s", CHECK_TIMEOUT_S)
+            return None
+        finally:
+            del self._checks[check_id]
 
     def added(self, job: JobRow) -> None:
         """A job joined the queue (`Store.add_job`): it is dispatched in its turn."""
@@ -274,6 +297,13 @@ class Scheduler:
 
     async def _from_worker(self, event: FromWorker) -> None:
         message = event.message
+        if isinstance(message, MeaningChecked):
+            waiting = self._checks.get(message.check_id)
+            if waiting is None or waiting.done():
+                log.info("ignoring a late answer from worker %s to a prompt check", event.worker_id)
+            else:
+                waiting.set_result(message)
+            return
         job_id = getattr(message, "job_id", None)
         entry = self.running.get(job_id) if isinstance(job_id, int) else None
         if isinstance(message, Taken) and entry is not None:

@@ -50,7 +50,7 @@ from bot.workers.transport import WorkerEvent, WorkerInfo, WorkerJoined, WorkerL
 from generator.contract import reasons
 from generator.contract.errors import ImageInputError
 from generator.contract.metrics import parse_bind
-from generator.contract.protocol import StartJob
+from generator.contract.protocol import CheckMeaning, StartJob
 
 log = logging.getLogger("pseudo_dalle.metrics")
 
@@ -107,6 +107,9 @@ class WatchedWorkers:
 
     async def cancel(self, job_id: int, worker_id: str | None) -> None:
         await self.transport.cancel(job_id, worker_id)
+
+    async def check(self, message: CheckMeaning) -> None:
+        await self.transport.check(message)
 
     def workers(self) -> list[WorkerInfo]:
         return self.transport.workers()

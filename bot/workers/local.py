@@ -15,6 +15,7 @@ from bot.tasks import OwnedTask
 from bot.workers.transport import FromWorker, WorkerEvent, WorkerInfo, WorkerJoined, WorkerLeft
 from generator.contract.protocol import (
     CancelJob,
+    CheckMeaning,
     Configure,
     Heartbeat,
     ProtocolError,
@@ -68,13 +69,17 @@ class LocalWorker:
     async def cancel(self, job_id: int, worker_id: str | None) -> None:
         await self._send(worker_id or "", CancelJob(job_id))
 
+    async def check(self, message: CheckMeaning) -> None:
+        ready = self._ready
+        await self._send(ready.id if ready is not None else "", message)
+
     def workers(self) -> list[WorkerInfo]:
         return [self._ready] if self._ready is not None else []
 
     async def receive(self) -> WorkerEvent:
         return await self._events.get()
 
-    async def _send(self, worker_id: str, message: StartJob | CancelJob) -> None:
+    async def _send(self, worker_id: str, message: StartJob | CancelJob | CheckMeaning) -> None:
         process = self._process
         if self._ready is None or worker_id != self._ready.id or process is None:
             log.warning("not sending %s: worker %s is not running", message.kind, worker_id)
@@ -175,7 +180,9 @@ class LocalWorker:
                 await self._events.put(FromWorker(worker_id, message))
 
     async def _write(
-        self, process: asyncio.subprocess.Process, message: Configure | StartJob | CancelJob
+        self,
+        process: asyncio.subprocess.Process,
+        message: Configure | StartJob | CancelJob | CheckMeaning,
     ) -> None:
         if process.stdin is None or process.returncode is not None:
             return

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 from bot.tasks import OwnedTask
 from bot.workers.transport import FromWorker, WorkerEvent, WorkerInfo, WorkerJoined, WorkerLeft
 from generator.contract.protocol import (
+    CheckMeaning,
     Failed,
     Finished,
     ProtocolError,
@@ -38,6 +39,8 @@ from generator.contract.protocol import (
 )
 from generator.contract.redis_keys import (
     BOT_GROUP,
+    CHECK_GROUP,
+    CHECKS_KEPT,
     JOB_GROUP,
     READ_BLOCK_MS,
     RETRY_FIRST_S,
@@ -131,6 +134,9 @@ class RedisWorkers:
     async def cancel(self, job_id: int, worker_id: str | None) -> None:
         await self._outbox.put(("cancel", job_id))
 
+    async def check(self, message: CheckMeaning) -> None:
+        await self._outbox.put(("check", message))
+
     async def receive(self) -> WorkerEvent:
         return await self._events.get()
 
@@ -166,7 +172,12 @@ class RedisWorkers:
         comes back (it may have restarted empty)."""
         while True:
             await self.client.set(self.keys.settings, self.settings.model_dump_json())
-            for stream, group in ((self.keys.jobs, JOB_GROUP), (self.keys.events, BOT_GROUP)):
+            groups = (
+                (self.keys.jobs, JOB_GROUP),
+                (self.keys.events, BOT_GROUP),
+                (self.keys.checks, CHECK_GROUP),
+            )
+            for stream, group in groups:
                 try:
                     await self.client.xgroup_create(stream, group, id="0", mkstream=True)
                 except ResponseError as error:
@@ -178,7 +189,8 @@ class RedisWorkers:
             await asyncio.sleep(POLL_S * 5)
 
     async def _send_outbox(self) -> None:
-        """Deliver dispatches and cancellations in order, each until Redis takes it."""
+        """Deliver dispatches, cancellations and prompts to check in order, each until Redis
+        takes it."""
         pending: tuple[str, Any] | None = None
         while True:
             await self._connected.wait()
@@ -186,6 +198,13 @@ class RedisWorkers:
             kind, value = pending
             if kind == "dispatch":
                 await self.client.xadd(self.keys.jobs, {"line": encode(value)})
+            elif kind == "check":
+                await self.client.xadd(
+                    self.keys.checks,
+                    {"line": encode(value)},
+                    maxlen=CHECKS_KEPT,
+                    approximate=True,
+                )
             else:
                 async with self.client.pipeline(transaction=True) as pipe:
                     pipe.sadd(self.keys.cancelled, str(value))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from generator.contract.protocol import Message, StartJob
+from generator.contract.protocol import CheckMeaning, Message, StartJob
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,10 @@ class WorkerTransport(Protocol):
 
     async def cancel(self, job_id: int, worker_id: str | None) -> None:
         """Ask for a dispatched job to stop after its current step, wherever it is."""
+
+    async def check(self, message: CheckMeaning) -> None:
+        """Ask a ready worker to check a prompt by meaning; its `MeaningChecked` answer comes
+        back through `receive` (or never, when no worker gets it: the asker waits so long)."""
 
     async def receive(self) -> WorkerEvent:
         """The next thing any worker said or did."""

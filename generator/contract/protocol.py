@@ -19,6 +19,7 @@ from generator.contract.encoders import DEFAULT_MULTILINGUAL, TEXT_ENCODER_CHOIC
 from generator.contract.fields import one_of
 from generator.contract.images import MAX_IMAGE_PROMPTS
 from generator.contract.jobs import JobSpec, PictureData
+from generator.contract.prompts import MAX_PROMPT_CHARS
 from generator.contract.quality import MAX_PRESET_CUTOUTS
 from generator.contract.reasons import check_values
 from generator.contract.screening import Scores
@@ -266,6 +267,30 @@ class Failed(Message):
         check_values(self.reason, self.values)
 
 
+@dataclass(frozen=True)
+class CheckMeaning(Message):
+    """Bot -> worker, before a job whose spec checks its prompt by meaning is queued: embed the
+    prompt's positive parts with `text_encoder` into the main CLIP's text space and say whether
+    one comes too close to an unsafe concept (`generator.contract.screening`)."""
+
+    kind: ClassVar[str] = "check_meaning"
+    check_id: int
+    prompt: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+    text_encoder: Annotated[str, one_of(TEXT_ENCODER_CHOICES[:-1])]
+
+
+@dataclass(frozen=True)
+class MeaningChecked(Message):
+    """Worker -> bot: the answer to `CheckMeaning` `check_id`: the concept the prompt came too
+    close to (None: none), or `checked` False when it could not tell (no screener, a prompt its
+    encoder cannot read), which the bot takes as a refusal: the check fails closed."""
+
+    kind: ClassVar[str] = "meaning_checked"
+    check_id: int
+    checked: bool
+    concept: str | None = None
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.kind: cls
     for cls in (
@@ -279,6 +304,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Progress,
         Finished,
         Failed,
+        CheckMeaning,
+        MeaningChecked,
     )
 }
 _VALIDATORS: dict[str, TypeAdapter[Any]] = {

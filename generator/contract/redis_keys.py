@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 JOB_GROUP = "workers"
 BOT_GROUP = "bot"
+CHECK_GROUP = "checkers"  # the workers, each prompt to check read by one of them
+CHECKS_KEPT = 100  # prompts to check waiting: the bot waits CHECK_TIMEOUT_S for an answer
 LEASE_MS = 15_000  # a job not renewed for this long belongs to a worker that is gone
 RENEW_S = 2.0
 PRESENCE_TTL_MS = 10_000
@@ -43,6 +45,11 @@ class Keys:
     @property
     def cancelled(self) -> str:
         return f"{self.prefix}:cancelled"
+
+    @property
+    def checks(self) -> str:
+        """Prompts to check by meaning before they are queued, taken by any worker."""
+        return f"{self.prefix}:checks"
 
     def gpu(self, unique_id: str) -> str:
         """Held by the worker drawing on that GPU, so that each GPU gets one worker."""

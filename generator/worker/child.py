@@ -28,6 +28,7 @@ from typing import TextIO
 from generator.contract.errors import GeneratorError
 from generator.contract.protocol import (
     CancelJob,
+    CheckMeaning,
     Configure,
     Heartbeat,
     Message,
@@ -66,8 +67,8 @@ class _Stdout:
 
 
 def read_commands(stream: TextIO, worker: Worker, gone: threading.Event) -> None:
-    """Reader thread: hand jobs and cancellations to `worker`; end of input means the bot is
-    gone."""
+    """Reader thread: hand jobs, cancellations and prompts to check to `worker`; end of input
+    means the bot is gone."""
     try:
         for line in stream:
             try:
@@ -79,6 +80,8 @@ def read_commands(stream: TextIO, worker: Worker, gone: threading.Event) -> None
                 worker.submit(message)
             elif isinstance(message, CancelJob):
                 worker.cancel(message.job_id)
+            elif isinstance(message, CheckMeaning):
+                worker.check(message)
             else:
                 log.error("ignoring a %s message from the bot", message.kind)
     finally:

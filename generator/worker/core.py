@@ -33,6 +33,7 @@ from PIL import Image
 
 from generator.contract.errors import GeneratorError, MemberError
 from generator.contract.protocol import (
+    CheckMeaning,
     Failed,
     Finished,
     Message,
@@ -62,7 +63,14 @@ from generator.method.screening import Screener, highest, pixels
 from generator.models.loaders import Models
 from generator.models.text_encoders import MultilingualEncoder
 from generator.worker.admission import places
-from generator.worker.jobs import Refusal, check_drawable, check_meaning, draw_settings, engine_job
+from generator.worker.jobs import (
+    Refusal,
+    answer_meaning,
+    check_drawable,
+    check_meaning,
+    draw_settings,
+    engine_job,
+)
 from generator.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("pseudo_dalle.worker")
@@ -148,6 +156,7 @@ class Worker:
         self._waiting: deque[StartJob] = deque()
         self._cancelled: set[int] = set()  # also of jobs still to come: applied once admitted
         self._abandoned: set[int] = set()
+        self._checks: list[CheckMeaning] = []  # prompts to check by meaning, the oldest first
         self._closed = False
 
     # -- what other threads call -----------------------------------------------------------------
@@ -157,6 +166,13 @@ class Worker:
         with self._lock:
             self._abandoned.discard(start.job_id)  # a new delivery of it: no longer abandoned
             self._waiting.append(start)
+            self._lock.notify()
+
+    def check(self, message: CheckMeaning) -> None:
+        """Check a prompt by meaning (at the next step boundary, before any job waiting) and
+        send the `MeaningChecked` answer."""
+        with self._lock:
+            self._checks.append(message)
             self._lock.notify()
 
     def cancel(self, job_id: int) -> None:
@@ -190,18 +206,26 @@ class Worker:
     # -- the serving thread ----------------------------------------------------------------------
 
     def serve(self) -> None:
-        """Until `close`: admit waiting jobs, stop cancelled and abandoned ones, step; repeat."""
+        """Until `close`: admit waiting jobs, answer prompt checks, stop cancelled and abandoned
+        jobs, step; repeat."""
         while self._admit_waiting():
+            self._answer_checks()
             self._apply_stops()
             if self._batch:
                 self._step()
+
+    def _answer_checks(self) -> None:
+        with self._lock:
+            checks, self._checks = self._checks, []
+        for check in checks:
+            self.channel.send(answer_meaning(self.engine, self.screener, check))
 
     def _admit_waiting(self) -> bool:
         """Fill the free places, waiting for a job while there is nothing to draw; False once
         the worker is closed."""
         while len(self._batch) < self.max_batch:
             with self._lock:
-                while not (self._waiting or self._closed or self._batch):
+                while not (self._waiting or self._closed or self._batch or self._checks):
                     self._lock.wait()
                 if self._closed:
                     return False

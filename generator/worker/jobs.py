@@ -19,10 +19,16 @@ import logging
 import torch
 
 from generator.contract.edits import EditSpec, TokenGrid
-from generator.contract.errors import MemberError
+from generator.contract.errors import GeneratorError, MemberError
 from generator.contract.images import ImageInput
 from generator.contract.jobs import JobSpec, PictureRef
-from generator.contract.protocol import StartJob, WorkerOptions, b64_to_png
+from generator.contract.protocol import (
+    CheckMeaning,
+    MeaningChecked,
+    StartJob,
+    WorkerOptions,
+    b64_to_png,
+)
 from generator.contract.reasons import (
     CANNOT_START,
     EDIT_OTHER_DECODER,
@@ -33,6 +39,7 @@ from generator.contract.reasons import (
     Reason,
     check_values,
 )
+from generator.contract.screening import Concept
 from generator.contract.settings import DrawSettings, Job
 from generator.contract.weights import clip_label
 from generator.method.edits import edit_job
@@ -88,12 +95,38 @@ def check_meaning(
     if screener is None:
         log.error("job %s: its prompt cannot be checked by meaning: screening is off", job_id)
         raise Refusal(CANNOT_START)
+    concept = closest_unsafe(engine, screener, job, settings)
+    if concept is not None:
+        raise Refusal(PROMPT_MEANING, concept=concept.text)
+
+
+def closest_unsafe(
+    engine: Engine, screener: Screener, job: Job, settings: DrawSettings
+) -> Concept | None:
+    """The unsafe concept a positive part of `job`'s prompt comes too close to, or None."""
     main = dataclasses.replace(settings, clip_models=(engine.models.clip_names[0],))
     embeddings = engine.embed_prompts(job, main)[0]  # (P, D), one per part
     positive = [index for index, part in enumerate(job.prompts) if part.weight > 0]
-    concept = screener.meaning(embeddings[positive])
-    if concept is not None:
-        raise Refusal(PROMPT_MEANING, concept=concept.text)
+    return screener.meaning(embeddings[positive])
+
+
+def answer_meaning(
+    engine: Engine, screener: Screener | None, check: CheckMeaning
+) -> MeaningChecked:
+    """The answer to a prompt checked by meaning before it is queued; `checked` False (logged)
+    when it cannot be told: no screener, or a prompt or encoder this worker cannot use."""
+    if screener is None:
+        log.error("a prompt cannot be checked by meaning: screening is off")
+        return MeaningChecked(check.check_id, checked=False)
+    try:
+        job = Job(check.prompt, 0, 1, text_encoder=check.text_encoder)
+        concept = closest_unsafe(engine, screener, job, engine.settings)
+    except GeneratorError as error:
+        log.warning("a prompt could not be checked by meaning: %s", error)
+        return MeaningChecked(check.check_id, checked=False)
+    return MeaningChecked(
+        check.check_id, checked=True, concept=None if concept is None else concept.text
+    )
 
 
 def engine_job(start: StartJob, settings: DrawSettings, models: Models) -> Job:

@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from generator.contract.errors import GeneratorError
 from generator.contract.protocol import (
+    CheckMeaning,
     Failed,
     Finished,
     Heartbeat,
@@ -52,6 +53,7 @@ from generator.contract.protocol import (
     encode,
 )
 from generator.contract.redis_keys import (
+    CHECK_GROUP,
     FLUSH_S,
     JOB_GROUP,
     LEASE_MS,
@@ -253,6 +255,42 @@ class JobFetcher:
             self.worker.cancel(start.job_id)  # before it starts: it stops before its first step
         self.worker.submit(start)
 
+    def checks(self) -> None:
+        """Thread: take the prompts to check by meaning, each read by one worker, whatever
+        its places (the answer goes out as soon as the serving thread reaches a step
+        boundary). One that this worker drops unanswered the bot counts as refused."""
+        backoff = Backoff()
+        me = self.channel.worker_id
+        while not self.channel.gone.is_set():
+            try:
+                read = cast(
+                    "list[Any]",
+                    self.client.xreadgroup(
+                        CHECK_GROUP, me, {self.keys.checks: ">"}, count=10, block=READ_BLOCK_MS
+                    ),
+                )
+                entries = read[0][1] if read else []
+                if entries:
+                    taken = [entry for entry, _ in entries]
+                    self.client.xack(self.keys.checks, CHECK_GROUP, *taken)
+                    self.client.xdel(self.keys.checks, *taken)
+                backoff.reset()
+            except redis.RedisError as error:
+                backoff.wait(
+                    f"cannot take prompts to check from Redis at {self.channel.url}",
+                    error,
+                    self.channel.gone,
+                )
+                continue
+            for entry, fields in entries:
+                try:
+                    message = decode(fields.get("line", ""))
+                except ProtocolError as error:
+                    log.error("dropping a prompt check %s: %s", entry, error)
+                    continue
+                if isinstance(message, CheckMeaning):
+                    self.worker.check(message)
+
     def renew(self) -> None:
         """Thread: keep the jobs held (and find those lost), pass on cancellations, and say
         this worker is here."""
@@ -362,11 +400,12 @@ def _wait_for_settings(
 
 
 def _ensure_group(client: redis.Redis, keys: Keys) -> None:
-    try:
-        client.xgroup_create(keys.jobs, JOB_GROUP, id="0", mkstream=True)
-    except redis.ResponseError as error:
-        if "BUSYGROUP" not in str(error):
-            raise
+    for stream, group in ((keys.jobs, JOB_GROUP), (keys.checks, CHECK_GROUP)):
+        try:
+            client.xgroup_create(stream, group, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -445,6 +484,7 @@ def _serve(
     threading.Thread(target=channel.deliver, daemon=True, name="deliver").start()
     threading.Thread(target=fetcher.renew, daemon=True, name="renew").start()
     threading.Thread(target=fetcher.fetch, daemon=True, name="fetch").start()
+    threading.Thread(target=fetcher.checks, daemon=True, name="checks").start()
     threading.Thread(target=_stop_when, args=(stop, channel, worker), daemon=True).start()
     log.info("worker %s ready on %s with %d place(s)", args.name, models.device, worker.max_batch)
     try:
