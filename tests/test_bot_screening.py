@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from bot.front import cards
+from bot.i18n import tr
 from bot.jobs import scheduler
 from generator.contract.protocol import MeaningChecked
 from generator.contract.reasons import PROMPT_MEANING
@@ -155,6 +157,16 @@ def test_a_picture_that_crosses_is_never_posted_outside_age_restricted_channels(
                 f"SPOILER_pseudo-dalle-5-timelapse{suffix_of(RED)}",
             }
             assert "image" not in spoiled.payload["embeds"][0]
+
+            # The card speaks the server's language, and the requester's too where it differs.
+            assert "ジョブ 6" in await draw(fake, "a lighthouse", member=YUKI)
+            await crossing_job(fake, workers, 6, CHANNEL_ID)
+            text = message_text(await wait_for_card(fake, 6, "Finished"))
+            assert tr("en", cards.WITHHELD) in text
+            japanese = tr("ja", cards.WITHHELD)
+            assert japanese != tr("en", cards.WITHHELD)
+            assert japanese in text
+            assert japanese not in message_text(final)  # Alice's card: English only
 
     run(scenario())
 

@@ -81,6 +81,15 @@ def duration(language: str, seconds: float) -> str:
     return tr(language, "{seconds} s", seconds=secs)
 
 
+def withheld_lines(language: str, job: JobRow, line: str) -> list[str]:
+    """What a card says of a picture it does not show: in the card's language and, where the
+    requester's differs, in theirs too, since it tells them where they may draw it."""
+    said = [tr(language, line)]
+    if job.language is not None and job.language != language:
+        said.append(tr(job.language, line))
+    return said
+
+
 def progress_bar(step: int, total: int) -> str:
     filled = round(BAR_WIDTH * step / total) if total else 0
     return "▰" * filled + "▱" * (BAR_WIDTH - filled) + f" {100 * step / max(total, 1):.0f}%"
@@ -278,16 +287,16 @@ def _wish(
     elif isinstance(event, JobProgress):
         lines = running_lines(language, event.step, event.total, event.iterations_per_second)
         lines += sharing_lines(language, event.sharing)
-        lines += [tr(language, WITHHELD)] if event.job.withheld else []
+        lines += withheld_lines(language, event.job, WITHHELD) if event.job.withheld else []
         png, spoiler = event.png, event.spoiler
     elif isinstance(event, JobEnded):
         job = event.job
         lines, png, final = _ended_lines(language, job), event.png, job.status == JobStatus.DONE
         timelapse, spoiler = event.timelapse, event.spoiler
         if job.withheld:
-            lines.append(tr(language, WITHHELD))
+            lines += withheld_lines(language, job, WITHHELD)
         elif event.timelapse_withheld:
-            lines.append(tr(language, TIMELAPSE_WITHHELD))
+            lines += withheld_lines(language, job, TIMELAPSE_WITHHELD)
     elif isinstance(event, JobHandedOver):
         lines = [
             tr(

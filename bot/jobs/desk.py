@@ -165,6 +165,7 @@ class FrontDesk:
             spec=spec,
             picture=given,
             init_state=_start_state(parent, continues, edit),
+            language=language,
         )
         self.scheduler.added(job)
         return job, [notice.say(language) for notice in lowered]

@@ -197,6 +197,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         PRIMARY KEY (guild_id, user_id)
     );
     """,
+    "ALTER TABLE jobs ADD COLUMN language TEXT",
 )
 
 

@@ -99,6 +99,7 @@ class JobRow:
     init_state: str | None  # the continue state it continues or edits, until it ends
     worker: str | None  # the worker drawing it, or that drew it
     withheld: bool  # a picture of it crossed the screening where it may not be shown
+    language: str | None  # the requester's, when they asked (None: asked before 0.3)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", JobStatus(self.status))
@@ -147,15 +148,24 @@ class Store:
         spec: JobSpec,
         picture: GivenPicture | None = None,
         init_state: str | None = None,
+        language: str | None = None,
     ) -> JobRow:
         """Queue a job drawing `spec`, with the `picture` it names; one that continues or edits
-        another carries the `init_state` it starts from."""
+        another carries the `init_state` it starts from. `language` is the requester's."""
         self.db.execute("BEGIN")
         try:
             cursor = self.db.execute(
-                "INSERT INTO jobs (guild_id, channel_id, user_id, spec, init_state, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (guild_id, channel_id, user_id, spec.model_dump_json(), init_state, time.time()),
+                "INSERT INTO jobs (guild_id, channel_id, user_id, spec, init_state, created_at, "
+                "language) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    guild_id,
+                    channel_id,
+                    user_id,
+                    spec.model_dump_json(),
+                    init_state,
+                    time.time(),
+                    language,
+                ),
             )
             job_id = int(cursor.lastrowid or 0)
             if picture is not None:
