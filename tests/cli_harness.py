@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 
 from generator.cli.commands import main
+
+if TYPE_CHECKING:  # conftest makes the `cli` fixture from this module
+    from .conftest import ModelFiles
 
 
 @dataclass(frozen=True)
@@ -45,3 +49,22 @@ class Cli:
         # A drawing takes Ctrl-C over; it must give it back, or the next Ctrl-C is lost.
         assert signal.getsignal(signal.SIGINT) is ctrl_c, "main kept its Ctrl-C handler"
         return Run(code, captured.out, captured.err)
+
+
+def tiny_args(files: ModelFiles, *extra: str) -> list[str]:
+    """`extra`, then the tiny models on the CPU in fp32 with one thread and 4 cutouts."""
+    return [
+        *extra,
+        "--clip-model",
+        str(files.clip_torchscript),
+        "--decoder",
+        str(files.decoder_pickle),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--cutouts",
+        "4",
+        "--precision",
+        "fp32",
+    ]

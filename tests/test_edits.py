@@ -48,7 +48,7 @@ from generator.method.output import png_bytes, png_metadata
 from generator.models.loaders import Models, load_encoder
 from generator.worker.core import Worker
 
-from .cli_harness import Cli
+from .cli_harness import Cli, tiny_args
 from .conftest import ModelFiles
 from .test_worker_core import Recorder, Served
 
@@ -289,31 +289,13 @@ def test_the_worker_draws_an_edit_from_its_init_state(served: Served, tiny_model
 # -- pseudo-dalle edit --------------------------------------------------------------------------
 
 
-def _args(files: ModelFiles, *extra: str) -> list[str]:
-    return [
-        *extra,
-        "--clip-model",
-        str(files.clip_torchscript),
-        "--decoder",
-        str(files.decoder_pickle),
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--cutouts",
-        "4",
-        "--precision",
-        "fp32",
-    ]
-
-
 @pytest.mark.slow
 def test_pseudo_dalle_edit_redraws_a_region_and_leaves_the_rest_as_it_was(
     cli: Cli, model_files: ModelFiles, tmp_path: Path
 ) -> None:
     source = tmp_path / "lighthouse.png"
     drawn = cli(
-        *_args(
+        *tiny_args(
             model_files,
             "draw",
             "a lighthouse",
@@ -331,7 +313,7 @@ def test_pseudo_dalle_edit_redraws_a_region_and_leaves_the_rest_as_it_was(
     box = (0, 0, 64, 48)  # cells 0-7 of rows 0-5
     out = tmp_path / "door.png"
     edited = cli(
-        *_args(
+        *tiny_args(
             model_files,
             "edit",
             str(source),
@@ -375,7 +357,7 @@ def test_pseudo_dalle_edit_redraws_a_region_and_leaves_the_rest_as_it_was(
     white.save(mask)
     masked = tmp_path / "masked.png"
     again = cli(
-        *_args(
+        *tiny_args(
             model_files,
             "edit",
             str(source),
@@ -394,7 +376,7 @@ def test_pseudo_dalle_edit_redraws_a_region_and_leaves_the_rest_as_it_was(
     # Vary: with the picture's own words.
     varied = tmp_path / "varied.png"
     vary = cli(
-        *_args(
+        *tiny_args(
             model_files,
             "edit",
             str(source),
@@ -443,7 +425,7 @@ def test_edit_refuses_what_it_cannot_edit_with_one_line(
     mask = tmp_path / "mask.png"
     Image.new("L", (32, 32), 255).save(mask)
     given = [str(mask) if arg == "MASK" else arg for arg in extra if arg != "--decoder-other"]
-    args = _args(model_files, "edit", str(picture), *given)
+    args = tiny_args(model_files, "edit", str(picture), *given)
     if "--decoder-other" in extra:  # the same decoder in another file: another SHA-256
         args += ["--decoder", str(model_files.decoder_state_dict)]
     refused = cli(*args)
@@ -502,7 +484,7 @@ def test_pseudo_dalle_edit_pans_zooms_out_squares_and_upscales(
 ) -> None:
     source = tmp_path / "source.png"
     drawn = cli(
-        *_args(
+        *tiny_args(
             model_files,
             "draw",
             "a harbour",
@@ -519,7 +501,7 @@ def test_pseudo_dalle_edit_pans_zooms_out_squares_and_upscales(
     # Pan right: 128x128 becomes 192x128, every old token where it was.
     pan = tmp_path / "pan.png"
     panning = cli(
-        *_args(
+        *tiny_args(
             model_files,
             "edit",
             str(source),
@@ -544,7 +526,7 @@ def test_pseudo_dalle_edit_pans_zooms_out_squares_and_upscales(
     # Make Square of the pan: 192x192, the 192x128 picture in the middle, token for token.
     square = tmp_path / "square.png"
     squaring = cli(
-        *_args(
+        *tiny_args(
             model_files,
             "edit",
             str(pan),
@@ -564,7 +546,7 @@ def test_pseudo_dalle_edit_pans_zooms_out_squares_and_upscales(
     # Zoom out 2x: the middle's tokens are the encoder's for the scaled picture, and held.
     zoom = tmp_path / "zoom.png"
     zooming = cli(
-        *_args(
+        *tiny_args(
             model_files,
             "edit",
             str(source),

@@ -28,7 +28,7 @@ from generator.method.fast import FastDecoder
 from generator.method.latent import decode
 from generator.models.loaders import Models
 
-from .cli_harness import Cli
+from .cli_harness import Cli, tiny_args
 from .conftest import ModelFiles
 
 CPU = torch.device("cpu")
@@ -88,20 +88,7 @@ def test_wrapped_cutouts_reach_across_the_edges() -> None:
 def test_pseudo_dalle_draws_a_tile_and_its_edits_stay_tiles(
     cli: Cli, model_files: ModelFiles, tiny_models: Models, tmp_path: Path
 ) -> None:
-    common = [
-        "--clip-model",
-        str(model_files.clip_torchscript),
-        "--decoder",
-        str(model_files.decoder_pickle),
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--cutouts",
-        "4",
-        "--precision",
-        "fp32",
-    ]
+    common = tiny_args(model_files)
     tile = tmp_path / "tile.png"
     drawn = cli(
         "draw",
