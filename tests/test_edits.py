@@ -586,3 +586,25 @@ def test_pseudo_dalle_edit_pans_zooms_out_squares_and_upscales(
             "method": "lanczos",
             "parent_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
         }
+
+
+def test_edit_help_documents_every_edit(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli("edit", "--help")
+    assert result.code == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    for option in (
+        "--vary",
+        "--region",
+        "--mask",
+        "--pan",
+        "--zoom-out",
+        "--make-square",
+        "--upscale",
+        "--encoder",
+        "--iterations",
+        "--seed",
+        "--out",
+    ):
+        assert option in text, option
+    assert "subtle 25%, strong 60%, region 60%" in text

@@ -103,7 +103,8 @@ def add_draw_options(draw: argparse.ArgumentParser, *, edit: bool = False) -> No
     add_quality_option(
         draw, "the size, cutouts, iterations and CLIP models; the options below win over it"
     )
-    shares = ", ".join(f"{kind} {preset.share:.0%}" for kind, preset in EDITS.items())
+    # argparse formats help with %: a percent sign is written twice.
+    shares = ", ".join(f"{kind} {preset.share:.0%}%" for kind, preset in EDITS.items())
     draw.add_argument(
         "--iterations",
         type=positive,
