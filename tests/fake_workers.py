@@ -190,10 +190,12 @@ class FakeWorkers:
         screening: Scores | Clean | None = CLEAN,
         timelapse_screening: Scores | Clean | None = CLEAN,
         picture: bytes | None = None,
+        state: str | None = None,
     ) -> None:
-        """The job ends with a picture and a continue state; `screening` is what the worker's
-        screening says of the picture, `timelapse_screening` of the time-lapse."""
-        state = base64.b64encode(f"state of job {job_id}".encode()).decode("ascii")
+        """The job ends with a picture and a continue state (a stand-in unless `state` is
+        given); `screening` is what the worker's screening says of the picture,
+        `timelapse_screening` of the time-lapse."""
+        state = state or base64.b64encode(f"state of job {job_id}".encode()).decode("ascii")
         animation = png_to_b64(timelapse) if timelapse is not None else None
         message = Finished(
             job_id,

@@ -93,6 +93,10 @@ def test_draw_shows_progress_and_the_final_picture(model_files: ModelFiles, tmp_
                 "draw:subtle:1",
                 "draw:strong:1",
                 "draw:region:1",
+                "draw:left:1",
+                "draw:right:1",
+                "draw:up:1",
+                "draw:down:1",
                 "draw:delete:1",
                 "draw:report:1",
             ]

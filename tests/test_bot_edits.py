@@ -45,6 +45,10 @@ FINISHED_BUTTONS = [
     "draw:subtle:1",
     "draw:strong:1",
     "draw:region:1",
+    "draw:left:1",
+    "draw:right:1",
+    "draw:up:1",
+    "draw:down:1",
     "draw:delete:1",
     "draw:report:1",
 ]
@@ -142,6 +146,7 @@ def test_the_final_card_varies_the_picture_subtly_and_strongly(
             rows = [[c["label"] for c in row["components"]] for row in final.payload["components"]]
             assert rows == [
                 ["Reroll", "Continue", "Vary (Subtle)", "Vary (Strong)", "Vary (Region)"],
+                ["⬅", "➡", "⬆", "⬇"],
                 ["Delete", "Report"],
             ]
             parent = running.store.job(1)
@@ -521,5 +526,91 @@ def test_the_real_worker_keeps_every_token_outside_the_region(
                 before[i] for i in range(64) if i not in inside
             ]
             assert any(after[i] != before[i] for i in inside)  # the region was redrawn
+
+    run(scenario())
+
+
+def _grid_state(rows: int, cols: int, seed: int) -> tuple[TokenGrid, str]:
+    tokens = tuple((seed * 7919 + 31 * i) % 8192 for i in range(rows * cols))
+    grid = TokenGrid(rows, cols, 8192, "", tokens)
+    return grid, base64.b64encode(grid.state()).decode("ascii")
+
+
+def test_pan_and_make_square_grow_the_canvas_keeping_every_old_token(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with bot_with_puppets(tmp_path, model_files, joined_places=2) as (
+            fake,
+            _,
+            _,
+            workers,
+        ):
+            asked = await fake.command(ALICE, "draw", prompt="a harbour", size=64)
+            assert "Queued as job 1" in await fake.reply_to(asked)
+            await workers.next_job(1)
+            old, state = _grid_state(8, 8, seed=1)
+            workers.finish(1, FULL, state=state)
+            card = (await wait_for_card(fake, 1, "Finished")).message_id
+            assert card is not None
+            assert "draw:square:1" not in custom_ids(await wait_for_card(fake, 1, "Finished"))
+            # Only the member who drew it, or an admin, may grow it.
+            assert await fake.reply_to(await fake.click(BOB, card, "draw:right:1")) == NOT_YOURS
+            said = await fake.reply_to(await fake.click(ALICE, card, "draw:right:1"))
+            assert said == "Growing the picture as job 2."
+            start = await workers.next_job(2)
+            spec = start.spec
+            assert (spec.width, spec.height) == (96, 64)
+            assert spec.parent == ParentJob(id=1, how="edit")
+            assert spec.edit is not None
+            assert (spec.edit.kind, spec.edit.direction) == ("pan", "right")
+            assert start.init_state is not None
+            grown = TokenGrid.from_state(base64.b64decode(start.init_state), "")
+            assert [grown.tokens[r * 12 + c] for r in range(8) for c in range(8)] == list(
+                old.tokens
+            )
+            assert spec.edit.free_b64 is not None
+            fresh = unpack_free(spec.edit.free_b64, 8 * 12)
+            assert [i for i, new in enumerate(fresh) if new] == [
+                r * 12 + c for r in range(8) for c in range(8, 12)
+            ]
+            running = await wait_for_card(fake, 2, "")
+            assert "Pan right of job 1" in text_of(running)
+            # The wider picture can be made square: 96x96, the picture in the middle.
+            workers.finish(2, spec.iterations, state=start.init_state)
+            wide = await wait_for_card(fake, 2, "Finished")
+            assert "draw:square:2" in custom_ids(wide)
+            assert wide.message_id is not None
+            said = await fake.reply_to(await fake.click(ALICE, wide.message_id, "draw:square:2"))
+            assert said == "Growing the picture as job 3."
+            square = await workers.next_job(3)
+            assert (square.spec.width, square.spec.height) == (96, 96)
+            assert square.init_state is not None
+            squared = TokenGrid.from_state(base64.b64decode(square.init_state), "")
+            assert squared.tokens[2 * 12 : 10 * 12] == grown.tokens
+            assert "Make Square of job 2" in text_of(await wait_for_card(fake, 3, ""))
+
+    run(scenario())
+
+
+def test_a_pan_past_the_largest_side_is_refused_in_the_members_language(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with bot_with_puppets(tmp_path, model_files, joined_places=2) as (
+            fake,
+            running,
+            _,
+            workers,
+        ):
+            asked = await fake.command(YUKI, "draw", prompt="港", size=512)
+            assert "ジョブ 1" in await fake.reply_to(asked)
+            await workers.next_job(1)
+            workers.finish(1, FULL, state=_grid_state(64, 64, seed=2)[1])
+            card = (await wait_for_card(fake, 1, "Finished")).message_id
+            assert card is not None
+            refused = await fake.reply_to(await fake.click(YUKI, card, "draw:left:1"))
+            assert refused.startswith("この画像は 768x512 ピクセルです。")
+            assert running.store.job(2) is None
 
     run(scenario())

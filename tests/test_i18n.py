@@ -153,6 +153,10 @@ def test_a_japanese_member_sees_japanese_and_an_english_one_english(
                 "少し変える",
                 "大きく変える",
                 "一部を変える",
+                "⬅",
+                "➡",
+                "⬆",
+                "⬇",
                 "削除",
                 "報告",
             ]

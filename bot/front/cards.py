@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import discord
 
 from bot.i18n import N_, render_notice, tr
-from bot.jobs.edits import EDIT_NAMES
+from bot.jobs.edits import edit_name
 from bot.jobs.events import (
     JobEnded,
     JobEvent,
@@ -170,7 +170,7 @@ def card(
 def edit_line(language: str, spec: JobSpec) -> str:
     """What edit a job is, of which picture: "Vary (Region) of job 12: B2, B3, C2"."""
     assert spec.edit is not None
-    edit = tr(language, EDIT_NAMES[spec.edit.kind])
+    edit = tr(language, edit_name(spec.edit.kind, spec.edit.direction))
     cells = ", ".join(spec.edit.cells)
     if spec.parent is None:
         of = N_("{edit} of a picture given: {cells}") if cells else N_("{edit} of a picture given")

@@ -23,10 +23,10 @@ from bot.front.checks import member_of
 from bot.front.forms import WordsForm
 from bot.i18n import N_, SOURCE_LANGUAGE, language_of, tr
 from bot.jobs.desk import FrontDesk, Member
-from bot.jobs.edits import EDIT_NAMES, Editing, Offer, Origin
+from bot.jobs.edits import EDIT_NAMES, Editing, Kind, Offer, Origin, edit_name
 from bot.jobs.spec import Refused
 from bot.jobs.store import JobRow
-from generator.contract.edits import CELL_LABELS, EDIT_KINDS, EditKind
+from generator.contract.edits import CELL_LABELS, EDIT_KINDS, EditKind, PanDirection
 
 TARGET = r"(?P<target>j[0-9]+|o[0-9a-f]{8})"
 CELLS_TEMPLATE = rf"edit:cells:{TARGET}"
@@ -198,20 +198,29 @@ class EditControls:
         self,
         member: Member,
         target: str,
-        kind: EditKind,
+        kind: Kind,
         words: str | None = None,
+        *,
         cells: tuple[str, ...] = (),
+        direction: PanDirection | None = None,
     ) -> str:
         """The edit, of `target` as it is when the member sends it."""
         origin = self.origin(target, member)
         if isinstance(origin, str):
             return origin
-        return await self.editing.edit(member, origin, kind, words=words, cells=cells)
+        return await self.editing.edit(
+            member, origin, kind, words=words, cells=cells, direction=direction
+        )
 
     async def pressed(
-        self, interaction: discord.Interaction, member: Member, origin: Origin, kind: EditKind
+        self,
+        interaction: discord.Interaction,
+        member: Member,
+        origin: Origin,
+        kind: Kind,
+        direction: PanDirection | None = None,
     ) -> None:
-        """A Vary button, on a card or on an offer."""
+        """A Vary, pan or Make Square button, on a card (Vary: or on an offer)."""
         if isinstance(origin, JobRow) and (refusal := self.editing.refusal(member, origin)):
             await _say(interaction, refusal)
         elif kind == "region":
@@ -220,13 +229,14 @@ class EditControls:
             target = target_of(origin)
 
             async def vary(asker: Member, words: str) -> str:
-                return await self._edit(asker, target, kind, words)
+                return await self._edit(asker, target, kind, words, direction=direction)
 
             words, language = self.editing.words(origin), member.language
-            form = WordsForm(tr(language, EDIT_NAMES[kind]), words, vary, language)
+            form = WordsForm(tr(language, edit_name(kind, direction)), words, vary, language)
             await interaction.response.send_modal(form)
         else:
-            await _say(interaction, await self.editing.edit(member, origin, kind))
+            answer = await self.editing.edit(member, origin, kind, direction=direction)
+            await _say(interaction, answer)
 
     async def reroll(self, interaction: discord.Interaction, member: Member, job: JobRow) -> None:
         """Reroll with Remix on: the form first."""
@@ -291,7 +301,7 @@ class EditControls:
             return
 
         async def redraw(asker: Member, words: str) -> str:
-            return await self._edit(asker, target, "region", words, cells)
+            return await self._edit(asker, target, "region", words, cells=cells)
 
         language = member.language
         form = WordsForm(

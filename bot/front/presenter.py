@@ -32,7 +32,7 @@ import discord
 from bot.front import cards
 from bot.front.cards import CardWish
 from bot.front.channels import age_restricted
-from bot.front.views import ON_ACTIVE_CARDS, ON_FINISHED_CARDS, JobButton, card_view
+from bot.front.views import ON_ACTIVE_CARDS, JobButton, card_view, finished_rows
 from bot.i18n import N_, language_of, tr
 from bot.jobs.events import JobEvent
 from bot.jobs.store import ACTIVE, JobRow, Store
@@ -225,7 +225,8 @@ class CardPresenter:
                 self.buttons, job.id, ON_ACTIVE_CARDS, language
             )
         elif state.final:
-            view = card_view(self.buttons, job.id, ON_FINISHED_CARDS, language)
+            rows = finished_rows(job.spec.width, job.spec.height)
+            view = card_view(self.buttons, job.id, rows, language)
         else:
             view = None
         channel = self._channel(job)

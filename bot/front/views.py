@@ -22,7 +22,7 @@ from bot.front.edits import EditControls
 from bot.i18n import N_, SOURCE_LANGUAGE, tr
 from bot.jobs.desk import FrontDesk
 from bot.jobs.edits import EDIT_NAMES
-from generator.contract.edits import EditKind
+from generator.contract.edits import EditKind, PanDirection
 
 
 class Action(StrEnum):
@@ -34,12 +34,23 @@ class Action(StrEnum):
     REGION = "region"
     DELETE = "delete"
     REPORT = "report"
+    PAN_LEFT = "left"
+    PAN_RIGHT = "right"
+    PAN_UP = "up"
+    PAN_DOWN = "down"
+    SQUARE = "square"
 
 
 EDITS: dict[Action, EditKind] = {
     Action.SUBTLE: "subtle",
     Action.STRONG: "strong",
     Action.REGION: "region",
+}
+PANS: dict[Action, PanDirection] = {
+    Action.PAN_LEFT: "left",
+    Action.PAN_RIGHT: "right",
+    Action.PAN_UP: "up",
+    Action.PAN_DOWN: "down",
 }
 LOOKS: dict[Action, tuple[str, discord.ButtonStyle]] = {
     Action.CANCEL: (N_("Cancel"), discord.ButtonStyle.danger),
@@ -48,6 +59,12 @@ LOOKS: dict[Action, tuple[str, discord.ButtonStyle]] = {
     **{action: (EDIT_NAMES[kind], discord.ButtonStyle.secondary) for action, kind in EDITS.items()},
     Action.DELETE: (N_("Delete"), discord.ButtonStyle.secondary),
     Action.REPORT: (N_("Report"), discord.ButtonStyle.secondary),
+    # The pans as arrows, grouped on one row: a pan grows the canvas by half on that side.
+    Action.PAN_LEFT: ("⬅", discord.ButtonStyle.secondary),
+    Action.PAN_RIGHT: ("➡", discord.ButtonStyle.secondary),
+    Action.PAN_UP: ("⬆", discord.ButtonStyle.secondary),
+    Action.PAN_DOWN: ("⬇", discord.ButtonStyle.secondary),
+    Action.SQUARE: (EDIT_NAMES["square"], discord.ButtonStyle.secondary),
 }
 # A card's buttons, row by row (Discord shows at most 5 a row): what makes more of the picture
 # first, then what is done with it.
@@ -55,8 +72,21 @@ Rows = tuple[tuple[Action, ...], ...]
 ON_ACTIVE_CARDS: Rows = ((Action.CANCEL,),)
 ON_FINISHED_CARDS: Rows = (
     (Action.REROLL, Action.CONTINUE, Action.SUBTLE, Action.STRONG, Action.REGION),
+    (Action.PAN_LEFT, Action.PAN_RIGHT, Action.PAN_UP, Action.PAN_DOWN),
     (Action.DELETE, Action.REPORT),
 )
+ON_FINISHED_OBLONG_CARDS: Rows = (
+    ON_FINISHED_CARDS[0],
+    (*ON_FINISHED_CARDS[1], Action.SQUARE),
+    ON_FINISHED_CARDS[2],
+)
+
+
+def finished_rows(width: int, height: int) -> Rows:
+    """A finished card's buttons: Make Square only for a picture that is not square."""
+    return ON_FINISHED_CARDS if width == height else ON_FINISHED_OBLONG_CARDS
+
+
 TEMPLATE = rf"draw:(?P<action>{'|'.join(Action)}):(?P<job>[0-9]+)"
 
 OnPress = Callable[[discord.Interaction, Action, int], Awaitable[None]]
@@ -96,6 +126,12 @@ def presses(desk: FrontDesk, edits: EditControls) -> OnPress:
         member, job = member_of(interaction), desk.store.job(job_id)
         if job is not None and action in EDITS:
             await edits.pressed(interaction, member, job, EDITS[action])
+            return
+        if job is not None and action in PANS:
+            await edits.pressed(interaction, member, job, "pan", PANS[action])
+            return
+        if job is not None and action == Action.SQUARE:
+            await edits.pressed(interaction, member, job, "square")
             return
         if job is not None and action == Action.REROLL and edits.editing.remix(member):
             await edits.reroll(interaction, member, job)

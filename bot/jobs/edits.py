@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import secrets
 import time
 from dataclasses import dataclass, field, replace
@@ -30,10 +31,14 @@ from bot.jobs.region import labelled_grid
 from bot.jobs.spec import Ask, Edit, Refused, refused
 from bot.jobs.store import JobRow
 from bot.limits import effective
+from generator.contract.canvas import panned, squared
 from generator.contract.edits import (
     CELL_LABELS,
+    CanvasKind,
     EditKind,
     EditSpec,
+    PanDirection,
+    TokenGrid,
     edit_iterations,
     free_from_cells,
     pack_free,
@@ -42,6 +47,7 @@ from generator.contract.errors import MemberError
 from generator.contract.images import steers_towards
 from generator.contract.prompts import clean_text
 from generator.contract.quality import DEFAULT_QUALITY
+from generator.contract.reasons import EDIT_SQUARE_ALREADY, EDIT_TOKENS_DAMAGED
 from generator.contract.settings import SIDE_MULTIPLE
 from generator.intake.edits import EditSource
 
@@ -53,12 +59,27 @@ EDIT_NAMES: dict[str, str] = {
     "subtle": N_("Vary (Subtle)"),
     "strong": N_("Vary (Strong)"),
     "region": N_("Vary (Region)"),
+    "square": N_("Make Square"),
 }
-QUEUED: dict[EditKind, str] = {
+PAN_NAMES: dict[PanDirection, str] = {
+    "left": N_("Pan left"),
+    "right": N_("Pan right"),
+    "up": N_("Pan up"),
+    "down": N_("Pan down"),
+}
+QUEUED: dict[EditKind | CanvasKind, str] = {
     "subtle": N_("Varying it subtly as job {job}."),
     "strong": N_("Varying it strongly as job {job}."),
     "region": N_("Redrawing {cells} as job {job}."),
+    "pan": N_("Growing the picture as job {job}."),
+    "square": N_("Growing the picture as job {job}."),
 }
+Kind = EditKind | CanvasKind
+
+
+def edit_name(kind: Kind, direction: PanDirection | None = None) -> str:
+    """The name of an edit, to translate: "Vary (Subtle)", "Pan right"."""
+    return PAN_NAMES[direction] if kind == "pan" and direction is not None else EDIT_NAMES[kind]
 
 
 @dataclass(frozen=True)
@@ -188,13 +209,14 @@ class Editing:
         self,
         member: Member,
         origin: Origin,
-        kind: EditKind,
+        kind: Kind,
         *,
         words: str | None = None,
         cells: tuple[str, ...] = (),
+        direction: PanDirection | None = None,
     ) -> str:
-        """Queue the edit `kind` of `origin` (of the region `cells`) with `words`, or with the
-        words it was drawn with; what to answer the member."""
+        """Queue the edit `kind` of `origin` (of the region `cells`; a pan towards `direction`)
+        with `words`, or with the words it was drawn with; what to answer the member."""
         language = member.language
         if isinstance(origin, Offer):
             asker, parent, given, ask = member, None, None, Ask(prompt=origin.words)
@@ -220,8 +242,11 @@ class Editing:
             drawn_by, source = None, None  # the decoder of this bot's workers drew it
         rows, cols = self.grid_size(origin)
         chosen = tuple(label for label in CELL_LABELS if label in cells)
+        state = origin.state if isinstance(origin, Offer) else str(origin.continue_state)
         try:
             region = pack_free(free_from_cells(chosen, rows, cols)) if kind == "region" else None
+            if kind in ("pan", "square"):
+                state, rows, cols, region = _canvas(state, kind, direction)
         except MemberError as error:
             return str(refused(language, error))
         made = EditSpec(
@@ -230,8 +255,8 @@ class Editing:
             free_b64=region,
             cells=chosen,
             source_sha256=source,
+            direction=direction if kind == "pan" else None,
         )
-        state = origin.state if isinstance(origin, Offer) else str(origin.continue_state)
         edit = Edit(made, state, SIDE_MULTIPLE * cols, SIDE_MULTIPLE * rows)
         full = effective(self.desk.settings(asker.guild_id), self.desk.rules.limits)
         ask = replace(
@@ -245,3 +270,21 @@ class Editing:
             return str(error)
         said = tr(language, QUEUED[kind], job=job.id, cells=", ".join(chosen))
         return " ".join([said, *notices])
+
+
+def _canvas(state: str, kind: Kind, direction: PanDirection | None) -> tuple[str, int, int, str]:
+    """A pan's or Make Square's new canvas: its state, rows and columns, and the mask of the
+    cells drawn afresh; the old tokens copied verbatim. MemberError for a canvas past the
+    largest side, and for Make Square of a square picture."""
+    try:
+        grid = TokenGrid.from_state(base64.b64decode(state, validate=True), "")
+    except binascii.Error:
+        raise MemberError(EDIT_TOKENS_DAMAGED) from None
+    if kind == "pan" and direction is not None:
+        grown, fresh = panned(grid, direction)
+    elif grid.rows == grid.cols:
+        raise MemberError(EDIT_SQUARE_ALREADY)
+    else:
+        grown, fresh = squared(grid)
+    new_state = base64.b64encode(grown.state()).decode("ascii")
+    return new_state, grown.rows, grown.cols, pack_free(fresh)
