@@ -614,3 +614,42 @@ def test_a_pan_past_the_largest_side_is_refused_in_the_members_language(
             assert running.store.job(2) is None
 
     run(scenario())
+
+
+def test_a_seamless_tile_is_drawn_shown_2x2_and_stays_a_tile_when_edited(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with bot_with_puppets(tmp_path, model_files, joined_places=4) as (
+            fake,
+            _,
+            _,
+            workers,
+        ):
+            asked = await fake.command(ALICE, "draw", prompt="a brick wall", size=64, tile=True)
+            assert "Queued as job 1" in await fake.reply_to(asked)
+            assert (await workers.next_job(1)).spec.tile == "xy"
+            picture = encoded(noise(64, 64), "PNG")
+            workers.finish(1, FULL, picture=picture)
+            final = await wait_for_card(fake, 1, "Finished")
+            assert "Seamless tile" in text_of(final)
+            with Image.open(io.BytesIO(final.files["pseudo-dalle-1-tiled.png"])) as wall:
+                assert wall.size == (128, 128)
+                with Image.open(io.BytesIO(picture)) as tile:
+                    corner = wall.crop((64, 64, 128, 128)).convert("RGB")
+                    assert corner.tobytes() == tile.convert("RGB").tobytes()
+            assert final.message_id is not None
+            await fake.reply_to(await fake.click(ALICE, final.message_id, "draw:subtle:1"))
+            assert (await workers.next_job(2)).spec.tile == "xy"
+            await fake.reply_to(await fake.click(ALICE, final.message_id, "draw:reroll:1"))
+            assert (await workers.next_job(3)).spec.tile == "xy"
+            # An ordinary drawing is no tile, and its card shows one picture.
+            asked = await fake.command(BOB, "draw", prompt="a brick wall", size=64)
+            assert "Queued as job 4" in await fake.reply_to(asked)
+            assert (await workers.next_job(4)).spec.tile == ""
+            workers.finish(4, FULL)
+            plain = await wait_for_card(fake, 4, "Finished")
+            assert list(plain.files) == ["pseudo-dalle-4.png"]
+            assert "Seamless tile" not in text_of(plain)
+
+    run(scenario())

@@ -11,6 +11,7 @@ PNG by one step (the last test).
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from generator.contract.protocol import WorkerOptions, b64_to_png
 from generator.contract.settings import DrawSettings
 from generator.intake.edits import edit_source_file
 from generator.method.cutouts import cutout_transforms, make_cutouts, wrapped
@@ -27,9 +29,11 @@ from generator.method.engine import Engine
 from generator.method.fast import FastDecoder
 from generator.method.latent import decode
 from generator.models.loaders import Models
+from generator.worker.core import Worker
 
 from .cli_harness import Cli, tiny_args
 from .conftest import ModelFiles
+from .test_worker_core import Recorder, Served
 
 CPU = torch.device("cpu")
 
@@ -130,3 +134,17 @@ def test_pseudo_dalle_draws_a_tile_and_its_edits_stay_tiles(
     plain = tmp_path / "plain.png"
     cli("draw", "a brick wall", "--size", "64", "--iterations", "1", "--out", str(plain), *common)
     assert edit_source_file(plain).tile == ""
+
+
+def test_a_worker_draws_the_tile_a_job_asks_for(tiny_models: Models) -> None:
+    channel = Recorder()
+    worker = Worker(tiny_models, channel, WorkerOptions(cutouts=4, threads=1))
+    channel.worker = worker
+    served = Served(worker, channel, tiny_models.clip_names[0]).start()
+    try:
+        finished = served.draw(served.job(1, 2, tile="x"))
+        with Image.open(io.BytesIO(b64_to_png(finished.png_b64))) as image:
+            assert json.loads(image.info["settings"])["tile"] == "x"
+    finally:
+        worker.close()
+        assert served.stopped()

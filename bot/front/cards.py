@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import discord
+from PIL import Image
 
 from bot.i18n import N_, render_notice, tr
 from bot.jobs.edits import edit_name
@@ -119,6 +120,28 @@ def thumbnail_file(job: JobRow, png: bytes) -> discord.File:
     return discord.File(io.BytesIO(png), filename=f"pseudo-dalle-{job.id}-given.png")
 
 
+TILE_LINE = N_("it wraps around: the second picture shows it 2x2")
+
+
+def tiled(png: bytes) -> bytes:
+    """A seamless tile's picture (a worker's PNG) 2x2, to show that it has no seam."""
+    with Image.open(io.BytesIO(png), formats=["PNG"]) as image:
+        picture = image.convert("RGB")
+    wall = Image.new("RGB", (2 * picture.width, 2 * picture.height))
+    for x in (0, picture.width):
+        for y in (0, picture.height):
+            wall.paste(picture, (x, y))
+    out = io.BytesIO()
+    wall.save(out, format="PNG")
+    return out.getvalue()
+
+
+def tiled_file(job: JobRow, png: bytes, *, spoiler: bool = False) -> discord.File:
+    """The tile 2x2, beside the final picture."""
+    name = f"pseudo-dalle-{job.id}-tiled.png"
+    return discord.File(io.BytesIO(png), filename=name, spoiler=spoiler)
+
+
 def timelapse_file(job: JobRow, animation: bytes, *, spoiler: bool = False) -> discord.File:
     """The drawing taking shape, beside the final picture: Discord plays it inline."""
     name = f"pseudo-dalle-{job.id}-timelapse{suffix_of(animation)}"
@@ -155,6 +178,8 @@ def card(
         embed.add_field(name=tr(language, "Picture given"), value=use, inline=False)
     if spec.edit is not None:
         embed.add_field(name=tr(language, "Edit"), value=edit_line(language, spec), inline=False)
+    if spec.tile:
+        embed.add_field(name=tr(language, "Seamless tile"), value=tr(language, TILE_LINE))
     if lines:
         embed.add_field(name=tr(language, "Status"), value="\n".join(lines), inline=False)
     if job.notice:

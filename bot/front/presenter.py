@@ -220,6 +220,9 @@ class CardPresenter:
             files.append(cards.thumbnail_file(job, given))
         if state.timelapse is not None:
             files.append(cards.timelapse_file(job, state.timelapse, spoiler=state.spoiler))
+        if state.final and png is not None and job.spec.tile:
+            wall = await asyncio.to_thread(cards.tiled, png)
+            files.append(cards.tiled_file(job, wall, spoiler=state.spoiler))
         if job.status in ACTIVE:
             view: discord.ui.View | None = card_view(
                 self.buttons, job.id, ON_ACTIVE_CARDS, language

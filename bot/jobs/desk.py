@@ -355,6 +355,7 @@ class FrontDesk:
             seed=spec.seed if continues else None,
             timelapse=spec.timelapse,
             quality=None if spec.quality == DEFAULT_QUALITY else spec.quality,
+            tile=bool(spec.tile),
         )
         asker = replace(member, guild_id=job.guild_id, channel_id=job.channel_id)
         try:

@@ -238,7 +238,10 @@ class Editing:
             asker = replace(member, guild_id=origin.guild_id, channel_id=origin.channel_id)
             parent = origin
             quality = None if spec.quality == DEFAULT_QUALITY else spec.quality
-            ask = Ask(prompt=spec.prompt, timelapse=spec.timelapse, quality=quality)
+            # An edit of a tile stays one.
+            ask = Ask(
+                prompt=spec.prompt, timelapse=spec.timelapse, quality=quality, tile=bool(spec.tile)
+            )
             drawn_by, source = None, None  # the decoder of this bot's workers drew it
         rows, cols = self.grid_size(origin)
         chosen = tuple(label for label in CELL_LABELS if label in cells)

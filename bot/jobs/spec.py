@@ -52,6 +52,7 @@ class Ask:
     size: int | None = None
     quality: str | None = None  # None: normal, with the server's default iterations
     timelapse: bool | None = None  # None: as the server's default
+    tile: bool = False  # a seamless tile, wrapping around both axes
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ def build(
         parent=parent,
         screening=rules.screening.spec(settings),
         edit=edit.spec if edit is not None else None,
+        tile="xy" if ask.tile else "",
         **picture_fields(picture),
     )
     return spec, notices

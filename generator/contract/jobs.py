@@ -39,6 +39,7 @@ from generator.contract.settings import (
     MAX_SIDE,
     MIN_SIDE,
     SIDE_MULTIPLE,
+    TILES,
 )
 
 MAX_JOB_CLIPS = 8
@@ -109,6 +110,7 @@ class JobSpec(BaseModel):
     parent: ParentJob | None = None
     screening: ScreeningSpec = ScreeningSpec()
     edit: EditSpec | None = None
+    tile: Annotated[str, one_of(TILES)] = ""  # the axes a seamless tile wraps around
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:

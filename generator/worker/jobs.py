@@ -72,7 +72,7 @@ def check_drawable(spec: JobSpec, held: tuple[str, ...], options: WorkerOptions)
 
 
 def draw_settings(spec: JobSpec, options: WorkerOptions, precision: str) -> DrawSettings:
-    """The spec's size, cutouts and CLIP models, drawn the way this worker draws."""
+    """The spec's size, cutouts, CLIP models and tiling, drawn the way this worker draws."""
     return DrawSettings(
         width=spec.width,
         height=spec.height,
@@ -82,6 +82,7 @@ def draw_settings(spec: JobSpec, options: WorkerOptions, precision: str) -> Draw
         compile=options.compile,
         relaxation=options.relaxation,
         clip_models=spec.clip_models,
+        tile=spec.tile,
     )
 
 

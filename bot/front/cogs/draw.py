@@ -59,6 +59,7 @@ class DrawCog(commands.Cog):
         f"(default {DEFAULT_INIT_STRENGTH:g})",
         timelapse="Also show the picture taking shape, as an animation on the final card",
         quality=f"Higher takes longer and looks better (default: {DEFAULT_QUALITY})",
+        tile="A seamless tile: copies of it side by side show no seam",
     )
     @app_commands.choices(image_as=USE_CHOICES, quality=QUALITY_CHOICES)
     async def draw(
@@ -74,6 +75,7 @@ class DrawCog(commands.Cog):
         strength: app_commands.Range[float, 0, 1] | None = None,
         timelapse: bool | None = None,
         quality: app_commands.Choice[str] | None = None,
+        tile: bool = False,
     ) -> None:
         """Draw a picture from your words. It joins the queue and the card shows its progress."""
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -92,6 +94,7 @@ class DrawCog(commands.Cog):
             size=size,
             quality=quality.value if quality else None,
             timelapse=timelapse,
+            tile=tile,
         )
         answer = await self.desk.draw(member_of(interaction), ask, picture)
         await interaction.edit_original_response(content=answer)
