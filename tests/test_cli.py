@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -91,6 +92,9 @@ def test_draw_is_reproducible_and_the_loss_falls(
 
     with Image.open(tmp_path / "a.png") as image:
         assert image.size == (64, 64)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o666 & ~umask  # as any file made
     text = read_png_text(tmp_path / "a.png")
     assert text["prompt"] == "an image of the music"
     assert text["seed"] == "42"

@@ -76,10 +76,14 @@ def png_bytes(image: Image.Image, metadata: dict[str, str] | None = None) -> byt
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
+    """Write `data` to a temporary file beside `path`, then rename it into place, readable as
+    any file the user makes (the temporary file is made private, 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
         tmp.write(data)
+    umask = os.umask(0)  # the only way to read it; set back at once
+    os.umask(umask)
+    os.chmod(tmp.name, 0o666 & ~umask)
     os.replace(tmp.name, path)
 
 
