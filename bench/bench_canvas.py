@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from bench.bench_engine import _peak_mib, _reset_peak, _sync, kept_mib, ops_per_step
+from bench.random_models import random_models
 from generator.contract.canvas import panned, squared
 from generator.contract.edits import EditSpec, TokenGrid, free_from_cells, pack_free
 from generator.contract.quality import DEFAULT_QUALITY, PRESETS
@@ -37,8 +38,8 @@ from generator.method.edits import edit_job
 from generator.method.engine import Engine
 from generator.method.fast import auto_precision
 from generator.method.runtime import configure_torch
-from generator.models.loaders import Models, load_encoder, load_models
-from tests.synthetic import write_clip, write_decoder, write_encoder
+from generator.models.loaders import Models, load_encoder
+from tests.synthetic import write_encoder
 
 PROMPT = "a harbour at dawn"
 
@@ -98,15 +99,11 @@ def main() -> None:
     args = parser.parse_args()
     configure_torch(args.threads)
     device = torch.device(args.device)
+    models = random_models(device)
     with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        models = load_models(
-            str(write_clip(folder / "clip.pt", "full")),
-            str(write_decoder(folder / "decoder.pt", "full", "state_dict")),
-            device=device,
-            progress=False,
+        encoder = load_encoder(
+            str(write_encoder(Path(scratch) / "encoder.pt", "full")), device=device
         )
-        encoder = load_encoder(str(write_encoder(folder / "encoder.pt", "full")), device=device)
     quality = PRESETS[DEFAULT_QUALITY]
     precision = auto_precision(device)
     engine = Engine(models, picture_encoder=lambda: encoder)

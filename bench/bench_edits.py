@@ -16,30 +16,21 @@ from __future__ import annotations
 
 import argparse
 import platform
-import tempfile
 import time
 from datetime import date
-from pathlib import Path
 
 import torch
 
+from bench.random_models import random_models
 from generator.contract.edits import EDITS, EditKind, EditSpec, TokenGrid, edit_iterations
 from generator.contract.settings import DrawSettings, Job
 from generator.contract.threads import WORKER_RESERVED_CORES, available_cores
 from generator.method.edits import edit_job, measured_reach
 from generator.method.engine import Engine
 from generator.method.runtime import configure_torch
-from generator.models.loaders import Models, load_models
-from tests.synthetic import write_clip, write_decoder
 
 PROMPT = "a lighthouse on a cliff at sunset"
 VARIES: tuple[EditKind, ...] = ("subtle", "strong")
-
-
-def _models(size: str, folder: Path) -> Models:
-    clip = write_clip(folder / "clip.pt", "tiny" if size == "tiny" else "full")
-    decoder = write_decoder(folder / "decoder.pt", "tiny" if size == "tiny" else "full")
-    return load_models(str(clip), str(decoder), device="cpu", progress=False)
 
 
 def _tokens(logits: torch.Tensor) -> torch.Tensor:
@@ -65,8 +56,7 @@ def main() -> None:
     args = parser.parse_args()
 
     configure_torch(args.threads)
-    with tempfile.TemporaryDirectory() as scratch:
-        models = _models(args.models, Path(scratch))
+    models = random_models(torch.device("cpu"), args.models)
     settings = DrawSettings(
         width=args.size, height=args.size, cutouts=args.cutouts, precision="fp32"
     )

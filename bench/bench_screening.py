@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import date
-from pathlib import Path
 
 import torch
 
+from bench.random_models import random_models
 from generator.contract.jobs import JobSpec
 from generator.contract.quality import DEFAULT_QUALITY, PRESETS
 from generator.contract.screening import Concept, ScreeningSpec
@@ -39,8 +38,6 @@ from generator.method.fast import auto_precision
 from generator.method.runtime import configure_torch
 from generator.method.screening import Screener, pixels
 from generator.models.learned_prompts import learned_prompts
-from generator.models.loaders import load_models
-from tests.synthetic import write_clip, write_decoder
 
 PROMPT = "an image of the music"
 GOAL = 0.05  # of a step
@@ -88,14 +85,7 @@ def main() -> None:
     configure_torch(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        models = load_models(
-            str(write_clip(folder / "clip.pt", "full")),
-            str(write_decoder(folder / "decoder.pt", "full", "state_dict")),
-            device=device,
-            progress=False,
-        )
+    models = random_models(device)
     quality = PRESETS[DEFAULT_QUALITY]
     precision = args.precision or auto_precision(device)
     settings = DrawSettings(

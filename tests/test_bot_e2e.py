@@ -57,6 +57,7 @@ from .fake_discord import (
     FakeDiscord,
 )
 from .fake_workers import FakeWorkers
+from .test_bot_edits import FINISHED_BUTTONS
 
 pytestmark = pytest.mark.e2e
 
@@ -87,19 +88,7 @@ def test_draw_shows_progress_and_the_final_picture(model_files: ModelFiles, tmp_
             assert final.files
             assert "150 iterations in" in text_of(final)
             assert "42" in text_of(final)
-            assert custom_ids(final) == [
-                "draw:reroll:1",
-                "draw:continue:1",
-                "draw:subtle:1",
-                "draw:strong:1",
-                "draw:region:1",
-                "draw:left:1",
-                "draw:right:1",
-                "draw:up:1",
-                "draw:down:1",
-                "draw:delete:1",
-                "draw:report:1",
-            ]
+            assert custom_ids(final) == FINISHED_BUTTONS
             assert all(e.payload.get("allowed_mentions") == {"parse": []} for e in events)
             # The event loop kept answering the gateway while the worker drew.
             assert len(fake.heartbeats) - beats_before >= 2
