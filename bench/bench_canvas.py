@@ -3,15 +3,17 @@ against an ordinary drawing at the same size.
 
 A source picture's tokens (random: speed does not depend on them) are edited as the worker
 edits them (`generator.method.edits.edit_job`, `generator.contract.canvas`,
-`generator.method.canvas.zoomed`); each job is stepped by the engine at the default quality's
-cutouts and the device's precision. `setup s` is the job's start (a zoom out's includes
-decoding, scaling and encoding the picture); `kept MiB` what autograd keeps for the backward
+`generator.method.canvas`: a zoom out and Upscale (Creative), whose tokens come from the
+encoder); each job is stepped by the engine at the default quality's
+cutouts and the device's precision. `setup s` is the job's start (a zoom out's and an upscale's
+include decoding, scaling and encoding the picture); `kept MiB` what autograd keeps for the backward
 pass (on any device: the memory that grows with the picture); `peak MiB` CUDA's peak.
 Models have the real architectures with random weights (CLIP ViT-B/32, the 8192-token decoder
 and encoder). Prints a Markdown table.
 
     python -m bench.bench_canvas                    # CPU, 512 px, one timed step each
     python -m bench.bench_canvas --device cuda --steps 5
+    python -m bench.bench_canvas --only upscale     # one edit
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from generator.contract.edits import EditSpec, TokenGrid, free_from_cells, pack_
 from generator.contract.quality import DEFAULT_QUALITY, PRESETS
 from generator.contract.settings import DrawSettings, Job
 from generator.contract.threads import WORKER_RESERVED_CORES, available_cores
-from generator.method.canvas import zoomed
+from generator.method.canvas import upscaled, zoomed
 from generator.method.edits import edit_job
 from generator.method.engine import Engine
 from generator.method.fast import auto_precision
@@ -64,6 +66,9 @@ def _edits(engine: Engine, grid: TokenGrid) -> list[tuple[str, Callable[[], tupl
         canvas, fresh = zoomed(engine, grid, 2.0)
         return edit_job(base, canvas, EditSpec(kind="zoom", factor=2.0), fresh), ""
 
+    def upscale() -> tuple[Job, str]:
+        return edit_job(base, upscaled(engine, grid), EditSpec(kind="upscale")), ""
+
     return [
         ("drawing (no edit)", lambda: (base, "")),
         ("seamless tile", lambda: (base, "xy")),
@@ -85,6 +90,7 @@ def _edits(engine: Engine, grid: TokenGrid) -> list[tuple[str, Callable[[], tupl
         ),
         ("Make Square of the pan", square),
         ("zoom out 2x", zoom),
+        ("Upscale (Creative)", upscale),
     ]
 
 
@@ -93,6 +99,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--size", type=int, default=512, help="the source's side (default 512)")
     parser.add_argument("--steps", type=int, default=1, help="timed steps after one warm-up")
+    parser.add_argument(
+        "--only", default="", help="the edits whose name holds this text (default: every one)"
+    )
     parser.add_argument(
         "--threads", type=int, default=max(1, available_cores() - WORKER_RESERVED_CORES)
     )
@@ -118,6 +127,8 @@ def main() -> None:
     print("| edit | size | setup s | ms/step | kept MiB | peak MiB | ops/step |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, make in _edits(engine, grid):
+        if args.only.lower() not in name.lower():
+            continue
         started = time.perf_counter()
         job, tile = make()
         if job.init_tokens is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import time
 from pathlib import Path
@@ -17,9 +18,17 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from bot.front.cogs.draw_from_image import MENU_NAME
-from generator.contract.edits import TOKENS_KEY, EditSpec, TokenGrid, edit_iterations, unpack_free
+from generator.contract.edits import (
+    EDIT_KEY,
+    TOKENS_KEY,
+    EditSpec,
+    TokenGrid,
+    edit_iterations,
+    unpack_free,
+)
 from generator.contract.jobs import ParentJob
 from generator.contract.protocol import StartJob
+from generator.contract.reasons import JOB_TOO_BIG
 from generator.intake.images import sha256
 
 from .bot_harness import (
@@ -49,6 +58,10 @@ FINISHED_BUTTONS = [
     "draw:right:1",
     "draw:up:1",
     "draw:down:1",
+    "draw:zoom15:1",
+    "draw:zoom2:1",
+    "draw:upsubtle:1",
+    "draw:upcreative:1",
     "draw:delete:1",
     "draw:report:1",
 ]
@@ -147,6 +160,7 @@ def test_the_final_card_varies_the_picture_subtly_and_strongly(
             assert rows == [
                 ["Reroll", "Continue", "Vary (Subtle)", "Vary (Strong)", "Vary (Region)"],
                 ["⬅", "➡", "⬆", "⬇"],
+                ["Zoom Out 1.5x", "Zoom Out 2x", "Upscale (Subtle)", "Upscale (Creative)"],
                 ["Delete", "Report"],
             ]
             parent = running.store.job(1)
@@ -536,6 +550,28 @@ def _grid_state(rows: int, cols: int, seed: int) -> tuple[TokenGrid, str]:
     return grid, base64.b64encode(grid.state()).decode("ascii")
 
 
+async def drawn_grid(
+    fake: FakeDiscord,
+    workers: FakeWorkers,
+    job_id: int,
+    side: int,
+    *,
+    member: Member = ALICE,
+    seed: int = 1,
+    picture: bytes | None = None,
+) -> tuple[int, TokenGrid, str]:
+    """Job `job_id`, a `side` x `side` drawing for `member`, finished with a real token grid
+    (seeded by `seed`) as its state; its card's message id, that grid and that state."""
+    asked = await fake.command(member, "draw", prompt="a harbour", size=side)
+    assert f" {job_id}" in await fake.reply_to(asked)
+    await workers.next_job(job_id)
+    grid, state = _grid_state(side // 8, side // 8, seed=seed)
+    workers.finish(job_id, FULL, state=state, picture=picture)
+    card = (await wait_for_card(fake, job_id, "Finished")).message_id
+    assert card is not None
+    return card, grid, state
+
+
 def test_pan_and_make_square_grow_the_canvas_keeping_every_old_token(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
@@ -546,13 +582,7 @@ def test_pan_and_make_square_grow_the_canvas_keeping_every_old_token(
             _,
             workers,
         ):
-            asked = await fake.command(ALICE, "draw", prompt="a harbour", size=64)
-            assert "Queued as job 1" in await fake.reply_to(asked)
-            await workers.next_job(1)
-            old, state = _grid_state(8, 8, seed=1)
-            workers.finish(1, FULL, state=state)
-            card = (await wait_for_card(fake, 1, "Finished")).message_id
-            assert card is not None
+            card, old, _ = await drawn_grid(fake, workers, 1, 64)
             assert "draw:square:1" not in custom_ids(await wait_for_card(fake, 1, "Finished"))
             # Only the member who drew it, or an admin, may grow it.
             assert await fake.reply_to(await fake.click(BOB, card, "draw:right:1")) == NOT_YOURS
@@ -593,7 +623,7 @@ def test_pan_and_make_square_grow_the_canvas_keeping_every_old_token(
     run(scenario())
 
 
-def test_a_pan_past_the_largest_side_is_refused_in_the_members_language(
+def test_zoom_out_and_upscale_make_jobs_naming_their_parent_and_upscale_subtle_draws_nothing(
     model_files: ModelFiles, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
@@ -603,15 +633,88 @@ def test_a_pan_past_the_largest_side_is_refused_in_the_members_language(
             _,
             workers,
         ):
-            asked = await fake.command(YUKI, "draw", prompt="港", size=512)
-            assert "ジョブ 1" in await fake.reply_to(asked)
-            await workers.next_job(1)
-            workers.finish(1, FULL, state=_grid_state(64, 64, seed=2)[1])
-            card = (await wait_for_card(fake, 1, "Finished")).message_id
-            assert card is not None
+            picture = encoded(noise(64, 64), "PNG")
+            card, _, state = await drawn_grid(fake, workers, 1, 64, seed=3, picture=picture)
+            # Zoom Out 2x: the worker makes the middle's tokens from the picture's own.
+            said = await fake.reply_to(await fake.click(ALICE, card, "draw:zoom2:1"))
+            assert said == "Zooming out as job 2."
+            zoom = await workers.next_job(2)
+            assert (zoom.spec.width, zoom.spec.height) == (64, 64)
+            assert zoom.spec.edit is not None
+            assert (zoom.spec.edit.kind, zoom.spec.edit.factor) == ("zoom", 2.0)
+            assert zoom.spec.parent == ParentJob(id=1, how="edit")
+            assert zoom.init_state == state
+            assert zoom.spec.iterations == edit_iterations("zoom", FULL)
+            shown = text_of(await wait_for_card(fake, 2, ""))
+            assert "Zoom Out 2x of job 1" in shown
+            assert "the one lossy step" in shown
+            # Upscale (Creative): a job at twice the size, from the same tokens.
+            said = await fake.reply_to(await fake.click(ALICE, card, "draw:upcreative:1"))
+            assert said == "Upscaling it as job 3."
+            bigger = await workers.next_job(3)
+            assert (bigger.spec.width, bigger.spec.height) == (128, 128)
+            assert bigger.spec.edit is not None
+            assert bigger.spec.edit.kind == "upscale"
+            assert bigger.init_state == state
+            assert bigger.spec.iterations == edit_iterations("upscale", FULL)
+            assert "Upscale (Creative) of job 1" in text_of(await wait_for_card(fake, 3, ""))
+            # Upscale (Subtle) draws nothing: the picture comes back at once, twice the size.
+            assert await fake.reply_to(await fake.click(BOB, card, "draw:upsubtle:1")) == NOT_YOURS
+            since = len(fake.events)
+            pressed = await fake.click(ALICE, card, "draw:upsubtle:1")
+            first = await answered(fake, pressed)
+            assert first["type"] == 5
+            assert not first.get("data", {}).get("flags", 0) & EPHEMERAL  # in the channel
+            answer = await fake.answer(pressed)
+            assert answer["content"] == (
+                "Upscale (Subtle) of job 1: twice the size with the Lanczos filter; nothing was "
+                "drawn."
+            )
+            [posted] = [e for e in fake.events[since:] if e.kind == "original"]
+            with (
+                Image.open(io.BytesIO(posted.files["pseudo-dalle-1-upscaled.png"])) as got,
+                Image.open(io.BytesIO(picture)) as original,
+            ):
+                assert got.size == (128, 128)
+                assert json.loads(got.info[EDIT_KEY]) == {"kind": "upscale", "method": "lanczos"}
+                expected = original.convert("RGB").resize((128, 128), Image.Resampling.LANCZOS)
+                assert got.convert("RGB").tobytes() == expected.tobytes()
+            assert running.store.job(4) is None
+
+    run(scenario())
+
+
+def test_a_pan_past_the_largest_side_or_the_workers_memory_is_refused_in_the_members_language(
+    model_files: ModelFiles, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with bot_with_puppets(tmp_path, model_files, joined_places=2) as (
+            fake,
+            running,
+            _,
+            workers,
+        ):
+            card, _, _ = await drawn_grid(fake, workers, 1, 512, member=YUKI, seed=2)
             refused = await fake.reply_to(await fake.click(YUKI, card, "draw:left:1"))
             assert refused.startswith("この画像は 768x512 ピクセルです。")
+            refused = await fake.reply_to(await fake.click(YUKI, card, "draw:upcreative:1"))
+            assert refused.startswith("この画像は 1024x1024 ピクセルです。")
             assert running.store.job(2) is None
+            # A pan within the largest side that its worker's memory cannot hold: the worker
+            # refuses it, and the card says why in the member's language.
+            card, _, _ = await drawn_grid(fake, workers, 2, 256, member=YUKI, seed=4)
+            assert "ジョブ 3" in await fake.reply_to(await fake.click(YUKI, card, "draw:right:2"))
+            await workers.next_job(3)
+            values: dict[str, str | int] = {
+                "width": 384,
+                "height": 256,
+                "need": "4.1",
+                "room": "3.0",
+            }
+            workers.fail(3, JOB_TOO_BIG.code, values)
+            failed = text_of(await wait_for_card(fake, 3, "Could not draw this"))
+            assert "needs about 4.1 GiB of memory, and its worker has 3.0 GiB" in failed
+            assert "この絵は 384x256 ピクセルで約 4.1 GiB のメモリーが必要ですが" in failed
 
     run(scenario())
 

@@ -166,7 +166,7 @@ def test_a_redis_worker_holds_the_models_the_bot_publishes_and_draws_best(
     model_files: ModelFiles, named_clips: Path, tmp_path: Path, redis_server: RedisServer
 ) -> None:
     async def scenario() -> None:
-        best = job_bytes(512, 48, PRESETS["best"].clip_models, half=False) / 2**30
+        best = job_bytes(512, 512, 48, PRESETS["best"].clip_models, half=False) / 2**30
         options = (
             "cutouts = 64\nthreads = 1\nmax_batch = 4\n"
             f'precision = "fp32"\nmemory_limit_gb = {2.5 * best}'

@@ -42,10 +42,11 @@ from generator.method.memory import kept_bytes
 from generator.method.objective import embed_cutouts
 from generator.method.output import read_png_text
 from generator.models.loaders import Models, load_models
-from generator.worker.admission import dearest_job, model_bytes, places
+from generator.worker.admission import GIB, Admission, Fit, dearest_job, model_bytes
 
 from .cli_harness import Cli, Run
 from .conftest import ModelFiles
+from .specs import a_spec
 from .synthetic import ClipSize, random_clip, random_decoder
 
 FULL: dict[str, ClipSize] = {
@@ -265,20 +266,8 @@ def test_the_declared_memory_figures_are_what_the_networks_keep(precision: str, 
 def test_a_worker_takes_as_many_jobs_as_its_memory_holds_with_every_model(
     model_files: ModelFiles, named_clips: Path
 ) -> None:
-    three = load_models(
-        ["ViT-B/32", "ViT-B/16", "RN50"],
-        str(model_files.decoder_pickle),
-        device="cpu",
-        cache_dir=named_clips,
-        offline=True,
-    )
-    one = load_models(
-        ["ViT-B/32"],
-        str(model_files.decoder_pickle),
-        device="cpu",
-        cache_dir=named_clips,
-        offline=True,
-    )
+    three = _named(["ViT-B/32", "ViT-B/16", "RN50"], model_files, named_clips)
+    one = _named(["ViT-B/32"], model_files, named_clips)
     # best at 512 px, 48 cutouts, in fp32: 768 MiB of latent, 5740 of decoder and
     # 48 x (33.4 + 161.5 + 141.6) of CLIPs; normal: 768 + 5740 + 32 x 33.4.
     best_mib, normal_mib = 768 + 5740 + 48 * (33.4 + 161.5 + 141.6), 768 + 5740 + 32 * 33.4
@@ -288,15 +277,67 @@ def test_a_worker_takes_as_many_jobs_as_its_memory_holds_with_every_model(
         assert job == pytest.approx(mib * 2**20)
     room = 3.5 * best_mib / 1024
     options = WorkerOptions(max_batch=8, memory_limit_gb=room)
-    assert places(three, options, "fp32") == 3
-    assert places(one, options, "fp32") == 8  # 3.5 best jobs' memory holds 8 normal ones
-    assert places(three, WorkerOptions(max_batch=2, memory_limit_gb=room), "fp32") == 2
-    assert places(three, WorkerOptions(max_batch=8), "fp32") == 8  # a CPU without a limit
+    assert _places(three, options, "fp32") == 3
+    assert _places(one, options, "fp32") == 8  # 3.5 best jobs' memory holds 8 normal ones
+    assert _places(three, WorkerOptions(max_batch=2, memory_limit_gb=room), "fp32") == 2
+    assert _places(three, WorkerOptions(max_batch=8), "fp32") == 8  # a CPU without a limit
     # The models count: what they take is not there for jobs.
     held = model_bytes(three, "fp32") / 2**30
     assert held > model_bytes(one, "fp32") / 2**30
     exact = WorkerOptions(max_batch=8, memory_limit_gb=3 * best_mib / 1024 + held)
-    assert places(three, exact, "fp32") == 3
+    assert _places(three, exact, "fp32") == 3
     less = WorkerOptions(max_batch=8, memory_limit_gb=3 * best_mib / 1024 + held * 0.9)
-    assert places(three, less, "fp32") == 2
-    assert places(three, WorkerOptions(memory_limit_gb=0.1, max_batch=4), "fp32") == 1
+    assert _places(three, less, "fp32") == 2
+    assert _places(three, WorkerOptions(memory_limit_gb=0.1, max_batch=4), "fp32") == 1
+
+
+def _named(names: list[str], model_files: ModelFiles, named_clips: Path) -> Models:
+    """Tiny CLIPs under the names of OpenAI's, as a worker holding those loads them."""
+    return load_models(
+        names, str(model_files.decoder_pickle), device="cpu", cache_dir=named_clips, offline=True
+    )
+
+
+def _places(models: Models, options: WorkerOptions, precision: str) -> int:
+    return Admission(models, options, precision).places
+
+
+def test_a_worker_counts_each_job_at_its_own_size(
+    model_files: ModelFiles, named_clips: Path
+) -> None:
+    """A pan's wider canvas and Upscale (Creative)'s doubled one cost what their pixels do: a
+    job that fits beside the ones drawn starts, one that fits alone waits, one that cannot
+    fit even alone is refused."""
+    models = _named(["ViT-B/32"], model_files, named_clips)
+    square, pan, upscale = (
+        a_spec(width=512, height=512, cutouts=32, clip_models=("ViT-B/32",)),
+        a_spec(width=768, height=512, cutouts=32, clip_models=("ViT-B/32",)),
+        a_spec(width=1024, height=1024, cutouts=32, clip_models=("ViT-B/32",)),
+    )
+    # 512x512 with 32 cutouts in fp32: 768 MiB of latent, 5740 of decoder, 32 x 33.4 of CLIP;
+    # the latent and the decoder grow with the pixels, the CLIP's part does not.
+    clip_mib = 32 * 33.4
+    mib = {
+        spec.width * spec.height: (768 + 5740) * spec.width * spec.height / 512**2 + clip_mib
+        for spec in (square, pan, upscale)
+    }
+    # Room for the models, two 512x512 jobs and a little: a pan fits alone, not beside them.
+    room_mib = 2 * mib[512 * 512] + 100
+    options = WorkerOptions(
+        max_batch=4, memory_limit_gb=room_mib / 1024 + model_bytes(models, "fp32") / GIB
+    )
+    admission = Admission(models, options, "fp32")
+    for spec in (square, pan, upscale):
+        assert admission.cost(spec) == pytest.approx(
+            mib[spec.width * spec.height] * 2**20, rel=1e-6
+        )
+    assert admission.places == 2
+    assert admission.fit(square, []) is Fit.NOW
+    assert admission.fit(square, [square]) is Fit.NOW
+    assert admission.fit(square, [square, square]) is Fit.LATER
+    assert admission.fit(pan, []) is Fit.NOW
+    assert admission.fit(pan, [square]) is Fit.LATER
+    assert admission.fit(upscale, []) is Fit.NEVER
+    # On a CPU without a limit nothing is counted.
+    unlimited = Admission(models, WorkerOptions(max_batch=4), "fp32")
+    assert unlimited.fit(upscale, [upscale, upscale]) is Fit.NOW

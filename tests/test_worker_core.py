@@ -44,6 +44,7 @@ from generator.contract.protocol import (
 from generator.contract.reasons import (
     CANNOT_START,
     COMPILING,
+    JOB_TOO_BIG,
     LOADING_PICTURE_ENCODER,
     MISSING_MODEL,
     OUT_OF_MEMORY,
@@ -61,6 +62,7 @@ from generator.method.latent import STATE_MAGIC
 from generator.method.screening import Screener
 from generator.models.loaders import Models, load_encoder
 from generator.worker import child
+from generator.worker.admission import GIB, Admission, dearest_job
 from generator.worker.core import Worker
 
 from .conftest import ModelFiles
@@ -525,6 +527,58 @@ def test_a_job_it_cannot_draw_fails_with_a_code_and_its_values(
         assert any(r.levelno == logging.ERROR for r in caplog.records)
     # The worker goes on drawing.
     assert served.draw(served.job(2, 1)).steps == 1
+
+
+def test_a_job_its_memory_cannot_hold_even_alone_is_refused_saying_what_it_needs(
+    serve: ServeFactory, tiny_models: Models
+) -> None:
+    counted = Admission(tiny_models, WorkerOptions(cutouts=4), "fp32")
+    clip = tiny_models.clip_names[0]
+    small = a_spec(width=64, height=64, cutouts=2, clip_models=(clip,))
+    big = a_spec(width=128, height=128, cutouts=2, clip_models=(clip,))
+    room = (counted.cost(small) + counted.cost(big)) / 2
+    served = serve(memory_limit_gb=(counted.held + room) / GIB, precision="fp32").start()
+    served.worker.submit(served.job(1, 2, width=128, height=128))
+    failed = served.channel.wait_for(Failed, 1)
+    assert failed.reason == JOB_TOO_BIG.code
+    assert failed.values == {
+        "width": 128,
+        "height": 128,
+        "need": f"{counted.cost(big) / GIB:.1f}",
+        "room": f"{room / GIB:.1f}",
+    }
+    assert served.channel.of(1) == [failed]
+    assert served.draw(served.job(2, 1)).steps == 1
+
+
+@pytest.mark.slow
+def test_a_job_that_fits_only_alone_waits_for_the_one_drawn_to_finish(
+    serve: ServeFactory, tiny_models: Models
+) -> None:
+    """Two places (two of the dearest quality's 512x512 jobs fit), but a 768x512 pan does not
+    fit beside a 512x512 drawing: it starts once that one has finished, and a small job behind
+    it waits its turn, then is drawn beside the pan."""
+    counted = Admission(tiny_models, WorkerOptions(cutouts=4), "fp32")
+    clip = tiny_models.clip_names[0]
+    square = a_spec(width=512, height=512, cutouts=2, clip_models=(clip,))
+    pan = a_spec(width=768, height=512, cutouts=2, clip_models=(clip,))
+    _, dearest = dearest_job(tiny_models, WorkerOptions(cutouts=4), "fp32")
+    room = max(2 * dearest, counted.cost(square) + counted.cost(pan) - 2**20)
+    assert counted.cost(square) + counted.cost(pan) > room
+    served = serve(memory_limit_gb=(counted.held + room) / GIB, max_batch=4, precision="fp32")
+    assert served.worker.max_batch == 2
+    served.start()
+    for start in (
+        served.job(1, 3, width=512, height=512),
+        served.job(2, 2, width=768, height=512),
+        served.job(3, 1),
+    ):
+        served.worker.submit(start)
+    for job_id in (1, 2, 3):
+        served.channel.wait_for(Finished, job_id)
+    drawn_together = {tuple(sorted(busy)) for busy in served.channel.busy}
+    assert (2, 3) in drawn_together  # the small one fits beside the pan
+    assert not any({1, 2} <= set(busy) or {1, 3} <= set(busy) for busy in drawn_together)
 
 
 def test_a_step_that_fails_fails_the_jobs_it_drew_and_the_worker_goes_on(

@@ -32,6 +32,7 @@ from bot.jobs.events import (
 )
 from bot.jobs.store import JobRow, JobStatus
 from bot.limits import QUALITY_NAMES
+from generator.contract.edits import ENCODED
 from generator.contract.jobs import JobSpec
 from generator.contract.quality import DEFAULT_QUALITY
 from generator.contract.reasons import reason_of
@@ -193,15 +194,24 @@ def card(
 
 
 def edit_line(language: str, spec: JobSpec) -> str:
-    """What edit a job is, of which picture: "Vary (Region) of job 12: B2, B3, C2"."""
+    """What edit a job is, of which picture: "Vary (Region) of job 12: B2, B3, C2"; for an edit
+    whose tokens came from the encoder, a line saying so."""
     assert spec.edit is not None
-    edit = tr(language, edit_name(spec.edit.kind, spec.edit.direction))
+    edit = tr(language, edit_name(spec.edit.kind, spec.edit.direction, spec.edit.factor))
     cells = ", ".join(spec.edit.cells)
     if spec.parent is None:
         of = N_("{edit} of a picture given: {cells}") if cells else N_("{edit} of a picture given")
-        return tr(language, of, edit=edit, cells=cells)
-    of = N_("{edit} of job {job}: {cells}") if cells else N_("{edit} of job {job}")
-    return tr(language, of, edit=edit, job=spec.parent.id, cells=cells)
+        line = tr(language, of, edit=edit, cells=cells)
+    else:
+        of = N_("{edit} of job {job}: {cells}") if cells else N_("{edit} of job {job}")
+        line = tr(language, of, edit=edit, job=spec.parent.id, cells=cells)
+    if spec.edit.kind not in ENCODED:
+        return line
+    lossy = N_(
+        "The picture was scaled and turned back into tokens by the dVAE encoder, the one "
+        "lossy step: fine detail may differ."
+    )
+    return f"{line}\n{tr(language, lossy)}"
 
 
 def queued_lines(language: str, position: int, waiting: int, eta_s: float | None) -> list[str]:
@@ -339,7 +349,11 @@ def _wish(
 
 def _ended_lines(language: str, job: JobRow) -> list[str]:
     if job.status == JobStatus.FAILED:
-        return [quote(render_notice(language, job.error), 300)] if job.error else []
+        # Why, in the card's language and, where the requester's differs, in theirs too: it
+        # tells them what to change.
+        asked_in = () if job.language in (None, language) else (job.language,)
+        error = job.error
+        return [quote(render_notice(lang, error), 300) for lang in (language, *asked_in) if error]
     if job.started_at is None:  # cancelled while it waited
         return []
     return finished_lines(language, job)

@@ -23,10 +23,10 @@ from bot.front.checks import member_of
 from bot.front.forms import WordsForm
 from bot.i18n import N_, SOURCE_LANGUAGE, language_of, tr
 from bot.jobs.desk import FrontDesk, Member
-from bot.jobs.edits import EDIT_NAMES, Editing, Kind, Offer, Origin, edit_name
+from bot.jobs.edits import EDIT_NAMES, UPSCALE_SUBTLE, Editing, EditPress, Offer, Origin
 from bot.jobs.spec import Refused
 from bot.jobs.store import JobRow
-from generator.contract.edits import CELL_LABELS, EDIT_KINDS, EditKind, PanDirection
+from generator.contract.edits import CELL_LABELS, EDIT_KINDS, EditKind
 
 TARGET = r"(?P<target>j[0-9]+|o[0-9a-f]{8})"
 CELLS_TEMPLATE = rf"edit:cells:{TARGET}"
@@ -198,45 +198,68 @@ class EditControls:
         self,
         member: Member,
         target: str,
-        kind: Kind,
+        press: EditPress,
         words: str | None = None,
         *,
         cells: tuple[str, ...] = (),
-        direction: PanDirection | None = None,
     ) -> str:
         """The edit, of `target` as it is when the member sends it."""
         origin = self.origin(target, member)
         if isinstance(origin, str):
             return origin
-        return await self.editing.edit(
-            member, origin, kind, words=words, cells=cells, direction=direction
-        )
+        return await self.editing.edit(member, origin, press, words=words, cells=cells)
 
     async def pressed(
-        self,
-        interaction: discord.Interaction,
-        member: Member,
-        origin: Origin,
-        kind: Kind,
-        direction: PanDirection | None = None,
+        self, interaction: discord.Interaction, member: Member, origin: Origin, press: EditPress
     ) -> None:
-        """A Vary, pan or Make Square button, on a card (Vary: or on an offer)."""
+        """An edit's button, on a card (a Vary: or on an offer)."""
         if isinstance(origin, JobRow) and (refusal := self.editing.refusal(member, origin)):
             await _say(interaction, refusal)
-        elif kind == "region":
+        elif press.kind == "region":
             await self._pick_region(interaction, member, origin)
         elif self.editing.remix(member) or not self.editing.words(origin):
             target = target_of(origin)
 
             async def vary(asker: Member, words: str) -> str:
-                return await self._edit(asker, target, kind, words, direction=direction)
+                return await self._edit(asker, target, press, words)
 
             words, language = self.editing.words(origin), member.language
-            form = WordsForm(tr(language, edit_name(kind, direction)), words, vary, language)
+            form = WordsForm(tr(language, press.name), words, vary, language)
             await interaction.response.send_modal(form)
         else:
-            answer = await self.editing.edit(member, origin, kind, direction=direction)
+            await _say(interaction, await self.editing.edit(member, origin, press))
+
+    async def upscale_subtly(
+        self, interaction: discord.Interaction, member: Member, job: JobRow
+    ) -> None:
+        """Upscale (Subtle): the card's picture at twice its size (Lanczos), posted in the
+        channel at once; nothing is drawn or queued."""
+        language = member.language
+        if (refusal := self.editing.may_edit(member, job)) is not None:
+            await _say(interaction, refusal)
+            return
+        attachment = card_picture(interaction.message, job.id)
+        if attachment is None:
+            answer = tr(language, "This card shows no picture, so there is nothing to upscale.")
             await _say(interaction, answer)
+            return
+        await interaction.response.defer(thinking=True)
+        try:
+            png = await self.editing.upscaled_subtly(upload_of(attachment), language)
+        except Refused as error:
+            await interaction.edit_original_response(content=str(error))
+            return
+        name = f"pseudo-dalle-{job.id}-upscaled.png"
+        bigger = discord.File(io.BytesIO(png), filename=name, spoiler=attachment.is_spoiler())
+        said = tr(
+            language,
+            "{edit} of job {job}: twice the size with the Lanczos filter; nothing was drawn.",
+            edit=tr(language, UPSCALE_SUBTLE),
+            job=job.id,
+        )
+        await interaction.edit_original_response(
+            content=said, attachments=[bigger], allowed_mentions=discord.AllowedMentions.none()
+        )
 
     async def reroll(self, interaction: discord.Interaction, member: Member, job: JobRow) -> None:
         """Reroll with Remix on: the form first."""
@@ -301,7 +324,7 @@ class EditControls:
             return
 
         async def redraw(asker: Member, words: str) -> str:
-            return await self._edit(asker, target, "region", words, cells=cells)
+            return await self._edit(asker, target, EditPress("region"), words, cells=cells)
 
         language = member.language
         form = WordsForm(
@@ -320,4 +343,4 @@ class EditControls:
         if isinstance(origin, str):
             await _say(interaction, origin)
             return
-        await self.pressed(interaction, member, origin, kind)
+        await self.pressed(interaction, member, origin, EditPress(kind))

@@ -21,8 +21,9 @@ from bot.front.checks import member_of
 from bot.front.edits import EditControls
 from bot.i18n import N_, SOURCE_LANGUAGE, tr
 from bot.jobs.desk import FrontDesk
-from bot.jobs.edits import EDIT_NAMES
-from generator.contract.edits import EditKind, PanDirection
+from bot.jobs.edits import UPSCALE_SUBTLE, EditPress
+from generator.contract.edits import UPSCALE_FACTOR, PanDirection
+from generator.contract.settings import MAX_SIDE
 
 
 class Action(StrEnum):
@@ -39,52 +40,63 @@ class Action(StrEnum):
     PAN_UP = "up"
     PAN_DOWN = "down"
     SQUARE = "square"
+    ZOOM_OUT_15 = "zoom15"
+    ZOOM_OUT_2 = "zoom2"
+    UPSCALE_SUBTLE = "upsubtle"
+    UPSCALE_CREATIVE = "upcreative"
 
 
-EDITS: dict[Action, EditKind] = {
-    Action.SUBTLE: "subtle",
-    Action.STRONG: "strong",
-    Action.REGION: "region",
-}
 PANS: dict[Action, PanDirection] = {
     Action.PAN_LEFT: "left",
     Action.PAN_RIGHT: "right",
     Action.PAN_UP: "up",
     Action.PAN_DOWN: "down",
 }
+ZOOMS: dict[Action, float] = {Action.ZOOM_OUT_15: 1.5, Action.ZOOM_OUT_2: 2.0}
+# The buttons that queue an edit (`bot.front.edits` takes them over).
+EDIT_PRESSES: dict[Action, EditPress] = {
+    Action.SUBTLE: EditPress("subtle"),
+    Action.STRONG: EditPress("strong"),
+    Action.REGION: EditPress("region"),
+    **{action: EditPress("pan", direction=direction) for action, direction in PANS.items()},
+    Action.SQUARE: EditPress("square"),
+    **{action: EditPress("zoom", factor=factor) for action, factor in ZOOMS.items()},
+    Action.UPSCALE_CREATIVE: EditPress("upscale"),
+}
 LOOKS: dict[Action, tuple[str, discord.ButtonStyle]] = {
     Action.CANCEL: (N_("Cancel"), discord.ButtonStyle.danger),
     Action.REROLL: (N_("Reroll"), discord.ButtonStyle.primary),
     Action.CONTINUE: (N_("Continue"), discord.ButtonStyle.secondary),
-    **{action: (EDIT_NAMES[kind], discord.ButtonStyle.secondary) for action, kind in EDITS.items()},
     Action.DELETE: (N_("Delete"), discord.ButtonStyle.secondary),
     Action.REPORT: (N_("Report"), discord.ButtonStyle.secondary),
+    Action.UPSCALE_SUBTLE: (UPSCALE_SUBTLE, discord.ButtonStyle.secondary),
+    **{
+        action: (press.name, discord.ButtonStyle.secondary)
+        for action, press in EDIT_PRESSES.items()
+    },
     # The pans as arrows, grouped on one row: a pan grows the canvas by half on that side.
     Action.PAN_LEFT: ("⬅", discord.ButtonStyle.secondary),
     Action.PAN_RIGHT: ("➡", discord.ButtonStyle.secondary),
     Action.PAN_UP: ("⬆", discord.ButtonStyle.secondary),
     Action.PAN_DOWN: ("⬇", discord.ButtonStyle.secondary),
-    Action.SQUARE: (EDIT_NAMES["square"], discord.ButtonStyle.secondary),
 }
-# A card's buttons, row by row (Discord shows at most 5 a row): what makes more of the picture
-# first, then what is done with it.
+# A card's buttons, row by row (Discord shows at most 5 a row, and 5 rows): what makes more of
+# the picture first, then what grows its canvas, then what is done with it.
 Rows = tuple[tuple[Action, ...], ...]
 ON_ACTIVE_CARDS: Rows = ((Action.CANCEL,),)
-ON_FINISHED_CARDS: Rows = (
-    (Action.REROLL, Action.CONTINUE, Action.SUBTLE, Action.STRONG, Action.REGION),
-    (Action.PAN_LEFT, Action.PAN_RIGHT, Action.PAN_UP, Action.PAN_DOWN),
-    (Action.DELETE, Action.REPORT),
-)
-ON_FINISHED_OBLONG_CARDS: Rows = (
-    ON_FINISHED_CARDS[0],
-    (*ON_FINISHED_CARDS[1], Action.SQUARE),
-    ON_FINISHED_CARDS[2],
-)
+AGAIN_ROW = (Action.REROLL, Action.CONTINUE, Action.SUBTLE, Action.STRONG, Action.REGION)
+PAN_ROW = (Action.PAN_LEFT, Action.PAN_RIGHT, Action.PAN_UP, Action.PAN_DOWN)
+ZOOM_ROW = (Action.ZOOM_OUT_15, Action.ZOOM_OUT_2, Action.UPSCALE_SUBTLE)
+LAST_ROW = (Action.DELETE, Action.REPORT)
 
 
 def finished_rows(width: int, height: int) -> Rows:
-    """A finished card's buttons: Make Square only for a picture that is not square."""
-    return ON_FINISHED_CARDS if width == height else ON_FINISHED_OBLONG_CARDS
+    """A finished card's buttons: Make Square only for a picture that is not square, Upscale
+    (Creative) only for one whose double is within the largest side."""
+    pans = PAN_ROW if width == height else (*PAN_ROW, Action.SQUARE)
+    doubled = UPSCALE_FACTOR * max(width, height) <= MAX_SIDE
+    zooms = (*ZOOM_ROW, Action.UPSCALE_CREATIVE) if doubled else ZOOM_ROW
+    return (AGAIN_ROW, pans, zooms, LAST_ROW)
 
 
 TEMPLATE = rf"draw:(?P<action>{'|'.join(Action)}):(?P<job>[0-9]+)"
@@ -124,14 +136,11 @@ def presses(desk: FrontDesk, edits: EditControls) -> OnPress:
 
     async def on_press(interaction: discord.Interaction, action: Action, job_id: int) -> None:
         member, job = member_of(interaction), desk.store.job(job_id)
-        if job is not None and action in EDITS:
-            await edits.pressed(interaction, member, job, EDITS[action])
+        if job is not None and action in EDIT_PRESSES:
+            await edits.pressed(interaction, member, job, EDIT_PRESSES[action])
             return
-        if job is not None and action in PANS:
-            await edits.pressed(interaction, member, job, "pan", PANS[action])
-            return
-        if job is not None and action == Action.SQUARE:
-            await edits.pressed(interaction, member, job, "square")
+        if job is not None and action == Action.UPSCALE_SUBTLE:
+            await edits.upscale_subtly(interaction, member, job)
             return
         if job is not None and action == Action.REROLL and edits.editing.remix(member):
             await edits.reroll(interaction, member, job)

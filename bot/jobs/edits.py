@@ -1,12 +1,16 @@
 """Edits of a picture: Vary (Subtle), Vary (Strong) and Vary (Region) of a job's picture, or of
-a picture pseudo-dalle drew that a member gave, in plain values, without Discord.
+a picture pseudo-dalle drew that a member gave, and the edits of a job's canvas (the pans, Make
+Square, Zoom Out, Upscale), in plain values, without Discord.
 
 An edit is a job like any other, queued through the front desk (`FrontDesk.submit`): fairly
 with the member's other drawings, under the same limits, barring and prompt rules, at its
 parent's quality, and at its picture's size, since it starts from the picture's tokens
 (`generator.contract.edits`). Those are a job's `continue_state`, kept `[storage] keep_days`, or
-the grid a given PNG carries; the picture itself keeps them after the state is gone. Only the
-member who drew a job, or a server admin, may edit it.
+the grid a given PNG carries; the picture itself keeps them after the state is gone. A pan's
+and Make Square's new canvas is made here, from the tokens alone; a zoom out's and Upscale
+(Creative)'s by the worker, which holds the dVAE encoder. Upscale (Subtle) draws nothing and is
+no job: the card's picture, scaled up with Lanczos (`upscaled_subtly`). Only the member who drew
+a job, or a server admin, may edit it.
 
 A given picture's grid is too big for a button's custom_id, so it is offered (`Offer`) to the
 member who gave it and kept in memory, at most `MAX_OFFERS` of them for `OFFER_KEEP_S` each;
@@ -20,9 +24,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
+import json
 import secrets
 import time
 from dataclasses import dataclass, field, replace
+
+from PIL import PngImagePlugin
 
 from bot.i18n import N_, tr
 from bot.jobs.desk import FrontDesk, Member
@@ -31,9 +39,10 @@ from bot.jobs.region import labelled_grid
 from bot.jobs.spec import Ask, Edit, Refused, refused
 from bot.jobs.store import JobRow
 from bot.limits import effective
-from generator.contract.canvas import panned, squared
+from generator.contract.canvas import panned, squared, upscaled_grid
 from generator.contract.edits import (
     CELL_LABELS,
+    EDIT_KEY,
     CanvasKind,
     EditKind,
     EditSpec,
@@ -49,18 +58,21 @@ from generator.contract.prompts import clean_text
 from generator.contract.quality import DEFAULT_QUALITY
 from generator.contract.reasons import EDIT_SQUARE_ALREADY, EDIT_TOKENS_DAMAGED
 from generator.contract.settings import SIDE_MULTIPLE
-from generator.intake.edits import EditSource
+from generator.intake.edits import EditSource, upscaled_subtly
 
 OFFER_KEEP_S = 3600.0
 MAX_OFFERS = 200  # each holds a grid's state: about 22 KB of base64 at 512x512
-# The names of the edits the bot offers, by `EditSpec.kind` (the contract also declares edits
-# of the canvas, which the bot does not offer).
+# The names of the edits, by `EditSpec.kind` (a pan's by its direction, a zoom out's by its
+# factor), and of Upscale (Subtle), which the bot does itself: it draws nothing.
 EDIT_NAMES: dict[str, str] = {
     "subtle": N_("Vary (Subtle)"),
     "strong": N_("Vary (Strong)"),
     "region": N_("Vary (Region)"),
     "square": N_("Make Square"),
+    "upscale": N_("Upscale (Creative)"),
 }
+ZOOM_NAMES: dict[float, str] = {1.5: N_("Zoom Out 1.5x"), 2.0: N_("Zoom Out 2x")}
+UPSCALE_SUBTLE = N_("Upscale (Subtle)")
 PAN_NAMES: dict[PanDirection, str] = {
     "left": N_("Pan left"),
     "right": N_("Pan right"),
@@ -73,13 +85,35 @@ QUEUED: dict[EditKind | CanvasKind, str] = {
     "region": N_("Redrawing {cells} as job {job}."),
     "pan": N_("Growing the picture as job {job}."),
     "square": N_("Growing the picture as job {job}."),
+    "zoom": N_("Zooming out as job {job}."),
+    "upscale": N_("Upscaling it as job {job}."),
 }
 Kind = EditKind | CanvasKind
 
 
-def edit_name(kind: Kind, direction: PanDirection | None = None) -> str:
-    """The name of an edit, to translate: "Vary (Subtle)", "Pan right"."""
-    return PAN_NAMES[direction] if kind == "pan" and direction is not None else EDIT_NAMES[kind]
+def edit_name(
+    kind: Kind, direction: PanDirection | None = None, factor: float | None = None
+) -> str:
+    """The name of an edit, to translate: "Vary (Subtle)", "Pan right", "Zoom Out 2x"."""
+    if kind == "pan" and direction is not None:
+        return PAN_NAMES[direction]
+    if kind == "zoom" and factor is not None:
+        return ZOOM_NAMES[factor]
+    return EDIT_NAMES[kind]
+
+
+@dataclass(frozen=True)
+class EditPress:
+    """Which edit a member asks for: its kind, and a pan's direction or a zoom out's factor."""
+
+    kind: Kind
+    direction: PanDirection | None = None
+    factor: float | None = None
+
+    @property
+    def name(self) -> str:
+        """Its name, to translate."""
+        return edit_name(self.kind, self.direction, self.factor)
 
 
 @dataclass(frozen=True)
@@ -163,9 +197,8 @@ class Editing:
         )
 
     # -- what an edit needs -----------------------------------------------------------------
-    def refusal(self, member: Member, job: JobRow) -> str | None:
-        """Why `member` may not edit `job`, or None: only its requester or an admin may, and
-        only while its tokens are kept."""
+    def may_edit(self, member: Member, job: JobRow) -> str | None:
+        """Why `member` may not edit `job`, or None: only its requester or an admin may."""
         language = member.language
         if job.guild_id != member.guild_id:
             return tr(language, "There is no job {job} on this server.", job=job.id)
@@ -174,9 +207,16 @@ class Editing:
                 language,
                 "Only the member who asked for this drawing or a server admin can edit it.",
             )
+        return None
+
+    def refusal(self, member: Member, job: JobRow) -> str | None:
+        """Why `member` may not edit `job`, or None: only its requester or an admin may, and
+        only while its tokens are kept."""
+        if (refusal := self.may_edit(member, job)) is not None:
+            return refusal
         if not job.continue_state:
             return tr(
-                language,
+                member.language,
                 "What an edit of this drawing starts from is kept {days:g} days and is gone, "
                 "but its picture carries it too: use Draw from this image on the picture (in "
                 "its message's Apps menu).",
@@ -204,20 +244,29 @@ class Editing:
         except MemberError as error:
             raise refused(language, error) from None
 
+    async def upscaled_subtly(self, upload: Upload, language: str) -> bytes:
+        """Upscale (Subtle) of the picture `upload` (a card's): twice its size with Lanczos, as
+        a PNG that says so. Refused when it cannot be fetched or read."""
+        try:
+            data = await self.desk.intake.fetch(upload)
+            return await asyncio.to_thread(_upscaled_png, data)
+        except MemberError as error:
+            raise refused(language, error) from None
+
     # -- queueing one ----------------------------------------------------------------------
     async def edit(
         self,
         member: Member,
         origin: Origin,
-        kind: Kind,
+        press: EditPress,
         *,
         words: str | None = None,
         cells: tuple[str, ...] = (),
-        direction: PanDirection | None = None,
     ) -> str:
-        """Queue the edit `kind` of `origin` (of the region `cells`; a pan towards `direction`)
-        with `words`, or with the words it was drawn with; what to answer the member."""
-        language = member.language
+        """Queue the edit `press` asks for of `origin` (for a region edit, of the region
+        `cells`) with `words`, or with the words it was drawn with; what to answer the
+        member."""
+        language, kind = member.language, press.kind
         if isinstance(origin, Offer):
             asker, parent, given, ask = member, None, None, Ask(prompt=origin.words)
             drawn_by, source = origin.decoder_sha256, origin.source_sha256
@@ -249,7 +298,9 @@ class Editing:
         try:
             region = pack_free(free_from_cells(chosen, rows, cols)) if kind == "region" else None
             if kind in ("pan", "square"):
-                state, rows, cols, region = _canvas(state, kind, direction)
+                state, rows, cols, region = _canvas(state, kind, press.direction)
+            elif kind == "upscale":  # the worker makes its tokens, from the picture's
+                rows, cols = upscaled_grid(rows, cols)
         except MemberError as error:
             return str(refused(language, error))
         made = EditSpec(
@@ -258,7 +309,8 @@ class Editing:
             free_b64=region,
             cells=chosen,
             source_sha256=source,
-            direction=direction if kind == "pan" else None,
+            direction=press.direction if kind == "pan" else None,
+            factor=press.factor if kind == "zoom" else None,
         )
         edit = Edit(made, state, SIDE_MULTIPLE * cols, SIDE_MULTIPLE * rows)
         full = effective(self.desk.settings(asker.guild_id), self.desk.rules.limits)
@@ -291,3 +343,12 @@ def _canvas(state: str, kind: Kind, direction: PanDirection | None) -> tuple[str
         grown, fresh = squared(grid)
     new_state = base64.b64encode(grown.state()).decode("ascii")
     return new_state, grown.rows, grown.cols, pack_free(fresh)
+
+
+def _upscaled_png(data: bytes) -> bytes:
+    """`upscaled_subtly`'s picture as a PNG whose edit chunk says what made it."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(EDIT_KEY, json.dumps({"kind": "upscale", "method": "lanczos"}))
+    out = io.BytesIO()
+    upscaled_subtly(data).save(out, format="PNG", pnginfo=info)
+    return out.getvalue()

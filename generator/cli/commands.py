@@ -26,7 +26,7 @@ from generator import __version__
 from generator.cli.edits import check_decoder, edit_base, edit_plan, read_source
 from generator.cli.parser import add_draw_options, add_text_encoder_options
 from generator.cli.pictures import PictureArg, add_encoder_option, read_picture
-from generator.contract.edits import EDIT_KEY
+from generator.contract.edits import EDIT_KEY, ENCODED
 from generator.contract.encoders import (
     choose_encoder,
 )
@@ -244,7 +244,7 @@ def _edit(args: argparse.Namespace) -> int:
     _start(args)
     try:
         source = read_source(args)
-        if args.upscale is not None:
+        if args.upscale == "subtle":
             return _upscale(args, source)
         plan = edit_plan(args, source)
         base = edit_base(args, source, preset(args.quality).iterations)
@@ -254,16 +254,16 @@ def _edit(args: argparse.Namespace) -> int:
         models = models_from_args(args)
         check_decoder(args.picture, source.grid, models.decoder_sha256)
         multilingual = _multilingual(args, models) if text_encoder != "clip" else None
-        from generator.method.canvas import zoomed
         from generator.method.edits import edit_job
 
         grid, fresh = plan.grid, None
-        if plan.spec.factor is not None:
+        if plan.spec.kind in ENCODED:
+            from generator.method.canvas import encoded_canvas
             from generator.method.engine import Engine
 
             encoder = _picture_encoder(args, models)
             engine = Engine(models, picture_encoder=lambda: encoder)
-            grid, fresh = zoomed(engine, grid, plan.spec.factor)
+            grid, fresh = encoded_canvas(engine, grid, plan.spec, source.tile)
         job = dataclasses.replace(base, text_encoder=text_encoder)
         job = edit_job(job, grid, plan.spec, fresh)
         settings = _settings_from_args(args, grid.size, source.tile)
@@ -278,15 +278,12 @@ def _edit(args: argparse.Namespace) -> int:
 def _upscale(args: argparse.Namespace, source: EditSource) -> int:
     """Upscale (Subtle): twice the size with Lanczos, the PNG saying so. Nothing is drawn, so
     the result carries no token grid: edit the picture it came from instead."""
-    from PIL import Image
-
+    from generator.intake.edits import upscaled_subtly
     from generator.method.output import png_bytes, write_atomically
 
     out = args.out or Path(f"{args.picture.stem}-upscaled.png")
-    with Image.open(args.picture) as image:
-        picture = image.convert("RGB")
-    width, height = picture.size
-    bigger = picture.resize((2 * width, 2 * height), Image.Resampling.LANCZOS)
+    bigger = upscaled_subtly(args.picture.read_bytes())  # its size and pixels checked again
+    width, height = source.grid.size
     record = {"kind": "upscale", "method": "lanczos", "parent_sha256": source.sha256}
     metadata = {"prompt": source.prompt, EDIT_KEY: json.dumps(record, separators=(",", ":"))}
     try:

@@ -1,6 +1,7 @@
 """`pseudo-dalle edit`'s picture and what to do with it: the token grid a PNG carries, the cells
 of it that a --region box or a --mask picture frees, and the new canvas of a --pan or
---make-square."""
+--make-square (that of --zoom-out and --upscale creative needs the encoder:
+`generator.method.canvas`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from generator.cli.pictures import PictureArg, read_picture
-from generator.contract.canvas import panned, squared
+from generator.contract.canvas import panned, squared, upscaled_grid
 from generator.contract.edits import (
     CanvasKind,
     EditKind,
@@ -56,6 +57,8 @@ def edit_kind(args: argparse.Namespace) -> EditKind | CanvasKind:
         return "square"
     if args.zoom_out is not None:
         return "zoom"
+    if args.upscale == "creative":
+        return "upscale"
     return "region"
 
 
@@ -70,7 +73,8 @@ class Plan:
 
 def edit_plan(args: argparse.Namespace, source: EditSource) -> Plan:
     """The edit the options ask for of `source`. MemberError for a canvas that would grow past
-    the largest side and a square picture asked to be made square."""
+    the largest side and a square picture asked to be made square. A zoom out's and Upscale
+    (Creative)'s canvas is made later, by the encoder (`generator.method.canvas`)."""
     kind, grid = edit_kind(args), source.grid
     fields: dict[str, object] = {
         "decoder_sha256": grid.decoder_sha256,
@@ -90,6 +94,8 @@ def edit_plan(args: argparse.Namespace, source: EditSource) -> Plan:
         grid, free = squared(grid)
     elif kind == "zoom":
         fields["factor"] = args.zoom_out
+    elif kind == "upscale":
+        upscaled_grid(grid.rows, grid.cols)  # refused here, before any model is loaded
     if free is not None:
         fields["free_b64"] = pack_free(free)
     return Plan(EditSpec.model_validate({"kind": kind, **fields}), grid)

@@ -337,9 +337,11 @@ def _add_edit_options(edit: argparse.ArgumentParser) -> None:
     )
     how.add_argument(
         "--upscale",
-        choices=("subtle",),
-        help="subtle: twice the size with Pillow's Lanczos filter, nothing drawn (there is no "
-        "learned upscaler: every one needs weights this project cannot ship)",
+        choices=("subtle", "creative"),
+        help="twice the size. subtle: Pillow's Lanczos filter, nothing drawn (there is no "
+        "learned upscaler: every one needs weights this project cannot ship); creative: the "
+        "picture scaled up, turned into tokens by the dVAE encoder (see --encoder) and drawn "
+        "on briefly at the new size, which costs four times a step's memory and time",
     )
     add_encoder_option(edit)
 

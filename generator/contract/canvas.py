@@ -1,14 +1,15 @@
 """Edits of the canvas, on the token grid: a pan grows it by half on one side, Make Square to its
 long side, each keeping every old token verbatim; a zoom out puts the picture, scaled, in the
-middle of a canvas of its size (`zoom_box`: where; `generator.method.canvas` makes its tokens).
-Each gives the new grid and the mask of the cells that start afresh.
+middle of a canvas of its size (`zoom_box`: where), and Upscale (Creative) doubles it
+(`upscaled_grid`: to what; `generator.method.canvas` makes the tokens of both). Each gives the
+new grid and the mask of the cells that start afresh.
 
 May import the standard library and `generator.contract`; the bot reads it too.
 """
 
 from __future__ import annotations
 
-from generator.contract.edits import PanDirection, TokenGrid
+from generator.contract.edits import UPSCALE_FACTOR, PanDirection, TokenGrid
 from generator.contract.errors import MemberError
 from generator.contract.reasons import EDIT_CANVAS_TOO_BIG
 from generator.contract.settings import MAX_SIDE
@@ -40,11 +41,23 @@ def zoom_box(rows: int, cols: int, factor: float) -> tuple[int, int, int, int]:
     return left, top, left + inner_cols, top + inner_rows
 
 
+def upscaled_grid(rows: int, cols: int) -> tuple[int, int]:
+    """The rows and columns of a picture of `rows` x `cols` cells upscaled; MemberError when it
+    would grow past the largest side."""
+    rows, cols = UPSCALE_FACTOR * rows, UPSCALE_FACTOR * cols
+    _check_side(rows, cols)
+    return rows, cols
+
+
+def _check_side(rows: int, cols: int) -> None:
+    if max(rows, cols) * 8 > MAX_SIDE:
+        raise MemberError(EDIT_CANVAS_TOO_BIG, width=8 * cols, height=8 * rows, most=MAX_SIDE)
+
+
 def _placed(
     grid: TokenGrid, rows: int, cols: int, left: int, top: int
 ) -> tuple[TokenGrid, tuple[bool, ...]]:
-    if max(rows, cols) * 8 > MAX_SIDE:
-        raise MemberError(EDIT_CANVAS_TOO_BIG, width=8 * cols, height=8 * rows, most=MAX_SIDE)
+    _check_side(rows, cols)
     tokens = [0] * (rows * cols)
     fresh = [True] * (rows * cols)
     for row in range(grid.rows):

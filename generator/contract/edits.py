@@ -17,6 +17,10 @@ An edit is a job that starts from those tokens (they travel as a continue state,
 - ``region`` (Vary (Region)): the tokens outside the region never change; those inside start
   afresh and are optimised for the prompt, with cutouts that look at the region and its
   surroundings as well as at the whole picture.
+- the edits of the canvas (`CanvasKind`, `generator.contract.canvas`): a pan and Make Square
+  grow it, every old token kept; a zoom out puts the picture, scaled down, in the middle; and
+  ``upscale`` (Upscale (Creative)) doubles it. The last two take their tokens from the dVAE
+  encoder (`ENCODED`): the worker makes them from the tokens the job carries.
 
 A region is a mask of the grid's cells (`free`: True where a token may change), made from the
 cells of a `REGION_CELLS` x `REGION_CELLS` grid of labels (A1..D4, columns A-D left to right,
@@ -58,12 +62,17 @@ FROZEN = ConfigDict(frozen=True, extra="forbid", strict=True)
 EditKind = Literal["subtle", "strong", "region"]
 EDIT_KINDS: tuple[EditKind, ...] = ("subtle", "strong", "region")
 # Edits of the canvas: pan (it grows by half on one side), make square (it grows to its long
-# side), zoom out (the picture scaled into the middle of a canvas of its size).
-CanvasKind = Literal["pan", "square", "zoom"]
-CANVAS_KINDS: tuple[CanvasKind, ...] = ("pan", "square", "zoom")
+# side), zoom out (the picture scaled into the middle of a canvas of its size), Upscale
+# (Creative) (twice the size, its tokens the dVAE encoder's of the picture scaled up, then drawn
+# on briefly).
+CanvasKind = Literal["pan", "square", "zoom", "upscale"]
+CANVAS_KINDS: tuple[CanvasKind, ...] = ("pan", "square", "zoom", "upscale")
 PanDirection = Literal["left", "right", "up", "down"]
 PAN_DIRECTIONS: tuple[PanDirection, ...] = ("left", "right", "up", "down")
 ZOOM_FACTORS = (1.5, 2.0)
+UPSCALE_FACTOR = 2
+# The edits whose tokens come from the dVAE encoder (of the picture scaled): the worker needs it.
+ENCODED: tuple[CanvasKind, ...] = ("zoom", "upscale")
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,9 @@ EDITS: dict[EditKind | CanvasKind, EditPreset] = {
     "pan": EditPreset(fresh=1.0, strength=1.0, share=0.6),
     "square": EditPreset(fresh=1.0, strength=1.0, share=0.6),
     "zoom": EditPreset(fresh=1.0, strength=1.0, share=0.6),
+    # Every token from the encoder, held as firmly as a subtle Vary's, for a short run: each
+    # step at twice the size costs four of the picture's.
+    "upscale": EditPreset(fresh=0.0, strength=0.5, share=0.15),
 }
 # The edits whose fresh cells are a mask carried with the job (`EditSpec.free_b64`).
 MASKED: tuple[EditKind | CanvasKind, ...] = ("region", "pan", "square")

@@ -104,12 +104,15 @@ VOCAB_SIZE = 8192  # DALL-E's codebook
 LATENT_COPIES = 6
 
 
-def job_bytes(size: int, cutouts: int, clip_models: tuple[str, ...], *, half: bool) -> int:
-    """The memory a `size` x `size` job judged on `cutouts` crops by each of `clip_models`
-    takes besides the models; `half` for bf16 or fp16."""
+def job_bytes(
+    width: int, height: int, cutouts: int, clip_models: tuple[str, ...], *, half: bool
+) -> int:
+    """The memory a `width` x `height` job judged on `cutouts` crops by each of `clip_models`
+    takes besides the models; `half` for bf16 or fp16. The latent and the decoder grow with
+    the pixels, the CLIPs with the cutouts."""
     which = 1 if half else 0
-    latent = LATENT_COPIES * VOCAB_SIZE * (size // 8) ** 2 * 4
-    decoder = DECODER_KEPT_MIB_512[which] * (size / 512) ** 2
+    latent = LATENT_COPIES * VOCAB_SIZE * (width // 8) * (height // 8) * 4
+    decoder = DECODER_KEPT_MIB_512[which] * width * height / 512**2
     clips = cutouts * sum(
         CLIP_KEPT_MIB_PER_CUT.get(clip_label(name), UNKNOWN_CLIP_KEPT)[which]
         for name in clip_models

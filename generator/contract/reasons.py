@@ -143,6 +143,11 @@ OUT_OF_MEMORY_SHARED = _declare(
     "out_of_memory_shared",
     "the GPU ran out of memory; try a smaller size or ask the operator to lower [worker] max_batch",
 )
+JOB_TOO_BIG = _declare(
+    "job_too_big",
+    "this drawing is {width}x{height} pixels and needs about {need} GiB of memory, and its "
+    "worker has {room} GiB for drawings: try a smaller size",
+)
 WORKER_ERROR = _declare("worker_error", "the worker hit an unexpected error")
 CANNOT_START = _declare("cannot_start", "the worker could not start this drawing; its log says why")
 STATE_UNUSABLE = _declare(

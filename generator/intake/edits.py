@@ -3,7 +3,8 @@
 The file is as hostile as any other (`generator.intake.images`): its size and pixels are checked
 before it is decoded, only the PNG decoder reads it, and its text chunks are read within limits
 (Pillow's are lowered here). Nothing but the grid and the prompt is kept; the pixels are
-decoded only to make sure the file is whole and the grid fits it.
+decoded only to make sure the file is whole and the grid fits it. Upscale (Subtle), which needs
+no grid, reads a picture as any other given (`upscaled_subtly`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from generator.contract.edits import MAX_TOKENS_TEXT, TokenGrid, grid_of
+from generator.contract.edits import MAX_TOKENS_TEXT, UPSCALE_FACTOR, TokenGrid, grid_of
 from generator.contract.errors import MemberError
 from generator.contract.images import MAX_INPUT_BYTES
 from generator.contract.reasons import (
@@ -24,7 +25,7 @@ from generator.contract.reasons import (
     PICTURE_DAMAGED,
 )
 from generator.contract.settings import TILES
-from generator.intake.images import check_pixels, check_size, sha256, too_many_pixels
+from generator.intake.images import check_pixels, check_size, reencode, sha256, too_many_pixels
 
 # A text chunk larger than a token grid can be is not read (Pillow's defaults: 1 MB a chunk,
 # 64 MB in all).
@@ -92,3 +93,13 @@ def edit_source_file(path: Path) -> EditSource:
     check_size(path.stat().st_size)
     with path.open("rb") as handle:
         return edit_source(handle.read(MAX_INPUT_BYTES + 1))
+
+
+def upscaled_subtly(data: bytes) -> Image.Image:
+    """Upscale (Subtle) of the picture in `data`: read as any picture given (`reencode`: within
+    the limits, a copy made by the allowed decoders), at twice its size with Pillow's Lanczos
+    filter. ImageInputError for anything that is not a picture within the limits."""
+    with Image.open(io.BytesIO(reencode(data)), formats=["PNG"]) as copy:
+        picture = copy.convert("RGB")
+    size = (UPSCALE_FACTOR * picture.width, UPSCALE_FACTOR * picture.height)
+    return picture.resize(size, Image.Resampling.LANCZOS)

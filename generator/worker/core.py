@@ -1,5 +1,6 @@
 """The worker's core, whatever its transport: it holds the models, admits jobs into one batch
-(up to `max_batch`), steps them, and reports progress, pictures and results on a `Channel`.
+(up to `max_batch`, and as many as its memory holds), steps them, and reports progress,
+pictures and results on a `Channel`.
 
 The transports beside it (`child`: the bot's child process on stdin/stdout; `redis_streams`)
 feed it through `submit`, `cancel`, `abandon` and `close`, from their own threads; the serving
@@ -20,6 +21,7 @@ comes too close to one of the unsafe concepts.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import threading
 import time
@@ -46,6 +48,7 @@ from generator.contract.protocol import (
 from generator.contract.reasons import (
     CANNOT_START,
     COMPILING,
+    JOB_TOO_BIG,
     LOADING_PICTURE_ENCODER,
     OUT_OF_MEMORY,
     OUT_OF_MEMORY_SHARED,
@@ -62,7 +65,7 @@ from generator.method.output import png_bytes, png_metadata
 from generator.method.screening import Screener, highest, pixels
 from generator.models.loaders import Models
 from generator.models.text_encoders import MultilingualEncoder
-from generator.worker.admission import places
+from generator.worker.admission import GIB, Admission, Fit
 from generator.worker.jobs import (
     Refusal,
     answer_meaning,
@@ -116,8 +119,10 @@ class _Running:
 
 class Worker:
     """Draws up to `max_batch` jobs at once in one `Batch` (fewer where the memory left after its
-    models allows fewer: `admission`), admitting waiting jobs and acting on cancellations at
-    step boundaries.
+    models allows fewer, each job counted at its own size: `admission`), admitting waiting jobs
+    in order and acting on cancellations at step boundaries. A job that does not fit beside
+    those being drawn waits, first in line, for one to end; one that does not fit alone is
+    refused.
 
     `serve` runs in one thread; `submit`, `cancel`, `abandon`, `close` and `busy` are safe to
     use from any other. Without a `screener`, the pictures of jobs that ask for screening go out
@@ -135,16 +140,20 @@ class Worker:
         metrics: WorkerMetrics | None = None,
         screener: Screener | None = None,
     ) -> None:
+        self._admitting: int | None = None  # the job `_admit` is starting, told of slow loads
         self.engine = Engine(
             models,
             cuda_graphs=None if options.cuda_graphs else False,
             multilingual=multilingual,
-            picture_encoder=picture_encoder,
+            picture_encoder=None
+            if picture_encoder is None
+            else functools.partial(self._load_encoder, picture_encoder),
         )
         self.options = options
         self.precision = resolve_precision(options.precision, models.device)
         self.channel = channel
-        self.max_batch = places(models, options, self.precision)
+        self.admission = Admission(models, options, self.precision)
+        self.max_batch = self.admission.places
         self.metrics = metrics  # told at progress reports and job ends, never at every step
         self.screener = screener
         self._compiled_sizes: set[tuple[int, int]] = set()
@@ -231,8 +240,16 @@ class Worker:
                     return False
                 if not self._waiting:
                     return True
-                start = self._waiting.popleft()
-            self._admit(start)
+                start = self._waiting[0]
+                drawing = [entry.start.spec for entry in self._running.values()]
+                fit = self.admission.fit(start.spec, drawing)
+                if fit is Fit.LATER:  # it waits, first in line, for the memory to free up
+                    return True
+                self._waiting.popleft()
+            if fit is Fit.NEVER:
+                self._too_big(start)
+            else:
+                self._admit(start)
         with self._lock:
             return not self._closed
 
@@ -257,11 +274,10 @@ class Worker:
         try:
             check_drawable(spec, self.engine.models.clip_names, self.options)
             settings = draw_settings(spec, self.options, self.precision)
-            job = engine_job(start, settings, self.engine.models)
+            self._admitting = start.job_id
+            job = engine_job(start, settings, self.engine)
             if spec.screening.meaning:
                 check_meaning(self.engine, self.screener, job, settings, start.job_id)
-            if job.init_image is not None and not self.engine.picture_encoder_loaded:
-                self.channel.send(Preparing(start.job_id, LOADING_PICTURE_ENCODER.code))
             handle = self._batch.add(job, settings)
         except (Refusal, MemberError) as error:
             self._fail(start.job_id, error.reason, error.values)
@@ -278,6 +294,8 @@ class Worker:
             log.exception("job %s could not start", start.job_id)
             self._fail(start.job_id, WORKER_ERROR)
             return
+        finally:
+            self._admitting = None
         now = time.monotonic()
         self._running[handle] = _Running(start, began=now, last_sent=now)
         self._busy = self._job_ids()
@@ -285,6 +303,32 @@ class Worker:
         if self.options.compile and size not in self._compiled_sizes:
             self._compiled_sizes.add(size)
             self.channel.send(Preparing(start.job_id, COMPILING.code))
+
+    def _load_encoder(self, load: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        """Load the dVAE encoder when a job first needs it, telling that job's card why it waits."""
+        if self._admitting is not None:
+            self.channel.send(Preparing(self._admitting, LOADING_PICTURE_ENCODER.code))
+        return load()
+
+    def _too_big(self, start: StartJob) -> None:
+        """Refuse a job that would not fit this worker's memory even alone."""
+        spec, room = start.spec, self.admission.room or 0
+        need = self.admission.cost(spec)
+        log.warning(
+            "job %s (%dx%d) needs %.1f GiB and %.1f GiB is left after the models: refused",
+            start.job_id,
+            spec.width,
+            spec.height,
+            need / GIB,
+            room / GIB,
+        )
+        values: dict[str, str | int] = {
+            "width": spec.width,
+            "height": spec.height,
+            "need": f"{need / GIB:.1f}",
+            "room": f"{max(room, 0) / GIB:.1f}",
+        }
+        self._fail(start.job_id, JOB_TOO_BIG, values)
 
     def _fail(
         self, job_id: int, reason: Reason, values: dict[str, str | int] | None = None

@@ -18,7 +18,7 @@ import logging
 
 import torch
 
-from generator.contract.edits import EditSpec, TokenGrid
+from generator.contract.edits import UPSCALE_FACTOR, EditSpec, TokenGrid
 from generator.contract.errors import GeneratorError, MemberError
 from generator.contract.images import ImageInput
 from generator.contract.jobs import JobSpec, PictureRef
@@ -42,11 +42,11 @@ from generator.contract.reasons import (
 from generator.contract.screening import Concept
 from generator.contract.settings import DrawSettings, Job
 from generator.contract.weights import clip_label
+from generator.method.canvas import encoded_canvas
 from generator.method.edits import edit_job
 from generator.method.engine import Engine
 from generator.method.latent import unpack_state
 from generator.method.screening import Screener
-from generator.models.loaders import Models
 
 log = logging.getLogger("pseudo_dalle.worker")
 
@@ -130,11 +130,13 @@ def answer_meaning(
     )
 
 
-def engine_job(start: StartJob, settings: DrawSettings, models: Models) -> Job:
-    """The job to add to the batch. Refusal when its state or its pictures cannot be used, or
-    when it edits a picture another decoder drew; PromptError for a prompt that cannot be read,
-    SettingsError for a job the engine refuses."""
-    spec = start.spec
+def engine_job(start: StartJob, settings: DrawSettings, engine: Engine) -> Job:
+    """The job to add to the batch (for a zoom out and Upscale (Creative), its tokens made by
+    the dVAE encoder, loaded first if need be). Refusal when its state or its pictures cannot
+    be used, or when it edits a picture another decoder drew; PromptError for a prompt that
+    cannot be read, SettingsError for a job the engine refuses (or one needing an encoder that
+    is not configured)."""
+    spec, models = start.spec, engine.models
     pictures = _Pictures(start)
     job = Job(
         spec.prompt,
@@ -147,12 +149,15 @@ def engine_job(start: StartJob, settings: DrawSettings, models: Models) -> Job:
         image_prompts=tuple(pictures.image(ref) for ref in spec.image_prompts),
         auto_stop=spec.auto_stop,
     )
-    return job if spec.edit is None else _edit(start, spec.edit, job, settings, models)
+    return job if spec.edit is None else _edit(start, spec.edit, job, settings, engine)
 
 
-def _edit(start: StartJob, edit: EditSpec, job: Job, settings: DrawSettings, models: Models) -> Job:
+def _edit(start: StartJob, edit: EditSpec, job: Job, settings: DrawSettings, engine: Engine) -> Job:
     """`job` as the edit of the token grid its init state holds: started from those tokens as
-    firmly as the edit says, or, for a region edit, keeping every token outside the region."""
+    firmly as the edit says, or, for a region edit and a canvas's new part, keeping every token
+    outside the cells that start afresh. A zoom out and Upscale (Creative) start from the
+    encoder's tokens of the picture scaled (`encoded_canvas`); the others' canvas came made."""
+    models = engine.models
     try:
         grid = TokenGrid.from_state(_state_bytes(start), models.decoder_sha256)
     except MemberError:
@@ -160,11 +165,14 @@ def _edit(start: StartJob, edit: EditSpec, job: Job, settings: DrawSettings, mod
         raise Refusal(STATE_UNUSABLE) from None
     if edit.decoder_sha256 is not None and edit.decoder_sha256 != models.decoder_sha256:
         raise Refusal(EDIT_OTHER_DECODER, decoder=edit.decoder_sha256[:12])
-    if (grid.rows, grid.cols, grid.vocab) != (*settings.token_grid, models.vocab_size):
+    scale = UPSCALE_FACTOR if edit.kind == "upscale" else 1
+    drawn = (scale * grid.rows, scale * grid.cols, grid.vocab)
+    if drawn != (*settings.token_grid, models.vocab_size):
         log.warning("job %s: its token grid is not one of its size and decoder", start.job_id)
         raise Refusal(STATE_UNUSABLE)
+    canvas, fresh = encoded_canvas(engine, grid, edit, settings.tile)
     try:
-        return edit_job(job, grid, edit)
+        return edit_job(job, canvas, edit, fresh)
     except ValueError as error:
         log.warning("job %s: its region cannot be used: %s", start.job_id, error)
         raise Refusal(STATE_UNUSABLE) from None
