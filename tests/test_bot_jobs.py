@@ -33,7 +33,7 @@ from .bot_harness import (
     write_config,
 )
 from .conftest import ModelFiles
-from .fake_discord import ADMIN, ALICE, BOB, CHANNEL_ID, FakeDiscord
+from .fake_discord import ADMIN, ALICE, BOB, CHANNEL_ID, YUKI, FakeDiscord
 from .fake_workers import FakeWorkers
 
 pytestmark = pytest.mark.e2e
@@ -145,8 +145,9 @@ def test_what_the_workers_report_reaches_the_card_in_the_members_words(
             config,
             workers,
         ):
-            workers.join(places=3, clip_models=(config.models.clip,))
-            for job, member in ((1, ALICE), (2, BOB), (3, ADMIN)):
+            workers.join(places=4, clip_models=(config.models.clip,))
+            # Yuki's Discord is in Japanese, the others' in English.
+            for job, member in ((1, YUKI), (2, BOB), (3, ADMIN), (4, ALICE)):
                 await fake.reply_to(await fake.command(member, "draw", prompt=f"a boat {job}"))
                 await workers.next_job(job)
             workers.prepare(1, COMPILING.code)
@@ -154,11 +155,16 @@ def test_what_the_workers_report_reaches_the_card_in_the_members_words(
             workers.fail(1, OUT_OF_MEMORY.code)
             workers.fail(2, MISSING_MODEL.code, {"model": "ViT-B/16"})
             workers.fail(3, PROMPT_TOO_LONG_FOR_CLIP.code, {"part": "a boat 3", "most": 75})
-            failed = [await wait_for_card(fake, job, "描けませんでした") for job in (1, 2, 3)]
+            workers.fail(4, OUT_OF_MEMORY.code)
+            failed = [await wait_for_card(fake, job, "描けませんでした") for job in (1, 2, 3, 4)]
             assert "メモリ" in text_of(failed[0])
             assert "ViT-B/16" in text_of(failed[1])
             assert "75" in text_of(failed[2])
-            assert all("the GPU" not in text_of(card) for card in failed)
+            # The server's language for all; the requester's too where it differs, so that an
+            # English member of a Japanese server reads what to change.
+            assert "the GPU" not in text_of(failed[0])
+            assert "メモリ" in text_of(failed[3])
+            assert "the GPU ran out of memory" in text_of(failed[3])
 
     run(scenario())
 

@@ -157,6 +157,10 @@ def test_a_japanese_member_sees_japanese_and_an_english_one_english(
                 "➡",
                 "⬆",
                 "⬇",
+                "ズームアウト 1.5倍",
+                "ズームアウト 2倍",
+                "拡大（控えめ）",
+                "拡大（クリエイティブ）",
                 "削除",
                 "報告",
             ]
