@@ -124,7 +124,10 @@ def test_doctor_reports_without_showing_the_token(
     assert f"dVAE decoder (local file): {model_files.decoder_pickle}" in out
     assert "no published SHA-256" in out
     assert "dVAE encoder (pictures in): missing at " in out
-    assert "(downloaded by the first job that starts from a picture from https://cdn" in out
+    assert (
+        "(downloaded by the first job that starts from a picture, zooms out or upscales "
+        "creatively from https://cdn" in out
+    )
     assert f"database: {tmp_path / 'jobs.sqlite3'}" in out
     assert "1 queued" in out
     assert "moderation: prompts are checked against 0 blocked term(s) of the operator" in out

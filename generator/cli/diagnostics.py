@@ -99,7 +99,10 @@ def weight_lines(
         lines.append(_weight_line("dVAE decoder", cache_dir / spec.filename, spec))
     else:
         lines.append(_weight_line("dVAE decoder (local file)", Path(decoder).expanduser(), None))
-    label, when = "dVAE encoder (pictures in)", "by the first job that starts from a picture"
+    label, when = (
+        "dVAE encoder (pictures in)",
+        ("by the first job that starts from a picture, zooms out or upscales creatively"),
+    )
     if encoder.startswith(("http://", "https://")):
         spec = encoder_spec(encoder)
         lines.append(_weight_line(label, cache_dir / spec.filename, spec, when))

@@ -56,7 +56,8 @@ class ModelChoice(BaseModel):
     decoder: str = Field(DEFAULT_DECODER_URL, description="dVAE decoder URL or file")
     encoder: str = Field(
         DEFAULT_ENCODER_URL,
-        description="dVAE encoder URL or file, loaded for the first job that starts from a picture",
+        description="dVAE encoder URL or file, loaded for the first job that starts from a "
+        "picture, zooms out or upscales creatively",
     )
     cache_dir: str = Field("", description="where downloaded weights live; empty: the default")
     offline: bool = Field(False, description="never download; cached or local files only")
