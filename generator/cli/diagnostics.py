@@ -99,10 +99,8 @@ def weight_lines(
         lines.append(_weight_line("dVAE decoder", cache_dir / spec.filename, spec))
     else:
         lines.append(_weight_line("dVAE decoder (local file)", Path(decoder).expanduser(), None))
-    label, when = (
-        "dVAE encoder (pictures in)",
-        ("by the first job that starts from a picture, zooms out or upscales creatively"),
-    )
+    label = "dVAE encoder (pictures in)"
+    when = "by the first job that starts from a picture, zooms out or upscales creatively"
     if encoder.startswith(("http://", "https://")):
         spec = encoder_spec(encoder)
         lines.append(_weight_line(label, cache_dir / spec.filename, spec, when))
