@@ -21,6 +21,7 @@ from generator.contract.reasons import (
     MISSING_MODEL,
     OUT_OF_MEMORY,
     PROMPT_TOO_LONG_FOR_CLIP,
+    WAITING_FOR_MEMORY,
 )
 
 from .bot_harness import (
@@ -151,7 +152,10 @@ def test_what_the_workers_report_reaches_the_card_in_the_members_words(
                 await fake.reply_to(await fake.command(member, "draw", prompt=f"a boat {job}"))
                 await workers.next_job(job)
             workers.prepare(1, COMPILING.code)
-            await wait_for_card(fake, 1, "描画中", containing="ネットワークをコンパイル")
+            compiling = await wait_for_card(fake, 1, "描画中", containing="コンパイル")
+            assert "512x512 用に" in text_of(compiling)
+            workers.prepare(2, WAITING_FOR_MEMORY.code)
+            await wait_for_card(fake, 2, "描画中", containing="準備中: この絵のためのメモリが空く")
             workers.fail(1, OUT_OF_MEMORY.code)
             workers.fail(2, MISSING_MODEL.code, {"model": "ViT-B/16"})
             workers.fail(3, PROMPT_TOO_LONG_FOR_CLIP.code, {"part": "a boat 3", "most": 75})

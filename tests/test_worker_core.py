@@ -54,6 +54,7 @@ from generator.contract.reasons import (
     PROMPT_WEIGHT_NOT_FINITE,
     STATE_UNUSABLE,
     TOO_MANY_CUTOUTS,
+    WAITING_FOR_MEMORY,
     WORKER_ERROR,
 )
 from generator.contract.timelapse import FRAME_MS, HOLD_MS
@@ -576,6 +577,12 @@ def test_a_job_that_fits_only_alone_waits_for_the_one_drawn_to_finish(
         served.worker.submit(start)
     for job_id in (1, 2, 3):
         served.channel.wait_for(Finished, job_id)
+    told = {
+        job_id: [m for m in served.channel.of(job_id) if isinstance(m, Preparing)]
+        for job_id in (1, 2, 3)
+    }
+    # The pan's card says once why it waits; the others never waited first in line.
+    assert told == {1: [], 2: [Preparing(2, WAITING_FOR_MEMORY.code)], 3: []}
     drawn_together = {tuple(sorted(busy)) for busy in served.channel.busy}
     assert (2, 3) in drawn_together  # the small one fits beside the pan
     assert not any({1, 2} <= set(busy) or {1, 3} <= set(busy) for busy in drawn_together)

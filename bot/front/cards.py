@@ -35,7 +35,7 @@ from bot.limits import QUALITY_NAMES
 from generator.contract.edits import ENCODED
 from generator.contract.jobs import JobSpec
 from generator.contract.quality import DEFAULT_QUALITY
-from generator.contract.reasons import reason_of
+from generator.contract.reasons import COMPILING, reason_of
 from generator.media.animation import suffix_of
 
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -301,6 +301,22 @@ def wishes(event: JobEvent, language_of: Callable[[JobRow], str]) -> list[CardWi
     return [_wish(event, language_of(event.job))]
 
 
+def preparing_line(language: str, event: JobPreparing) -> str:
+    """What the worker does before the job's first step: compiling for its size (once a size),
+    loading the encoder, waiting for memory."""
+    reason = tr(language, reason_of(event.reason).template)
+    if event.reason != COMPILING.code:
+        return tr(language, "Preparing: {reason}", reason=reason)
+    spec = event.job.spec
+    size = f"{spec.width}x{spec.height}"
+    return tr(
+        language,
+        "Preparing: {reason} for {size}; the first picture of each size waits for it",
+        reason=reason,
+        size=size,
+    )
+
+
 def _wish(
     event: JobStarting | JobPreparing | JobProgress | JobEnded | JobHandedOver | JobPaused,
     language: str,
@@ -309,16 +325,7 @@ def _wish(
     if isinstance(event, JobStarting):
         lines = [tr(language, "Starting…"), *sharing_lines(language, event.sharing)]
     elif isinstance(event, JobPreparing):
-        lines = [
-            tr(
-                language,
-                "Preparing: {reason} for {size}x{size}; the first picture of each size "
-                "waits for it",
-                reason=tr(language, reason_of(event.reason).template),
-                size=event.job.spec.width,
-            ),
-            *sharing_lines(language, event.sharing),
-        ]
+        lines = [preparing_line(language, event), *sharing_lines(language, event.sharing)]
     elif isinstance(event, JobProgress):
         lines = running_lines(language, event.step, event.total, event.iterations_per_second)
         lines += sharing_lines(language, event.sharing)

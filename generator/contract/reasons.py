@@ -138,6 +138,9 @@ EDIT_CANVAS_TOO_BIG = _declare(
 # -- what a worker says of a job ----------------------------------------------------------------
 COMPILING = _declare("compiling", "compiling the networks")
 LOADING_PICTURE_ENCODER = _declare("loading_picture_encoder", "loading the picture encoder")
+WAITING_FOR_MEMORY = _declare(
+    "waiting_for_memory", "waiting for a drawing to finish, to have the memory for this one"
+)
 OUT_OF_MEMORY = _declare("out_of_memory", "the GPU ran out of memory; try a smaller size")
 OUT_OF_MEMORY_SHARED = _declare(
     "out_of_memory_shared",

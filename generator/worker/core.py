@@ -52,6 +52,7 @@ from generator.contract.reasons import (
     LOADING_PICTURE_ENCODER,
     OUT_OF_MEMORY,
     OUT_OF_MEMORY_SHARED,
+    WAITING_FOR_MEMORY,
     WORKER_ERROR,
     Reason,
 )
@@ -157,6 +158,7 @@ class Worker:
         self.metrics = metrics  # told at progress reports and job ends, never at every step
         self.screener = screener
         self._compiled_sizes: set[tuple[int, int]] = set()
+        self._told_to_wait: int | None = None  # the job first in line told it waits for memory
         self._batch = self.engine.batch()
         self._running: dict[int, _Running] = {}  # by batch handle; the serving thread's own
         self._busy: tuple[int, ...] = ()
@@ -243,9 +245,13 @@ class Worker:
                 start = self._waiting[0]
                 drawing = [entry.start.spec for entry in self._running.values()]
                 fit = self.admission.fit(start.spec, drawing)
-                if fit is Fit.LATER:  # it waits, first in line, for the memory to free up
-                    return True
-                self._waiting.popleft()
+                if fit is not Fit.LATER:
+                    self._waiting.popleft()
+            if fit is Fit.LATER:  # it waits, first in line, for the memory to free up
+                if self._told_to_wait != start.job_id:
+                    self._told_to_wait = start.job_id
+                    self.channel.send(Preparing(start.job_id, WAITING_FOR_MEMORY.code))
+                return True
             if fit is Fit.NEVER:
                 self._too_big(start)
             else:
